@@ -1,0 +1,37 @@
+"""Hypergradient estimators behind one interface (see ``base``), and a registry by name."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+from .base import Estimator
+from .debiased import UFOM
+from .first_order import FOM
+from .unrolled import Checkpointed, ExactUnrolled, Forward, Recompute, Reverse, Truncated
+
+REGISTRY: Dict[str, Callable[..., Estimator]] = {}
+
+
+def register(name: str, factory: Callable[..., Estimator], summary: str) -> None:
+    """Make ``factory(**options)`` selectable as ``name`` (CLI ``--method``, ``get``)."""
+    factory.summary = summary  # type: ignore[attr-defined]
+    REGISTRY[name] = factory
+
+
+def get(name: str, **options) -> Estimator:
+    """The estimator registered as ``name``, built with ``options``."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown estimator {name!r}; choose one of: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name](**options)
+
+
+register("reverse", Reverse, "exact reverse mode through the stored unrolled loop (000 Alg. 2; 001 eq. 6)")
+register("recompute", Recompute, "exact, O(1) memory: states recomputed from phi_0 (000 §3)")
+register("checkpointed", Checkpointed, "exact with M checkpoints (default sqrt r), memory O(M) (001 Table 1)")
+register("forward", Forward, "exact forward mode, FMD (001 eq. 7)")
+register("truncated", Truncated, "K-step truncated reverse, K-RMD (001 eq. 8)")
+register("fom", FOM, "first-order method, biased, O(1) memory (000 Alg. 3)")
+register("ufom", UFOM, "unbiased first-order method with fixed q (000 Alg. 4)")
+
+__all__ = ["Estimator", "ExactUnrolled", "Reverse", "Recompute", "Checkpointed", "Forward", "Truncated", "FOM",
+           "UFOM", "REGISTRY", "register", "get"]

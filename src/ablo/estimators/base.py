@@ -1,0 +1,134 @@
+"""The estimator interface and the pieces of Algorithms 2-4 (paper 000) that every
+estimator shares.
+
+An estimator is a small immutable value (like an optimistix adjoint or an optax
+transformation) with two pure functions:
+
+* ``init(problem, θ, task) -> state``
+* ``estimate(problem, θ, task, state, key) -> (hypergradient, state, Cost)``
+
+Both are jit-compatible and vmap-able over tasks. ``estimate_batch`` averages over a
+meta-batch of tasks (``vmap``, or ``lax.map`` for estimators whose random branch would turn
+into "compute both" under ``vmap``).
+
+Notation (paper 001 eq. 6): with s_j = Ξ(θ, s_{j−1}), the reverse pass carries
+b_θ (``h_t``) and the state cotangent b_s (``α_t``):
+    b_θ ← b_θ + (∂Ξ/∂θ)ᵀ b_s,   b_s ← (∂Ξ/∂s)ᵀ b_s,
+one VJP of the step = one HVP in the counts of Proposition 1. It starts from
+b_θ = ∂L_out/∂θ, b_s = (∂φ/∂s)ᵀ ∂L_out/∂φ at s_r, and ends with b_θ + (∂s_0/∂θ)ᵀ b_s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from ..cost import Cost, batch_total, cost, is_nonfinite
+from ..problem import BilevelProblem
+
+tree_map = jax.tree_util.tree_map
+
+
+def tree_add(a, b):
+    return tree_map(jnp.add, a, b)
+
+
+def tree_sub(a, b):
+    return tree_map(jnp.subtract, a, b)
+
+
+def tree_scale(c, a):
+    return tree_map(lambda x: c * x, a)
+
+
+def tree_sq_norm(a) -> jax.Array:
+    return sum(jnp.vdot(x, x).real for x in jax.tree_util.tree_leaves(a))
+
+
+def outer_cotangents(problem: BilevelProblem, theta, s_r, task):
+    """b_θ = ∂L_out/∂θ and b_s = (∂φ/∂s)ᵀ ∂L_out/∂φ at the last state: one gradient evaluation."""
+    phi_r, lift = jax.vjp(problem.optimizer.params, s_r)
+    b_theta, b_phi = jax.grad(problem.outer_loss, argnums=(0, 1))(theta, phi_r, task)
+    (b_s,) = lift(b_phi)
+    return b_theta, b_s
+
+
+def step_vjp(problem: BilevelProblem, theta, s_prev, t, task, b_theta, b_s):
+    """One reverse step of eq. 6 at s_prev = s_{t}: one HVP."""
+    _, vjp = jax.vjp(lambda th, s: problem.step(th, s, t, task), theta, s_prev)
+    d_theta, b_s = vjp(b_s)
+    return tree_add(b_theta, d_theta), b_s
+
+
+def finish(problem: BilevelProblem, theta, task, b_theta, b_s0):
+    """b_θ + (∂s_0/∂θ)ᵀ b_s: the Jacobian-vector product of V (Alg. 2, last line)."""
+    _, vjp = jax.vjp(lambda th: problem.initial_state(th, task), theta)
+    (d_theta,) = vjp(b_s0)
+    return tree_add(b_theta, d_theta)
+
+
+def reverse_over(problem, theta, task, states, first_t: int, b_theta, b_s):
+    """Reverse sweep over stored states s_{first_t}, ..., s_{first_t+K−1} (stacked on axis 0)."""
+    n = jax.tree_util.tree_leaves(states)[0].shape[0]
+
+    def body(carry, x):
+        s_prev, t = x
+        return step_vjp(problem, theta, s_prev, t, task, *carry), None
+
+    (b_theta, b_s), _ = jax.lax.scan(body, (b_theta, b_s), (states, first_t + jnp.arange(n)), reverse=True)
+    return b_theta, b_s
+
+
+def run_storing(problem, theta, task, s, start: int, stop: int):
+    """Run steps start..stop−1 from s, returning the final state and the stacked inputs."""
+    def body(s, t):
+        return problem.step(theta, s, t, task), s
+
+    return jax.lax.scan(body, s, jnp.arange(start, stop))
+
+
+def with_finite_flag(grad, c: Cost) -> Cost:
+    return c._replace(nonfinite=jnp.logical_or(c.nonfinite, is_nonfinite(grad)))
+
+
+@dataclass(frozen=True)
+class Estimator:
+    """Base class. Subclasses set ``name`` and implement ``estimate``."""
+
+    name: ClassVar[str] = "estimator"
+    #: True when the estimate draws a random branch (UFOM): batches then use lax.map, so the
+    #: expensive branch is really skipped when not drawn (vmap would compute both sides).
+    random_branch: ClassVar[bool] = False
+
+    def init(self, problem: BilevelProblem, theta, task) -> Any:
+        return ()
+
+    def estimate(self, problem: BilevelProblem, theta, task, state, key) -> Tuple[Any, Any, Cost]:
+        raise NotImplementedError
+
+    def __call__(self, problem, theta, task, state, key):
+        return self.estimate(problem, theta, task, state, key)
+
+    def check(self, problem: BilevelProblem) -> None:
+        """Raise ValueError when this estimator's settings do not fit ``problem``."""
+
+    def estimate_batch(self, problem, theta, tasks, state, key):
+        """Mean hypergradient over a meta-batch (tasks stacked on axis 0), total cost.
+
+        The default treats ``state`` as shared: each task sees the same state, and the new
+        state is the mean of the per-task new states (first element for integer leaves)."""
+        n = jax.tree_util.tree_leaves(tasks)[0].shape[0]
+        keys = jax.random.split(key, n)
+        if self.random_branch:
+            g, s, c = jax.lax.map(lambda a: self.estimate(problem, theta, a[0], state, a[1]), (tasks, keys))
+        else:
+            g, s, c = jax.vmap(self.estimate, in_axes=(None, None, 0, None, 0))(problem, theta, tasks, state, keys)
+        reduce = lambda x: x.mean(0) if jnp.issubdtype(x.dtype, jnp.inexact) else x[0]
+        return tree_map(lambda x: x.mean(0), g), tree_map(reduce, s), batch_total(c)
+
+
+def zero_cost() -> Cost:
+    return cost()

@@ -1,0 +1,26 @@
+"""The first-order method, FOM (paper 000 Alg. 3, eq. 10-11): drop every second-order term,
+G_FO = ∂L_out/∂θ + (∂V/∂θ)ᵀ ∂L_out/∂φ at φ_r. O(1) memory, r + 1 gradient evaluations,
+biased (Theorem 2 shows outer SGD with it can stall far from a stationary point)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..cost import cost
+from .base import Estimator, finish, outer_cotangents, with_finite_flag
+
+
+def first_order(problem, theta, task, s_r):
+    """G_FO from the last inner state (one outer gradient evaluation, one JVP of V)."""
+    b_theta, b_s = outer_cotangents(problem, theta, s_r, task)
+    return finish(problem, theta, task, b_theta, b_s), (b_theta, b_s)
+
+
+@dataclass(frozen=True)
+class FOM(Estimator):
+    name: ClassVar[str] = "fom"
+
+    def estimate(self, problem, theta, task, state, key):
+        g, _ = first_order(problem, theta, task, problem.run(theta, task))
+        return g, state, with_finite_flag(g, cost(grad_evals=problem.steps + 1, jvps=1, states=1))

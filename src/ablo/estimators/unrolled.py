@@ -1,0 +1,195 @@
+"""Exact and truncated hypergradients through the unrolled inner loop (paper 000 Alg. 2 and
+§3; paper 001 eq. 6-8 and Table 1).
+
+All reverse-mode members share one backward recursion (``base.step_vjp``) and differ only in
+how they get the state s_{j−1} that step j's VJP needs:
+
+=====================  ===================  =========================  ===============
+estimator              s_{j−1} from          gradient evaluations        states held
+=====================  ===================  =========================  ===============
+``Reverse``            stored array          r + 1                      r
+``Recompute``          re-run from s_0       r + 1 + r(r−1)/2           1
+``Checkpointed(M)``    nearest checkpoint    r + 1 + Σ_t (t mod c)      M  (c = ⌈r/M⌉)
+``Truncated(K)``       stored last K         r + 1                      K
+=====================  ===================  =========================  ===============
+
+Each does r HVPs (K for ``Truncated``) and one JVP of V. ``Forward`` is forward mode
+(eq. 7): it pushes dim θ tangents through every step and holds a dim θ × dim φ Jacobian.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import jax
+import jax.flatten_util
+import jax.numpy as jnp
+import numpy as np
+
+from ..cost import cost
+from .base import (Estimator, finish, outer_cotangents, reverse_over, run_storing, step_vjp, tree_add,
+                   with_finite_flag)
+
+
+class ExactUnrolled(Estimator):
+    """An exact reverse-mode estimator split into a forward and a backward half, so that
+    UFOM can share the forward pass with FOM (paper 000 Alg. 4)."""
+
+    def forward(self, problem, theta, task):
+        """-> (s_r, aux for backward, gradient evaluations spent)."""
+        raise NotImplementedError
+
+    def backward(self, problem, theta, task, aux, b_theta, b_s):
+        """-> exact hypergradient."""
+        raise NotImplementedError
+
+    def backward_cost(self, r: int):
+        """Cost of the backward half (static: it depends on r only)."""
+        raise NotImplementedError
+
+    def estimate(self, problem, theta, task, state, key):
+        self.check(problem)
+        s_r, aux = self.forward(problem, theta, task)
+        b_theta, b_s = outer_cotangents(problem, theta, s_r, task)
+        g = self.backward(problem, theta, task, aux, b_theta, b_s)
+        c = self.backward_cost(problem.steps)
+        c = c._replace(grad_evals=c.grad_evals + problem.steps + 1)
+        return g, state, with_finite_flag(g, c)
+
+
+@dataclass(frozen=True)
+class Reverse(ExactUnrolled):
+    """RMD: store s_0..s_{r−1}, then sweep back (paper 000 Alg. 2; paper 001 eq. 6).
+    Time O(r), memory O(r)."""
+
+    name: ClassVar[str] = "reverse"
+
+    def forward(self, problem, theta, task):
+        return run_storing(problem, theta, task, problem.initial_state(theta, task), 0, problem.steps)
+
+    def backward(self, problem, theta, task, states, b_theta, b_s):
+        b_theta, b_s = reverse_over(problem, theta, task, states, 0, b_theta, b_s)
+        return finish(problem, theta, task, b_theta, b_s)
+
+    def backward_cost(self, r):
+        return cost(hvps=r, jvps=1, states=r)
+
+
+@dataclass(frozen=True)
+class Recompute(ExactUnrolled):
+    """Exact with O(1) memory: each s_{j−1} is recomputed from s_0 in the backward pass
+    (paper 000 §3; Alg. 4 with q = 1). Time O(r²): r(r−1)/2 extra gradient evaluations."""
+
+    name: ClassVar[str] = "recompute"
+
+    def forward(self, problem, theta, task):
+        return problem.run(theta, task), None
+
+    def backward(self, problem, theta, task, aux, b_theta, b_s):
+        r = problem.steps
+
+        def body(i, carry):
+            t = r - 1 - i
+            s_prev = problem.run(theta, task, 0, t)
+            return step_vjp(problem, theta, s_prev, t, task, *carry)
+
+        b_theta, b_s = jax.lax.fori_loop(0, r, body, (b_theta, b_s))
+        return finish(problem, theta, task, b_theta, b_s)
+
+    def backward_cost(self, r):
+        return cost(grad_evals=r * (r - 1) // 2, hvps=r, jvps=1, states=1)
+
+
+@dataclass(frozen=True)
+class Checkpointed(ExactUnrolled):
+    """Exact with M checkpoints every c = ⌈r/M⌉ steps (paper 001 Table 1). Step j's input is
+    recomputed from the nearest checkpoint below it: memory O(M) whatever r, time
+    r + 1 + Σ_{t<r} (t mod c) ≈ r + r²/(2M) gradient evaluations. ``M=None`` takes ⌈√r⌉."""
+
+    M: int | None = None
+    name: ClassVar[str] = "checkpointed"
+
+    def __post_init__(self):
+        if self.M is not None and (isinstance(self.M, bool) or not isinstance(self.M, (int, np.integer)) or self.M < 1):
+            raise ValueError(f"M (number of checkpoints) must be an integer >= 1; got {self.M!r}")
+
+    def layout(self, r: int):
+        """(checkpoints kept m, interval c)."""
+        M = self.M if self.M is not None else max(1, int(np.ceil(np.sqrt(r))))
+        c = -(-r // min(M, r))
+        return -(-r // c), c
+
+    def forward(self, problem, theta, task):
+        r = problem.steps
+        m, c = self.layout(r)
+
+        def segment(s, i):
+            return problem.run(theta, task, i * c, jnp.minimum((i + 1) * c, r), s), s
+
+        return jax.lax.scan(segment, problem.initial_state(theta, task), jnp.arange(m))
+
+    def backward(self, problem, theta, task, checkpoints, b_theta, b_s):
+        r = problem.steps
+        m, c = self.layout(r)
+
+        def body(i, carry):
+            t = r - 1 - i
+            k = t // c
+            s_k = jax.tree_util.tree_map(lambda x: x[k], checkpoints)
+            s_prev = problem.run(theta, task, k * c, t, s_k)
+            return step_vjp(problem, theta, s_prev, t, task, *carry)
+
+        b_theta, b_s = jax.lax.fori_loop(0, r, body, (b_theta, b_s))
+        return finish(problem, theta, task, b_theta, b_s)
+
+    def backward_cost(self, r):
+        m, c = self.layout(r)
+        return cost(grad_evals=sum(t % c for t in range(r)), hvps=r, jvps=1, states=m)
+
+
+@dataclass(frozen=True)
+class Truncated(Estimator):
+    """K-step truncated reverse mode, K-RMD (paper 001 eq. 8): back-propagate through the last
+    K steps only and close with V's Jacobian at the truncation point, so K = r is exact and
+    K = 0 is FOM (with V constant this is eq. 8 verbatim). Memory O(K), time O(r + K)."""
+
+    K: int = 1
+    name: ClassVar[str] = "truncated"
+
+    def check(self, problem):
+        if isinstance(self.K, bool) or not isinstance(self.K, (int, np.integer)) or not 0 <= self.K <= problem.steps:
+            raise ValueError(f"K (truncation depth) must be an integer in [0, r] = [0, {problem.steps}]; got {self.K!r}")
+
+    def estimate(self, problem, theta, task, state, key):
+        self.check(problem)
+        r, K = problem.steps, int(self.K)
+        s = problem.run(theta, task, 0, r - K)
+        s_r, states = run_storing(problem, theta, task, s, r - K, r)
+        b_theta, b_s = outer_cotangents(problem, theta, s_r, task)
+        if K > 0:
+            b_theta, b_s = reverse_over(problem, theta, task, states, r - K, b_theta, b_s)
+        g = finish(problem, theta, task, b_theta, b_s)
+        return g, state, with_finite_flag(g, cost(grad_evals=r + 1, hvps=K, jvps=1, states=max(K, 1)))
+
+
+@dataclass(frozen=True)
+class Forward(Estimator):
+    """Forward mode, FMD (paper 001 eq. 7): Z_j = Z_{j−1}A_j + B_j carried along the inner loop
+    as dim θ tangents (``jax.jvp`` under ``vmap``), then d_θ = ∂_θL_out + Z_r ∂_φL_out.
+    Memory O(dim θ · dim φ), time O(r · dim θ); preferable when θ is small."""
+
+    name: ClassVar[str] = "forward"
+
+    def estimate(self, problem, theta, task, state, key):
+        flat, unravel = jax.flatten_util.ravel_pytree(theta)
+        n = flat.shape[0]
+        phi_of = lambda th: problem.optimizer.params(problem.run(th, task))
+        phi_r, z_fn = jax.linearize(lambda f: phi_of(unravel(f)), flat)
+        b_theta, b_phi = jax.grad(problem.outer_loss, argnums=(0, 1))(theta, phi_r, task)
+        bphi_flat, _ = jax.flatten_util.ravel_pytree(b_phi)
+        Z = jax.vmap(lambda e: jax.flatten_util.ravel_pytree(z_fn(e))[0])(jnp.eye(n, dtype=flat.dtype))
+        g = tree_add(b_theta, unravel(Z @ bphi_flat))
+        r = problem.steps
+        return g, state, with_finite_flag(g, cost(grad_evals=r + 1, jvps=(r + 1) * n, states=n))
+

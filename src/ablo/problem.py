@@ -1,0 +1,96 @@
+"""A bilevel problem (paper 000 eq. 2-4):
+
+    M^(r)(θ) = E_T L_out(θ, φ_r, T),   φ_0 = V(θ, T),   s_j = Ξ_j(θ, s_{j−1}, T),  j = 1..r,
+
+where s is the inner optimizer's state and φ = params(s). θ, φ and T are arbitrary pytrees.
+The problem holds pure functions only; it knows nothing of data loading or estimators.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from .inner import InnerOptimizer
+
+
+def identity_init(theta, task):
+    """MAML-style start φ_0 = θ."""
+    return theta
+
+
+def constant_init(phi0) -> Callable:
+    """Start every inner run from the fixed pytree ``phi0`` (V independent of θ)."""
+    return lambda theta, task: phi0
+
+
+@dataclass(frozen=True, eq=False)
+class BilevelProblem:
+    """``inner_loss(θ, φ, task)``, ``outer_loss(θ, φ, task)`` → scalars; ``init(θ, task)`` → φ_0
+    (default: θ itself); ``optimizer`` the inner dynamics; ``steps`` = r."""
+
+    inner_loss: Callable[[Any, Any, Any], jax.Array]
+    outer_loss: Callable[[Any, Any, Any], jax.Array]
+    optimizer: InnerOptimizer
+    steps: int
+    init: Callable[[Any, Any], Any] = field(default=identity_init)
+
+    def __post_init__(self):
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"steps (r) must be an integer >= 1; got {self.steps!r}")
+        for name in ("inner_loss", "outer_loss", "init"):
+            if not callable(getattr(self, name)):
+                raise ValueError(f"{name} must be a function; got {getattr(self, name)!r}")
+
+    # --- the pieces every estimator composes -------------------------------------------------
+    def initial_state(self, theta, task):
+        """s_0 = init_opt(V(θ, T))."""
+        return self.optimizer.init(self.init(theta, task))
+
+    def step(self, theta, s, t, task):
+        """s_{t+1} = Ξ(θ, s_t, T): one inner gradient evaluation and one optimizer update."""
+        g = jax.grad(self.inner_loss, argnums=1)(theta, self.optimizer.params(s), task)
+        return self.optimizer.update(g, s, theta, t)
+
+    def run(self, theta, task, start: int = 0, stop: Optional[int] = None, s=None):
+        """s_stop from s_start (default: from s_0 through all r steps), never storing states."""
+        stop = self.steps if stop is None else stop
+        s = self.initial_state(theta, task) if s is None else s
+        return jax.lax.fori_loop(start, stop, lambda t, s: self.step(theta, s, t, task), s)
+
+    def objective(self, theta, task):
+        """M^(r)(θ; T) = L_out(θ, φ_r, T), differentiable by plain autodiff (reference only)."""
+        s, _ = jax.lax.scan(lambda s, t: (self.step(theta, s, t, task), None), self.initial_state(theta, task),
+                            jnp.arange(self.steps))
+        return self.outer_loss(theta, self.optimizer.params(s), task)
+
+    def validate(self, theta, task) -> None:
+        """Raise a ValueError naming the mismatch when θ, φ_0 and the losses do not fit together."""
+        try:
+            phi0 = jax.eval_shape(self.init, theta, task)
+        except Exception as e:  # noqa: BLE001 - reported with context
+            raise ValueError(f"init(theta, task) failed on the given theta/task pytrees: {e}") from None
+        for name in ("inner_loss", "outer_loss"):
+            fn = getattr(self, name)
+            try:
+                out = jax.eval_shape(fn, theta, phi0, task)
+            except Exception as e:  # noqa: BLE001
+                raise ValueError(
+                    f"{name}(theta, phi, task) failed on theta {_describe(theta)} and phi {_describe(phi0)}: {e}. "
+                    "Check that theta and phi are the pytrees the losses expect.") from None
+            if getattr(out, "shape", None) != ():
+                raise ValueError(f"{name} must return a scalar; got shape {getattr(out, 'shape', type(out))}")
+            try:
+                g = jax.eval_shape(jax.grad(fn, argnums=1), theta, phi0, task)
+            except Exception as e:  # noqa: BLE001
+                raise ValueError(f"{name} is not differentiable in phi: {e}") from None
+            if jax.tree_util.tree_structure(g) != jax.tree_util.tree_structure(phi0):
+                raise ValueError(f"the gradient of {name} in phi has structure {jax.tree_util.tree_structure(g)}, "
+                                 f"but phi_0 = init(theta, task) has {jax.tree_util.tree_structure(phi0)}")
+
+
+def _describe(tree) -> str:
+    return str(jax.tree_util.tree_map(lambda x: getattr(x, "shape", type(x).__name__), tree))

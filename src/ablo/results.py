@@ -1,0 +1,107 @@
+"""Result files every experiment writes, atomically (temp file + rename): summary.json
+({"experiment", "config", "results": one row per method and seed}), CSV curves, Markdown
+tables. A kill never leaves a truncated file."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+
+def atomic_write(path, data: bytes | str) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _jsonable(x):
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "tolist"):  # numpy / jax arrays and scalars
+        return _jsonable(x.tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def write_summary(out_dir, experiment: str, config: Mapping, results: Sequence[Mapping]) -> Path:
+    """summary.json: {"experiment": name, "config": {...}, "results": [row per method and seed]}."""
+    doc = {"experiment": experiment, "config": _jsonable(config), "results": _jsonable(list(results))}
+    return atomic_write(Path(out_dir) / "summary.json", json.dumps(doc, indent=2, sort_keys=False) + "\n")
+
+
+def read_summary(path) -> dict:
+    path = Path(path)
+    if path.is_dir():
+        path = path / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"no summary.json at {path}") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+
+
+def write_csv(path, rows: Iterable[Mapping]) -> Path:
+    rows = list(rows)
+    cols: list = []
+    for r in rows:
+        cols += [k for k in r if k not in cols]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols)
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: _jsonable(v) for k, v in r.items()})
+    return atomic_write(path, buf.getvalue())
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
+    rows = list(rows)
+    if columns is None:
+        columns = []
+        for r in rows:
+            columns += [k for k in r if k not in columns]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_markdown(path, title: str, rows: Sequence[Mapping], columns: Sequence[str] | None = None,
+                   notes: str = "") -> Path:
+    text = f"# {title}\n\n" + markdown_table(rows, columns) + (f"\n{notes.strip()}\n" if notes else "")
+    return atomic_write(path, text)
+
+
+def save_figure(fig, path) -> Path:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return atomic_write(path, buf.getvalue())
