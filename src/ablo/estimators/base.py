@@ -112,6 +112,10 @@ class Estimator:
     def __call__(self, problem, theta, task, state, key):
         return self.estimate(problem, theta, task, state, key)
 
+    def describe_state(self, state) -> dict:
+        """Scalars worth logging per outer step (e.g. {"q": ...}); host-side, after the step."""
+        return {}
+
     def check(self, problem: BilevelProblem) -> None:
         """Raise ValueError when this estimator's settings do not fit ``problem``."""
 

@@ -72,6 +72,9 @@ class UFOM(Estimator):
     def check(self, problem):
         self.exact.check(problem)
 
+    def describe_state(self, state):
+        return {"q": float(self.q)}
+
     def estimate(self, problem, theta, task, state, key):
         self.check(problem)
         g, _, _, _, c = ufom_step(problem, theta, task, self.exact, self.q, key)
