@@ -7,6 +7,7 @@ from typing import Callable, Dict
 from .base import Estimator
 from .debiased import UFOM
 from .first_order import FOM
+from .implicit import AID, HOAG, aid_cg, aid_fp, aid_neumann
 from .unrolled import Checkpointed, ExactUnrolled, Forward, Recompute, Reverse, Truncated
 
 REGISTRY: Dict[str, Callable[..., Estimator]] = {}
@@ -32,6 +33,10 @@ register("forward", Forward, "exact forward mode, FMD (001 eq. 7)")
 register("truncated", Truncated, "K-step truncated reverse, K-RMD (001 eq. 8)")
 register("fom", FOM, "first-order method, biased, O(1) memory (000 Alg. 3)")
 register("ufom", UFOM, "unbiased first-order method with fixed q (000 Alg. 4)")
+register("aid-cg", aid_cg, "implicit differentiation, conjugate gradient, warm starts (004 Alg. 1, eq. 3)")
+register("aid-neumann", aid_neumann, "implicit differentiation, truncated Neumann series (004 eq. 5, deterministic)")
+register("aid-fp", aid_fp, "implicit differentiation, fixed-point iteration, AID-FP (004 §A.2)")
+register("hoag", HOAG, "AID-CG with warm starts and tolerance tol*decay^k over outer steps (004 §A.2)")
 
 __all__ = ["Estimator", "ExactUnrolled", "Reverse", "Recompute", "Checkpointed", "Forward", "Truncated", "FOM",
            "UFOM", "REGISTRY", "register", "get"]

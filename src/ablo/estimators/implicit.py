@@ -1,0 +1,158 @@
+"""Implicit differentiation, AID-BiO (paper 004 Alg. 1, eq. 3) and HOAG (paper 004 §A.2).
+
+With x = θ, y = φ, g = L_in, f = L_out and y_k^T the inner iterate after T = r steps:
+
+    ∇̂Φ(x_k) = ∇_x f(x_k, y_k^T) − ∇_x∇_y g(x_k, y_k^T) v_k^N,   ∇²_y g(x_k, y_k^T) v = ∇_y f(x_k, y_k^T),
+
+v_k^N from a linear solver (``ablo.linear_solvers``: CG, Neumann, FixedPoint) handed in as a
+value. Warm starts (Alg. 1 lines 3 and 7.1): y_k^0 = y_{k−1}^T and v_k^0 = v_{k−1}^N, both held
+in the estimator state (a new inner optimizer state is built around y_{k−1}^T, so momentum or
+Adam slots restart). Without warm starts every call starts from ``problem.initial_state`` and
+v^0 = 0.
+
+What AID assumes. By Proposition 1 the estimate tends to ∇Φ(x) for Φ(x) = f(x, y*(x)) as
+y^T → y*(x) = argmin_y g(x, y) and v → v*: it is the gradient of the *limit* problem, not of the
+r-step objective M^(r). The start V(θ) of the inner loop only matters through y^T: when V
+depends on θ (MAML-style ``identity_init``, V = θ) the implicit gradient ignores the path
+through V — it differentiates the fixed point, which is then meaningful only if g is strongly
+convex in φ and the inner loop has converged. Use the unrolled estimators for the r-step
+objective.
+
+Cost per call: T + 1 gradient evaluations (T inner steps, one outer gradient giving ∇_x f and
+∇_y f), the solver's matvecs plus 1 HVPs (each ∇²_y g·v is one HVP; the mixed product
+∇_x∇_y g·v — paper 004's JV(g) — is counted as one HVP too, as paper 000 counts one reverse pass
+through ∇_φ L_in), one inner state held. Memory does not grow with T or the solver's
+iterations (``lax`` loops).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from ..cost import cost
+from ..linear_solvers import CG, FixedPoint, Neumann, check_int, check_positive
+from .base import Estimator, tree_sub, with_finite_flag
+
+tree_map = jax.tree_util.tree_map
+
+
+class ImplicitState(NamedTuple):
+    """Warm starts y_{k−1}^T (``phi``) and v_{k−1}^N (``v``), the outer step k, and the last
+    solve's matvec count and residual (for logging)."""
+
+    phi: object
+    v: object
+    step: jax.Array
+    matvecs: jax.Array
+    residual: jax.Array
+
+
+def inner_grad(problem, theta, phi, task):
+    return jax.grad(problem.inner_loss, argnums=1)(theta, phi, task)
+
+
+def implicit_parts(problem, theta, phi, outer_task, inner_task):
+    """(∇_x f, ∇_y f, matvec v ↦ ∇²_y g v) at (θ, φ): one gradient evaluation. The outer gradient
+    reads ``outer_task``; the second derivatives of g read ``inner_task`` (the same task for
+    deterministic AID, independent mini-batches for stocBiO, eq. 6)."""
+    f_theta, f_phi = jax.grad(problem.outer_loss, argnums=(0, 1))(theta, phi, outer_task)
+    _, matvec = jax.linearize(lambda p: inner_grad(problem, theta, p, inner_task), phi)
+    return f_theta, f_phi, matvec
+
+
+def mixed_product(problem, theta, phi, task, v):
+    """∇_x∇_y g(θ, φ) v = (∂∇_φ g/∂θ)ᵀ v: one reverse pass through ∇_φ g (one HVP)."""
+    _, vjp = jax.vjp(lambda th: inner_grad(problem, th, phi, task), theta)
+    return vjp(v)[0]
+
+
+@dataclass(frozen=True)
+class AID(Estimator):
+    """AID-BiO (paper 004 Alg. 1) with a linear solver value, e.g.
+    ``AID(CG(tol=1e-10, maxiter=10), warm_start=True)``. ``warm_start`` switches both warm
+    starts (y and v)."""
+
+    solver: object = field(default_factory=CG)
+    warm_start: bool = True
+    name: ClassVar[str] = "aid"
+
+    def __post_init__(self):
+        if not callable(self.solver):
+            raise ValueError(f"solver must be a linear solver value such as CG(), Neumann() or FixedPoint(); "
+                             f"got {self.solver!r}")
+        if not isinstance(self.warm_start, bool):
+            raise ValueError(f"warm_start must be True or False; got {self.warm_start!r}")
+
+    def init(self, problem, theta, task):
+        phi = problem.optimizer.params(problem.initial_state(theta, task))
+        zero = jnp.zeros((), jnp.result_type(float))
+        return ImplicitState(phi, tree_map(jnp.zeros_like, phi), jnp.asarray(0, jnp.int32),
+                             jnp.asarray(0, jnp.int32), zero)
+
+    def describe_state(self, state):
+        return {"solver_matvecs": float(state.matvecs), "solver_residual": float(state.residual)}
+
+    def solve(self, matvec, b, x0, step):
+        return self.solver(matvec, b, x0)
+
+    def estimate(self, problem, theta, task, state, key):
+        T = problem.steps
+        s0 = problem.optimizer.init(state.phi) if self.warm_start else problem.initial_state(theta, task)
+        phi = problem.optimizer.params(problem.run(theta, task, 0, T, s0))
+        f_theta, f_phi, matvec = implicit_parts(problem, theta, phi, task, task)
+        v, info = self.solve(matvec, f_phi, state.v if self.warm_start else None, state.step)
+        g = tree_sub(f_theta, mixed_product(problem, theta, phi, task, v))
+        new = ImplicitState(phi, v, state.step + 1, info.matvecs, info.residual.astype(state.residual.dtype))
+        c = cost(grad_evals=T + 1, hvps=info.matvecs + 1, states=1)
+        return g, new, with_finite_flag(g, c)
+
+
+@dataclass(frozen=True)
+class HOAG(AID):
+    """HOAG (Pedregosa 2016; paper 004 §A.2 baseline): AID-CG with warm starts whose CG
+    tolerance decreases over outer steps, tol_k = tol · decay^k (k in the state), so early
+    outer steps are cheap and later ones accurate. Simplification: Pedregosa also stops the
+    inner solver at tolerance ε_k and adapts the outer step size; here the inner loop runs the
+    problem's r steps (warm-started) and the outer step size is the outer optimizer's."""
+
+    tol: float = 1e-2
+    decay: float = 0.9
+    maxiter: int = 100
+    solver: object = None
+    name: ClassVar[str] = "hoag"
+
+    def __post_init__(self):
+        check_positive("tol", self.tol, " (initial CG tolerance tol_0 of HOAG)")
+        if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float)) or not 0 < self.decay <= 1:
+            raise ValueError(f"decay must be in (0, 1] (tol_k = tol * decay^k); got {self.decay!r}")
+        check_int("maxiter", self.maxiter, 1)
+        object.__setattr__(self, "solver", CG(tol=self.tol, maxiter=self.maxiter))
+        super().__post_init__()
+
+    def tolerance(self, step):
+        return self.tol * jnp.asarray(self.decay, jnp.result_type(float)) ** step
+
+    def solve(self, matvec, b, x0, step):
+        return self.solver(matvec, b, x0, tol=self.tolerance(step))
+
+    def describe_state(self, state):
+        return {**super().describe_state(state), "tol": float(self.tolerance(state.step))}
+
+
+def aid_cg(tol: float = 1e-10, maxiter: int = 10, warm_start: bool = True) -> AID:
+    """AID-CG (paper 004 Alg. 1): N = maxiter CG steps or relative residual ≤ tol."""
+    return AID(CG(tol=tol, maxiter=maxiter), warm_start)
+
+
+def aid_neumann(eta: float = 0.5, Q: int = 10, warm_start: bool = True) -> AID:
+    """AID with the truncated Neumann series of eq. 5 (deterministic, full-batch Hessian)."""
+    return AID(Neumann(eta=eta, Q=Q), warm_start)
+
+
+def aid_fp(eta: float = 0.5, N: int = 10, warm_start: bool = True) -> AID:
+    """AID-FP (Grazzi et al. 2020; paper 004 §A.2): N fixed-point steps v ← v − η(∇²_y g v − ∇_y f)."""
+    return AID(FixedPoint(eta=eta, N=N), warm_start)
