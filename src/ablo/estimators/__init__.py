@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Callable, Dict
 
 from .base import Estimator
-from .debiased import UFOM
+from .adaptive import AdaptiveUFOM, make_adaptive
+from .debiased import UFOM, Debiased, make_debiased
 from .first_order import FOM
 from .implicit import AID, HOAG, aid_cg, aid_fp, aid_neumann
 from .unrolled import Checkpointed, ExactUnrolled, Forward, Recompute, Reverse, Truncated
@@ -37,6 +38,8 @@ register("aid-cg", aid_cg, "implicit differentiation, conjugate gradient, warm s
 register("aid-neumann", aid_neumann, "implicit differentiation, truncated Neumann series (004 eq. 5, deterministic)")
 register("aid-fp", aid_fp, "implicit differentiation, fixed-point iteration, AID-FP (004 §A.2)")
 register("hoag", HOAG, "AID-CG with warm starts and tolerance tol*decay^k over outer steps (004 §A.2)")
+register("adaptive-ufom", make_adaptive, "UFOM with q = max(q*, q_min) adapted online from smoothed D2, V2 (000 eq. 22-24)")
+register("debiased", make_debiased, "any cheap estimator (default K-RMD) debiased by the exact one with prob. q")
 
 __all__ = ["Estimator", "ExactUnrolled", "Reverse", "Recompute", "Checkpointed", "Forward", "Truncated", "FOM",
-           "UFOM", "REGISTRY", "register", "get"]
+           "UFOM", "AdaptiveUFOM", "Debiased", "REGISTRY", "register", "get"]

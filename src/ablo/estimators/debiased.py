@@ -2,6 +2,10 @@
 
     G_UFO = G_FO + (ξ/q)(G_exact − G_FO),   ξ ~ Bernoulli(q),   E_ξ[G_UFO] = G_exact.
 
+``Debiased`` applies the same construction to any cheap estimator in place of G_FO (K-RMD,
+implicit differentiation, ...): G = G_cheap + (ξ/q)(G_exact − G_cheap), again unbiased for the
+exact hypergradient, at cheap's cost plus ξ times exact's (no forward pass is shared).
+
 The exact branch is any memory-bounded exact estimator (``Recompute``: O(1) memory, or
 ``Checkpointed(M)``: O(M) memory) and shares the forward pass with FOM. Expected cost
 (Proposition 1, with ``Recompute``): r + 1 + q r(r−1)/2 gradient evaluations and q r HVPs;
@@ -19,7 +23,7 @@ import jax.numpy as jnp
 from ..cost import cost
 from .base import Estimator, tree_add, tree_scale, tree_sub, with_finite_flag
 from .first_order import first_order
-from .unrolled import ExactUnrolled, Recompute, Reverse
+from .unrolled import ExactUnrolled, Recompute, Reverse, Truncated
 
 
 def check_q(q) -> None:
@@ -79,3 +83,77 @@ class UFOM(Estimator):
         self.check(problem)
         g, _, _, _, c = ufom_step(problem, theta, task, self.exact, self.q, key)
         return g, state, c
+
+
+def check_estimator(name: str, est) -> None:
+    if not isinstance(est, Estimator):
+        raise ValueError(f"{name} must be an estimator (e.g. Truncated(K=5), Recompute()); got {est!r}")
+
+
+def debiased_step(problem, theta, task, cheap: Estimator, cheap_state, exact: Estimator, q, key):
+    """One draw of G_cheap + (ξ/q)(G_exact − G_cheap) for a (possibly traced) q. Returns
+    (G, G_cheap, G_exact or G_cheap, ξ, cheap's new state, Cost). ``exact`` is run from a fresh
+    state (it must be stateless, as all exact estimators are) and only when ξ = 1."""
+    k_cheap, k_xi, k_exact = jax.random.split(key, 3)
+    g_ch, cheap_state, c = cheap.estimate(problem, theta, task, cheap_state, k_cheap)
+    xi = jax.random.bernoulli(k_xi, q)
+
+    def exact_branch(_):
+        g_ex, _, c_ex = exact.estimate(problem, theta, task, exact.init(problem, theta, task), k_exact)
+        return tree_add(g_ch, tree_scale(1.0 / q, tree_sub(g_ex, g_ch))), g_ex, c_ex
+
+    def cheap_branch(_):
+        _, _, c_ex = jax.eval_shape(exact_branch, None)
+        return g_ch, g_ch, jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), c_ex)
+
+    g, g_ex, c_ex = jax.lax.cond(xi, exact_branch, cheap_branch, None)
+    return g, g_ch, g_ex, xi, cheap_state, with_finite_flag(g, c + c_ex)
+
+
+@dataclass(frozen=True)
+class Debiased(Estimator):
+    """Any cheap estimator debiased by an exact one with probability q (beyond paper 000: its
+    Alg. 4 with G_FO replaced by G_cheap). E[G] = E[G_exact]; expected cost = cheap's + q·exact's.
+    The state is the cheap estimator's state (e.g. an AID warm start)."""
+
+    cheap: Estimator = field(default_factory=lambda: Truncated(K=1))
+    q: float = 0.1
+    exact: Estimator = field(default_factory=Recompute)
+    name: ClassVar[str] = "debiased"
+    random_branch: ClassVar[bool] = True
+
+    def __post_init__(self):
+        check_q(self.q)
+        check_estimator("cheap", self.cheap)
+        check_estimator("exact", self.exact)
+
+    def check(self, problem):
+        self.cheap.check(problem)
+        self.exact.check(problem)
+
+    def init(self, problem, theta, task):
+        return self.cheap.init(problem, theta, task)
+
+    def describe_state(self, state):
+        return {"q": float(self.q), **self.cheap.describe_state(state)}
+
+    def estimate(self, problem, theta, task, state, key):
+        self.check(problem)
+        g, _, _, _, state, c = debiased_step(problem, theta, task, self.cheap, state, self.exact, self.q, key)
+        return g, state, c
+
+
+def resolve(est, **options) -> Estimator:
+    """An estimator given as itself or as a registered name (built with ``options``)."""
+    if isinstance(est, str):
+        from . import get
+
+        return get(est, **options)
+    if options:
+        raise ValueError(f"options {sorted(options)} apply only when the estimator is given by name; got {est!r}")
+    return est
+
+
+def make_debiased(cheap="truncated", q=0.1, exact="recompute", **cheap_options) -> Debiased:
+    """Registry factory: ``cheap``/``exact`` may be registered names; other options (e.g. K) build cheap."""
+    return Debiased(cheap=resolve(cheap, **cheap_options), q=q, exact=resolve(exact))
