@@ -9,6 +9,7 @@ from .adaptive import AdaptiveUFOM, make_adaptive
 from .debiased import UFOM, Debiased, make_debiased
 from .first_order import FOM
 from .implicit import AID, HOAG, aid_cg, aid_fp, aid_neumann
+from .stochastic import BSA, TTSA, StocBiO
 from .unrolled import Checkpointed, ExactUnrolled, Forward, Recompute, Reverse, Truncated
 
 REGISTRY: Dict[str, Callable[..., Estimator]] = {}
@@ -38,6 +39,9 @@ register("aid-cg", aid_cg, "implicit differentiation, conjugate gradient, warm s
 register("aid-neumann", aid_neumann, "implicit differentiation, truncated Neumann series (004 eq. 5, deterministic)")
 register("aid-fp", aid_fp, "implicit differentiation, fixed-point iteration, AID-FP (004 §A.2)")
 register("hoag", HOAG, "AID-CG with warm starts and tolerance tol*decay^k over outer steps (004 §A.2)")
+register("stocbio", StocBiO, "mini-batch stochastic AID, Neumann series over independent batches (004 Alg. 2-3, eq. 5-6)")
+register("bsa", BSA, "single-sample stochastic AID, growing inner steps (Ghadimi & Wang 2018; 004 §A.2)")
+register("ttsa", TTSA, "two-time-scale single-sample AID, one inner step per outer step (Hong et al. 2020; 004 §A.2)")
 register("adaptive-ufom", make_adaptive, "UFOM with q = max(q*, q_min) adapted online from smoothed D2, V2 (000 eq. 22-24)")
 register("debiased", make_debiased, "any cheap estimator (default K-RMD) debiased by the exact one with prob. q")
 
