@@ -1,0 +1,124 @@
+"""Checkpoints of an outer run: everything needed to continue it bit for bit.
+
+One file, ``<dir>/checkpoint.npz``, replaced atomically (temp file + rename,
+:func:`ablo.results.atomic_write`), so a kill leaves either the previous checkpoint or the new
+one, never a truncated file. It is a plain NumPy ``.npz`` (no pickle):
+
+* ``theta/<i>``, ``opt_state/<i>``, ``estimator_state/<i>``: the leaves of each pytree;
+* ``key``: the run's PRNG key data (step k draws its tasks from ``fold_in(key, k)``);
+* ``__meta__``: UTF-8 JSON with the format name and version, each tree's structure
+  (``str(treedef)``), leaf count, shapes and dtypes, the step, the cumulative function calls,
+  seconds and skipped steps, and the log so far.
+
+Pytrees are rebuilt on the structure of the resuming run's own trees, after checking that the
+stored structure, shapes and dtypes are the same; any mismatch, or an unreadable file, raises
+:class:`CheckpointError` naming the file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, List, Optional
+
+import jax
+import numpy as np
+
+from .results import atomic_write
+
+FORMAT = "ablo-checkpoint"
+VERSION = 1
+FILENAME = "checkpoint.npz"
+TREES = ("theta", "opt_state", "estimator_state")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, or that belongs to a different run."""
+
+
+@dataclass
+class Snapshot:
+    """The state of an outer run after ``step`` completed steps."""
+
+    theta: Any
+    opt_state: Any
+    estimator_state: Any
+    key: Any
+    step: int = 0
+    function_calls: float = 0.0
+    seconds: float = 0.0
+    skipped: int = 0
+    log: List[dict] = field(default_factory=list)
+
+
+def path(directory) -> Path:
+    return Path(directory) / FILENAME
+
+
+def key_data(key) -> np.ndarray:
+    """Raw uint32 data of a PRNG key (typed ``jax.random.key`` or legacy ``PRNGKey``)."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.asarray(key)
+
+
+def _describe(leaves) -> list:
+    return [[list(np.shape(x)), str(np.asarray(x).dtype)] for x in leaves]
+
+
+def save(directory, snap: Snapshot) -> Path:
+    """Write ``snap`` atomically to ``<directory>/checkpoint.npz``; returns the path."""
+    arrays, trees = {}, {}
+    for name in TREES:
+        leaves, treedef = jax.tree_util.tree_flatten(getattr(snap, name))
+        leaves = [np.asarray(x) for x in jax.device_get(leaves)]
+        arrays.update({f"{name}/{i}": x for i, x in enumerate(leaves)})
+        trees[name] = {"treedef": str(treedef), "leaves": _describe(leaves)}
+    arrays["key"] = key_data(snap.key)
+    meta = {"format": FORMAT, "version": VERSION, "trees": trees, "step": int(snap.step),
+            "function_calls": float(snap.function_calls), "seconds": float(snap.seconds),
+            "skipped": int(snap.skipped), "log": snap.log}
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return atomic_write(path(directory), buf.getvalue())
+
+
+def load(directory, like: Snapshot) -> Optional[Snapshot]:
+    """The checkpoint in ``directory`` rebuilt on the trees of ``like``; None when there is none.
+
+    Raises CheckpointError (naming the file) when it is corrupt, truncated, of another format
+    version, or written for trees of another structure, shape or dtype."""
+    p = path(directory)
+    if not p.exists():
+        return None
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint {p} is corrupt or truncated ({type(e).__name__}: {e}); "
+                              "delete it to start the run afresh") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {p} is not an {FORMAT} file of version {VERSION}")
+    try:
+        trees = {}
+        for name in TREES:
+            leaves, treedef = jax.tree_util.tree_flatten(getattr(like, name))
+            stored = meta["trees"][name]
+            if stored["treedef"] != str(treedef) or stored["leaves"] != _describe(leaves):
+                raise CheckpointError(
+                    f"checkpoint {p} was written for a different {name} (structure, shapes or dtypes differ: "
+                    f"stored {stored['leaves']}, this run {_describe(leaves)}); resume with the same problem, "
+                    "estimator and optimizer, or use another checkpoint directory")
+            trees[name] = jax.tree_util.tree_unflatten(treedef, [arrays[f"{name}/{i}"] for i in range(len(leaves))])
+        return Snapshot(trees["theta"], trees["opt_state"], trees["estimator_state"], arrays["key"],
+                        int(meta["step"]), float(meta["function_calls"]), float(meta["seconds"]),
+                        int(meta["skipped"]), list(meta["log"]))
+    except (KeyError, TypeError, ValueError) as e:
+        if isinstance(e, CheckpointError):
+            raise
+        raise CheckpointError(f"checkpoint {p} is incomplete ({type(e).__name__}: {e})") from None
