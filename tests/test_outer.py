@@ -1,0 +1,134 @@
+"""The outer loop (paper 000 Alg. 1): it optimizes, stops at its budgets, counts calls, logs."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+
+import ablo
+from ablo.outer import Budget, run
+
+R = 4
+
+
+def meta_problem():
+    """MAML-style: φ_0 = θ, tasks are quadratics centred at c ~ N(3, 1); the best θ is near 3."""
+    inner = lambda th, phi, c: 0.5 * jnp.sum((phi - c) ** 2)
+    outer = lambda th, phi, c: 0.5 * jnp.sum((phi - c) ** 2) + 0.5 * jnp.sum((phi - th) ** 2)
+    return ablo.BilevelProblem(inner, outer, ablo.gd(0.1), steps=R)
+
+
+def sampler(key):
+    return 3.0 + jax.random.normal(key, (2,))
+
+
+OPT = optax.sgd(0.5)
+PROBLEM = meta_problem()
+KEY = jax.random.PRNGKey(0)
+
+
+def test_outer_loop_decreases_the_objective():
+    eval_tasks = jax.vmap(sampler)(jax.random.split(jax.random.PRNGKey(9), 64))
+    objective = lambda th: float(jnp.mean(jax.vmap(PROBLEM.objective, (None, 0))(th, eval_tasks)))
+    theta0 = jnp.zeros(2)
+    res = run(PROBLEM, ablo.Reverse(), OPT, theta0, sampler, key=KEY, budget=Budget(steps=30), meta_batch=4,
+              log_every=10, eval_fn=lambda th: {"objective": objective(th)}, eval_every=10)
+    assert objective(res.theta) < 0.2 * objective(theta0)
+    assert [e["step"] for e in res.log] == [10, 20, 30]
+    assert all(e["objective"] < 0.2 * objective(theta0) for e in res.log)
+    assert res.log[-1]["objective"] == objective(res.theta)  # eval_fn sees the final θ at the last step
+    assert res.steps == 30 and res.skipped == 0
+
+
+def test_one_compilation_for_the_whole_run():
+    traces = {}
+
+    def counting(name):
+        def s(key):
+            traces[name] = traces.get(name, 0) + 1
+            return sampler(key)
+        return s
+
+    for name, steps in (("short", 1), ("long", 25)):
+        run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), counting(name), key=KEY, budget=Budget(steps=steps))
+    assert traces["short"] == traces["long"]
+
+
+def test_step_budget_and_call_count():
+    m = 3
+    res = run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(steps=7), meta_batch=m)
+    per_step = m * (R + 2)  # FOM: r + 1 gradient evaluations and one JVP of V per task
+    assert res.steps == 7 and len(res.log) == 7
+    assert res.function_calls == 7 * per_step
+    assert [e["function_calls"] for e in res.log] == [per_step * (k + 1) for k in range(7)]
+
+
+@pytest.mark.parametrize("q", [0.3, 1.0])
+def test_call_budget_stops_at_the_first_step_reaching_it(q):
+    budget = 500.0
+    res = run(PROBLEM, ablo.UFOM(q=q), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(function_calls=budget),
+              meta_batch=2)
+    calls = [e["function_calls"] for e in res.log]
+    diffs = [b - a for a, b in zip([0.0] + calls, calls)]
+    assert res.function_calls == calls[-1] == math.fsum(diffs)
+    assert calls[-1] >= budget > calls[-2]
+    # each task costs what UFOM reports for ξ = 0 (FOM's share) or ξ = 1 (the exact branch too)
+    one = lambda est: float(ablo.hypergradient(PROBLEM, est, jnp.zeros(2), sampler(KEY))[2].function_calls)
+    lo, hi = one(ablo.FOM()), one(ablo.UFOM(q=1.0))
+    assert lo < hi
+    assert set(diffs) <= ({2 * hi} if q == 1.0 else {2 * lo, lo + hi, 2 * hi})
+    assert all(e["q"] == q for e in res.log)
+
+
+def test_seconds_budget_stops_after_one_step():
+    res = run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(seconds=1e-9, steps=50))
+    assert res.steps == 1 and res.seconds >= 1e-9
+
+
+def test_same_key_same_run_other_key_other_run():
+    go = lambda key: run(PROBLEM, ablo.UFOM(q=0.5), OPT, jnp.zeros(2), sampler, key=key, budget=Budget(steps=5),
+                         meta_batch=2)
+    a, b, c = go(KEY), go(KEY), go(jax.random.PRNGKey(1))
+    assert jnp.array_equal(a.theta, b.theta) and not jnp.array_equal(a.theta, c.theta)
+
+
+def test_progress_is_advanced_once_per_step():
+    import contextlib
+    seen = []
+
+    @contextlib.contextmanager
+    def progress(description, total):
+        seen.append((description, total))
+        yield lambda n=1: seen.append(n)
+
+    run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(steps=3), progress=progress)
+    assert seen == [("outer steps (fom)", 3), 0, 1, 1, 1]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(budget=Budget()), "unbounded"),
+    (dict(meta_batch=0), "meta_batch"),
+    (dict(log_every=2.5), "log_every"),
+    (dict(resume=True), "checkpoint_dir"),
+    (dict(checkpoint_dir="x", resume="yes"), "resume"),
+    (dict(on_nonfinite="ignore"), "on_nonfinite"),
+    (dict(key=0), "key"),
+    (dict(key=jnp.zeros(3)), "key"),
+    (dict(devices=64), "devices"),
+    (dict(eval_fn=3), "eval_fn"),
+])
+def test_bad_arguments_are_value_errors(kwargs, match):
+    args = dict(key=KEY, budget=Budget(steps=1)) | kwargs
+    with pytest.raises(ValueError, match=match):
+        run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, **args)
+
+
+def test_bad_positional_arguments_are_value_errors():
+    for args, match in [((None, ablo.FOM(), OPT, jnp.zeros(2), sampler), "problem"),
+                        ((PROBLEM, "fom", OPT, jnp.zeros(2), sampler), "estimator"),
+                        ((PROBLEM, ablo.FOM(), 0.1, jnp.zeros(2), sampler), "optax"),
+                        ((PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), None), "sampler")]:
+        with pytest.raises(ValueError, match=match):
+            run(*args, key=KEY, budget=Budget(steps=1))
