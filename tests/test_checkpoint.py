@@ -1,0 +1,158 @@
+"""Checkpoints: bitwise round trip, clear errors for corrupt or foreign files, and resume (also
+after SIGKILL in a subprocess) equal to an uninterrupted run."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import ablo
+from ablo import checkpoint as ckpt
+from ablo.outer import Budget, run
+
+PROBLEM_SRC = textwrap.dedent("""
+    import jax, jax.numpy as jnp, optax, ablo
+    jax.config.update("jax_enable_x64", True)
+    inner = lambda th, phi, c: 0.5 * jnp.sum(jax.nn.softplus(th["w"]) * (phi - c) ** 2)
+    outer = lambda th, phi, c: 0.5 * jnp.sum((phi - 2 * c) ** 2)
+    PROBLEM = ablo.BilevelProblem(inner, outer, ablo.adam(0.1), steps=3, init=lambda th, c: th["b"])
+    sampler = lambda k: jax.random.normal(k, (2,)) + 1.0
+    OPT = optax.adam(0.05)
+    THETA0 = {"w": jnp.zeros(2), "b": jnp.zeros(2)}
+    EST = ablo.UFOM(q=0.3)
+""")
+exec(PROBLEM_SRC)  # the same definitions in this process and in the subprocesses
+
+
+def go(directory, steps, resume=False, every=3, **kw):
+    return run(PROBLEM, EST, OPT, THETA0, sampler, key=jax.random.PRNGKey(7), budget=Budget(steps=steps),
+               meta_batch=2, checkpoint_dir=directory, checkpoint_every=every, resume=resume, **kw)
+
+
+def without_seconds(log):
+    return [{k: v for k, v in e.items() if k != "seconds"} for e in log]
+
+
+def snapshot():
+    opt_state = optax.adam(0.1).init({"a": jnp.arange(3.0), "b": (jnp.ones((2, 2), jnp.float32),)})
+    return ckpt.Snapshot({"a": jnp.arange(3.0), "b": (jnp.ones((2, 2), jnp.float32),)}, opt_state,
+                         (jnp.asarray(0.25), jnp.asarray(3, jnp.int32)), jax.random.PRNGKey(5), step=4,
+                         function_calls=123.5, seconds=2.0, skipped=1, log=[{"step": 4, "outer_loss": 0.1}])
+
+
+def test_round_trip_is_bitwise(tmp_path):
+    snap = snapshot()
+    ckpt.save(tmp_path, snap)
+    back = ckpt.load(tmp_path, snap)
+    for name in ckpt.TREES:
+        a, b = getattr(snap, name), getattr(back, name)
+        assert jax.tree_util.tree_structure(a) == jax.tree_util.tree_structure(b)
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            assert x.dtype == y.dtype and np.array_equal(np.asarray(x), y)
+    assert np.array_equal(back.key, np.asarray(snap.key))
+    assert (back.step, back.function_calls, back.seconds, back.skipped, back.log) == (4, 123.5, 2.0, 1, snap.log)
+    assert [p.name for p in tmp_path.iterdir()] == [ckpt.FILENAME]  # no temp file left behind
+
+
+def test_no_checkpoint_is_none(tmp_path):
+    assert ckpt.load(tmp_path, snapshot()) is None
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_corrupt_checkpoint_names_the_file(tmp_path, damage):
+    snap = snapshot()
+    p = ckpt.save(tmp_path, snap)
+    data = p.read_bytes()
+    p.write_bytes({"truncate": data[: len(data) // 2], "garbage": b"\x00not a zip" * 50, "empty": b""}[damage])
+    with pytest.raises(ckpt.CheckpointError, match=str(p)):
+        ckpt.load(tmp_path, snap)
+
+
+def test_checkpoint_of_another_run_is_refused(tmp_path):
+    snap = snapshot()
+    ckpt.save(tmp_path, snap)
+    other = ckpt.Snapshot(jnp.zeros(4), snap.opt_state, snap.estimator_state, snap.key)
+    with pytest.raises(ckpt.CheckpointError, match="different theta"):
+        ckpt.load(tmp_path, other)
+
+
+def test_resume_in_process_equals_uninterrupted(tmp_path):
+    full = go(tmp_path / "full", 10)
+    go(tmp_path / "part", 7)  # stops at step 7 with a checkpoint
+    resumed = go(tmp_path / "part", 10, resume=True)
+    assert resumed.steps == 10
+    for a, b in zip(jax.tree_util.tree_leaves(full.theta), jax.tree_util.tree_leaves(resumed.theta)):
+        assert np.array_equal(a, b)
+    assert without_seconds(resumed.log) == without_seconds(full.log)
+    assert resumed.function_calls == full.function_calls
+
+
+def test_resume_with_another_key_is_refused(tmp_path):
+    go(tmp_path, 2)
+    with pytest.raises(ValueError, match="another key"):
+        run(PROBLEM, EST, OPT, THETA0, sampler, key=jax.random.PRNGKey(8), budget=Budget(steps=4), meta_batch=2,
+            checkpoint_dir=tmp_path, resume=True)
+
+
+SCRIPT = PROBLEM_SRC + textwrap.dedent("""
+    import contextlib, json, sys, time
+    import numpy as np
+    from ablo.outer import Budget, run
+    mode, directory = sys.argv[1], sys.argv[2]
+
+    @contextlib.contextmanager
+    def paced(description, total):       # host-side only: slows the run so the parent can kill it mid-way
+        count = [0]
+        def advance(n=1):
+            count[0] += n
+            print(count[0], flush=True)
+            time.sleep(0.02)
+        yield advance
+
+    def go(d, resume, progress=None):
+        return run(PROBLEM, EST, OPT, THETA0, sampler, key=jax.random.PRNGKey(7), budget=Budget(steps=STEPS),
+                   meta_batch=2, checkpoint_dir=d, checkpoint_every=EVERY, resume=resume, progress=progress)
+
+    if mode == "killme":
+        go(directory, False, paced)
+    else:  # resume the killed run, then an uninterrupted one in a fresh directory
+        out = {}
+        for name, d, resume in (("resumed", directory, True), ("full", directory + "-full", False)):
+            r = go(d, resume)
+            out[name] = {"theta": jax.tree_util.tree_map(lambda x: np.asarray(x).tolist(), r.theta),
+                         "log": [{k: v for k, v in e.items() if k != "seconds"} for e in r.log], "steps": r.steps}
+        print(json.dumps(out))
+""")
+
+
+def test_sigkill_at_a_random_step_then_resume_equals_uninterrupted(tmp_path):
+    steps, every = 200, 4
+    script = SCRIPT.replace("STEPS", str(steps)).replace("EVERY", str(every))
+    kill_at = random.Random().randint(every + 1, 40)
+    d = str(tmp_path / "run")
+    p = subprocess.Popen([sys.executable, "-c", script, "killme", d], stdout=subprocess.PIPE, text=True)
+    try:
+        for line in p.stdout:
+            if int(line) >= kill_at:
+                break
+        os.kill(p.pid, signal.SIGKILL)
+    finally:
+        p.wait(timeout=60)
+    assert p.returncode == -signal.SIGKILL
+    killed = ckpt.load(d, ckpt.Snapshot(THETA0, OPT.init(THETA0), EST.init(PROBLEM, THETA0, None), None))
+    assert every <= killed.step < steps and killed.step % every == 0  # mid-way, after >= 1 checkpoint
+    done = subprocess.run([sys.executable, "-c", script, "finish", d], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["resumed"]["steps"] == out["full"]["steps"] == steps
+    assert out["resumed"]["theta"] == out["full"]["theta"]
+    assert out["resumed"]["log"] == out["full"]["log"]
