@@ -1,0 +1,70 @@
+"""MNIST in the IDX format (LeCun et al.): ``train-images-idx3-ubyte[.gz]`` and friends.
+
+An IDX file is a big-endian header — two zero bytes, a type code (0x08 = uint8), the number
+of dimensions n — then n uint32 sizes and the data. Gzip is recognised by its magic bytes, so
+files named either way are read.
+"""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+
+_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def read_idx(path) -> np.ndarray:
+    """The array stored in one IDX file (gzipped or not)."""
+    path = Path(path)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise ValueError(f"{path}: corrupt or truncated gzip data ({e})") from None
+    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _TYPES:
+        raise ValueError(f"{path}: not an IDX file (bad magic number {raw[:4].hex() or 'empty'})")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise ValueError(f"{path}: truncated IDX header")
+    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", ndim, 4))
+    dtype = np.dtype(_TYPES[raw[2]])
+    need = int(np.prod(shape)) * dtype.itemsize
+    if len(raw) - header != need:
+        raise ValueError(f"{path}: truncated or padded IDX data: header says shape {shape} "
+                         f"({need} bytes), file holds {len(raw) - header}")
+    return np.frombuffer(raw, dtype, offset=header).reshape(shape).astype(f"{dtype.kind}{dtype.itemsize}")
+
+
+def _find(data_dir: Path, stem: str) -> Path:
+    variants = [stem, stem.replace("-idx", ".idx")]
+    for name in variants:
+        for suffix in (".gz", ""):
+            p = data_dir / (name + suffix)
+            if p.is_file():
+                return p
+    raise FileNotFoundError(f"MNIST file {stem}[.gz] not found in {data_dir}")
+
+
+def load_mnist(data_dir) -> dict:
+    """{"train": (x, y), "test": (x, y)}: x float32 (n, 784) in [0, 1], y int32 labels."""
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"MNIST directory {data_dir} does not exist")
+    out = {}
+    for split, (img_name, lab_name) in _FILES.items():
+        img_path, lab_path = _find(data_dir, img_name), _find(data_dir, lab_name)
+        images, labels = read_idx(img_path), read_idx(lab_path)
+        if images.ndim != 3 or labels.ndim != 1:
+            raise ValueError(f"{img_path}: expected images (n, rows, cols) and labels (n,); "
+                             f"got {images.shape} and {labels.shape}")
+        if images.shape[0] != labels.shape[0]:
+            raise ValueError(f"{img_path} holds {images.shape[0]} images but {lab_path} {labels.shape[0]} labels")
+        x = images.reshape(images.shape[0], -1).astype(np.float32) / 255.0
+        out[split] = (x, labels.astype(np.int32))
+    return out

@@ -1,0 +1,127 @@
+"""Omniglot (Lake et al.): 1,623 handwritten characters from 50 alphabets, 20 drawers each.
+
+Two layouts are read from ``data_dir``:
+
+* ``images_<split>.npz`` with key ``images``, a bool array (characters, 20, 105, 105), True =
+  white background, and optionally ``char_id_to_alphabet.json`` (1-based character ids,
+  background first, then evaluation) for alphabet names;
+* the official folders ``images_<split>/<alphabet>/<character>/<drawing>.png``.
+
+``split`` is "background" (964 characters, for meta-training) or "evaluation" (659, held out).
+Images come back as float32 ink intensity (1 = stroke, 0 = paper), area-resampled to
+``size`` x ``size``.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import NamedTuple, Optional
+
+import numpy as np
+
+SPLITS = ("background", "evaluation")
+
+
+class Omniglot(NamedTuple):
+    images: np.ndarray  # (characters, drawers, size, size) float32, 1 = ink
+    alphabets: Optional[list]  # alphabet name per character, or None when unknown
+
+
+def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """R (n_out, n_in) with R[i, j] = |[j, j+1) ∩ bin i| / bin width, bins of width n_in/n_out:
+    R X Rᵀ is area (box) resampling of an image X."""
+    edges = np.arange(n_out + 1) * (n_in / n_out)
+    lo = np.maximum(edges[:-1, None], np.arange(n_in)[None, :])
+    hi = np.minimum(edges[1:, None], np.arange(n_in)[None, :] + 1)
+    return np.clip(hi - lo, 0, None) / (n_in / n_out)
+
+
+def resize(images: np.ndarray, size: int, chunk: int = 4096) -> np.ndarray:
+    """Area-resample the last two (square) axes of ``images`` to ``size`` x ``size``, ``chunk``
+    images at a time (the full Omniglot split in float32 would take 0.6 GB)."""
+    n = images.shape[-1]
+    flat = images.reshape(-1, n, n)
+    if size == n:
+        return flat.astype(np.float32).reshape(images.shape)
+    rt = _area_matrix(n, size).T.astype(np.float32)
+    out = np.empty((flat.shape[0], size, size), np.float32)
+    for i in range(0, flat.shape[0], chunk):
+        x = flat[i:i + chunk].astype(np.float32) @ rt  # (b, n, size): columns resampled
+        out[i:i + chunk] = np.swapaxes(np.swapaxes(x, 1, 2) @ rt, 1, 2)  # rows resampled
+    return np.clip(out, 0.0, 1.0).reshape(*images.shape[:-2], size, size)
+
+
+def _alphabets_from_json(data_dir: Path, split: str, n: int) -> Optional[list]:
+    path = data_dir / "char_id_to_alphabet.json"
+    if not path.is_file():
+        return None
+    try:
+        names = json.loads(path.read_text())
+        ids = sorted(int(k) for k in names)
+    except (json.JSONDecodeError, ValueError) as e:
+        raise ValueError(f"{path}: not a JSON map from character id to alphabet ({e})") from None
+    chosen = ids[:n] if split == "background" else ids[len(ids) - n:]
+    return [names[str(i)] for i in chosen]
+
+
+def _from_npz(path: Path, data_dir: Path, split: str):
+    try:
+        with np.load(path) as d:
+            images = d["images"]
+    except KeyError:
+        raise ValueError(f"{path}: no 'images' array") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise ValueError(f"{path}: corrupt or truncated npz ({e})") from None
+    if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"{path}: expected images (characters, drawers, n, n); got shape {images.shape}")
+    ink = np.logical_not(images) if images.dtype == bool else 1.0 - images.astype(np.float32)
+    return ink, _alphabets_from_json(data_dir, split, images.shape[0])
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return 1.0 - np.asarray(im.convert("L"), np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError) as e:
+        raise ValueError(f"{path}: corrupt or truncated PNG ({e})") from None
+
+
+def _from_folders(root: Path):
+    chars, alphabets = [], []
+    for alphabet in sorted(p for p in root.iterdir() if p.is_dir()):
+        for character in sorted(p for p in alphabet.iterdir() if p.is_dir()):
+            pngs = sorted(character.glob("*.png"))
+            if not pngs:
+                raise ValueError(f"{character}: no PNG drawings")
+            chars.append((character, np.stack([_read_png(p) for p in pngs])))
+            alphabets.append(alphabet.name)
+    if not chars:
+        raise FileNotFoundError(f"no <alphabet>/<character>/*.png folders under {root}")
+    shape = chars[0][1].shape
+    for character, arr in chars:
+        if arr.shape != shape:
+            raise ValueError(f"{character}: drawings of shape {arr.shape}, expected {shape} like the others")
+    return np.stack([a for _, a in chars]), alphabets
+
+
+def load_omniglot(data_dir, split: str = "background", size: int = 28) -> Omniglot:
+    """The characters of one split, resized to ``size`` (105 keeps the originals)."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"size must be a positive integer; got {size!r}")
+    data_dir = Path(data_dir)
+    npz, folder = data_dir / f"images_{split}.npz", data_dir / f"images_{split}"
+    if npz.is_file():
+        images, alphabets = _from_npz(npz, data_dir, split)
+    elif folder.is_dir():
+        images, alphabets = _from_folders(folder)
+    else:
+        raise FileNotFoundError(f"Omniglot {split} split not found: neither {npz} nor {folder}/ exists")
+    if size > images.shape[-1]:
+        raise ValueError(f"size must be at most the stored image size {images.shape[-1]}; got {size}")
+    return Omniglot(resize(images, size), alphabets)
