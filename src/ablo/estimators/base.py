@@ -90,8 +90,10 @@ def run_storing(problem, theta, task, s, start: int, stop: int):
     return jax.lax.scan(body, s, jnp.arange(start, stop))
 
 
-def with_finite_flag(grad, c: Cost) -> Cost:
-    return c._replace(nonfinite=jnp.logical_or(c.nonfinite, is_nonfinite(grad)))
+def with_finite_flag(grad, c: Cost, *more) -> Cost:
+    """Set ``c.nonfinite`` when the estimate, or any of ``more`` (e.g. the last inner state,
+    which FOM's estimate may not see), holds NaN or ±inf."""
+    return c._replace(nonfinite=jnp.logical_or(c.nonfinite, is_nonfinite((grad, more))))
 
 
 @dataclass(frozen=True)

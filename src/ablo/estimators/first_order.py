@@ -22,5 +22,6 @@ class FOM(Estimator):
     name: ClassVar[str] = "fom"
 
     def estimate(self, problem, theta, task, state, key):
-        g, _ = first_order(problem, theta, task, problem.run(theta, task))
-        return g, state, with_finite_flag(g, cost(grad_evals=problem.steps + 1, jvps=1, states=1))
+        s_r = problem.run(theta, task)
+        g, _ = first_order(problem, theta, task, s_r)
+        return g, state, with_finite_flag(g, cost(grad_evals=problem.steps + 1, jvps=1, states=1), s_r)

@@ -55,7 +55,7 @@ class ExactUnrolled(Estimator):
         g = self.backward(problem, theta, task, aux, b_theta, b_s)
         c = self.backward_cost(problem.steps)
         c = c._replace(grad_evals=c.grad_evals + problem.steps + 1)
-        return g, state, with_finite_flag(g, c)
+        return g, state, with_finite_flag(g, c, s_r)
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class Truncated(Estimator):
         if K > 0:
             b_theta, b_s = reverse_over(problem, theta, task, states, r - K, b_theta, b_s)
         g = finish(problem, theta, task, b_theta, b_s)
-        return g, state, with_finite_flag(g, cost(grad_evals=r + 1, hvps=K, jvps=1, states=max(K, 1)))
+        return g, state, with_finite_flag(g, cost(grad_evals=r + 1, hvps=K, jvps=1, states=max(K, 1)), s_r)
 
 
 @dataclass(frozen=True)
@@ -191,5 +191,5 @@ class Forward(Estimator):
         Z = jax.vmap(lambda e: jax.flatten_util.ravel_pytree(z_fn(e))[0])(jnp.eye(n, dtype=flat.dtype))
         g = tree_add(b_theta, unravel(Z @ bphi_flat))
         r = problem.steps
-        return g, state, with_finite_flag(g, cost(grad_evals=r + 1, jvps=(r + 1) * n, states=n))
+        return g, state, with_finite_flag(g, cost(grad_evals=r + 1, jvps=(r + 1) * n, states=n), phi_r)
 
