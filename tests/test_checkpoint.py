@@ -28,7 +28,7 @@ PROBLEM_SRC = textwrap.dedent("""
     sampler = lambda k: jax.random.normal(k, (2,)) + 1.0
     OPT = optax.adam(0.05)
     THETA0 = {"w": jnp.zeros(2), "b": jnp.zeros(2)}
-    EST = ablo.UFOM(q=0.3)
+    EST = ablo.estimators.get("adaptive-ufom", q_min=0.2)  # carries smoothed D², V² in its state
 """)
 exec(PROBLEM_SRC)  # the same definitions in this process and in the subprocesses
 
@@ -90,8 +90,10 @@ def test_resume_in_process_equals_uninterrupted(tmp_path):
     go(tmp_path / "part", 7)  # stops at step 7 with a checkpoint
     resumed = go(tmp_path / "part", 10, resume=True)
     assert resumed.steps == 10
-    for a, b in zip(jax.tree_util.tree_leaves(full.theta), jax.tree_util.tree_leaves(resumed.theta)):
-        assert np.array_equal(a, b)
+    for name in ("theta", "opt_state", "estimator_state"):
+        for a, b in zip(jax.tree_util.tree_leaves(getattr(full, name)), jax.tree_util.tree_leaves(getattr(resumed, name))):
+            assert np.array_equal(a, b)
+    assert resumed.log[-1]["k_upd"] > 0  # the adaptive statistics were carried across the restart
     assert without_seconds(resumed.log) == without_seconds(full.log)
     assert resumed.function_calls == full.function_calls
 
