@@ -91,7 +91,8 @@ def test_resume_in_process_equals_uninterrupted(tmp_path):
     resumed = go(tmp_path / "part", 10, resume=True)
     assert resumed.steps == 10
     for name in ("theta", "opt_state", "estimator_state"):
-        for a, b in zip(jax.tree_util.tree_leaves(getattr(full, name)), jax.tree_util.tree_leaves(getattr(resumed, name))):
+        leaves = (jax.tree_util.tree_leaves(getattr(r, name)) for r in (full, resumed))
+        for a, b in zip(*leaves):
             assert np.array_equal(a, b)
     assert resumed.log[-1]["k_upd"] > 0  # the adaptive statistics were carried across the restart
     assert without_seconds(resumed.log) == without_seconds(full.log)

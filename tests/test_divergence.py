@@ -13,8 +13,8 @@ from ablo.outer import Budget, Diverged, run
 
 # Inner GD on the quartic φ⁴/4 with φ_0 = θ diverges once |θ| is large (φ ← φ − αφ³); the outer
 # loss pulls φ_r towards 50, so outer SGD walks θ into the diverging region within a few steps.
-PROBLEM = ablo.BilevelProblem(lambda th, phi, c: 0.25 * jnp.sum(phi ** 4), lambda th, phi, c: 0.5 * jnp.sum((phi - c) ** 2),
-                              ablo.gd(0.1), steps=10)
+PROBLEM = ablo.BilevelProblem(lambda th, phi, c: 0.25 * jnp.sum(phi ** 4),
+                              lambda th, phi, c: 0.5 * jnp.sum((phi - c) ** 2), ablo.gd(0.1), steps=10)
 OPT = optax.sgd(0.05)
 THETA0 = jnp.ones(2)
 

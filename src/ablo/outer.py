@@ -211,7 +211,10 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
     if progress is None:
         from .experiments import null_progress as progress
     start, seconds0 = time.perf_counter(), snap.seconds
-    save = lambda: ckpt.save(checkpoint_dir, snap)
+
+    def save():  # one writer when several processes run the same program (jax.distributed)
+        return ckpt.save(checkpoint_dir, snap) if jax.process_index() == 0 else ckpt.path(checkpoint_dir)
+
     with progress(f"outer steps ({estimator.name})", budget.steps) as advance:
         advance(snap.step)
         while not budget.exhausted(snap.step, snap.function_calls, snap.seconds):
@@ -223,7 +226,8 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
                 where = f"; the last good state (step {snap.step}) is saved in {saved}" if saved else ""
                 raise Diverged(f"outer step {snap.step + 1}: the {estimator.name} hypergradient or the inner/outer "
                                f"loss is not finite (inner loss {m['inner_loss']:.4g}, outer loss "
-                               f"{m['outer_loss']:.4g}); likely cause: {NONFINITE_ADVICE}{where}", snap.step + 1, estimator.name, saved)
+                               f"{m['outer_loss']:.4g}); likely cause: {NONFINITE_ADVICE}{where}",
+                               snap.step + 1, estimator.name, saved)
             if m["nonfinite"]:
                 snap.skipped += 1
             else:
