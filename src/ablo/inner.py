@@ -17,10 +17,13 @@ works for each optimizer here, and for any optax ``GradientTransformation`` via
 from __future__ import annotations
 
 import inspect
+import math
+from numbers import Real
 from typing import Any, Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 StepSize = Union[float, Callable[..., Any]]
@@ -33,12 +36,34 @@ class InnerOptimizer(NamedTuple):
     name: str = "inner"
 
 
+def _as_real(x):
+    """A Python/NumPy real or a 0-d real array as a float; None for anything else (bools included)."""
+    array_scalar = getattr(x, "shape", None) == () and np.issubdtype(getattr(x, "dtype", object), np.floating)
+    if isinstance(x, (bool, np.bool_)) or not (isinstance(x, Real) or array_scalar):
+        return None
+    try:
+        return float(x)
+    except OverflowError:  # an int beyond the float range
+        return math.inf
+
+
+def _check_real(name: str, x, lo: float, hi: float, lo_open: bool = False, hi_open: bool = True) -> float:
+    """``x`` as a float, or a ValueError naming ``name`` and the valid interval."""
+    v = _as_real(x)
+    ok = v is not None and math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        raise ValueError(f"{name} must be a number in {interval}; got {x!r}")
+    return v
+
+
 def _step_size(lr: StepSize) -> Callable[[Any, Any], Any]:
     """Normalise ``lr`` to a function of (θ, t)."""
     if not callable(lr):
-        value = float(lr)
-        if not value > 0:
-            raise ValueError(f"lr must be a positive number, a schedule lr(t) or a function lr(theta, t); got {lr!r}")
+        value = _as_real(lr)
+        if value is None or not (math.isfinite(value) and value > 0):
+            raise ValueError(f"lr must be a finite number > 0, a schedule lr(t) or a function lr(theta, t); "
+                             f"got {lr!r}")
         return lambda theta, t: value
     try:
         n = len([p for p in inspect.signature(lr).parameters.values()
@@ -69,8 +94,7 @@ def gd(lr: StepSize) -> InnerOptimizer:
 
 def momentum(lr: StepSize, beta: float = 0.9, nesterov: bool = False) -> InnerOptimizer:
     """Heavy-ball momentum: v_j = β v_{j−1} + g, φ_j = φ_{j−1} − α_j v_j (Nesterov optional)."""
-    if not 0.0 <= beta < 1.0:
-        raise ValueError(f"beta must be in [0, 1); got {beta}")
+    beta = _check_real("beta", beta, 0.0, 1.0)
     alpha = _step_size(lr)
 
     def init(phi):
@@ -90,9 +114,8 @@ def adam(lr: StepSize, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, ep
     """Adam with bias correction. ``eps_root`` inside the square root keeps the update
     differentiable where a gradient coordinate is exactly zero (as optax advises for
     differentiating through Adam)."""
-    for name, b in (("b1", b1), ("b2", b2)):
-        if not 0.0 <= b < 1.0:
-            raise ValueError(f"{name} must be in [0, 1); got {b}")
+    b1, b2 = _check_real("b1", b1, 0.0, 1.0), _check_real("b2", b2, 0.0, 1.0)
+    eps, eps_root = _check_real("eps", eps, 0.0, math.inf), _check_real("eps_root", eps_root, 0.0, math.inf)
     alpha = _step_size(lr)
 
     def init(phi):
@@ -114,6 +137,8 @@ def adam(lr: StepSize, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, ep
 
 def from_optax(tx: optax.GradientTransformation) -> InnerOptimizer:
     """Any optax transformation as inner dynamics (its step sizes cannot read θ)."""
+    if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
+        raise ValueError(f"from_optax needs an optax GradientTransformation; got {type(tx).__name__}")
 
     def init(phi):
         return (phi, tx.init(phi))

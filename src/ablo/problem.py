@@ -41,6 +41,9 @@ class BilevelProblem:
     def __post_init__(self):
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"steps (r) must be an integer >= 1; got {self.steps!r}")
+        if not all(callable(getattr(self.optimizer, f, None)) for f in ("init", "update", "params")):
+            raise ValueError(f"optimizer must be an inner optimizer (ablo.gd, momentum, adam or from_optax); "
+                             f"got {self.optimizer!r}")
         for name in ("inner_loss", "outer_loss", "init"):
             if not callable(getattr(self, name)):
                 raise ValueError(f"{name} must be a function; got {getattr(self, name)!r}")
