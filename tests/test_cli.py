@@ -1,0 +1,99 @@
+"""The ``ablo`` command end to end: list, run (toy2d --tiny), compare, diagnose, and the error
+paths (one line on stderr, exit code 2, no traceback)."""
+
+import json
+
+import pytest
+
+from ablo import cli
+from ablo.results import write_summary
+
+
+def call(args, capsys):
+    """(exit code, stdout, stderr) of ``ablo ARGS``."""
+    try:
+        cli.main(args)
+        code = 0
+    except SystemExit as e:
+        code = e.code or 0
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_list_names_experiments_and_estimators(capsys):
+    code, out, _ = call(["list"], capsys)
+    assert code == 0
+    for name in ("toy2d", "demo", "reverse", "truncated", "fom", "ufom"):
+        assert name in out
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("ABLO_DATA_DIR", raising=False)
+        try:
+            cli.main(["run", "toy2d", "--tiny", "--out", str(out), "-m", "truncated", "-m", "reverse",
+                      "--steps", "12", "--first-step-norm", "0.3", "--set", "Ks=[2]"])
+        except SystemExit as e:
+            assert not e.code
+    return out
+
+
+def test_run_writes_every_result_file(toy_run):
+    for name in ("summary.json", "results.md", "bound.csv", "trajectories.csv", "bound.png", "trajectories_f.png",
+                 "trajectories_f_tilde.png"):
+        assert (toy_run / name).stat().st_size > 0, name
+    doc = json.loads((toy_run / "summary.json").read_text())
+    assert doc["experiment"] == "toy2d"
+    cfg = doc["config"]
+    # defaults < tiny < --set / --key value < named options
+    assert cfg["outer_steps"] == 12 and cfg["first_step_norm"] == 0.3 and cfg["Ks"] == [2]
+    assert cfg["steps"] == 6 and cfg["methods"] == ["truncated", "reverse"]
+    assert {(r["objective"], r["method"], r["K"]) for r in doc["results"]} == {
+        (o, m, k) for o in ("f", "f_tilde") for m, k in (("truncated", 2), ("reverse", None))}
+
+
+def test_compare_aggregates_seeds_and_shows_paper_figures(tmp_path, toy_run, capsys):
+    rows = lambda acc: [{"method": "truncated", "K": 100, "seed": s, "test_acc": a, "f1": 0.8}
+                        for s, a in enumerate(acc)]
+    write_summary(tmp_path / "a", "hypercleaning", {"model": "linear"}, rows([88.0, 90.0]))
+    write_summary(tmp_path / "b", "hypercleaning", {"model": "linear"}, rows([92.0]))
+    code, out, err = call(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "summary.json"), str(toy_run)], capsys)
+    assert code == 0, err
+    line = next(l for l in out.splitlines() if l.startswith("| truncated | 100"))
+    assert "| 3 |" in line and "90 ± 2" in line and "88.33" in line  # mean ± sample std of 88, 90, 92; paper 001
+    assert "## toy2d" in out and "f_tilde" in out
+
+
+def test_diagnose_runs_on_the_built_in_example(capsys):
+    code, out, err = call(["diagnose", "--steps", "4", "--samples", "3"], capsys)
+    assert code == 0, err
+    assert "q*" in out and "fom" in out
+
+
+@pytest.mark.parametrize("args,message", [
+    (["run", "no-such-experiment"], "unknown experiment"),
+    (["run", "toy2d", "--method", "no-such-method"], "unknown method"),
+    (["run", "toy2d", "--no-such-key", "1"], "unknown config key"),
+    (["run", "toy2d", "--seeds", "0,x"], "--seeds"),
+    (["run", "toy2d", "--seed", "1", "--seeds", "0,1"], "not both"),
+    (["run", "toy2d", "--data-dir", "/no/such/dir"], "does not exist"),
+    (["run", "toy2d", "--tiny", "--set", "Ks=[0]"], "Ks"),
+    (["run", "toy2d", "--set", "novalue"], "key=value"),
+    (["compare", "/no/such/run"], "summary.json"),
+])
+def test_errors_are_one_line_and_exit_2(args, message, capsys, tmp_path):
+    code, _, err = call(args + (["--out", str(tmp_path)] if args[0] == "run" else []), capsys)
+    assert code == 2
+    assert "Traceback" not in err
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert len(lines) == 1 and message in lines[0], err
+
+
+def test_parse_value():
+    assert cli.parse_value("3") == 3 and cli.parse_value("0.5") == 0.5 and cli.parse_value("true") is True
+    assert cli.parse_value("[1, 2]") == [1, 2] and cli.parse_value("1,5,25") == [1, 5, 25]
+    assert cli.parse_value("mlp") == "mlp" and cli.parse_value("a,b") == ["a", "b"]
+    assert cli.parse_overrides(["x=null"], ["--model", "mlp", "--first-step-norm=2", "--flag"]) == {
+        "x": None, "model": "mlp", "first_step_norm": 2, "flag": True}

@@ -1,0 +1,65 @@
+"""toy2d (paper 001 §4.1): Prop. 3.1's bound holds for the measured K-RMD error, and 1-RMD's
+fixed point on f̃ = f + 5‖λ − (1, 0)‖² is biased while the exact method's is stationary."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ablo.estimators import Reverse, Truncated
+from ablo.experiments import toy2d
+
+
+def cfg(**kw):
+    return {**toy2d.DEFAULTS, **kw}
+
+
+def test_closed_form_w_hat_matches_the_inner_loop():
+    c = cfg(steps=37)
+    lam = jnp.array([0.3, -1.2])
+    p = toy2d.make_problem(c)
+    np.testing.assert_allclose(p.run(lam, None), toy2d.w_hat(c, lam), rtol=1e-10)
+
+
+def check_bound(T):
+    errors, bounds = toy2d.truncation_errors(cfg(steps=T), [1.0, 1.0])
+    assert errors.shape == bounds.shape == (T,)
+    assert np.all(errors <= bounds), np.flatnonzero(errors > bounds) + 1
+    assert errors[-1] < 1e-10 * bounds[-1]  # K = T is the exact hypergradient
+    assert errors[0] > 1e-3  # 1-RMD really is biased here, so the comparison is not vacuous
+    assert np.all(np.diff(errors) <= 1e-12)  # the error shrinks with K
+
+
+def test_measured_error_below_prop31_bound_for_every_K():
+    check_bound(20)
+
+
+@pytest.mark.slow
+def test_measured_error_below_prop31_bound_for_every_K_paper_setting():
+    check_bound(100)
+
+
+def test_one_rmd_converges_to_a_biased_point_on_f_tilde():
+    c = cfg(outer_steps=300)
+    p = toy2d.make_problem(c, penalty=5.0)
+    key = jax.random.PRNGKey(0)
+    traj_ex, g_ex, _ = toy2d.descend(p, Reverse(), c, key)
+    traj_1, g_1, calls = toy2d.descend(p, Truncated(1), c, key)
+    assert float(g_ex[-1]) < 0.05  # the exact method reaches a stationary point of f̃
+    assert float(g_1[-1]) > 1.0  # 1-RMD stops where the true hypergradient is far from 0
+    assert float(jnp.linalg.norm(traj_1[-1] - traj_ex[-1])) > 0.3
+    assert float(jnp.linalg.norm(traj_1[-1] - traj_1[-50])) < 0.05  # and it has settled there
+    assert float(calls) == 300 * (c["steps"] + 1 + 1 + 1)  # r + 1 gradients, 1 HVP, 1 JVP per step
+
+
+def test_first_step_has_the_prescribed_norm():
+    c = cfg(outer_steps=3, steps=10)
+    traj, _, _ = toy2d.descend(toy2d.make_problem(c), Truncated(2), c, jax.random.PRNGKey(0))
+    np.testing.assert_allclose(jnp.linalg.norm(traj[1] - traj[0]), c["first_step_norm"], rtol=1e-10)
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="Ks"):
+        toy2d.method_list(cfg(Ks=[0]))
+    with pytest.raises(ValueError, match="unknown method"):
+        toy2d.method_list(cfg(methods=["nope"]))
