@@ -1,0 +1,106 @@
+"""Hostile inputs (property-based, hypothesis): every public constructor and ``outer.run`` answers
+any bad value with a ValueError that names the parameter, never another exception type; valid
+values are accepted. Only argument checking runs per example (nothing is compiled)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import optax
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import ablo
+from ablo import outer
+from ablo.outer import Budget
+
+N = 200
+hostile = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(min_value=-3, max_value=12),
+    st.floats(allow_nan=True, allow_infinity=True), st.floats(min_value=-0.5, max_value=1.5),
+    st.text(max_size=4), st.binary(max_size=2), st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1), st.just(1j), st.just(object()))
+
+
+def real(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(float(v) if abs(v) < 1e300 else 1e300)
+
+
+def integer(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int)
+
+
+def in_interval(v, lo, hi, lo_open=False, hi_open=True) -> bool:
+    return real(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+
+
+def accepts_or_value_error(fn, v, valid: bool, name: str):
+    if valid:
+        fn(v)
+    else:
+        with pytest.raises(ValueError, match=name):
+            fn(v)
+
+
+LOSS = lambda th, phi, task: jnp.sum(phi ** 2)
+PROBLEM = ablo.BilevelProblem(LOSS, LOSS, ablo.gd(0.1), steps=5)
+
+CASES = {
+    "gd.lr": (lambda v: ablo.gd(v), lambda v: in_interval(v, 0, math.inf, lo_open=True), "lr"),
+    "momentum.beta": (lambda v: ablo.momentum(0.1, beta=v), lambda v: in_interval(v, 0, 1), "beta"),
+    "adam.b1": (lambda v: ablo.adam(0.1, b1=v), lambda v: in_interval(v, 0, 1), "b1"),
+    "adam.b2": (lambda v: ablo.adam(0.1, b2=v), lambda v: in_interval(v, 0, 1), "b2"),
+    "adam.eps": (lambda v: ablo.adam(0.1, eps=v), lambda v: in_interval(v, 0, math.inf), "eps"),
+    "ufom.q": (lambda v: ablo.UFOM(q=v), lambda v: in_interval(v, 0, 1, lo_open=True, hi_open=False), "q"),
+    "truncated.K": (lambda v: ablo.Truncated(K=v).check(PROBLEM), lambda v: integer(v) and 0 <= v <= 5, "K"),
+    "checkpointed.M": (lambda v: ablo.Checkpointed(M=v), lambda v: v is None or integer(v) and v >= 1, "M"),
+    "problem.steps": (lambda v: ablo.BilevelProblem(LOSS, LOSS, ablo.gd(0.1), steps=v),
+                      lambda v: integer(v) and v >= 1, "steps"),
+    "problem.inner_loss": (lambda v: ablo.BilevelProblem(v, LOSS, ablo.gd(0.1), steps=2), callable, "inner_loss"),
+    "problem.optimizer": (lambda v: ablo.BilevelProblem(LOSS, LOSS, v, steps=2), lambda v: False, "optimizer"),
+    "budget.steps": (lambda v: Budget(steps=v), lambda v: v is None or integer(v) and v >= 1, "steps"),
+    "budget.function_calls": (lambda v: Budget(function_calls=v),
+                              lambda v: v is None or in_interval(v, 0, math.inf, lo_open=True), "function_calls"),
+    "budget.seconds": (lambda v: Budget(seconds=v),
+                       lambda v: v is None or in_interval(v, 0, math.inf, lo_open=True), "seconds"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+@settings(max_examples=N, deadline=None)
+@given(v=hostile)
+def test_constructors_accept_or_raise_value_error(case, v):
+    fn, valid, name = CASES[case]
+    accepts_or_value_error(fn, v, valid(v), name)
+
+
+SAMPLER = lambda key: jax.random.normal(key, (2,))
+RUN_ARGS = dict(key=jax.random.PRNGKey(0), budget=Budget(steps=1), meta_batch=2, log_every=1, eval_fn=None,
+                eval_every=None, checkpoint_dir=None, checkpoint_every=None, resume=False, on_nonfinite="raise",
+                devices=None, progress=None)
+RUN_CASES = {
+    "meta_batch": lambda v: integer(v) and v >= 1 and v % 1 == 0,
+    "log_every": lambda v: integer(v) and v >= 1,
+    "eval_every": lambda v: v is None or integer(v) and v >= 1,
+    "checkpoint_every": lambda v: v is None,  # without checkpoint_dir only None is valid
+    "on_nonfinite": lambda v: v in ("raise", "skip"),
+    "devices": lambda v: v is None or integer(v) and 1 <= v <= len(jax.devices()) and 2 % v == 0,
+    "resume": lambda v: v is False,  # True needs checkpoint_dir
+    "key": lambda v: False,
+    "budget": lambda v: False,
+    "eval_fn": lambda v: v is None,
+    "progress": lambda v: v is None,
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUN_CASES))
+@settings(max_examples=N, deadline=None)
+@given(v=st.one_of(hostile, st.sampled_from(["raise", "skip"])))
+def test_run_arguments_accept_or_raise_value_error(name, v):
+    args = dict(RUN_ARGS, **{name: v})
+    if RUN_CASES[name](v):
+        outer.validate(PROBLEM, ablo.FOM(), optax.sgd(0.1), SAMPLER, **args)
+    else:  # run() itself, which must refuse before compiling anything
+        with pytest.raises(ValueError, match=name if name != "checkpoint_every" else "checkpoint"):
+            outer.run(PROBLEM, ablo.FOM(), optax.sgd(0.1), jnp.zeros(2), SAMPLER, **args)
