@@ -64,6 +64,8 @@ def test_d_bound_by_hand():
     # j = 1: 0.5·1.5·1.25 = 0.9375; j = 2: 0.25·1.25 = 0.3125; total 2·2·1·1.25 = 5.
     assert theory.d_bound(1.0, 2.0, 1.0, [0.5, 0.25]) == pytest.approx(5.0)
     assert theory.d_bound(0.0, 1.0, 2.0, [0.1]) == pytest.approx(1 * 1 * 2 * 0.1 * 1.2)
+    # constant α = 0.5, r = 2, M1 = 0, L1 = L2 = 1: 0.5·1.5² + 0.5·1.5 = 1.875
+    assert theory.d_bound(0.0, 1.0, 1.0, 0.5, r=2) == pytest.approx(1.875)
 
 
 def test_cost_model_and_expected_time():

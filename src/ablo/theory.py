@@ -19,7 +19,7 @@ Everything here is plain numerics; ``q_star_array`` is also jit-traceable (Adapt
 from __future__ import annotations
 
 import time
-from typing import Sequence, Tuple
+from typing import Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -56,9 +56,12 @@ def _check_steps(r) -> int:
     return int(r)
 
 
-def d_bound(M1: float, L1: float, L2: float, alphas) -> float:
-    """D_bound of eq. 15 for inner step sizes ``alphas`` = (α_1, ..., α_r) (Assumption 1's M1, L1, L2)."""
+def d_bound(M1: float, L1: float, L2: float, alphas, r: Optional[int] = None) -> float:
+    """D_bound of eq. 15 for inner step sizes ``alphas`` = (α_1, ..., α_r), or one constant α with ``r``
+    (Assumption 1's M1, L1, L2)."""
     M1, L1, L2 = _check_nonneg("M1", M1), _check_nonneg("L1", L1), _check_nonneg("L2", L2)
+    if np.ndim(alphas) == 0 and r is not None:
+        alphas = np.full(_check_steps(r), alphas, dtype=float)
     a = np.atleast_1d(np.asarray(alphas, dtype=float))
     if a.ndim != 1 or a.size == 0 or not np.all(np.isfinite(a)) or np.any(a <= 0):
         raise ValueError(f"alphas must be a non-empty sequence of positive step sizes (alpha_1..alpha_r); got {alphas!r}")
