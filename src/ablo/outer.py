@@ -142,7 +142,7 @@ def _fixed_dtypes(tree):
     return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=4)
 def make_step(problem, estimator, optimizer, sampler, meta_batch: int, mesh=None):
     """The jitted outer step ``(θ, opt_state, est_state, key, k) -> (θ', opt_state', est_state', metrics)``,
     cached so that runs of one configuration (seeds, a resume) share one compilation."""
@@ -193,7 +193,12 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
     validate(problem, estimator, optimizer, sampler, key, budget, meta_batch, log_every, eval_fn, eval_every,
              checkpoint_dir, checkpoint_every, resume, on_nonfinite, devices, progress)
     estimator.check(problem)
-    problem.validate(theta0, jax.eval_shape(sampler, key))
+    try:
+        task_shape = jax.eval_shape(sampler, key)
+    except Exception as e:  # noqa: BLE001 - reported with context
+        raise ValueError(f"sampler(key) must be a JAX function of a PRNG key that returns one task; it failed: "
+                         f"{type(e).__name__}: {e}") from None
+    problem.validate(theta0, task_shape)
     theta0 = _fixed_dtypes(theta0)
     task0 = sampler(key)
     snap = ckpt.Snapshot(theta0, _fixed_dtypes(optimizer.init(theta0)),
