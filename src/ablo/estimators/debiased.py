@@ -57,7 +57,7 @@ def ufom_step(problem, theta, task, exact: ExactUnrolled, q, key):
     # The forward of the exact branch (checkpoints) is held either way.
     c = cost(grad_evals=r + 1 + x * c_ex.grad_evals, hvps=x * c_ex.hvps, jvps=1 + x * c_ex.jvps,
              states=c_ex.states)
-    return g, g_fo, g_ex, xi, with_finite_flag(g, c)
+    return g, g_fo, g_ex, xi, with_finite_flag(g, c, s_r)
 
 
 @dataclass(frozen=True)
