@@ -44,6 +44,9 @@ register("bsa", BSA, "single-sample stochastic AID, growing inner steps (Ghadimi
 register("ttsa", TTSA, "two-time-scale single-sample AID, one inner step per outer step (Hong et al. 2020; 004 §A.2)")
 register("adaptive-ufom", make_adaptive, "UFOM with q = max(q*, q_min) adapted online from smoothed D2, V2 (000 eq. 22-24)")
 register("debiased", make_debiased, "any cheap estimator (default K-RMD) debiased by the exact one with prob. q")
+from ..meta import Reptile  # noqa: E402 - ablo.meta builds on .base, imported above
+
+register("reptile", Reptile, "Reptile direction theta - phi_r, MAML-form problems only (Nichol et al. 2018; 002 §5)")
 
 __all__ = ["Estimator", "ExactUnrolled", "Reverse", "Recompute", "Checkpointed", "Forward", "Truncated", "FOM",
            "UFOM", "AdaptiveUFOM", "Debiased", "REGISTRY", "register", "get"]
