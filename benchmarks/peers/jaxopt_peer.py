@@ -1,0 +1,34 @@
+"""jaxopt: its GradientDescent (fixed step, no acceleration, tol 0 so it runs exactly r
+steps) on ablo.bench's own losses. "reverse": implicit_diff=False, jaxopt differentiates the
+unrolled loop; "aid-cg": implicit_diff=True with solve_cg for N iterations (spec["cg_iters"])."""
+
+import functools
+
+import jax
+import jaxopt
+import numpy as np
+from _common import main
+
+from ablo.bench import build
+
+
+def hypergradient(spec, data):
+    problem, theta, task = build(spec["problem"], data, int(spec["r"]))
+    implicit = {"reverse": False, "aid-cg": True}.get(spec["method"])
+    if implicit is None:
+        raise ValueError(f"jaxopt_peer does 'reverse' and 'aid-cg'; got {spec['method']!r}")
+    solve = functools.partial(jaxopt.linear_solve.solve_cg, maxiter=int(spec.get("cg_iters", 10)), tol=1e-30)
+    phi0 = problem.init(theta, task)
+
+    def objective(th, tk):  # data as an argument, as in ablo.bench.worker
+        solver = jaxopt.GradientDescent(fun=lambda phi, t: problem.inner_loss(t, phi, tk), stepsize=float(data["lr"]),
+                                        maxiter=int(spec["r"]), tol=0.0, acceleration=False,
+                                        implicit_diff=implicit, implicit_diff_solve=solve)
+        return problem.outer_loss(th, solver.run(phi0, th).params, tk)
+
+    grad = jax.jit(jax.grad(objective))
+    return lambda: np.asarray(jax.block_until_ready(grad(theta, task)))
+
+
+if __name__ == "__main__":
+    main(hypergradient)
