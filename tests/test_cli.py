@@ -81,6 +81,8 @@ def test_diagnose_runs_on_the_built_in_example(capsys):
     (["run", "toy2d", "--data-dir", "/no/such/dir"], "does not exist"),
     (["run", "toy2d", "--tiny", "--set", "Ks=[0]"], "Ks"),
     (["run", "toy2d", "--set", "novalue"], "key=value"),
+    (["run", "toy2d", "--budget-calls", "100"], "does not take --budget-calls"),
+    (["run", "toy2d", "--budget-calls", "-1"], "must be > 0"),
     (["compare", "/no/such/run"], "summary.json"),
 ])
 def test_errors_are_one_line_and_exit_2(args, message, capsys, tmp_path):
@@ -89,6 +91,23 @@ def test_errors_are_one_line_and_exit_2(args, message, capsys, tmp_path):
     assert "Traceback" not in err
     lines = [l for l in err.splitlines() if l.strip()]
     assert len(lines) == 1 and message in lines[0], err
+
+
+def test_method_names():
+    from ablo.experiments import get
+
+    exp = get("toy2d")
+    cli.check_methods(exp, ["truncated", "fom", "reverse-3"])  # registered, and a parametrised variant
+    with pytest.raises(ValueError, match="unknown method 'reverse-x'"):
+        cli.check_methods(exp, ["reverse-x"])
+
+
+def test_environment_data_dir_is_dropped_for_experiments_without_data(tmp_path, monkeypatch):
+    from ablo.experiments import get
+
+    monkeypatch.setenv("ABLO_DATA_DIR", str(tmp_path))
+    cfg = cli.build_config(get("toy2d"), None, None, None, tmp_path, None, None, [], [], True, False, None)
+    assert "data_dir" not in cfg and cfg["steps"] == get("toy2d").tiny["steps"]
 
 
 def test_parse_value():

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -99,11 +100,7 @@ def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets,
         raise CLIError(f"unknown config key(s) {', '.join(unknown)} for {exp.name}; valid keys: {', '.join(sorted(cfg))}")
     cfg.update(overrides)
     if methods:
-        own = [m for m in (exp.defaults.get("methods") or []) if m not in estimators.REGISTRY]
-        bad = [m for m in methods if m not in estimators.REGISTRY and m not in own]
-        if bad:
-            extra_names = f"; {exp.name} also accepts: {', '.join(own)}" if own else ""
-            raise CLIError(f"unknown method {bad[0]!r}; estimators: {', '.join(sorted(estimators.REGISTRY))}{extra_names}")
+        check_methods(exp, methods)
         cfg["methods"] = list(methods)
     if seed is not None and seeds is not None:
         raise CLIError("give --seed or --seeds, not both")
@@ -134,7 +131,28 @@ def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets,
         if devices < 1:
             raise CLIError(f"--devices must be >= 1; got {devices}")
         cfg["devices"] = devices
+    for key, option in (("seeds", "--seed(s)"), ("budget_calls", "--budget-calls"), ("outer_steps", "--steps"),
+                        ("resume", "--resume"), ("devices", "--devices"), ("data_dir", "--data-dir")):
+        if key in cfg and key not in exp.defaults:
+            if key == "data_dir" and os.environ.get("ABLO_DATA_DIR") == str(data_dir):
+                del cfg[key]  # a global default from the environment, not meant for this experiment
+                continue
+            raise CLIError(f"{exp.name} does not take {option}; its config keys: {', '.join(sorted(exp.defaults))}")
     return cfg
+
+
+def check_methods(exp, methods) -> None:
+    """Names must be registered estimators or the experiment's own (its defaults' methods), or a
+    parametrised variant ``NAME-<number>`` of one of those, which the experiment itself checks."""
+    from . import estimators
+
+    known = set(estimators.REGISTRY) | set(exp.defaults.get("methods") or [])
+    for m in methods:
+        base, _, suffix = m.rpartition("-")
+        if m not in known and not (base in known and suffix.replace(".", "", 1).isdigit()):
+            own = sorted(set(exp.defaults.get("methods") or []) - set(estimators.REGISTRY))
+            extra = f"; {exp.name} also accepts: {', '.join(own)}" if own else ""
+            raise CLIError(f"unknown method {m!r}; estimators: {', '.join(sorted(estimators.REGISTRY))}{extra}")
 
 
 def run_experiment(exp, cfg: dict, out: Path) -> dict:
