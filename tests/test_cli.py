@@ -66,6 +66,20 @@ def test_compare_aggregates_seeds_and_shows_paper_figures(tmp_path, toy_run, cap
     assert "## toy2d" in out and "f_tilde" in out
 
 
+def test_compare_keeps_different_settings_apart(tmp_path, capsys):
+    for name, model, acc in (("lin", "linear", 88.0), ("mlp", "mlp", 92.0)):
+        write_summary(tmp_path / name, "hypercleaning", {"model": model, "seeds": [0]},
+                      [{"method": "recompute", "seed": 0, "test_acc": acc, "steps": 7}])
+    code, out, err = call(["compare", str(tmp_path / "lin"), str(tmp_path / "mlp")], capsys)
+    assert code == 0, err
+    header = next(l for l in out.splitlines() if l.startswith("| config.model"))
+    assert "| steps |" in header and "paper_test_acc" in header
+    lin = next(l for l in out.splitlines() if l.startswith("| linear"))
+    mlp = next(l for l in out.splitlines() if l.startswith("| mlp"))
+    assert "| 88 |" in lin and "88.33" in lin  # exact on the linear model: paper 001 Table 2, K = T
+    assert "| 92 |" in mlp and "90.82" in mlp  # exact on the MLP: paper 000 Table 1
+
+
 def test_diagnose_runs_on_the_built_in_example(capsys):
     code, out, err = call(["diagnose", "--steps", "4", "--samples", "3"], capsys)
     assert code == 0, err

@@ -176,20 +176,39 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+#: Config keys never used to tell settings apart (runs split over seeds or methods still pool).
+POOLED_CONFIG = ("seeds", "methods", "resume", "devices", "out")
+
+
+def _scalar(v) -> bool:
+    return v is None or isinstance(v, (str, int, float)) or (
+        isinstance(v, list) and all(x is None or isinstance(x, (str, int, float)) for x in v))
+
+
 def aggregate(docs: List[dict]) -> dict:
     """{experiment: [row per setting]}: mean ± std (sample std) over the rows (seeds) of each
-    setting, ``n`` rows, and the papers' figures for it (``paper_*``)."""
+    setting, ``n`` rows, and the papers' figures for it (``paper_*``). A setting is the row's
+    identifying fields plus the config values that differ between the runs of an experiment."""
     import numpy as np
 
     from .experiments._paper import reference
 
+    configs: dict = {}
+    for doc in docs:
+        configs.setdefault(doc.get("experiment", "?"), []).append(doc.get("config", {}))
+    varying = {exp: sorted(k for k in {k for c in cs for k in c} if k not in POOLED_CONFIG
+                           and all(_scalar(c.get(k)) for c in cs)
+                           and len({json.dumps(c.get(k)) for c in cs}) > 1)
+               for exp, cs in configs.items()}
     groups: dict = {}
     for doc in docs:
         exp, cfg = doc.get("experiment", "?"), doc.get("config", {})
+        setting = tuple((f"config.{k}", json.dumps(cfg.get(k)) if isinstance(cfg.get(k), list) else cfg.get(k))
+                        for k in varying[exp])
         for row in doc.get("results", []):
             ident = tuple((k, v) for k, v in row.items()
                           if k != "seed" and (k in ID_KEYS or isinstance(v, str)) and not isinstance(v, (list, dict)))
-            g = groups.setdefault((exp, ident), {"rows": [], "config": cfg})
+            g = groups.setdefault((exp, setting + ident), {"rows": [], "config": cfg})
             g["rows"].append(row)
     tables: dict = {}
     for (exp, ident), g in groups.items():
