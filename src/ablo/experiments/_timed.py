@@ -5,9 +5,11 @@ Protocol (as in paper 004's code): the clock runs only over outer steps — one 
 (estimate + optax update), waited for with ``block_until_ready`` — and stops for compilation
 (a warm-up call before the clock starts), evaluation and bookkeeping. The model evaluated is
 each method's own current inner iterate y_k^T: the warm start held in the estimator state
-(AID, HOAG, stocBiO, BSA, TTSA). Estimators without state (``reverse``) are warm-started
-through the task: ``problem.init`` reads ``task["w0"]`` and the loop sets it to y_k^T after
-each step (that inner run repeats the estimate's own forward pass, so it is not timed).
+(AID, HOAG, stocBiO, BSA, TTSA). The problems' ``init`` reads ``task["w0"]``, which the loop sets
+to y_k^T after every step, so estimators without state (``reverse``) and AID without its own
+warm starts (``warm_start=False``: v from 0, as hypertorch's CG) are warm-started in y too. For
+stateless estimators y_k^T is recomputed by an inner run that repeats the estimate's own forward
+pass, so it is not timed.
 
 ablo.outer.run is not used here: its clock also counts compilation, evaluation and an extra
 full-data inner run per step for its logged losses, which would swamp a stochastic method's

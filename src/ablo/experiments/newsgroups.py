@@ -7,7 +7,8 @@ With W ∈ R^{p×c} (c = 20 groups, no bias) and one hyperparameter λ_j per fea
 T = 10 inner GD steps with step size 100 (warm-started), outer SGD with step size 100, λ_0 = 0,
 W_0 = 0. Methods: ``stocbio`` (paper 004 Alg. 2-3, η = 0.5, Q = 10, mini-batches of ``batch``;
 ``stocbio-B`` sets B), ``reverse``, ``aid-fp`` (fixed-point map with the inner step, as the
-paper's hypertorch code), ``aid-cg`` (10 CG steps), ``hoag``. Compared by test loss and test
+paper's hypertorch code), ``aid-cg`` (10 CG steps from v = 0, as that code; ``warm_start_v``
+switches on Alg. 1's warm start of v), ``hoag``. Compared by test loss and test
 accuracy of each method's current W against running time (see ``_timed``).
 
 Data: the bydate split read by :func:`ablo.data.load_newsgroups` (TF-IDF fitted on the training
@@ -39,7 +40,7 @@ from ..results import write_csv, write_markdown, write_summary
 NAME = "newsgroups"
 
 DEFAULTS = dict(methods=["stocbio", "reverse", "aid-fp", "aid-cg", "hoag"], seeds=[0], data_dir=None,
-                max_features=5000, seconds=60.0, outer_steps=100_000, inner_steps=10, inner_lr=100.0,
+                max_features=5000, seconds=120.0, outer_steps=100_000, inner_steps=10, inner_lr=100.0,
                 outer_lr=100.0, eta=0.5, Q=10, batch=1000, cg_steps=10, warm_start_v=False, evals=30,
                 synthetic=dict(n_train=1200, n_test=600, vocabulary=1000, length=40))
 
