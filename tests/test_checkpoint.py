@@ -60,6 +60,7 @@ def test_round_trip_is_bitwise(tmp_path):
             assert x.dtype == y.dtype and np.array_equal(np.asarray(x), y)
     assert np.array_equal(back.key, np.asarray(snap.key))
     assert (back.step, back.function_calls, back.seconds, back.skipped, back.log) == (4, 123.5, 2.0, 1, snap.log)
+    assert ckpt.info(tmp_path)["step"] == 4
     assert [p.name for p in tmp_path.iterdir()] == [ckpt.FILENAME]  # no temp file left behind
 
 
@@ -159,3 +160,48 @@ def test_sigkill_at_a_random_step_then_resume_equals_uninterrupted(tmp_path):
     assert out["resumed"]["steps"] == out["full"]["steps"] == steps
     assert out["resumed"]["theta"] == out["full"]["theta"]
     assert out["resumed"]["log"] == out["full"]["log"]
+
+
+@pytest.mark.slow  # three hypercleaning runs through the CLI: about 40 s of CPU
+def test_cli_run_killed_and_resumed_writes_the_same_summary(tmp_path, monkeypatch):
+    """Issue 7: ``ablo run hypercleaning`` killed with SIGKILL at a random step after a checkpoint, then
+    ``--resume``: summary.json equals an uninterrupted run's (wall-clock seconds and the resume flag aside)."""
+    import time
+
+    from ablo import cli
+    from ablo.results import read_summary
+
+    monkeypatch.delenv("ABLO_DATA_DIR", raising=False)
+    every, steps = 5, 60
+    args = ["run", "hypercleaning", "--tiny", "--steps", str(steps), "--set", "budget_calls=null", "--set", "Ks=[1]",
+            "--eval-every", str(every)]
+    killed, full = tmp_path / "killed", tmp_path / "full"
+    target = every * random.Random().randint(1, 6)
+    ck = killed / "checkpoints" / "truncated-K1-seed0"
+    p = subprocess.Popen([sys.executable, "-m", "ablo.cli", *args, "--out", str(killed)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while p.poll() is None and (ckpt.info(ck) or {"step": 0})["step"] < target:
+            time.sleep(0.005)
+        os.kill(p.pid, signal.SIGKILL)
+    finally:
+        p.wait(timeout=60)
+    assert p.returncode == -signal.SIGKILL, p.stderr.read()[-2000:]
+    assert not (killed / "summary.json").exists()
+    step = ckpt.info(ck)["step"]
+    assert target <= step < steps and step % every == 0
+
+    def ablo(*extra):
+        try:
+            cli.main([*args, *extra])
+        except SystemExit as e:
+            assert not e.code
+    ablo("--out", str(killed), "--resume")
+    ablo("--out", str(full))
+    a, b = read_summary(killed), read_summary(full)
+    assert a["config"].pop("resume") is True and b["config"].pop("resume") is False
+    for doc in (a, b):
+        for row in doc["results"]:
+            assert row.pop("seconds") > 0
+    assert a == b
+    assert a["results"][0]["steps"] == steps

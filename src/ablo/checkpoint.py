@@ -87,14 +87,8 @@ def save(directory, snap: Snapshot) -> Path:
     return atomic_write(path(directory), buf.getvalue())
 
 
-def load(directory, like: Snapshot) -> Optional[Snapshot]:
-    """The checkpoint in ``directory`` rebuilt on the trees of ``like``; None when there is none.
-
-    Raises CheckpointError (naming the file) when it is corrupt, truncated, of another format
-    version, or written for trees of another structure, shape or dtype."""
-    p = path(directory)
-    if not p.exists():
-        return None
+def _read(p: Path):
+    """(arrays, meta) of the checkpoint file ``p``, or CheckpointError naming it."""
     try:
         with np.load(p, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -104,6 +98,25 @@ def load(directory, like: Snapshot) -> Optional[Snapshot]:
                               "delete it to start the run afresh") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise CheckpointError(f"checkpoint {p} is not an {FORMAT} file of version {VERSION}")
+    return arrays, meta
+
+
+def info(directory) -> Optional[dict]:
+    """The metadata of the checkpoint in ``directory`` (step, function_calls, seconds, skipped, log,
+    tree descriptions) without rebuilding its trees; None when there is none."""
+    p = path(directory)
+    return _read(p)[1] if p.exists() else None
+
+
+def load(directory, like: Snapshot) -> Optional[Snapshot]:
+    """The checkpoint in ``directory`` rebuilt on the trees of ``like``; None when there is none.
+
+    Raises CheckpointError (naming the file) when it is corrupt, truncated, of another format
+    version, or written for trees of another structure, shape or dtype."""
+    p = path(directory)
+    if not p.exists():
+        return None
+    arrays, meta = _read(p)
     try:
         trees = {}
         for name in TREES:
