@@ -158,7 +158,8 @@ def temp_bytes(est, prob, task):
 
 
 @pytest.mark.parametrize("make", [lambda n: AID(CG(1e-12, n)), lambda n: AID(Neumann(0.2, n)),
-                                  lambda n: AID(FixedPoint(0.2, n)), lambda n: HOAG(maxiter=n)])
+                                  pytest.param(lambda n: AID(FixedPoint(0.2, n)), marks=pytest.mark.slow),
+                                  pytest.param(lambda n: HOAG(maxiter=n), marks=pytest.mark.slow)])
 def test_temp_memory_independent_of_T_and_solver_iterations(make):
     """T = r and the solver's iterations from 10 to 1000 together (growth in either would show)."""
     task = make_task(EIGS)

@@ -65,7 +65,8 @@ def z_scores(samples, ref):
 
 
 @pytest.mark.parametrize("est", [StocBiO(eta=ETA, Q=4, batch=4, warm_start=False),
-                                 StocBiO(eta=ETA, Q=4, batch=4, hess_batch=16, hess_decay=0.5, warm_start=False)])
+                                 pytest.param(StocBiO(eta=ETA, Q=4, batch=4, hess_batch=16, hess_decay=0.5,
+                                                      warm_start=False), marks=pytest.mark.slow)])
 def test_stocbio_mean_matches_deterministic_neumann(est):
     """Unbiased up to the truncation: E[stocBiO] = AID-Neumann(η, Q) at the same T, and the test
     resolves one more or one fewer Neumann term (each many standard errors away)."""
@@ -77,7 +78,7 @@ def test_stocbio_mean_matches_deterministic_neumann(est):
         assert np.max(np.abs(z_scores(g, deterministic(10, other, task)))) > 5
 
 
-@pytest.mark.parametrize("est", [BSA(eta=ETA, N=5), TTSA(eta=ETA, N=5)])
+@pytest.mark.parametrize("est", [BSA(eta=ETA, N=5), pytest.param(TTSA(eta=ETA, N=5), marks=pytest.mark.slow)])
 def test_single_sample_means_match_neumann(est):
     """BSA at k = 0 (T_0 = 1 inner step) and TTSA (one step) average to AID-Neumann with
     Q = N − 1 and one inner step."""
@@ -129,6 +130,7 @@ def test_draw_keeps_other_parts_and_indices():
     assert t[0].shape == (3,) and t[1].shape == (2,)
 
 
+@pytest.mark.slow
 def test_stocbio_warm_start_carries_the_inner_iterate():
     """y_k^0 = y_{k-1}^T: with T = 1 inner step per call and large batches, repeated calls at a
     fixed θ approach the converged AID-Neumann estimate; without the warm start they stay far."""
@@ -143,7 +145,7 @@ def test_stocbio_warm_start_carries_the_inner_iterate():
         for k in range(20):
             g, state, _ = step(THETA, task, state, jax.random.PRNGKey(k))
         errs[warm] = float(jnp.linalg.norm(g - ref) / jnp.linalg.norm(ref))
-    assert errs[True] < 0.05 < 0.2 < errs[False], errs
+    assert errs[True] < 0.1 < 0.3 < errs[False], errs
 
 
 def temp_bytes(est, prob, task):
@@ -152,9 +154,11 @@ def temp_bytes(est, prob, task):
     return compiled.memory_analysis().temp_size_in_bytes
 
 
-@pytest.mark.parametrize("make, saturated", [(lambda n: StocBiO(eta=ETA, Q=n, batch=8), 10),
-                                             (lambda n: StocBiO(eta=ETA, Q=n, batch=64, hess_decay=0.9), 100),
-                                             (lambda n: BSA(eta=ETA, N=n), 10), (lambda n: TTSA(eta=ETA, N=n), 10)])
+@pytest.mark.parametrize("make, saturated", [
+    (lambda n: StocBiO(eta=ETA, Q=n, batch=8), 10),
+    pytest.param(lambda n: StocBiO(eta=ETA, Q=n, batch=64, hess_decay=0.9), 100, marks=pytest.mark.slow),
+    pytest.param(lambda n: BSA(eta=ETA, N=n), 10, marks=pytest.mark.slow),
+    pytest.param(lambda n: TTSA(eta=ETA, N=n), 10, marks=pytest.mark.slow)])
 def test_temp_memory_independent_of_T_and_Q(make, saturated):
     """T = r and Q (N) from 10 to 1000 together. With decaying Hessian batches each halving
     is one more static batch shape, so memory is bounded by ⌈log2 B⌉ + 1 segments rather than

@@ -46,14 +46,16 @@ def _data(task, part: Part, name: str):
 
 
 def draw(task, part: Part, key, size: int, name: str = "part"):
-    """The task with ``task[part]`` replaced by ``size`` examples drawn uniformly with replacement."""
+    """The task with ``task[part]`` replaced by ``size`` examples drawn uniformly with replacement
+    (indices = 32 random bits mod n: uniform up to a relative bias below n / 2^32, and cheaper to
+    compile inside loops than ``randint``)."""
     data = _data(task, part, name)
     leaves = jax.tree_util.tree_leaves(data)
     sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
     if len(sizes) != 1 or None in sizes:
         raise ValueError(f"every array of the task part {name}={part!r} needs the same leading example axis; "
                          f"got leading sizes {sorted(map(str, sizes))}")
-    idx = jax.random.randint(key, (size,), 0, sizes.pop())
+    idx = jax.random.bits(key, (size,), jnp.uint32) % jnp.uint32(sizes.pop())
     batch = tree_map(lambda x: jnp.take(x, idx, axis=0), data)
     if part is None:
         return batch
