@@ -1,0 +1,81 @@
+"""The few-shot experiment (paper 000 §5.3): task sampler, model, Reptile, equal budgets."""
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ablo.experiments import fewshot as fs
+from ablo.experiments import get, null_progress
+
+
+def fake_images(classes=6, examples=4, size=8):
+    """Class c's images are filled with the value c (so a task's labels can be read off its pixels)."""
+    return np.broadcast_to(np.arange(classes, dtype=np.uint8)[:, None, None, None] * 10,
+                           (classes, examples, size, size)).copy()
+
+
+def test_sampler_draws_distinct_classes_with_consistent_labels_and_is_pure():
+    imgs = fake_images()
+    imgs[:, :, 0, 0] = np.arange(4, dtype=np.uint8)[None, :]  # example id in one pixel
+    sample = fs.make_sampler(imgs, ways=3, shots=2)
+    x_tr, y_tr, x_te, y_te = sample(jax.random.PRNGKey(4))
+    assert x_tr.shape == (6, 8, 8, 1) and x_te.shape == (3, 8, 8, 1)
+    cls_tr = np.round(np.asarray(x_tr[:, 1, 1, 0]) * 255 / 10).astype(int)
+    cls_te = np.round(np.asarray(x_te[:, 1, 1, 0]) * 255 / 10).astype(int)
+    assert len(set(cls_te)) == 3
+    for label in range(3):  # one class per label, in train and test
+        assert len(set(cls_tr[np.asarray(y_tr) == label])) == 1
+        assert set(cls_tr[np.asarray(y_tr) == label]) == {cls_te[int(np.flatnonzero(np.asarray(y_te) == label)[0])]}
+    ex_tr = np.round(np.asarray(x_tr[:, 0, 0, 0]) * 255).astype(int) % 10
+    ex_te = np.round(np.asarray(x_te[:, 0, 0, 0]) * 255).astype(int) % 10
+    for label in range(3):  # the test drawing is none of the training drawings
+        assert ex_te[label] not in set(ex_tr[np.asarray(y_tr) == label])
+    again = sample(jax.random.PRNGKey(4))
+    for a, b in zip((x_tr, y_tr, x_te, y_te), again):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sampler_rejects_more_ways_than_classes():
+    with pytest.raises(ValueError, match="ways"):
+        fs.make_sampler(fake_images(classes=3), ways=5, shots=1)
+
+
+def test_conv_net_shapes_and_reptile_direction():
+    theta = fs.init_conv(jax.random.PRNGKey(0), size=8, filters=4, ways=3)
+    x = jax.random.uniform(jax.random.PRNGKey(1), (3, 8, 8, 1))
+    assert fs.apply_conv(theta, x).shape == (3, 3)
+    problem = fs.make_problem(steps=3, inner_lr=0.1)
+    task = (x, jnp.arange(3), x[::-1], jnp.arange(3)[::-1])
+    g, _, c = fs.Reptile().estimate(problem, theta, task, (), jax.random.PRNGKey(2))
+    both = (jnp.concatenate([x, x[::-1]]), jnp.concatenate([task[1], task[3]]))
+    phi = problem.run(theta, both * 2)
+    for a, b, p in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(phi)):
+        np.testing.assert_allclose(a, b - p, atol=1e-12)
+    assert float(c.function_calls) == 3
+
+
+def test_eval_interval_is_the_normal_95_percent_half_width():
+    imgs = fake_images(classes=4, examples=3)
+    problem = fs.make_problem(steps=1, inner_lr=0.1)
+    theta = fs.init_conv(jax.random.PRNGKey(0), size=8, filters=2, ways=2)
+    m = fs.make_eval(problem, fs.make_sampler(imgs, 2, 1), chunk=20)(theta, 40, jax.random.PRNGKey(0))
+    p = m["test_acc"] / 100  # per-task accuracy is 0, 1/2 or 1: the sd is at most 1/2
+    assert 0 <= p <= 1 and 0 <= m["test_acc_ci95"] <= 100 * 1.96 * 0.5 / np.sqrt(39) + 1e-9
+
+
+def test_tiny_run_gives_every_method_the_same_budget(tmp_path):
+    exp = get("fewshot")
+    cfg = {**exp.defaults, **exp.tiny}
+    doc = exp.run(cfg, tmp_path, null_progress)
+    assert json.loads((tmp_path / "summary.json").read_text())["experiment"] == "fewshot"
+    assert [r["method"] for r in doc["results"]] == cfg["methods"]
+    n, r = cfg["meta_batch"], cfg["steps"]
+    per_step = {"fom": n * (r + 2), "reptile": n * r}
+    for row in doc["results"]:
+        assert cfg["budget_calls"] <= row["function_calls"] < cfg["budget_calls"] + per_step[row["method"]]
+        assert 0 <= row["test_acc"] <= 100 and row["test_acc_ci95"] > 0
+    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "curves.csv").exists()
+    assert "Table 2" in (tmp_path / "results.md").read_text()
