@@ -348,19 +348,34 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
 
 
 # --- entry point -------------------------------------------------------------------------------
+def _fail(message: str, code: int = 2):
+    lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
+    print(f"ablo: error: {' '.join(lines) if lines else 'failed'}", file=sys.stderr)
+    sys.exit(code)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
-    """Console entry point: user errors become one line on stderr and exit code 2."""
+    """Console entry point: user errors (bad names, values, options) become one line on stderr and
+    exit code 2; click's own usage errors too, with a pointer to --help."""
     from .api import NonFiniteHypergradient
 
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        app(args=argv, prog_name="ablo")
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, NonFiniteHypergradient) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"ablo: error: {msg}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
+        code = app(args=args, prog_name="ablo", standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
         print("ablo: interrupted", file=sys.stderr)
         sys.exit(130)
+    except typer.TyperException as e:  # click's usage errors (typer vendors click)
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help(), err=True)
+            sys.exit(2)
+        command = ctx.command_path if ctx is not None else "ablo"
+        _fail(f"{getattr(e, 'format_message', e.__str__)()} (see '{command} --help')", getattr(e, "exit_code", 2) or 2)
+    except (ValueError, OSError, NonFiniteHypergradient) as e:
+        _fail(str(e) or type(e).__name__)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
