@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse
+import scipy.sparse.linalg
 
 from ablo.data import load_digits, load_mnist, load_newsgroups, load_omniglot, read_idx
 from ablo.data.omniglot import resize

@@ -315,8 +315,7 @@ def compare(dirs: List[Path] = typer.Argument(..., help="run directories (or sum
 
 
 @app.command()
-def diagnose(experiment: Optional[str] = typer.Argument(None, help="reserved: only the built-in example for now"),
-             steps: int = typer.Option(20, help="inner steps r of the example problem"),
+def diagnose(steps: int = typer.Option(20, help="inner steps r of the example problem"),
              samples: int = typer.Option(16, help="tasks sampled"),
              seed: int = typer.Option(0)):
     """Bias of FOM and K-RMD against the exact hypergradient, D², V² and the recommended q* (paper
@@ -324,8 +323,6 @@ def diagnose(experiment: Optional[str] = typer.Argument(None, help="reserved: on
     from .diagnose import diagnose as run_diagnosis
     from .diagnose import format_diagnosis
 
-    if experiment is not None:
-        raise CLIError("ablo diagnose takes no experiment yet; it runs on its built-in example problem")
     if steps < 2 or samples < 2:
         raise CLIError(f"--steps and --samples must be >= 2; got {steps} and {samples}")
     import jax
