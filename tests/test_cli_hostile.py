@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import optax
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import ablo
@@ -104,3 +104,66 @@ def test_run_arguments_accept_or_raise_value_error(name, v):
     else:  # run() itself, which must refuse before compiling anything
         with pytest.raises(ValueError, match=name if name != "checkpoint_every" else "checkpoint"):
             outer.run(PROBLEM, ablo.FOM(), optax.sgd(0.1), jnp.zeros(2), SAMPLER, **args)
+
+
+# --- the command line ----------------------------------------------------------------------------
+OPTIONS = ["--seed", "--seeds", "--budget-calls", "--steps", "--devices", "--method", "--data-dir", "--set", "--out",
+           "--eval-every", "--n-train", "--no-such-key"]
+cli_value = st.one_of(st.text(max_size=8), st.from_regex(r"-?[0-9]{0,3}(\.[0-9]{0,2})?(e-?[0-9])?", fullmatch=True),
+                      st.sampled_from(["nan", "inf", "-inf", "0", "-1", "1e999", "[1,", "{}", "null", "--tiny", "-"]))
+
+
+def call_cli(args, monkeypatch):
+    """(exit code, stderr, whether the experiment was started) of ``ablo ARGS``, the experiment itself replaced
+    by a recorder so that valid arguments cost nothing."""
+    import contextlib
+    import io
+
+    from ablo import cli
+
+    started = []
+    monkeypatch.setattr(cli, "run_experiment", lambda exp, cfg, out: started.append(cfg))
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            cli.main(args)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 1
+    return code, err.getvalue(), bool(started)
+
+
+@settings(max_examples=2 * N, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(option=st.sampled_from(OPTIONS), value=cli_value)
+def test_cli_bad_option_values_give_one_line_and_nonzero_exit(option, value, monkeypatch, tmp_path):
+    monkeypatch.delenv("ABLO_DATA_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    code, err, started = call_cli(["run", "demo", option, value], monkeypatch)
+    assert "Traceback" not in err
+    if started:
+        assert code == 0
+    else:
+        assert code != 0
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("ablo: error: "), err
+
+
+@pytest.mark.parametrize("args", [["--seed", "abc"], ["--steps", "1.5"], ["--devices", "two"],
+                                  ["--budget-calls", "lots"], ["--seed"]])
+def test_cli_values_click_rejects_give_one_line(args, monkeypatch):
+    """Values typer/click reject before ablo sees them (not a number, a missing value)."""
+    code, err, started = call_cli(["run", "demo", *args], monkeypatch)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code != 0 and not started and len(lines) == 1, err
+
+
+@settings(max_examples=N, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(max_size=12))
+def test_cli_unknown_experiment_gives_one_line(name, monkeypatch):
+    from ablo.experiments import load_all
+
+    code, err, started = call_cli(["run", name], monkeypatch)
+    assert "Traceback" not in err
+    if name not in load_all():
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert code != 0 and not started and len(lines) == 1, err
