@@ -20,7 +20,7 @@ FixedPoint(η, Q + 1) are the same polynomial in A; both spend Q matvecs.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, ClassVar, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +69,7 @@ class CG:
 
     tol: float = 1e-10
     maxiter: int = 10
+    kind: ClassVar[str] = "cg"
 
     def __post_init__(self):
         check_positive("tol", self.tol, " (relative residual tolerance of CG)")
@@ -107,6 +108,7 @@ class Neumann:
 
     eta: float = 0.5
     Q: int = 10
+    kind: ClassVar[str] = "neumann"
 
     def __post_init__(self):
         check_positive("eta", self.eta, " (Neumann step; it must also be < 2/L for convergence)")
@@ -137,6 +139,7 @@ class FixedPoint:
 
     eta: float = 0.5
     N: int = 10
+    kind: ClassVar[str] = "fp"
 
     def __post_init__(self):
         check_positive("eta", self.eta, " (fixed-point step; it must also be < 2/L for convergence)")

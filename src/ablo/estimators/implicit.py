@@ -78,7 +78,11 @@ class AID(Estimator):
 
     solver: object = field(default_factory=CG)
     warm_start: bool = True
-    name: ClassVar[str] = "aid"
+
+    @property
+    def name(self) -> str:
+        """The registered name, "aid-cg", "aid-neumann" or "aid-fp"."""
+        return f"aid-{getattr(self.solver, 'kind', 'custom')}"
 
     def __post_init__(self):
         if not callable(self.solver):
