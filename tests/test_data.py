@@ -44,6 +44,18 @@ def test_mnist_idx_gz_and_raw(tmp_path, gz):
     np.testing.assert_array_equal(data["test"][1], arrays["t10k-labels-idx1-ubyte"])
 
 
+def test_loaders_find_their_subfolder_of_a_data_root(tmp_path):
+    """A root like ../shared/data works too: mnist/, omniglot/, 20newsgroups/ below it."""
+    (tmp_path / "mnist").mkdir()
+    write_mnist(tmp_path / "mnist", gz=True)
+    assert load_mnist(tmp_path)["train"][0].shape == (6, 784)
+    (tmp_path / "omniglot").mkdir()
+    np.savez(tmp_path / "omniglot" / "images_evaluation.npz", images=omniglot_images())
+    assert load_omniglot(tmp_path, "evaluation", size=6).images.shape == (3, 2, 6, 6)
+    write_bydate_folders(tmp_path / "20newsgroups")
+    assert load_newsgroups(tmp_path)["groups"] == ["alt.atheism", "sci.space"]
+
+
 def test_read_idx_other_dtypes(tmp_path):
     a = (np.arange(12).reshape(3, 4) - 5).astype(">i4")
     p = tmp_path / "a.idx"
@@ -197,7 +209,7 @@ needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"real data folder
 
 @needs_shared
 def test_real_mnist():
-    data = load_mnist(SHARED / "mnist")
+    data = load_mnist(SHARED)  # the root: finds mnist/
     assert data["train"][0].shape == (60000, 784) and data["test"][0].shape == (10000, 784)
     assert np.bincount(data["test"][1]).tolist()[:2] == [980, 1135]
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._paths import locate
+
 _TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
           "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
@@ -52,8 +54,9 @@ def _find(data_dir: Path, stem: str) -> Path:
 
 
 def load_mnist(data_dir) -> dict:
-    """{"train": (x, y), "test": (x, y)}: x float32 (n, 784) in [0, 1], y int32 labels."""
-    data_dir = Path(data_dir)
+    """{"train": (x, y), "test": (x, y)}: x float32 (n, 784) in [0, 1], y int32 labels. The files
+    may also sit in a ``mnist/`` subfolder of ``data_dir``."""
+    data_dir = locate(data_dir, ("mnist", "MNIST"), lambda d: any(d.glob("train-images*")))
     if not data_dir.is_dir():
         raise FileNotFoundError(f"MNIST directory {data_dir} does not exist")
     out = {}

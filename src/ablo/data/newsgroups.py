@@ -2,7 +2,7 @@
 
 ``data_dir`` holds either the folders ``20news-bydate-train/<group>/<id>`` and
 ``20news-bydate-test/<group>/<id>`` or the archive ``20news-bydate.tar.gz`` with that layout
-(read in place, not extracted). Texts are decoded as latin-1. Features: scikit-learn's
+(read in place, not extracted), directly or in a ``20newsgroups/`` subfolder. Texts are decoded as latin-1. Features: scikit-learn's
 ``TfidfVectorizer`` fitted on the training posts (ℓ2-normalised rows), kept as scipy CSR
 float32 matrices so that the caller decides when (if ever) to densify.
 """
@@ -14,6 +14,8 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+
+from ._paths import locate
 
 ARCHIVE = "20news-bydate.tar.gz"
 SPLITS = {"train": "20news-bydate-train", "test": "20news-bydate-test"}
@@ -56,7 +58,8 @@ def load_newsgroups(data_dir, max_features: int | None = None, min_df: int = 1) 
     float32 (posts, features) TF-IDF, y int32 group index (groups sorted by name)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    data_dir = Path(data_dir)
+    data_dir = locate(data_dir, ("20newsgroups", "20news-bydate"),
+                      lambda d: (d / SPLITS["train"]).is_dir() or (d / ARCHIVE).is_file())
     if (data_dir / SPLITS["train"]).is_dir():
         docs = _from_folders(data_dir)
     elif (data_dir / ARCHIVE).is_file():

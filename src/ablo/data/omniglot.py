@@ -7,7 +7,7 @@ Two layouts are read from ``data_dir``:
   background first, then evaluation) for alphabet names;
 * the official folders ``images_<split>/<alphabet>/<character>/<drawing>.png``.
 
-``split`` is "background" (964 characters, for meta-training) or "evaluation" (659, held out).
+``data_dir`` may also be a folder holding an ``omniglot/`` subfolder. ``split`` is "background" (964 characters, for meta-training) or "evaluation" (659, held out).
 Images come back as float32 ink intensity (1 = stroke, 0 = paper), area-resampled to
 ``size`` x ``size``.
 """
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import NamedTuple, Optional
 
 import numpy as np
+
+from ._paths import locate
 
 SPLITS = ("background", "evaluation")
 
@@ -114,7 +116,8 @@ def load_omniglot(data_dir, split: str = "background", size: int = 28) -> Omnigl
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive integer; got {size!r}")
-    data_dir = Path(data_dir)
+    data_dir = locate(data_dir, ("omniglot",), lambda d: (d / f"images_{split}.npz").is_file()
+                      or (d / f"images_{split}").is_dir())
     npz, folder = data_dir / f"images_{split}.npz", data_dir / f"images_{split}"
     if npz.is_file():
         images, alphabets = _from_npz(npz, data_dir, split)
