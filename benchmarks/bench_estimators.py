@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--peer-rs", default="100", help="r values at which peers run (default 100)")
     ap.add_argument("--problems", default="hypercleaning,newsgroups")
     ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--parallel", type=int, default=2, help="worker processes at a time (CPU time is per process)")
     ap.add_argument("--venv", default="/tmp/peers-venv", help="venv of the PyTorch peers")
     a = ap.parse_args()
     size = "smoke" if a.smoke else "full"
@@ -84,7 +85,8 @@ def main() -> None:
     if not a.no_peers:
         venv_python, installed = torch_venv(Path(a.venv), a.smoke)
         peers = peer_jobs(problems, peer_rs, rounds, venv_python, installed, a.smoke)
-    summary = bench.run_suite(a.out, problems=problems, rs=rs, size=size, rounds=rounds, peers=peers)
+    summary = bench.run_suite(a.out, problems=problems, rs=rs, size=size, rounds=rounds, peers=peers,
+                              parallel=a.parallel)
     summary["peer_install"] = {**installed, **{k: installed.get(k, "not installed") + (f" ({v})" if v else "")
                                                for k, v in NOT_DRIVEN.items() if k in installed}}
     (Path(a.out) / "results.json").write_text(json.dumps(summary, indent=1))
