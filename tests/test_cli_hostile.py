@@ -133,7 +133,7 @@ def call_cli(args, monkeypatch):
     return code, err.getvalue(), bool(started)
 
 
-@settings(max_examples=2 * N, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=N, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(option=st.sampled_from(OPTIONS), value=cli_value)
 def test_cli_bad_option_values_give_one_line_and_nonzero_exit(option, value, monkeypatch, tmp_path):
     monkeypatch.delenv("ABLO_DATA_DIR", raising=False)
