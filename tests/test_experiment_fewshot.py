@@ -9,6 +9,7 @@ import pytest
 
 from ablo.experiments import fewshot as fs
 from ablo.experiments import get, null_progress
+from ablo.models import convnet_init
 
 
 def fake_images(classes=6, examples=4, size=8):
@@ -21,7 +22,8 @@ def test_sampler_draws_distinct_classes_with_consistent_labels_and_is_pure():
     imgs = fake_images()
     imgs[:, :, 0, 0] = np.arange(4, dtype=np.uint8)[None, :]  # example id in one pixel
     sample = fs.make_sampler(imgs, ways=3, shots=2)
-    x_tr, y_tr, x_te, y_te = sample(jax.random.PRNGKey(4))
+    task = sample(jax.random.PRNGKey(4))
+    (x_tr, y_tr), (x_te, y_te) = task["support"], task["query"]
     assert x_tr.shape == (6, 8, 8, 1) and x_te.shape == (3, 8, 8, 1)
     cls_tr = np.round(np.asarray(x_tr[:, 1, 1, 0]) * 255 / 10).astype(int)
     cls_te = np.round(np.asarray(x_te[:, 1, 1, 0]) * 255 / 10).astype(int)
@@ -34,7 +36,7 @@ def test_sampler_draws_distinct_classes_with_consistent_labels_and_is_pure():
     for label in range(3):  # the test drawing is none of the training drawings
         assert ex_te[label] not in set(ex_tr[np.asarray(y_tr) == label])
     again = sample(jax.random.PRNGKey(4))
-    for a, b in zip((x_tr, y_tr, x_te, y_te), again):
+    for a, b in zip(jax.tree_util.tree_leaves(task), jax.tree_util.tree_leaves(again)):
         np.testing.assert_array_equal(a, b)
 
 
@@ -43,15 +45,16 @@ def test_sampler_rejects_more_ways_than_classes():
         fs.make_sampler(fake_images(classes=3), ways=5, shots=1)
 
 
-def test_conv_net_shapes_and_reptile_direction():
-    theta = fs.init_conv(jax.random.PRNGKey(0), size=8, filters=4, ways=3)
+def test_reptile_direction_uses_support_and_query():
+    """The 'reptile' method is θ − φ_r with φ_r trained on D_tr ∪ D_te (paper 002 §5 baseline)."""
+    theta = convnet_init(jax.random.PRNGKey(0), 3, 8, filters=4)
     x = jax.random.uniform(jax.random.PRNGKey(1), (3, 8, 8, 1))
-    assert fs.apply_conv(theta, x).shape == (3, 3)
     problem = fs.make_problem(steps=3, inner_lr=0.1)
-    task = (x, jnp.arange(3), x[::-1], jnp.arange(3)[::-1])
-    g, _, c = fs.Reptile().estimate(problem, theta, task, (), jax.random.PRNGKey(2))
-    both = (jnp.concatenate([x, x[::-1]]), jnp.concatenate([task[1], task[3]]))
-    phi = problem.run(theta, both * 2)
+    task = {"support": (x, jnp.arange(3)), "query": (x[::-1], jnp.arange(3)[::-1])}
+    g, _, c = fs.make_estimator("reptile", fs.DEFAULTS).estimate(problem, theta, task, (), jax.random.PRNGKey(2))
+    both = {"support": (jnp.concatenate([x, x[::-1]]), jnp.concatenate([jnp.arange(3), jnp.arange(3)[::-1]])),
+            "query": task["query"]}
+    phi = problem.run(theta, both)
     for a, b, p in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(phi)):
         np.testing.assert_allclose(a, b - p, atol=1e-12)
     assert float(c.function_calls) == 3
@@ -60,7 +63,7 @@ def test_conv_net_shapes_and_reptile_direction():
 def test_eval_interval_is_the_normal_95_percent_half_width():
     imgs = fake_images(classes=4, examples=3)
     problem = fs.make_problem(steps=1, inner_lr=0.1)
-    theta = fs.init_conv(jax.random.PRNGKey(0), size=8, filters=2, ways=2)
+    theta = convnet_init(jax.random.PRNGKey(0), 2, 8, filters=2)
     m = fs.make_eval(problem, fs.make_sampler(imgs, 2, 1), chunk=20)(theta, 40, jax.random.PRNGKey(0))
     p = m["test_acc"] / 100  # per-task accuracy is 0, 1/2 or 1: the sd is at most 1/2
     assert 0 <= p <= 1 and 0 <= m["test_acc_ci95"] <= 100 * 1.96 * 0.5 / np.sqrt(39) + 1e-9

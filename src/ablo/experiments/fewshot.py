@@ -8,8 +8,9 @@ K for training and one for testing (s = mK, t = m). With V(θ, T) = θ,
 r steps of inner SGD, an outer Adam over meta-batches of tasks, every method stopped at the same
 budget of function calls (Proposition 1's counts: r + 1 gradients for FOM, plus r(r − 1)/2
 gradients and r HVPs for the memory-efficient exact ``recompute``). Reptile (Nichol et al.
-2018; paper 002 §5) is the direction θ − φ_r of an r-step inner run on all of the task's data,
-fed to the same outer optimizer: r gradient evaluations per task.
+2018; paper 002 §5; :class:`ablo.meta.Reptile`) is the direction θ − φ_r of an r-step inner run
+on all of the task's data (D_tr ∪ D_te), fed to the same outer optimizer: r gradient
+evaluations per task.
 
 g(φ, x): 4 blocks of [3x3 conv, stride 2, ``filters`` channels, batch norm with the batch's
 statistics (transductive, as MAML), ReLU], then a dense layer to m logits. Evaluation: ≥ 1000
@@ -20,9 +21,7 @@ inner run, mean and 95% normal interval 1.96·sd/√n. Without ``data_dir``: sci
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -31,9 +30,9 @@ import numpy as np
 from . import Experiment, register
 from .hypercleaning import curve_rows, outer_run, plot_curves
 from .. import estimators
-from ..cost import cost
-from ..estimators.base import Estimator, tree_sub, with_finite_flag
-from ..inner import gd
+from ..estimators.base import Estimator
+from ..meta import maml, merge_support_query
+from ..models import convnet_apply, convnet_init, cross_entropy
 from ..problem import BilevelProblem
 from ..results import write_csv, write_markdown, write_summary
 
@@ -71,7 +70,8 @@ def load_splits(cfg: dict):
 
 
 def make_sampler(images: np.ndarray, ways: int, shots: int):
-    """key -> (x_tr (m·K, h, w, 1), y_tr, x_te (m, h, w, 1), y_te): a pure JAX task sampler."""
+    """key -> {"support": (x (m·K, h, w, 1), y), "query": (x (m, h, w, 1), y)} (the task convention of
+    :mod:`ablo.meta`): a pure JAX task sampler."""
     n_cls, n_ex = images.shape[:2]
     if ways > n_cls or shots + 1 > n_ex:
         raise ValueError(f"ways must be <= {n_cls} classes and shots + 1 <= {n_ex} examples per class; "
@@ -82,67 +82,24 @@ def make_sampler(images: np.ndarray, ways: int, shots: int):
         kc, ke = jax.random.split(key)
         cls = jax.random.choice(kc, n_cls, (ways,), replace=False)
         ex = jnp.argsort(jax.random.uniform(ke, (ways, n_ex)), axis=1)[:, : shots + 1]
-        x = data[cls[:, None], ex].astype(jnp.float32)[..., None] / 255.0  # (m, K+1, h, w, 1)
+        x = data[cls[:, None], ex].astype(jnp.result_type(float))[..., None] / 255.0  # (m, K+1, h, w, 1)
         labels = jnp.broadcast_to(jnp.arange(ways)[:, None], (ways, shots + 1))
         flat = lambda a: a.reshape((-1,) + a.shape[2:])
-        return flat(x[:, :shots]), flat(labels[:, :shots]), x[:, shots], labels[:, shots]
+        return {"support": (flat(x[:, :shots]), flat(labels[:, :shots])), "query": (x[:, shots], labels[:, shots])}
 
     return sample
 
 
-# --- model -----------------------------------------------------------------------------------
-def init_conv(key, size: int, filters: int, ways: int, blocks: int = 4):
-    """Parameters of the 4-block conv net (He-initialised convs, BN scale 1 / offset 0)."""
-    keys = jax.random.split(key, blocks + 1)
-    params, c_in = [], 1
-    for k in keys[:-1]:
-        w = jax.random.normal(k, (3, 3, c_in, filters)) * jnp.sqrt(2.0 / (9 * c_in))
-        params.append({"w": w, "scale": jnp.ones(filters), "offset": jnp.zeros(filters)})
-        c_in, size = filters, -(-size // 2)
-    d = size * size * filters
-    dense = {"w": jax.random.normal(keys[-1], (d, ways)) * jnp.sqrt(1.0 / d), "b": jnp.zeros(ways)}
-    return {"blocks": params, "dense": dense}
-
-
-def apply_conv(params, x):
-    """Logits (batch, m) for images x (batch, h, w, 1)."""
-    x = x.astype(params["dense"]["w"].dtype)
-    for p in params["blocks"]:
-        x = jax.lax.conv_general_dilated(x, p["w"], (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-        mean, var = x.mean((0, 1, 2)), x.var((0, 1, 2))
-        x = jax.nn.relu((x - mean) * jax.lax.rsqrt(var + 1e-5) * p["scale"] + p["offset"])
-    return x.reshape(x.shape[0], -1) @ params["dense"]["w"] + params["dense"]["b"]
-
-
-def cce(params, x, y):
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(apply_conv(params, x)), y[:, None], axis=1))
-
-
+# --- model and methods ----------------------------------------------------------------------
 def make_problem(steps: int, inner_lr: float) -> BilevelProblem:
-    """MAML: V(θ, T) = θ, L_in = CCE on D_tr, L_out = CCE on D_te, r steps of SGD."""
-    return BilevelProblem(lambda th, phi, t: cce(phi, t[0], t[1]), lambda th, phi, t: cce(phi, t[2], t[3]),
-                          gd(inner_lr), steps)
-
-
-@dataclass(frozen=True)
-class Reptile(Estimator):
-    """Reptile's meta-direction θ − φ_r (Nichol et al. 2018), φ_r from r inner steps on all of the
-    task's data (D_tr ∪ D_te), as an estimator so the outer loop and budgets treat it like the
-    others: r gradient evaluations, O(1) memory. Not a hypergradient of M."""
-
-    name: ClassVar[str] = "reptile"
-
-    def estimate(self, problem, theta, task, state, key):
-        x = jnp.concatenate([task[0], task[2]])
-        y = jnp.concatenate([task[1], task[3]])
-        phi = problem.optimizer.params(problem.run(theta, (x, y, x, y)))
-        g = tree_sub(theta, phi)
-        return g, state, with_finite_flag(g, cost(grad_evals=problem.steps, states=1))
+    """MAML (:func:`ablo.meta.maml`): V(θ, T) = θ, L_in = CCE on D_tr, L_out = CCE on D_te, r SGD steps
+    of the 4-block conv net :func:`ablo.models.convnet_apply`."""
+    return maml(convnet_apply, cross_entropy, inner_lr, steps)
 
 
 def make_estimator(name: str, cfg: dict) -> Estimator:
     if name == "reptile":
-        return Reptile()
+        return estimators.get("reptile", task_map=merge_support_query)
     if name == "ufom":
         return estimators.get("ufom", q=float(cfg["q"]))
     return estimators.get(name)
@@ -155,7 +112,7 @@ def make_eval(problem: BilevelProblem, sample, chunk: int = 200):
     def accuracy(theta, k):
         task = sample(k)
         phi = problem.optimizer.params(problem.run(theta, task))
-        return jnp.mean(jnp.argmax(apply_conv(phi, task[2]), 1) == task[3])
+        return jnp.mean(jnp.argmax(convnet_apply(phi, task["query"][0]), 1) == task["query"][1])
 
     batch = jax.jit(lambda theta, keys: jax.lax.map(lambda ks: jax.vmap(accuracy, (None, 0))(theta, ks), keys))
 
@@ -189,7 +146,7 @@ def run(config: dict, out_dir: Path, progress) -> dict:
         tx = optax.chain(optax.clip(float(cfg["clip"])), tx)
     rows, curves = [], []
     for seed in cfg["seeds"]:
-        theta0 = init_conv(jax.random.PRNGKey(seed), train_imgs.shape[-1], int(cfg["filters"]), ways)
+        theta0 = convnet_init(jax.random.PRNGKey(seed), ways, train_imgs.shape[-1], filters=int(cfg["filters"]))
         evaluate = make_eval(problem, sample_test, min(int(cfg["curve_tasks"]), int(cfg["eval_tasks"])))
         curve_eval = lambda th: evaluate(th, int(cfg["curve_tasks"]), jax.random.PRNGKey(7_000 + seed))
         for method in cfg["methods"]:

@@ -49,7 +49,7 @@ MODEL_DEFAULTS = {
     "linear": dict(methods=["truncated"], Ks=[1, 5, 25, 50, 100], seeds=[0], outer_steps=60, budget_calls=None,
                    outer_lr=0.3, steps=100, hidden=None, pool=1, n_train=5000, n_val=5000),
     "mlp": dict(methods=["recompute", "fom", "adaptive-ufom"], Ks=None, seeds=[0, 1, 2], outer_steps=None,
-                budget_calls=30_000, outer_lr=0.3, steps=20, hidden=32, pool=4, n_train=2000, n_val=2000),
+                budget_calls=10_000, outer_lr=0.3, steps=20, hidden=32, pool=2, n_train=1000, n_val=1000),
 }
 
 DEFAULTS = dict(model="linear", data_dir=None, n_train=None, n_val=None, corrupt=0.5, inner_lr=1.0, l2=1e-3,
