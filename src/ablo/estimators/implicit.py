@@ -7,8 +7,9 @@ With x = θ, y = φ, g = L_in, f = L_out and y_k^T the inner iterate after T = r
 v_k^N from a linear solver (``ablo.linear_solvers``: CG, Neumann, FixedPoint) handed in as a
 value. Warm starts (Alg. 1 lines 3 and 7.1): y_k^0 = y_{k−1}^T and v_k^0 = v_{k−1}^N, both held
 in the estimator state (a new inner optimizer state is built around y_{k−1}^T, so momentum or
-Adam slots restart). Without warm starts every call starts from ``problem.initial_state`` and
-v^0 = 0.
+Adam slots restart; the problem's start V(θ, T) is used only by ``init``, for the first call).
+A warm start of v costs one matvec (r_0 = b − A v^0). Without warm starts every call starts
+from ``problem.initial_state`` and v^0 = 0.
 
 What AID assumes. By Proposition 1 the estimate tends to ∇Φ(x) for Φ(x) = f(x, y*(x)) as
 y^T → y*(x) = argmin_y g(x, y) and v → v*: it is the gradient of the *limit* problem, not of the
