@@ -24,14 +24,15 @@ def test_mlp_hidden_layer_is_relu():
     np.testing.assert_allclose(mlp_apply(params, jnp.array([[-1.0, 2.0]])), [[0.0, 2.0]])
 
 
-@pytest.mark.parametrize("size,flat", [(28, 2 * 2 * 64), (84, 6 * 6 * 64), (5, 1 * 64)])
-def test_convnet_shapes(size, flat):
+@pytest.mark.parametrize("size,side", [(28, 2), (84, 6), (5, 1)])
+def test_convnet_shapes(size, side):
+    """Stride-2 SAME convs: 28 → 14 → 7 → 4 → 2 (shapes only: jax.eval_shape computes nothing)."""
     p = convnet_init(jax.random.PRNGKey(0), n_classes=5, image_size=size)
     assert len(p["blocks"]) == 4 and p["blocks"][0]["w"].shape == (3, 3, 1, 64)
-    assert p["dense"]["w"].shape == (flat, 5)
-    x = jax.random.uniform(jax.random.PRNGKey(1), (4, size, size))
-    assert convnet_apply(p, x).shape == (4, 5)
-    assert convnet_apply(p, x[..., None]).shape == (4, 5)
+    assert p["dense"]["w"].shape == (side * side * 64, 5)
+    x = jax.ShapeDtypeStruct((4, size, size), jnp.result_type(float))
+    assert jax.eval_shape(convnet_apply, p, x).shape == (4, 5)
+    assert jax.eval_shape(convnet_apply, p, jax.ShapeDtypeStruct((4, size, size, 1), jnp.result_type(float))).shape == (4, 5)
 
 
 def test_batch_norm_uses_batch_statistics():
@@ -43,7 +44,7 @@ def test_batch_norm_uses_batch_statistics():
 
 def test_convnet_output_depends_on_the_rest_of_the_batch():
     """MAML's transductive batch norm: one image's logits change when another image changes."""
-    p = convnet_init(jax.random.PRNGKey(0), 3, image_size=8, filters=4)
+    p = convnet_init(jax.random.PRNGKey(0), 3, image_size=8, filters=4, blocks=1)
     x = jax.random.uniform(jax.random.PRNGKey(1), (3, 8, 8))
     a = convnet_apply(p, x)
     b = convnet_apply(p, x.at[2].set(0.0))
