@@ -91,3 +91,9 @@ def test_tiny_mlp_run_spends_equal_budgets(tmp_path):
     for row in doc["results"]:
         assert 200 <= row["function_calls"] < 200 + per_step[row["method"]]
     assert "000 Table 1" in (tmp_path / "results.md").read_text()
+
+
+def test_parametrised_method_names_set_k_and_q():
+    assert hc.estimator("truncated-7").K == 7 and hc.estimator("ufom-0.25").q == 0.25
+    with pytest.raises(ValueError, match="unknown estimator"):
+        hc.estimator("nope")

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import Experiment, register
-from .hypercleaning import curve_rows, outer_run, plot_curves
+from .hypercleaning import curve_rows, estimator, outer_run, plot_curves
 from .. import estimators
 from ..estimators.base import Estimator
 from ..meta import maml, merge_support_query
@@ -102,7 +102,7 @@ def make_estimator(name: str, cfg: dict) -> Estimator:
         return estimators.get("reptile", task_map=merge_support_query)
     if name == "ufom":
         return estimators.get("ufom", q=float(cfg["q"]))
-    return estimators.get(name)
+    return estimator(name)
 
 
 def make_eval(problem: BilevelProblem, sample, chunk: int = 200):

@@ -214,8 +214,17 @@ def runs(cfg: dict):
                 out.append(("reverse", K, estimators.get("reverse")) if K == cfg["steps"]
                            else ("truncated", K, estimators.get("truncated", K=K)))
         else:
-            out.append((m, None, estimators.get(m)))
+            out.append((m, None, estimator(m)))
     return out
+
+
+def estimator(name: str, **options):
+    """The registered estimator ``name``; ``truncated-K`` and ``ufom-q`` (the CLI's parametrised
+    variants) set K or q."""
+    base, _, suffix = name.rpartition("-")
+    if base in ("truncated", "ufom") and suffix.replace(".", "", 1).isdigit():
+        return estimators.get(base, **{"K" if base == "truncated" else "q": (int if base == "truncated" else float)(suffix)})
+    return estimators.get(name, **options)
 
 
 # --- experiment ------------------------------------------------------------------------------
@@ -331,7 +340,9 @@ def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
     data = "MNIST" if cfg["data_dir"] else "scikit-learn digits (scaled-down protocol; pass --data-dir for MNIST)"
     notes = [f"Data: {data}. n_train = {cfg['n_train']}, n_val = {cfg['n_val']}, corrupted fraction "
              f"{cfg['corrupt']}, r = {cfg['steps']}, inner GD α = {cfg['inner_lr']}, λ = {cfg['l2']}, "
-             f"outer Adam lr {cfg['outer_lr']}, seeds {list(cfg['seeds'])}.",
+             f"outer Adam lr {cfg['outer_lr']} (the papers give none), seeds {list(cfg['seeds'])}. The inner "
+             "loss is the mean weighted cross-entropy (the papers' sum with α = 1 overshoots: it is the sum with "
+             "α = 1/n); exactly half the training labels are replaced by a wrong one.",
              f"Budget per run: {cfg['outer_steps'] or '-'} outer steps / {cfg['budget_calls'] or '-'} function calls."]
     if cfg["model"] == "linear":
         notes.append("Paper: 001 Table 2 (K-RMD after 1000 hyperiterations). Ours: fewer hyperiterations "
