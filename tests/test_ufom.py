@@ -76,3 +76,14 @@ def test_ufom_cost_follows_proposition_1():
     se = np.sqrt(q * (1 - q) / len(keys))
     assert abs(xi.mean() - q) < 4 * se
     assert abs(np.asarray(c.grad_evals, np.float64).mean() - (r + 1 + xi.mean() * r * (r - 1) / 2)) < 1e-9
+
+
+@pytest.mark.parametrize("name", ["ufom", "adaptive-ufom", "debiased"])
+def test_float32_theta_keeps_its_dtype_in_both_branches(name):
+    """With float64 enabled, 1/q is float64: both ξ branches must still return θ's dtype."""
+    p = ablo.BilevelProblem(lambda th, ph, t: jnp.sum(jnp.exp(th) * ph ** 2), lambda th, ph, t: jnp.sum((ph - 1) ** 2),
+                            ablo.gd(0.1), 3, init=lambda th, t: jnp.ones(3, jnp.float32))
+    theta = jnp.zeros(3, jnp.float32)
+    est = ablo.estimators.get(name, q=0.5) if name != "adaptive-ufom" else ablo.estimators.get(name)
+    g, _, _ = est.estimate(p, theta, None, est.init(p, theta, None), jax.random.PRNGKey(0))
+    assert g.dtype == jnp.float32
