@@ -78,7 +78,8 @@ def learned_schedule(task, test):
     inner = lambda theta, w, task: ce(w, *task["train"]) + 1e-3 * jnp.sum(w ** 2)
     problem = ablo.BilevelProblem(inner, outer_loss, ablo.gd(lambda theta, t: jnp.exp(theta[t])), r,
                                   init=ablo.constant_init(jnp.zeros(31)))
-    grid = {lr: float(problem.objective(jnp.full(r, np.log(lr)), task)) for lr in [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]}
+    lrs = [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0]
+    grid = {lr: float(problem.objective(jnp.full(r, np.log(lr)), task)) for lr in lrs}
     best = min(grid, key=grid.get)
     report(f"best constant step size from a grid ({best})", problem, jnp.full(r, np.log(best)), task, test)
     theta0 = jnp.full(r, np.log(0.1))
