@@ -160,7 +160,7 @@ def run(config: dict, out_dir: Path, progress) -> dict:
                          "mean_q": _mean_q(res.log)})
             curves += curve_rows(res.log, method=method, seed=seed)
     write_csv(out_dir / "curves.csv", curves)
-    plot_curves(curves, out_dir / "curves.png", x="function_calls", ys=["test_acc", "outer_loss"],
+    plot_curves(curves, out_dir / "curves.png", x="function_calls", ys=["test_acc"],
                 group=("method",), title=f"few-shot {shots}-shot {ways}-way ({'Omniglot' if cfg['data_dir'] else 'digits'})")
     _write_table(cfg, rows, out_dir)
     write_summary(out_dir, NAME, cfg, rows)

@@ -270,11 +270,9 @@ def outer_run(problem, est, optimizer, theta0, sampler, cfg: dict, **kw):
                       resume=bool(cfg["resume"]), devices=cfg["devices"], **kw)
 
 
-def curve_rows(log: list, **labels) -> list:
-    """The outer-loop log entries that carry evaluation metrics, tagged with ``labels``."""
-    keep = ("step", "function_calls", "seconds", "outer_loss", "grad_norm", "q")
-    return [{**labels, **{k: v for k, v in e.items() if k in keep or k not in ("inner_loss", "skipped")}}
-            for e in log if any(k not in keep and k not in ("inner_loss", "skipped") for k in e)]
+def curve_rows(log: list, metric: str = "test_acc", **labels) -> list:
+    """The outer-loop log entries that carry evaluation metrics (``metric``), tagged with ``labels``."""
+    return [{**labels, **e} for e in log if metric in e]
 
 
 def plot_curves(rows: list, path: Path, x: str, ys: list, group: tuple, title: str, paper: dict | None = None) -> None:
