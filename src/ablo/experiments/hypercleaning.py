@@ -329,7 +329,7 @@ def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
             t[k] = float(v.mean())
             if k in ("test_acc", "train_clean_acc") and len(rs) > 1:
                 t[k + "_std"] = float(v.std(ddof=1))
-        paper = PAPER[cfg["model"]].get(K if cfg["model"] == "linear" else method)
+        paper = PAPER[cfg["model"]].get((100 if method == "reverse" else K) if cfg["model"] == "linear" else method)
         if paper is not None and cfg["model"] == "linear":
             t["paper_test_acc"], t["paper_f1"] = paper
         elif paper is not None:
