@@ -55,7 +55,7 @@ def test_compare_and_criteria_logic():
     assert "FAIL time/ideal <= 1.15: p reverse r=100: 1.30" in text
     assert "PASS time/ideal <= 1.15: p fom r=100: 1.10" in text
     assert "FAIL temp constant within 5%: p fom" in text  # 1.0 vs 1.2 MB
-    assert "PASS reverse temp grows ~linearly in r" in text
+    assert "PASS reverse temp grows linearly in r" in text
     assert "FAIL PyTorch peer" in text  # 3x faster but more memory than the peer
 
 

@@ -372,7 +372,8 @@ def peer_ratios(rows: list) -> list:
         out.append({"problem": p["problem"], "peer": p["library"], "method": p["method"], "r": p["r"],
                     "speedup": p["time_s"] / a["time_s"], "wall_speedup": p.get("wall_s", 0) / a.get("wall_s", 1),
                     "peak_rss_ratio": p["peak_rss_mb"] / a["peak_rss_mb"],
-                    "rss_growth_ratio": p["rss_growth_mb"] / max(a["rss_growth_mb"], 1.0)})
+                    "rss_growth_ratio": p["rss_growth_mb"] / max(a["rss_growth_mb"], 1.0),
+                    "cos_same": p.get("vs_ablo_same", {}).get("cos")})
     return out
 
 
@@ -390,11 +391,13 @@ def criteria(rows: list, ratios: list) -> list:
             temps = {r: row["temp_mb"] for (q, n, r), row in ablo.items() if q == p and n == m and row.get("temp_mb")}
             if len(temps) < 2:
                 continue
-            lo, hi = min(temps), max(temps)
-            growth = temps[hi] / temps[lo]
-            shown = ", ".join(f"r={r}: {t:.2f} MB" for r, t in sorted(temps.items()))
-            if m == "reverse":
-                out.append(f"{ok(growth >= 0.5 * hi / lo)} reverse temp grows ~linearly in r: {p}: {shown}")
+            rs = sorted(temps)
+            shown = ", ".join(f"r={r}: {temps[r]:.2f} MB" for r in rs)
+            if m == "reverse":  # linear: the same MB per step between every pair of r, and > 0
+                slopes = [(temps[b] - temps[a]) / (b - a) for a, b in zip(rs, rs[1:])]
+                linear = min(slopes) > 0 and max(slopes) <= 1.25 * min(slopes)
+                out.append(f"{ok(linear)} reverse temp grows linearly in r: {p}: {shown} "
+                           f"(slopes {', '.join(f'{x * 1024:.1f}' for x in slopes)} KB/step)")
             else:
                 spread = max(temps.values()) / min(temps.values())
                 out.append(f"{ok(spread <= 1.05)} temp constant within 5%: {p} {m}: {shown}")
@@ -439,10 +442,10 @@ def markdown(rows: list, ratios: list) -> str:
         f"{u['problem']}: C1 = {u['C1_s'] * 1e3:.2f} ms, C2 = {u['C2_s'] * 1e3:.2f} ms" for u in units)]
     if ratios:
         lines += ["", "| problem | peer | method | r | peer CPU time / ablo | peer wall / ablo | peer peak RSS / ablo "
-                      "| peer RSS growth / ablo |", "|---|---|---|---|---|---|---|---|"]
+                      "| peer RSS growth / ablo | cos vs ablo same method |", "|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {x['problem']} | {x['peer']} | {x['method']} | {x['r']} | {x['speedup']:.2f} | "
-                  f"{x['wall_speedup']:.2f} | "
-                  f"{x['peak_rss_ratio']:.2f} | {x['rss_growth_ratio']:.2f} |" for x in ratios]
+                  f"{x['wall_speedup']:.2f} | {x['peak_rss_ratio']:.2f} | {x['rss_growth_ratio']:.2f} | "
+                  f"{fmt(x.get('cos_same'), '.6f')} |" for x in ratios]
     checks = criteria(rows, ratios)
     if checks:
         lines += ["", "Checks (issue 6):", ""] + [f"- {c}" for c in checks]
