@@ -1,7 +1,7 @@
 """Benchmark ablo's hypergradient estimators against their ideal cost and against other
 libraries, side by side in one run (issue 6). See docs/benchmarks.md.
 
-    python benchmarks/bench_estimators.py --out bench-out            # full run (~20 min, 2 cores)
+    python benchmarks/bench_estimators.py --out bench-out            # full run (~10 min of CPU; longer on a loaded machine)
     python benchmarks/bench_estimators.py --smoke --out /tmp/smoke   # tiny sizes, 1 round
 
 PyTorch peers run in their own venv (default /tmp/peers-venv, no system site-packages), made by
