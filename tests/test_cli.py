@@ -98,9 +98,11 @@ def test_diagnose_runs_on_the_built_in_example(capsys):
     (["run", "toy2d", "--budget-calls", "100"], "does not take --budget-calls"),
     (["run", "toy2d", "--budget-calls", "-1"], "must be > 0"),
     (["compare", "/no/such/run"], "summary.json"),
+    (["bench", "--problems", "nope"], "problem must be one of"),
+    (["bench", "--rounds", "0"], "--rounds must be >= 1"),
 ])
 def test_errors_are_one_line_and_exit_2(args, message, capsys, tmp_path):
-    code, _, err = call(args + (["--out", str(tmp_path)] if args[0] == "run" else []), capsys)
+    code, _, err = call(args + (["--out", str(tmp_path)] if args[0] in ("run", "bench") else []), capsys)
     assert code == 2
     assert "Traceback" not in err
     lines = [l for l in err.splitlines() if l.strip()]

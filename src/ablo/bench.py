@@ -461,9 +461,10 @@ def run_suite(out_dir, problems=("hypercleaning", "newsgroups"), methods=None, r
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1; got {rounds}")
     out_dir = Path(out_dir)
+    data = {p: make_data(p, size) for p in problems}  # validates the names before anything is written
     (out_dir / "grads").mkdir(parents=True, exist_ok=True)
-    for p in problems:
-        np.savez(out_dir / f"{p}.npz", **make_data(p, size))
+    for p, arrays in data.items():
+        np.savez(out_dir / f"{p}.npz", **arrays)
     methods = available_methods() if methods is None else list(methods)
     jobs = plan(problems, methods, rs, size, rounds) + list(peers)
     t0 = time.perf_counter()

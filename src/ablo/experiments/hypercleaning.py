@@ -37,6 +37,7 @@ from ..outer import Budget
 from ..outer import run as outer_loop
 from ..problem import BilevelProblem, constant_init
 from ..results import save_figure, write_csv, write_markdown, write_summary
+from ._paper import reference
 
 NAME = "hypercleaning"
 
@@ -58,14 +59,6 @@ DEFAULTS = dict(model="linear", data_dir=None, n_train=None, n_val=None, corrupt
 
 TINY = dict(n_train=200, n_val=200, steps=5, outer_steps=3, eval_every=2, Ks=[1, 5], seeds=[0], budget_calls=300,
             hidden=8)
-
-#: Paper figures shown beside ours. 001 Table 2 (linear, test acc %, F1); 000 Table 1 (mlp).
-PAPER = {
-    "linear": {1: (87.50, 0.85), 5: (88.05, 0.89), 25: (88.12, 0.89), 50: (88.17, 0.89), 100: (88.33, 0.88)},
-    "mlp": {"recompute": (94.07, 90.82, 0.4795), "fom": (92.04, 90.83, 0.3187),
-            "adaptive-ufom": (95.27, 92.24, 0.2811)},
-}
-
 
 def resolve(config: dict) -> dict:
     """Fill the keys left None from the chosen model's defaults; validate."""
@@ -329,11 +322,7 @@ def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
             t[k] = float(v.mean())
             if k in ("test_acc", "train_clean_acc") and len(rs) > 1:
                 t[k + "_std"] = float(v.std(ddof=1))
-        paper = PAPER[cfg["model"]].get((100 if method == "reverse" else K) if cfg["model"] == "linear" else method)
-        if paper is not None and cfg["model"] == "linear":
-            t["paper_test_acc"], t["paper_f1"] = paper
-        elif paper is not None:
-            t["paper_train_acc"], t["paper_test_acc"], t["paper_test_ce"] = paper
+        t.update(reference("hypercleaning", cfg, {"method": method, "K": K}))
         table.append(t)
     data = "MNIST" if cfg["data_dir"] else "scikit-learn digits (scaled-down protocol; pass --data-dir for MNIST)"
     notes = [f"Data: {data}. n_train = {cfg['n_train']}, n_val = {cfg['n_val']}, corrupted fraction "
@@ -351,7 +340,9 @@ def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
                      f"n_train = n_val = {cfg['n_train']}, r = {cfg['steps']}; all methods at the same function-call budget. 'recompute' is the paper's "
                      "memory-efficient exact estimator. FOM's hypergradient is exactly 0 here (V, L_out independent "
                      "of θ), so FOM is training on uncleaned data.")
-    cols = ["method", "K", "seeds"] + [c for c in table[0] if c not in ("method", "K", "seeds")]
+    cols = ["method", "K", "seeds"]
+    for t in table:
+        cols += [c for c in t if c not in cols]
     write_markdown(out_dir / "results.md", f"Hypercleaning ({cfg['model']})", table, cols, "\n\n".join(notes))
 
 
