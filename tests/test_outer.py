@@ -132,3 +132,31 @@ def test_bad_positional_arguments_are_value_errors():
                         ((PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), None), "sampler")]:
         with pytest.raises(ValueError, match=match):
             run(*args, key=KEY, budget=Budget(steps=1))
+
+
+def test_losses_can_be_left_out_of_the_log_and_seconds_exclude_evaluation(monkeypatch):
+    import optax
+
+    import ablo
+    import ablo.outer as outer
+
+    clock = {"t": 0.0}
+
+    def perf_counter():  # a fake clock: each reading advances 1 s
+        clock["t"] += 1.0
+        return clock["t"]
+
+    monkeypatch.setattr(outer.time, "perf_counter", perf_counter)
+
+    def eval_fn(theta):  # an evaluation that "takes" 100 s of the fake clock
+        clock["t"] += 100.0
+        return {"m": 1.0}
+
+    quad = lambda th, ph, t: 0.5 * jnp.sum(jnp.exp(th) * (ph - t) ** 2)
+    p = ablo.BilevelProblem(quad, lambda th, ph, t: jnp.sum(ph ** 2), ablo.gd(0.1), 3,
+                            init=lambda th, t: jnp.zeros(2))
+    res = outer.run(p, ablo.FOM(), optax.sgd(0.1), jnp.zeros(2), lambda k: jnp.ones(2), key=jax.random.PRNGKey(0),
+                    budget=outer.Budget(steps=4), eval_fn=eval_fn, eval_every=1, log_losses=False)
+    assert all(e["outer_loss"] is None and e["inner_loss"] is None for e in res.log)
+    assert [e["seconds"] for e in res.log] == [1.0, 2.0, 3.0, 4.0]  # one clock tick per step, evals excluded
+    assert res.seconds == 4.0

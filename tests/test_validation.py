@@ -83,3 +83,8 @@ def test_nonfinite_can_be_flagged_instead():
     _, _, c = ablo.hypergradient(problem("gd", 3), ablo.FOM(), make_theta(), make_task(jax.random.PRNGKey(0)),
                                  on_nonfinite="flag")
     assert not bool(c.nonfinite)
+
+
+def test_huge_integer_q_is_a_value_error():
+    with pytest.raises(ValueError, match=r"q .*\(0, 1\]"):
+        ablo.UFOM(q=10 ** 400)

@@ -104,7 +104,7 @@ def _check_key(key) -> None:
 
 
 def validate(problem, estimator, optimizer, sampler, key, budget, meta_batch, log_every, eval_fn, eval_every,
-             checkpoint_dir, checkpoint_every, resume, on_nonfinite, devices, progress) -> None:
+             checkpoint_dir, checkpoint_every, resume, on_nonfinite, devices, progress, log_losses=True) -> None:
     """Check every argument of :func:`run` (cheap: no tracing); ValueError names the bad one."""
     if not isinstance(problem, BilevelProblem):
         raise ValueError(f"problem must be an ablo.BilevelProblem; got {type(problem).__name__}")
@@ -132,6 +132,8 @@ def validate(problem, estimator, optimizer, sampler, key, budget, meta_batch, lo
         raise ValueError(f"resume must be True or False; got {resume!r}")
     if checkpoint_dir is None and (resume or checkpoint_every is not None):
         raise ValueError("resume and checkpoint_every need checkpoint_dir")
+    if not isinstance(log_losses, bool):
+        raise ValueError(f"log_losses must be True or False; got {log_losses!r}")
     if on_nonfinite not in ("raise", "skip"):
         raise ValueError(f"on_nonfinite must be 'raise' or 'skip'; got {on_nonfinite!r}")
     sharding.check_devices(devices, meta_batch)
@@ -143,7 +145,7 @@ def _fixed_dtypes(tree):
 
 
 @functools.lru_cache(maxsize=4)
-def make_step(problem, estimator, optimizer, sampler, meta_batch: int, mesh=None):
+def make_step(problem, estimator, optimizer, sampler, meta_batch: int, mesh=None, log_losses: bool = True):
     """The jitted outer step ``(θ, opt_state, est_state, key, k) -> (θ', opt_state', est_state', metrics)``,
     cached so that runs of one configuration (seeds, a resume) share one compilation."""
 
@@ -159,13 +161,16 @@ def make_step(problem, estimator, optimizer, sampler, meta_batch: int, mesh=None
         else:
             tasks = sharding.shard_tasks(tasks, mesh)
             g, new_est, c = sharding.estimate_batch(estimator, problem, theta, tasks, est_state, k_est, mesh)
-        l_in, l_out = jax.vmap(losses, in_axes=(None, 0))(theta, tasks)
+        if log_losses:
+            l_in, l_out = jax.vmap(losses, in_axes=(None, 0))(theta, tasks)
+        else:
+            l_in = l_out = jnp.full((1,), jnp.nan)
         updates, new_opt = optimizer.update(g, opt_state, theta)
         new_theta = optax.apply_updates(theta, updates)
         same = lambda new, old: jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), new, old)
         metrics = {"outer_loss": l_out.mean(), "inner_loss": l_in.mean(), "grad_norm": optax.tree.norm(g),
                    "function_calls": c.function_calls,
-                   "nonfinite": c.nonfinite | is_nonfinite(g) | is_nonfinite((l_in, l_out))}
+                   "nonfinite": c.nonfinite | is_nonfinite(g) | (is_nonfinite((l_in, l_out)) if log_losses else False)}
         return same(new_theta, theta), same(new_opt, opt_state), same(new_est, est_state), metrics
 
     return jax.jit(step)
@@ -175,7 +180,8 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
         sampler: Callable, *, key, budget: Budget = Budget(), meta_batch: int = 1, log_every: int = 1,
         eval_fn: Optional[Callable[[Any], Mapping[str, float]]] = None, eval_every: Optional[int] = None,
         checkpoint_dir=None, checkpoint_every: Optional[int] = None, resume: bool = False,
-        on_nonfinite: str = "raise", devices: Optional[int] = None, progress=None) -> RunResult:
+        on_nonfinite: str = "raise", devices: Optional[int] = None, progress=None,
+        log_losses: bool = True) -> RunResult:
     """Outer optimization of θ (paper 000 Alg. 1). ``sampler(key) -> task`` must be a pure JAX
     function (it is vmapped); ``optimizer`` any optax transformation.
 
@@ -189,9 +195,12 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
     (``on_nonfinite="raise"``) or is skipped and counted (``"skip"``: θ and the optimizer and
     estimator states stay, the step's calls are charged). ``devices=N`` shards the meta-batch
     over N devices (:mod:`ablo.sharding`). ``progress(description, total)`` as for experiments.
+    ``log_losses=False`` skips the extra inner run that the logged losses cost (they are then
+    None): use it when timing cheap estimators. ``seconds`` counts the outer steps only (the first
+    one includes compilation), not ``eval_fn`` nor checkpoint writing.
     """
     validate(problem, estimator, optimizer, sampler, key, budget, meta_batch, log_every, eval_fn, eval_every,
-             checkpoint_dir, checkpoint_every, resume, on_nonfinite, devices, progress)
+             checkpoint_dir, checkpoint_every, resume, on_nonfinite, devices, progress, log_losses)
     estimator.check(problem)
     try:
         task_shape = jax.eval_shape(sampler, key)
@@ -212,10 +221,9 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
             snap = ckpt.Snapshot(restored.theta, restored.opt_state, restored.estimator_state, key, restored.step,
                                  restored.function_calls, restored.seconds, restored.skipped, restored.log)
     mesh = sharding.task_mesh(devices) if devices is not None and devices > 1 else None
-    step_fn = make_step(problem, estimator, optimizer, sampler, meta_batch, mesh)
+    step_fn = make_step(problem, estimator, optimizer, sampler, meta_batch, mesh, log_losses)
     if progress is None:
         from .experiments import null_progress as progress
-    start, seconds0 = time.perf_counter(), snap.seconds
 
     def save():  # one writer when several processes run the same program (jax.distributed)
         return ckpt.save(checkpoint_dir, snap) if jax.process_index() == 0 else ckpt.path(checkpoint_dir)
@@ -223,9 +231,11 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
     with progress(f"outer steps ({estimator.name})", budget.steps) as advance:
         advance(snap.step)
         while not budget.exhausted(snap.step, snap.function_calls, snap.seconds):
+            t0 = time.perf_counter()
             theta, opt_state, est_state, m = step_fn(snap.theta, snap.opt_state, snap.estimator_state, key,
                                                      jnp.asarray(snap.step, jnp.int32))
-            m = {k: v.item() for k, v in jax.device_get(m).items()}
+            m = {k: v.item() for k, v in jax.device_get(m).items()}  # waits for the step
+            snap.seconds += time.perf_counter() - t0
             if m["nonfinite"] and on_nonfinite == "raise":
                 saved = save() if checkpoint_dir is not None else None
                 where = f"; the last good state (step {snap.step}) is saved in {saved}" if saved else ""
@@ -239,7 +249,8 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
                 snap.theta, snap.opt_state, snap.estimator_state = theta, opt_state, est_state
             snap.step += 1
             snap.function_calls += m["function_calls"]
-            snap.seconds = seconds0 + time.perf_counter() - start
+            if not log_losses:
+                m["outer_loss"] = m["inner_loss"] = None
             done = budget.exhausted(snap.step, snap.function_calls, snap.seconds)
             evaluate = eval_fn is not None and (done or (eval_every is not None and snap.step % eval_every == 0))
             if done or evaluate or snap.step % log_every == 0:

@@ -27,7 +27,11 @@ from .unrolled import ExactUnrolled, Recompute, Reverse, Truncated
 
 
 def check_q(q) -> None:
-    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < float(q) <= 1.0:
+    try:
+        ok = not isinstance(q, bool) and isinstance(q, (int, float)) and 0.0 < float(q) <= 1.0
+    except OverflowError:  # an int too large for a float
+        ok = False
+    if not ok:
         raise ValueError(f"q (probability of the exact branch) must be in (0, 1]; got {q!r}. "
                          "q = 1 is the exact estimator; use FOM for q = 0.")
 
