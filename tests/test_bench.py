@@ -73,7 +73,9 @@ def test_smoke_suite_with_a_peer(tmp_path):
     assert rows[("ablo", "reverse")]["ratio_to_ideal"] > 0 and rows[("ablo", "units")]["C1_s"] > 0
     assert json.loads((tmp_path / "results.json").read_text())["experiment"] == "bench"
     md = (tmp_path / "results.md").read_text()
-    assert "| hypercleaning | ablo | reverse | 3 |" in md and "Checks (issue 6)" in md
+    assert "| hypercleaning | ablo | reverse | 3 |" in md
+    if jobs:  # the peer ratios are among the checks
+        assert "Checks (issue 6)" in md
     if jobs:  # jaxopt differentiates the same unrolled loop: it must agree with ablo's exact
         assert rows[("jaxopt", "reverse")]["vs_exact"]["cos"] > 1 - 1e-5
         assert s["peer_ratios"][0]["peer"] == "jaxopt"
