@@ -42,6 +42,7 @@ from ..meta import maml, merge_support_query
 from ..models import convnet_apply, convnet_init, cross_entropy
 from ..problem import BilevelProblem
 from ..results import write_csv, write_markdown, write_summary
+from ._paper import EXACT, FEWSHOT_OMNIGLOT_1SHOT
 
 NAME = "fewshot"
 
@@ -54,8 +55,10 @@ DEFAULTS = dict(data_dir=None, ways=5, shots=1, size=14, filters=16, blocks=3, s
 TINY = dict(filters=4, steps=2, meta_batch=2, budget_calls=60, eval_tasks=20, curve_tasks=8, eval_calls=30,
             methods=["fom", "reptile"])
 
-#: Paper 000 Table 2, Omniglot 1-shot (30-way, 40-way): exact, Reptile, FOM, Adaptive UFOM.
-PAPER = {"recompute": (91.6, 87.5), "reptile": (83.1, 78.2), "fom": (89.3, 84.88), "adaptive-ufom": (92.0, 89.1)}
+
+def paper_figure(method: str, ways: int):
+    """Paper 000 Table 2 (Omniglot 1-shot) test accuracy for ``method`` at ``ways``, or None."""
+    return FEWSHOT_OMNIGLOT_1SHOT[ways].get("exact" if method in EXACT else method)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -197,13 +200,12 @@ def _write_table(cfg: dict, rows: list, out_dir: Path) -> None:
     table = []
     for method, rs in groups.items():
         acc = np.array([r["test_acc"] for r in rs])
-        paper = PAPER.get(method, (None, None))
         table.append({"method": method, "seeds": len(rs), "test_acc": float(acc.mean()),
                       "test_acc_ci95": float(np.mean([r["test_acc_ci95"] for r in rs])),
                       "seed_std": float(acc.std(ddof=1)) if len(rs) > 1 else None,
                       "function_calls": float(np.mean([r["function_calls"] for r in rs])),
                       "seconds": float(np.mean([r["seconds"] for r in rs])), "mean_q": rs[0]["mean_q"],
-                      "paper_30way": paper[0], "paper_40way": paper[1]})
+                      "paper_30way": paper_figure(method, 30), "paper_40way": paper_figure(method, 40)})
     data = ("Omniglot (background characters for meta-training, evaluation characters held out)" if cfg["data_dir"]
             else "scikit-learn digits (classes 0-6 meta-train, 7-9 held out), a smoke-scale stand-in")
     clip = "" if cfg["clip"] is None else f" with per-entry clipping at ±{cfg['clip']}"
