@@ -50,7 +50,8 @@ def test_compare_and_criteria_logic():
             {"problem": "p", "method": "fom", "r": 100, "ratio_to_ideal": 1.1, "temp_mb": 1.0},
             {"problem": "p", "method": "fom", "r": 10, "temp_mb": 1.2}]
     checks = bench.criteria(rows, [{"problem": "p", "peer": "torch", "method": "reverse", "r": 100,
-                                    "speedup": 3.0, "peak_rss_ratio": 0.9, "rss_growth_ratio": 1.0}])
+                                    "speedup": 3.0, "peak_rss_ratio": 0.9, "peak_rss_cold_ratio": 0.8,
+                                    "rss_growth_ratio": 1.0}])
     text = "\n".join(checks)
     assert "FAIL time/ideal <= 1.15: p reverse r=100: 1.30" in text
     assert "PASS time/ideal <= 1.15: p fom r=100: 1.10" in text
@@ -60,20 +61,24 @@ def test_compare_and_criteria_logic():
 
 
 def test_smoke_suite_with_a_peer(tmp_path):
-    """The whole pipeline at tiny sizes, one round: subprocess workers, a peer, the tables."""
+    """The whole pipeline at tiny sizes, two rounds: subprocess workers, a peer, the tables; the
+    second round loads ablo's program from the persistent compilation cache the first one wrote."""
     jobs = []
     if sys.modules.get("jaxopt") or _has("jaxopt"):
-        jobs = [({"problem": "hypercleaning", "library": "jaxopt", "method": "reverse", "r": 3, "warmup": False},
+        jobs = [({"problem": "hypercleaning", "library": "jaxopt", "method": "reverse", "r": 100, "warmup": False},
                  1, [sys.executable, str(ROOT / "benchmarks" / "peers" / "jaxopt_peer.py")])]
-    s = bench.run_suite(tmp_path, problems=("hypercleaning",), methods=("reverse",), rs=(3,), size="smoke",
-                        rounds=1, peers=jobs, log=lambda *_: None)
+    s = bench.run_suite(tmp_path, problems=("hypercleaning",), methods=("reverse",), rs=(100,), size="smoke",
+                        rounds=2, peers=jobs, log=lambda *_: None)
     rows = {(r.get("library", "ablo"), r["method"]): r for r in s["results"]}
     assert not [r for r in s["results"] if "error" in r], [r.get("error") for r in s["results"]]
     assert rows[("ablo", "reverse")]["vs_exact"]["cos"] == pytest.approx(1.0)
     assert rows[("ablo", "reverse")]["ratio_to_ideal"] > 0 and rows[("ablo", "units")]["C1_s"] > 0
+    rev = rows[("ablo", "reverse")]
+    assert rev["warm_rounds"] == 1 and rev["peak_rss_cold_mb"] > 0 and rev["peak_rss_mb"] > 0
+    assert rev["compile_s"] > 0  # from the cold round: compiling, not loading
     assert json.loads((tmp_path / "results.json").read_text())["experiment"] == "bench"
     md = (tmp_path / "results.md").read_text()
-    assert "| hypercleaning | ablo | reverse | 3 |" in md
+    assert "| hypercleaning | ablo | reverse | 100 |" in md
     if jobs:  # the peer ratios are among the checks
         assert "Checks (issue 6)" in md
     if jobs:  # jaxopt differentiates the same unrolled loop: it must agree with ablo's exact

@@ -17,10 +17,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def main(hypergradient) -> None:
-    """``hypergradient(spec, data) -> callable`` returning the hypergradient as a flat numpy array."""
+def main(hypergradient, load=None) -> None:
+    """``hypergradient(spec, data) -> callable`` returning the hypergradient as a flat numpy array;
+    ``load(path) -> dict`` of arrays (default: np.load); an attribute ``report() -> dict`` of the
+    callable adds to the printed result."""
     spec = json.loads(sys.argv[1])
-    data = dict(np.load(spec["data"]))
+    data = load(spec["data"]) if load else dict(np.load(spec["data"]))
     f = hypergradient(spec, data)
     out = {"rss_base_mb": peak_rss_mb()}
     if spec.get("warmup", True):
@@ -31,6 +33,7 @@ def main(hypergradient) -> None:
     g = f()
     out["time_s"], out["wall_s"] = time.process_time() - t, time.perf_counter() - w
     out["peak_rss_mb"] = peak_rss_mb()
+    out.update(getattr(f, "report", dict)())
     if spec.get("grad_out"):
         np.save(spec["grad_out"], np.asarray(g, np.float32).ravel())
     print(json.dumps(out))
