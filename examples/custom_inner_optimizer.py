@@ -13,8 +13,10 @@ Logistic regression on scikit-learn's breast-cancer data (30 standardized featur
    (``ablo.gd(lambda theta, t: jnp.exp(theta[t]))``); the schedule is learned against the best
    constant step size from a grid.
 
-    python examples/custom_inner_optimizer.py
+    python examples/custom_inner_optimizer.py [--outer-steps 100]
 """
+
+import argparse
 
 import jax
 import jax.numpy as jnp
@@ -53,7 +55,7 @@ def report(label, problem, theta, task, test):
           f"test acc {100 * float(accuracy(w, *test)):.1f}%")
 
 
-def per_feature_l2(task, test):
+def per_feature_l2(task, test, outer_steps: int):
     print("1. per-feature L2 strengths, inner optimizer = optax clip + Nesterov SGD (ablo.from_optax)")
     tx = optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1, momentum=0.9, nesterov=True))
     inner = lambda lam, w, task: ce(w, *task["train"]) + 0.5 * jnp.sum(jnp.exp(lam) * w[:-1] ** 2)
@@ -67,12 +69,12 @@ def per_feature_l2(task, test):
           f" ({c.as_dict()['function_calls']:.0f} function calls)")
     report("lambda = -3 everywhere (start)", problem, lam0, task, test)
     res = run(problem, ablo.Reverse(), optax.adam(0.1), lam0, lambda key: task, key=jax.random.PRNGKey(0),
-              budget=Budget(steps=100), log_every=100)
-    report("lambda learned (100 outer Adam steps)", problem, res.theta, task, test)
+              budget=Budget(steps=outer_steps), log_every=outer_steps)
+    report(f"lambda learned ({outer_steps} outer Adam steps)", problem, res.theta, task, test)
     print(f"  learned e^lambda: min {float(jnp.exp(res.theta.min())):.3g}, max {float(jnp.exp(res.theta.max())):.3g}")
 
 
-def learned_schedule(task, test):
+def learned_schedule(task, test, outer_steps: int):
     r = 15
     print(f"\n2. learned inner step sizes, one per step (r = {r}, ablo.gd with lr(theta, t) = exp(theta[t]))")
     inner = lambda theta, w, task: ce(w, *task["train"]) + 1e-3 * jnp.sum(w ** 2)
@@ -84,15 +86,19 @@ def learned_schedule(task, test):
     report(f"best constant step size from a grid ({best})", problem, jnp.full(r, np.log(best)), task, test)
     theta0 = jnp.full(r, np.log(0.1))
     res = run(problem, ablo.Reverse(), optax.adam(0.05), theta0, lambda key: task, key=jax.random.PRNGKey(0),
-              budget=Budget(steps=200), log_every=200)
-    report("learned schedule (200 outer Adam steps from 0.1)", problem, res.theta, task, test)
+              budget=Budget(steps=outer_steps), log_every=outer_steps)
+    report(f"learned schedule ({outer_steps} outer Adam steps from 0.1)", problem, res.theta, task, test)
     print("  learned step sizes: " + " ".join(f"{float(a):.2f}" for a in jnp.exp(res.theta)))
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--outer-steps", type=int, default=100,
+                        help="outer Adam steps of part 1 (part 2 takes twice as many)")
+    args = parser.parse_args()
     task, test = load()
-    per_feature_l2(task, test)
-    learned_schedule(task, test)
+    per_feature_l2(task, test, args.outer_steps)
+    learned_schedule(task, test, 2 * args.outer_steps)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,10 @@ import ablo
 from ablo.data import load_digits
 from ablo.outer import Budget, run
 
-ESTIMATORS = [("reverse", {}), ("recompute", {}), ("checkpointed", {}), ("truncated", {"K": 5}),
-              ("truncated", {"K": 20}), ("fom", {}), ("aid-cg", {"maxiter": 20})]
+def estimators(r: int) -> list:
+    """(registry name, options) of every estimator compared in part 1, truncation depths within r."""
+    return [("reverse", {}), ("recompute", {}), ("checkpointed", {}), ("truncated", {"K": min(5, r)}),
+            ("truncated", {"K": min(20, r)}), ("fom", {}), ("aid-cg", {"maxiter": 20})]
 
 
 def cross_entropy(w, x, y):
@@ -78,7 +80,7 @@ def main():
     print("Part 1: one hypergradient at lambda = -6")
     print(f"{'estimator':<15}{'cos vs exact':>13}{'grad evals':>11}{'HVPs':>6}{'JVPs':>6}{'states':>8}{'ms/call':>9}")
     exact = None
-    for name, opts in ESTIMATORS:
+    for name, opts in estimators(args.steps):
         est = ablo.estimators.get(name, **opts)
         fn = jax.jit(lambda th, st, est=est: est.estimate(problem, th, task, st, jax.random.PRNGKey(0)))
         state = est.init(problem, lam0, task)

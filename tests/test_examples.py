@@ -1,0 +1,30 @@
+"""The examples run end to end (small settings) and print what their docstrings promise."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+CASES = {
+    "maml_sine.py": (["--budget-calls", "600", "--steps", "3"], ["adaptive ufom", "reptile", "query MSE"]),
+    "hyperparameter_weight_decay.py": (["--steps", "10", "--outer-steps", "3"],
+                                       ["truncated K=10", "aid-cg", "learned, one per parameter"]),
+    "custom_inner_optimizer.py": (["--outer-steps", "3"], ["central difference", "learned schedule (6 outer"]),
+}
+
+
+def test_every_example_is_covered():
+    assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(CASES)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_example_runs(name):
+    args, expected = CASES[name]
+    proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for text in expected:
+        assert text in proc.stdout, (text, proc.stdout[-2000:])
