@@ -256,7 +256,8 @@ def worker(spec: dict) -> dict:
             np.save(spec["grad_out"], np.asarray(jnp.ravel(g), np.float32))
     out["peak_rss_mb"] = peak_rss_mb()
     if spec.get("run", True) and spec.get("paired_units"):  # right after the timed call: the same load
-        out["C1_s"], out["C2_s"] = unit_costs(problem, theta, task, n=10)
+        # loops as long as the estimate's own (r steps, at most 100): timed over similar spans of the load
+        out["C1_s"], out["C2_s"] = unit_costs(problem, theta, task, n=min(r, 100))
     return out
 
 
