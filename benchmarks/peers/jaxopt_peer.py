@@ -9,7 +9,7 @@ import jaxopt
 import numpy as np
 from _common import main
 
-from ablo.bench import build, load_data
+from ablo.bench import build, load_data, watch_compilation_cache
 
 
 def hypergradient(spec, data):
@@ -27,14 +27,12 @@ def hypergradient(spec, data):
         return problem.outer_loss(th, solver.run(phi0, th).params, tk)
 
     grad = jax.jit(jax.grad(objective))
-    events = []  # like ablo.bench.worker: warm when the program came from the persistent cache
-    jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+    warm = watch_compilation_cache()  # like ablo.bench.worker
 
     def f():
         return np.asarray(jax.block_until_ready(grad(theta, task)))
 
-    f.report = lambda: {"warm": ("/jax/compilation_cache/cache_hits" in events
-                                and "/jax/compilation_cache/cache_misses" not in events)}
+    f.report = lambda: {"warm": warm()}
     return f
 
 

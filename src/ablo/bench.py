@@ -172,6 +172,8 @@ def timed(f, *args) -> float:
 cpu_clock = time.process_time
 ENV = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+#: (call, C1, C2) triples per paired worker, and the longest call (CPU s) that is repeated for them.
+PAIRS, PAIR_MAX_S = 3, 10.0
 
 
 def cache_env(cache_dir) -> dict:
@@ -183,8 +185,9 @@ def cache_env(cache_dir) -> dict:
             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "-1"}
 
 
-def unit_costs(problem, theta, task, n: int, repeats: int = 3) -> tuple[float, float]:
-    """(C1, C2) in seconds: one in-loop inner step, one in-loop step VJP (medians of ``repeats``)."""
+def unit_costs(problem, theta, task, n: int):
+    """Compile the unit-cost loops once; -> ``measure(repeats=3) -> (C1, C2)`` in seconds: one in-loop
+    inner step, one in-loop step VJP (medians of ``repeats`` n-step loops, divided by n)."""
     import jax
 
     from .estimators.base import reverse_over, run_storing
@@ -195,9 +198,24 @@ def unit_costs(problem, theta, task, n: int, repeats: int = 3) -> tuple[float, f
     b_s = jax.tree_util.tree_map(lambda x: x[-1], states)
     sweep = jax.jit(lambda th, tk, st, b: reverse_over(problem, th, tk, st, 0, th, b))
     timed(run, theta, task), timed(sweep, theta, task, states, b_s)  # compile and warm up
-    c1 = statistics.median(timed(run, theta, task) for _ in range(repeats)) / n
-    c2 = statistics.median(timed(sweep, theta, task, states, b_s) for _ in range(repeats)) / n
-    return c1, c2
+
+    def measure(repeats: int = 3) -> tuple[float, float]:
+        c1 = statistics.median(timed(run, theta, task) for _ in range(repeats)) / n
+        c2 = statistics.median(timed(sweep, theta, task, states, b_s) for _ in range(repeats)) / n
+        return c1, c2
+
+    return measure
+
+
+def watch_compilation_cache():
+    """-> ``warm()``: True when every compilation since this call was a hit of JAX's persistent
+    compilation cache (``cache_env``), i.e. no compiler ran."""
+    import jax
+
+    events = []
+    jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+    return lambda: ("/jax/compilation_cache/cache_hits" in events
+                    and "/jax/compilation_cache/cache_misses" not in events)
 
 
 def load_data(path) -> dict:
@@ -229,20 +247,17 @@ def worker(spec: dict) -> dict:
     jax.block_until_ready((theta, task))
     out = {"rss_base_mb": peak_rss_mb()}
     if spec["method"] == "units":
-        c1, c2 = unit_costs(problem, theta, task, n=r)
+        c1, c2 = unit_costs(problem, theta, task, n=r)()
         return {**out, "C1_s": c1, "C2_s": c2, "peak_rss_mb": peak_rss_mb()}
     est = estimator(spec["method"], r)
     state = est.init(problem, theta, task)
     key = ufom_key() if spec["method"] == "ufom" else jax.random.PRNGKey(0)
-    events = []
-    jax.monitoring.register_event_listener(lambda name, **kw: events.append(name))
+    warm = watch_compilation_cache()
     t = cpu_clock()
     # data enter as arguments, not closed-over constants (XLA would fold them into the program)
     compiled = jax.jit(lambda th, tk, st, k: est.estimate(problem, th, tk, st, k)).lower(theta, task, state, key).compile()
     out["compile_s"] = cpu_clock() - t
-    # warm: the program came from JAX's persistent compilation cache (CACHE_ENV), no compiler ran
-    out["warm"] = ("/jax/compilation_cache/cache_hits" in events
-                     and "/jax/compilation_cache/cache_misses" not in events)
+    out["warm"] = warm()  # the program came from the persistent compilation cache
     mem = compiled.memory_analysis()
     out["temp_mb"] = mem.temp_size_in_bytes / 2**20 if mem is not None else None
     if spec.get("run", True):
@@ -259,17 +274,13 @@ def worker(spec: dict) -> dict:
         # after the timed call (their programs must not count in the peak), then alternating with
         # further calls, so that each (call, C1, C2) triple sees the same load; loops as long as the
         # estimate's own (r steps, at most 100); calls over PAIR_MAX_S are not repeated
-        pairs = []
+        pairs, measure = [], unit_costs(problem, theta, task, n=min(r, 100))
         for i in range(PAIRS if out["time_s"] <= PAIR_MAX_S else 1):
-            c1, c2 = unit_costs(problem, theta, task, n=min(r, 100))
+            c1, c2 = measure()
             pairs.append((out["time_s"] if i == 0 else timed(compiled, theta, task, state, key), c1, c2))
         out["pairs"] = pairs
         out["C1_s"], out["C2_s"] = (statistics.median(x[k] for x in pairs) for k in (1, 2))
     return out
-
-
-#: (call, C1, C2) triples per paired worker, and the longest call (CPU s) that is repeated for them.
-PAIRS, PAIR_MAX_S = 3, 10.0
 
 
 # --- the driver --------------------------------------------------------------------------------
@@ -283,8 +294,9 @@ def plan(problems, methods, rs, size: str, rounds: int) -> list:
     runs only ``RUN_AT_1000``; recompute (O(r²)) runs up to r = 100 on hypercleaning (one round)
     and r = 10 on newsgroups; checkpointed up to r = 100; the rest are compiled only (compile
     time, temp memory). Warm-up calls only at r <= 10.
-    Timed runs at r >= 100 measure C1, C2 in the same process just after the timed call, so
-    that the ratio to the ideal cost sees the same machine load as the call itself."""
+    Timed runs at r >= 100 measure C1, C2 in the same process, alternating with repeated calls
+    after the first timed one (``PAIRS``), so that the ratio to the ideal cost sees the same
+    machine load as the calls themselves."""
     jobs = []
     for p in problems:
         jobs.append(({"problem": p, "method": "units", "r": 20 if size == "full" else 4}, rounds))
