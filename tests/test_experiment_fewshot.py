@@ -69,6 +69,19 @@ def test_eval_interval_is_the_normal_95_percent_half_width():
     assert 0 <= p <= 1 and 0 <= m["test_acc_ci95"] <= 100 * 1.96 * 0.5 / np.sqrt(39) + 1e-9
 
 
+def test_eval_takes_any_chunk_size_and_task_count():
+    """Chunks that are not a multiple of the 25-task vmap batch (30 once failed to reshape), and a task
+    count that is not a multiple of the chunk; fixed keys give the same result twice."""
+    imgs = fake_images(classes=4, examples=3)
+    problem = fs.make_problem(steps=1, inner_lr=0.1)
+    theta = convnet_init(jax.random.PRNGKey(0), 2, 8, filters=2)
+    sample = fs.make_sampler(imgs, 2, 1)
+    a = fs.make_eval(problem, sample, chunk=30)(theta, 30, jax.random.PRNGKey(3))
+    b = fs.make_eval(problem, sample, chunk=30)(theta, 30, jax.random.PRNGKey(3))
+    c = fs.make_eval(problem, sample, chunk=7)(theta, 13, jax.random.PRNGKey(3))
+    assert a == b and 0 <= a["test_acc"] <= 100 and 0 <= c["test_acc"] <= 100
+
+
 def test_tiny_run_gives_every_method_the_same_budget(tmp_path):
     exp = get("fewshot")
     cfg = {**exp.defaults, **exp.tiny}

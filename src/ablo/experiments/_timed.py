@@ -111,15 +111,6 @@ def _metrics(m) -> dict:
     return {k: float(v) for k, v in m.items()}
 
 
-def cross_entropy(logits, y):
-    """Mean multiclass cross-entropy of integer labels y."""
-    return jnp.mean(jax.nn.logsumexp(logits, axis=1) - jnp.take_along_axis(logits, y[:, None], axis=1)[:, 0])
-
-
-def accuracy(logits, y):
-    return jnp.mean(jnp.argmax(logits, axis=1) == y)
-
-
 def plot_curves(curves: list, path, title: str, group_key: str = "method") -> None:
     """Paper 004 Figures 2-4 style: test loss (left) and test accuracy (right) against running
     time, one colour per ``group_key`` value, one line per seed."""

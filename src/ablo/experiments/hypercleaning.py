@@ -32,7 +32,9 @@ import numpy as np
 
 from . import Experiment, register
 from .. import estimators
+from ..estimators.base import tree_sq_norm
 from ..inner import gd
+from ..models import cross_entropy
 from ..outer import Budget
 from ..outer import run as outer_loop
 from ..problem import BilevelProblem, constant_init
@@ -153,19 +155,13 @@ def apply_model(phi, x):
     return jax.nn.relu(x @ phi["W1"] + phi["b1"]) @ phi["W2"] + phi["b2"]
 
 
-def cross_entropy(logits, y):
-    """Per-example categorical cross-entropy."""
-    return -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1)[:, 0]
-
-
 def make_problem(phi0, steps: int, inner_lr: float, l2: float) -> BilevelProblem:
     def inner_loss(theta, phi, task):
         x, y = task[0], task[1]
-        reg = sum(jnp.sum(w ** 2) for w in jax.tree_util.tree_leaves(phi))
-        return jnp.mean(jax.nn.sigmoid(theta) * cross_entropy(apply_model(phi, x), y)) + l2 * reg
+        return cross_entropy(apply_model(phi, x), y, jax.nn.sigmoid(theta)) + l2 * tree_sq_norm(phi)
 
     def outer_loss(theta, phi, task):
-        return jnp.mean(cross_entropy(apply_model(phi, task[2]), task[3]))
+        return cross_entropy(apply_model(phi, task[2]), task[3])
 
     return BilevelProblem(inner_loss, outer_loss, gd(inner_lr), steps, constant_init(phi0))
 
@@ -175,6 +171,10 @@ def f1_corrupted(theta, corrupted) -> jax.Array:
     pred = theta < -3.0
     tp = jnp.sum(pred & corrupted)
     return 2.0 * tp / jnp.maximum(jnp.sum(pred) + jnp.sum(corrupted), 1)
+
+
+#: What make_eval's function returns.
+METRICS = ("train_clean_acc", "test_acc", "test_ce", "val_ce", "f1")
 
 
 def make_eval(problem: BilevelProblem, data: dict):
@@ -190,7 +190,7 @@ def make_eval(problem: BilevelProblem, data: dict):
         logits = apply_model(phi, xt_)
         return {"train_clean_acc": 100 * jnp.sum(hit_tr & clean) / jnp.sum(clean),
                 "test_acc": 100 * jnp.mean(jnp.argmax(logits, 1) == yt),
-                "test_ce": jnp.mean(cross_entropy(logits, yt)),
+                "test_ce": cross_entropy(logits, yt),
                 "val_ce": problem.outer_loss(theta, phi, task_),
                 "f1": f1_corrupted(theta, data["corrupted"])}
 
@@ -241,7 +241,7 @@ def run(config: dict, out_dir: Path, progress) -> dict:
             res = outer_run(problem, est, optax.adam(float(cfg["outer_lr"])), theta0, sampler, cfg,
                             key=jax.random.PRNGKey(seed), eval_fn=evaluate,
                             checkpoint_dir=out_dir / "checkpoints" / f"{label}-seed{seed}", progress=progress)
-            final = evaluate(res.theta)
+            final = {k: res.log[-1][k] for k in METRICS}  # outer.run evaluates the last step
             rows.append({"method": method, "K": K, "seed": seed, **final, "steps": int(res.steps),
                          "function_calls": float(res.function_calls), "seconds": float(res.seconds)})
             curves += curve_rows(res.log, method=method, K=K, seed=seed)

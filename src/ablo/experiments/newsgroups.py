@@ -31,7 +31,8 @@ import numpy as np
 import optax
 
 from . import Experiment, register
-from ._timed import accuracy, cross_entropy, curve_rows, plot_curves, seeded_split, timed_run
+from ..models import accuracy, cross_entropy
+from ._timed import curve_rows, plot_curves, seeded_split, timed_run
 from .. import estimators
 from ..inner import gd
 from ..problem import BilevelProblem
