@@ -121,9 +121,22 @@ def test_method_names():
 def test_environment_data_dir_is_dropped_for_experiments_without_data(tmp_path, monkeypatch):
     from ablo.experiments import get
 
-    monkeypatch.setenv("ABLO_DATA_DIR", str(tmp_path))
-    cfg = cli.build_config(get("toy2d"), None, None, None, tmp_path, None, None, [], [], True, False, None)
+    cfg = cli.build_config(get("toy2d"), None, None, None, tmp_path, None, None, [], [], True, False, None,
+                           data_dir_from_env=True)
     assert "data_dir" not in cfg and cfg["steps"] == get("toy2d").tiny["steps"]
+    # not even checked for existence there; from --data-dir itself it is an error
+    cli.build_config(get("toy2d"), None, None, None, tmp_path / "missing", None, None, [], [], True, False, None,
+                     data_dir_from_env=True)
+    with pytest.raises(ValueError, match="does not take --data-dir"):
+        cli.build_config(get("toy2d"), None, None, None, tmp_path, None, None, [], [], True, False, None)
+    # the source is read from click: ABLO_DATA_DIR (a missing folder, a trailing slash) reaches no check
+    seen = {}
+    monkeypatch.setattr(cli, "run_experiment", lambda exp, cfg, out: seen.update(cfg))
+    for value in (str(tmp_path / "missing"), str(tmp_path) + "/"):
+        monkeypatch.setenv("ABLO_DATA_DIR", value)
+        cli.main(["run", "toy2d", "--tiny", "--out", str(tmp_path / "out")])
+        assert "data_dir" not in seen
+        seen.clear()
 
 
 def test_parse_value():

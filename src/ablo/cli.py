@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -88,7 +87,11 @@ def parse_overrides(pairs: List[str], extra: List[str]) -> dict:
     return {k.replace("-", "_"): v for k, v in out.items()}
 
 
-def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets, extra, tiny, resume, devices) -> dict:
+def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets, extra, tiny, resume, devices,
+                 data_dir_from_env: bool = False) -> dict:
+    """The experiment's config from the command line (see the module docstring). A ``data_dir`` that
+    came from ABLO_DATA_DIR (``data_dir_from_env``) is a global default: ignored by experiments that
+    take no data, where --data-dir itself is an error."""
     from . import estimators
 
     cfg = dict(exp.defaults)
@@ -113,7 +116,7 @@ def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets,
             raise CLIError(f"--seeds must be a comma-separated list of integers like 0,1,2; got {seeds!r}") from None
         if not cfg["seeds"]:
             raise CLIError("--seeds is empty")
-    if data_dir is not None:
+    if data_dir is not None and not (data_dir_from_env and "data_dir" not in exp.defaults):
         if not Path(data_dir).exists():
             raise CLIError(f"data directory {data_dir} does not exist (from --data-dir or ABLO_DATA_DIR)")
         cfg["data_dir"] = str(data_dir)
@@ -134,9 +137,6 @@ def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets,
     for key, option in (("seeds", "--seed(s)"), ("budget_calls", "--budget-calls"), ("outer_steps", "--steps"),
                         ("resume", "--resume"), ("devices", "--devices"), ("data_dir", "--data-dir")):
         if key in cfg and key not in exp.defaults:
-            if key == "data_dir" and os.environ.get("ABLO_DATA_DIR") == str(data_dir):
-                del cfg[key]  # a global default from the environment, not meant for this experiment
-                continue
             raise CLIError(f"{exp.name} does not take {option}; its config keys: {', '.join(sorted(exp.defaults))}")
     return cfg
 
@@ -303,8 +303,10 @@ def run(ctx: typer.Context,
     from .experiments import get
 
     exp = get(experiment)
+    # click's ParameterSource (typer may vendor click: compare by name)
+    from_env = getattr(ctx.get_parameter_source("data_dir"), "name", None) == "ENVIRONMENT"
     cfg = build_config(exp, method, seed, seeds, data_dir, budget_calls, steps, set_ or [], list(ctx.args), tiny,
-                       resume, devices)
+                       resume, devices, data_dir_from_env=from_env)
     run_experiment(exp, cfg, out or Path("runs") / experiment)
 
 
