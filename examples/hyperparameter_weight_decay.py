@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 import ablo
+from ablo import models
 from ablo.data import load_digits
 from ablo.outer import Budget, run
 
@@ -36,8 +37,7 @@ def estimators(r: int) -> list:
 
 
 def cross_entropy(w, x, y):
-    logits = x @ w
-    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1))
+    return models.cross_entropy(x @ w, y)
 
 
 def inner_loss(lam, w, task):
@@ -93,7 +93,7 @@ def main():
 
     def test_metrics(lam):
         w = problem.optimizer.params(problem.run(lam, task))
-        return {"test_ce": cross_entropy(w, x_test, y_test), "test_acc": jnp.mean(jnp.argmax(x_test @ w, 1) == y_test)}
+        return {"test_ce": cross_entropy(w, x_test, y_test), "test_acc": models.accuracy(x_test @ w, y_test)}
 
     test_metrics = jax.jit(test_metrics)
     val = jax.jit(problem.objective)

@@ -144,7 +144,7 @@ def _fixed_dtypes(tree):
     return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=4)  # small: the cached closures may hold whole datasets (samplers)
 def make_step(problem, estimator, optimizer, sampler, meta_batch: int, mesh=None, log_losses: bool = True):
     """The jitted outer step ``(θ, opt_state, est_state, key, k) -> (θ', opt_state', est_state', metrics)``,
     cached so that runs of one configuration (seeds, a resume) share one compilation."""

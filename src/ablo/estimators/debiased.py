@@ -27,11 +27,8 @@ from .unrolled import ExactUnrolled, Recompute, Reverse, Truncated
 
 
 def check_q(q) -> None:
-    try:
-        ok = not isinstance(q, bool) and isinstance(q, (int, float)) and 0.0 < float(q) <= 1.0
-    except OverflowError:  # an int too large for a float
-        ok = False
-    if not ok:
+    # Python compares ints and floats exactly: no float(q), which overflows on huge ints
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < q <= 1.0:
         raise ValueError(f"q (probability of the exact branch) must be in (0, 1]; got {q!r}. "
                          "q = 1 is the exact estimator; use FOM for q = 0.")
 
