@@ -392,3 +392,30 @@ def _entry(snap: ckpt.Snapshot, m: dict, estimator: Estimator, evaluate) -> dict
             raise ValueError(f"eval_fn must return a dict of metrics; got {type(metrics).__name__}")
         entry.update({str(k): float(v) for k, v in metrics.items()})
     return entry
+
+
+def scan(step: Callable, state: OuterState, key, steps: int):
+    """``steps`` applications of a :func:`make_step` function under one ``lax.scan``: returns the
+    last state and the per-step metrics, each with θ after the step as ``metrics["theta"]``,
+    stacked on axis 0. Pure (jit and vmap it, e.g. over keys for many seeds at once)."""
+
+    def body(s, _):
+        s, m = step(s, key)
+        return s, {**m, "theta": s.theta}
+
+    return jax.lax.scan(body, state, None, length=steps)
+
+
+def raise_if_diverged(metrics, label: str) -> None:
+    """Raise :class:`Diverged` naming the first non-finite step of ``label`` and its cause, given
+    the stacked metrics of :func:`scan` (or one step's metrics). Host-side: it reads the flags."""
+    flags = np.atleast_1d(np.asarray(jax.device_get(metrics["nonfinite"])))
+    if not flags.any():
+        return
+    bad = np.argwhere(flags)[0]
+    index = tuple(bad)
+    cause = next((c for c in CAUSES if np.atleast_1d(np.asarray(metrics[f"bad_{c}"]))[index]), "hypergradient")
+    step = int(index[-1]) + 1
+    where = f" (run {index[:-1]})" if len(index) > 1 else ""
+    raise Diverged(f"outer step {step} of {label}{where}: the {cause.replace('_', ' ')} is not finite; likely cause: "
+                   f"{NONFINITE_ADVICE}", step, label, None, cause)

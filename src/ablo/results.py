@@ -8,7 +8,6 @@ import csv
 import io
 import json
 import math
-import os
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
