@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ablo import cli
-from ablo.experiments import _paper, get
+from ablo.experiments import _paper
 from ablo.experiments import fewshot as fs
 from ablo.experiments.config import ConfigError, build
 from ablo.models import convnet_init

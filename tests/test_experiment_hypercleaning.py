@@ -3,6 +3,7 @@ check, divergence and the result files, mostly through ``ablo run`` as a user ca
 
 import csv
 import json
+import sys
 from pathlib import Path
 
 import jax
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ablo import FOM, Reverse, cli
+from ablo import FOM, Reverse
 from ablo import checkpoint as ckpt
 from ablo.experiments import _paper, get
 from ablo.experiments import hypercleaning as hc
@@ -18,20 +19,18 @@ from ablo.experiments.config import ConfigError, build
 from ablo.models import linear_init
 from ablo.problems.hypercleaning import make_problem
 
+sys.path.insert(0, str(Path(__file__).parent))
+import test_cli  # noqa: E402
+
 
 def small_cfg(**kw):
     return build(hc.Config, kw, hc.TINY).resolved()
 
 
 def call(args, capsys):
-    """(exit code, stdout, stderr lines) of ``ablo ARGS``."""
-    try:
-        cli.main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, [line for line in out.err.splitlines() if line.strip() and "━" not in line]
+    """(exit code, stdout, stderr lines but progress bars) of ``ablo ARGS``."""
+    code, out, err = test_cli.call(args, capsys)
+    return code, out, [line for line in err.splitlines() if line.strip() and "━" not in line]
 
 
 def idx_bytes(a: np.ndarray) -> bytes:
