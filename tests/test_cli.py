@@ -156,3 +156,16 @@ def test_demo_end_to_end(tmp_path, capsys):
     # the exact and unbiased estimators clean the data; FOM's hypergradient is 0 here, so it cannot
     by = {r["method"]: r for r in rows}
     assert min(by[m]["f1"] for m in ("recompute", "ufom", "adaptive-ufom")) > 0.5 > by["fom"]["f1"]
+
+
+def test_ctrl_c_prints_how_to_resume_and_exits_130(monkeypatch, tmp_path, capsys):
+    from ablo.outer import Interrupted
+
+    def interrupted(*args):
+        raise Interrupted(5, tmp_path / "checkpoint.npz")
+
+    monkeypatch.setattr(cli, "run_experiment", interrupted)
+    code, _, err = call(["run", "toy2d", "--tiny", "--out", str(tmp_path / "r")], capsys)
+    assert code == 130
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert lines == ["ablo: interrupted after outer step 5; run the same command with --resume to continue"]
