@@ -73,14 +73,16 @@ class Config(ExperimentConfig):
                                      "(a scaled-down stand-in)")
     n_train: Optional[int] = option(None, "training examples n (θ ∈ R^n); default 5000 (linear) / 1000 (mlp) on "
                                     "MNIST, 600 on digits", low=1)
-    n_val: Optional[int] = option(None, "clean validation examples; default as n_train", low=1)
+    n_val: Optional[int] = option(None, "clean validation examples; default 5000 (linear) / 1000 (mlp) on MNIST, "
+                                  "600 on digits", low=1)
     corrupt: float = option(0.5, "fraction of training labels replaced by a wrong class", low=0, high=1,
                             high_open=True)
     steps: Optional[int] = option(None, "inner GD steps r; default 100 (linear) / 20 (mlp)", low=1, high=100_000)
     inner_lr: Optional[float] = option(1.0, "inner GD step size α, refused at or above 2/L (L: top eigenvalue of "
                                        "the inner Hessian at φ_0); auto = 1/L", low=0, low_open=True,
                                        none_word="auto")
-    l2: float = option(1e-3, "weight decay λ on the weight matrices (mean loss: the papers' λ/n ratio)", low=0)
+    l2: float = option(1e-3, "weight decay λ on the weight matrices, added to the mean weighted loss (the "
+                       "papers' ratio to their summed loss would be 0.001/n_train)", low=0)
     hidden: Optional[int] = option(None, "hidden width of the MLP; default 32 (mlp)", low=1, high=100_000)
     pool: Optional[int] = option(None, "average-pool the MNIST images pool x pool; default 1 (linear) / 2 (mlp)",
                                  choices=(1, 2, 4, 7, 14))
