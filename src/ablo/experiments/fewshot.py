@@ -32,7 +32,7 @@ curve point every ``eval_calls`` function calls.
 
 The inner step size is not checked against 2/L at θ_0 here: with batch norm the net is scale
 invariant in most directions and the top eigenvalue at θ_0 (≈ 18) does not bound a stable step
-(the paper's lr 0.4 trains well), so the check would refuse the paper's setting.
+(lr 0.4, Finn et al.'s for Omniglot, trains here), so the check would refuse that setting.
 """
 
 from __future__ import annotations
