@@ -228,30 +228,39 @@ def make_eval(problem, data: dict):
 
 
 # --- experiment ------------------------------------------------------------------------------
+def prepare(cfg: Config, seed: int) -> dict:
+    """One seed's data, φ_0, θ_0 = 0, the step size (α, L) checked against 2/L at φ_0 and the
+    problem at that α."""
+    data = make_data(cfg, seed)
+    x = data["task"]["x"]
+    phi0 = init_model(cfg, x.shape[1], seed, x.dtype)
+    theta0 = jnp.zeros(x.shape[0], x.dtype)
+    alpha, L = step_size(cfg, data["task"], phi0, theta0)
+    problem = make_problem(steps=cfg.steps, inner_lr=alpha, l2=cfg.l2, phi0=phi0)
+    return {"data": data, "theta0": theta0, "alpha": alpha, "L": L, "problem": problem}
+
+
 def run(config: Config, ctx: RunContext) -> dict:
     cfg = config.resolved()
     budget = outer.Budget(steps=cfg.outer_steps, function_calls=cfg.budget_calls)
-    rows, curves, dataset = [], [], None
-    for seed in cfg.seeds:
-        data = make_data(cfg, seed)
-        dataset = data["dataset"]
-        task = data["task"]
-        phi0 = init_model(cfg, task["x"].shape[1], seed, task["x"].dtype)
-        theta0 = jnp.zeros(task["x"].shape[0], task["x"].dtype)
-        alpha, L = step_size(cfg, task, phi0, theta0)
-        problem = make_problem(steps=cfg.steps, inner_lr=alpha, l2=cfg.l2, phi0=phi0)
-        evaluate = make_eval(problem, data)
+    seeds = {seed: prepare(cfg, seed) for seed in cfg.seeds}  # every step size checked before any training
+    rows, curves = [], []
+    for seed, s in seeds.items():
+        problem, task = s["problem"], s["data"]["task"]
+        evaluate = make_eval(problem, s["data"])
         sampler = lambda key: jax.lax.optimization_barrier(task)  # |Ω_T| = 1; barrier: no constant folding
         for spec in cfg.methods:
             est = estimators.parse(spec)
-            res = outer.run(problem, est, optax.adam(cfg.outer_lr), theta0, sampler, key=jax.random.PRNGKey(seed),
-                            budget=budget, eval_fn=evaluate, eval_every=cfg.eval_every,
-                            checkpoint_every=cfg.eval_every, **ctx.outer_options(f"{spec} seed {seed}"))
+            res = outer.run(problem, est, optax.adam(cfg.outer_lr), s["theta0"], sampler,
+                            key=jax.random.PRNGKey(seed), budget=budget, eval_fn=evaluate,
+                            eval_every=cfg.eval_every, checkpoint_every=cfg.eval_every,
+                            **ctx.outer_options(f"{spec} seed {seed}"))
             final = {k: res.log[-1][k] for k in METRICS}  # outer.run evaluates the last step
             ids = {"method": spec, "estimator": est.name, "K": getattr(est, "K", None), "seed": seed}
-            rows.append({**ids, "inner_lr": alpha, "L": L, **final, "steps": int(res.steps),
+            rows.append({**ids, "inner_lr": s["alpha"], "L": s["L"], **final, "steps": int(res.steps),
                          "function_calls": float(res.function_calls), "seconds": float(res.seconds)})
             curves += curve_rows(res.log, **ids)
+    dataset = seeds[cfg.seeds[-1]]["data"]["dataset"]
     summary_cfg = {**cfg.as_dict(), "inner_lr": config.inner_lr, "dataset": dataset}
     write_csv(ctx.out / "curves.csv", curves)
     plot_curves(curves, ctx.out / "curves.png", x="function_calls", ys=["test_acc", "val_ce", "f1"],
