@@ -3,6 +3,7 @@ check, divergence and the result files, mostly through ``ablo run`` as a user ca
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,10 @@ def call(args, capsys):
     """(exit code, stdout, stderr lines but progress bars) of ``ablo ARGS``."""
     code, out, err = test_cli.call(args, capsys)
     return code, out, [line for line in err.splitlines() if line.strip() and "━" not in line]
+
+
+#: The shared real data (as tests/test_data.py), or ABLO_DATA_DIR as set when the tests start.
+SHARED = Path(os.environ.get("ABLO_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 
 
 def idx_bytes(a: np.ndarray) -> bytes:
@@ -231,9 +236,9 @@ def test_papers_figures_only_on_their_data_and_protocol():
 @pytest.mark.slow
 def test_real_mnist_curvature_lets_alpha_one_pass():
     """On MNIST (5000 examples, linear) L ≈ 2, so the papers' α = 1 is just below 2/L."""
-    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"
+    data = SHARED / "mnist"
     if not data.is_dir():
-        pytest.skip(f"MNIST not found at {data}")
+        pytest.skip(f"MNIST not found at {data} (set ABLO_DATA_DIR to the shared data folder)")
     cfg = build(hc.Config, {"data_dir": str(data)}).resolved()
     d = hc.make_data(cfg, 0)
     alpha, L = hc.step_size(cfg, d["task"], hc.init_model(cfg, 784, 0), jnp.zeros(5000))

@@ -67,6 +67,9 @@ DIGITS_SIZE = 600
 
 @dataclass(frozen=True)
 class Config(ExperimentConfig):
+    """The settings of a hypercleaning run; fields left None take the model's (and data's) default,
+    filled in one place by :meth:`resolved`."""
+
     model: str = option("linear", "classifier: linear (paper 001 Table 2) or mlp, two layers with ReLU "
                         "(paper 000 Table 1)", choices=("linear", "mlp"))
     data_dir: Optional[str] = option(None, "folder with the MNIST IDX files; none = scikit-learn's 8x8 digits "
