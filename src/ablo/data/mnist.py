@@ -65,9 +65,10 @@ def load_mnist(data_dir) -> dict:
         labels 0-9.
 
     Raises:
-        FileNotFoundError: a file is missing. ValueError naming the file: corrupt or truncated
-        data, images not (n, 28, 28), NaN/inf or out-of-range pixels, labels outside 0-9, or
-        image and label counts that differ.
+        FileNotFoundError: a file is missing.
+        ValueError: naming the file, for corrupt or truncated data, images not (n, 28, 28),
+            NaN/inf or out-of-range pixels, labels outside 0-9, or image and label counts that
+            differ.
     """
     data_dir = locate(data_dir, ("mnist", "MNIST"), lambda d: any(d.glob("train-images*")))
     if not data_dir.is_dir():

@@ -32,8 +32,15 @@ SPLITS = ("background", "evaluation")
 
 
 class Omniglot(NamedTuple):
-    images: np.ndarray  # (characters, drawers, size, size) float32, 1 = ink
-    alphabets: Optional[list]  # alphabet name per character, or None when unknown
+    """One Omniglot split, as :func:`load_omniglot` returns it.
+
+    Attributes:
+        images: float32 (characters, drawers, size, size), ink intensity in [0, 1] (1 = stroke).
+        alphabets: the alphabet name of each character, or None when the files do not say.
+    """
+
+    images: np.ndarray
+    alphabets: Optional[list]
 
 
 def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
