@@ -16,7 +16,8 @@ ROOT = Path(ablo.__file__).resolve().parents[2]
 #: documented by their --help and docs/ pages instead).
 MODULES = ["ablo", "ablo.api", "ablo.problem", "ablo.inner", "ablo.outer", "ablo.theory", "ablo.cost", "ablo.checkpoint",
            "ablo.sharding", "ablo.linear_solvers", "ablo.diagnose", "ablo.meta", "ablo.results", "ablo.models",
-           "ablo.estimators", "ablo.data"]
+           "ablo.curvature", "ablo.atomic", "ablo.problems", "ablo.problems.hypercleaning", "ablo.estimators",
+           "ablo.data"]
 MODULES += [f"ablo.estimators.{m.name}" for m in pkgutil.iter_modules(ablo.estimators.__path__)]
 MODULES += [f"ablo.data.{m.name}" for m in pkgutil.iter_modules(importlib.import_module("ablo.data").__path__)
             if not m.name.startswith("_")]
@@ -42,7 +43,7 @@ NOT_YET_DOCUMENTED = {
     "ablo.estimators.stochastic.TTSA.estimate", "ablo.estimators.stochastic.TTSA.init",
     "ablo.estimators.unrolled.ExactUnrolled.estimate", "ablo.estimators.unrolled.Forward.estimate",
     "ablo.estimators.unrolled.Truncated.estimate", "ablo.inner.InnerOptimizer", "ablo.outer.Budget.exhausted",
-    "ablo.outer.RunResult",
+    "ablo.estimators.registry.Entry", "ablo.estimators.registry.names",
 }
 REWRITTEN_ELSEWHERE = ("ablo.estimators.", "ablo.api.", "ablo.inner.", "ablo.problem.", "ablo.outer.", "ablo.theory.")
 

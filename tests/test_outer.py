@@ -104,7 +104,11 @@ def test_progress_is_advanced_once_per_step():
         yield lambda n=1: seen.append(n)
 
     run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(steps=3), progress=progress)
-    assert seen == [("outer steps (fom)", 3), 0, 1, 1, 1]
+    assert seen == [("fom", 3), 0, 1, 1, 1]
+    seen.clear()
+    run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(steps=1), progress=progress,
+        label="fom seed 3")
+    assert seen == [("fom seed 3", 1), 0, 1]
 
 
 @pytest.mark.parametrize("kwargs, match", [

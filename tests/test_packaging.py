@@ -17,7 +17,8 @@ APP_ONLY = ("typer", "rich", "click", "matplotlib", "sklearn", "PIL")
 
 #: Core modules: none may import an app-only package, at import time or when used.
 CORE = ("ablo", "ablo.problem", "ablo.inner", "ablo.estimators", "ablo.outer", "ablo.checkpoint", "ablo.theory",
-        "ablo.cost", "ablo.api", "ablo.meta", "ablo.sharding", "ablo.linear_solvers", "ablo.models")
+        "ablo.cost", "ablo.api", "ablo.meta", "ablo.sharding", "ablo.linear_solvers", "ablo.models", "ablo.curvature",
+        "ablo.atomic", "ablo.problems")
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:

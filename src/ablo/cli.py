@@ -50,25 +50,24 @@ def rich_progress(transient: bool = False):
 
 
 # --- config ------------------------------------------------------------------------------------
-def parse_value(text: str):
-    """JSON if it parses ('3', '0.1', 'true', 'null', '[1, 2]'), else a comma list of such, else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    if "," in text:
-        return [parse_value(t.strip()) for t in text.split(",") if t.strip()]
-    return text
-
-
 def parse_overrides(pairs: List[str], extra: List[str]) -> dict:
-    """``--set k=v`` pairs and leftover ``--k v`` / ``--k=v`` / ``--flag`` arguments as a dict."""
-    out = {}
+    """``--set k=v`` pairs and leftover ``--k v`` / ``--k=v`` arguments as {key: text}; the
+    experiment's typed config parses the texts."""
+    out: dict = {}
+
+    def put(key: str, value: str, origin: str) -> None:
+        key = key.strip().replace("-", "_")
+        if not key:
+            raise CLIError(f"{origin}: empty key")
+        if key in out:
+            raise CLIError(f"config key {key} given twice")
+        out[key] = value
+
     for p in pairs:
         if "=" not in p:
             raise CLIError(f"--set expects key=value; got {p!r}")
         k, v = p.split("=", 1)
-        out[k.strip()] = parse_value(v)
+        put(k, v, "--set")
     i = 0
     while i < len(extra):
         a = extra[i]
@@ -77,91 +76,70 @@ def parse_overrides(pairs: List[str], extra: List[str]) -> dict:
         key = a[2:]
         if "=" in key:
             key, v = key.split("=", 1)
-            out[key] = parse_value(v)
         elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
-            out[key] = parse_value(extra[i + 1])
+            v = extra[i + 1]
             i += 1
         else:
-            out[key] = True
+            raise CLIError(f"{a} needs a value (--{key} VALUE or --set {key}=VALUE)")
+        put(key, v, a)
         i += 1
-    return {k.replace("-", "_"): v for k, v in out.items()}
+    return out
 
 
-def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets, extra, tiny, resume, devices,
-                 data_dir_from_env: bool = False) -> dict:
-    """The experiment's config from the command line (see the module docstring). A ``data_dir`` that
-    came from ABLO_DATA_DIR (``data_dir_from_env``) is a global default: ignored by experiments that
-    take no data, where --data-dir itself is an error."""
-    from . import estimators
+#: Named options of ``ablo run`` and the config key each one sets.
+NAMED = {"methods": "--method", "seeds": "--seed(s)", "data_dir": "--data-dir", "budget_calls": "--budget-calls",
+         "outer_steps": "--steps", "devices": "--devices"}
 
-    cfg = dict(exp.defaults)
-    if tiny:
-        cfg.update(exp.tiny)
+
+def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets, extra, tiny, devices,
+                 data_dir_from_env: bool = False):
+    """The experiment's typed config from the command line: defaults, ``--tiny``, ``--set``/``--KEY``
+    and the named options, all parsed and checked by the experiment's config class. A data dir
+    from ABLO_DATA_DIR (``data_dir_from_env``) is ignored by experiments that read no data."""
+    import dataclasses
+
+    keys = {f.name for f in dataclasses.fields(exp.config)}
     overrides = parse_overrides(sets, extra)
-    unknown = sorted(set(overrides) - set(cfg))
-    if unknown:
-        raise CLIError(f"unknown config key(s) {', '.join(unknown)} for {exp.name}; valid keys: {', '.join(sorted(cfg))}")
-    cfg.update(overrides)
-    if methods:
-        check_methods(exp, methods)
-        cfg["methods"] = list(methods)
+    named = {}
     if seed is not None and seeds is not None:
         raise CLIError("give --seed or --seeds, not both")
+    if methods:
+        named["methods"] = list(methods)
     if seed is not None:
-        cfg["seeds"] = [seed]
+        named["seeds" if "seeds" in keys else "seed"] = [seed] if "seeds" in keys else seed
     if seeds is not None:
-        try:
-            cfg["seeds"] = [int(s) for s in seeds.split(",") if s.strip()]
-        except ValueError:
-            raise CLIError(f"--seeds must be a comma-separated list of integers like 0,1,2; got {seeds!r}") from None
-        if not cfg["seeds"]:
-            raise CLIError("--seeds is empty")
-    if data_dir is not None and not (data_dir_from_env and "data_dir" not in exp.defaults):
-        if not Path(data_dir).exists():
-            raise CLIError(f"data directory {data_dir} does not exist (from --data-dir or ABLO_DATA_DIR)")
-        cfg["data_dir"] = str(data_dir)
+        if "seeds" not in keys:
+            raise CLIError(f"{exp.name} runs one seed: give --seed N, not --seeds")
+        named["seeds"] = seeds
+    if data_dir is not None and not (data_dir_from_env and "data_dir" not in keys):
+        named["data_dir"] = str(data_dir)
     if budget_calls is not None:
-        if not budget_calls > 0:
-            raise CLIError(f"--budget-calls must be > 0; got {budget_calls}")
-        cfg["budget_calls"] = budget_calls
+        named["budget_calls"] = budget_calls
     if steps is not None:
-        if steps < 1:
-            raise CLIError(f"--steps (outer steps) must be >= 1; got {steps}")
-        cfg["outer_steps"] = steps
-    if resume:
-        cfg["resume"] = True
+        named["outer_steps"] = steps
     if devices is not None:
-        if devices < 1:
-            raise CLIError(f"--devices must be >= 1; got {devices}")
-        cfg["devices"] = devices
-    for key, option in (("seeds", "--seed(s)"), ("budget_calls", "--budget-calls"), ("outer_steps", "--steps"),
-                        ("resume", "--resume"), ("devices", "--devices"), ("data_dir", "--data-dir")):
-        if key in cfg and key not in exp.defaults:
-            raise CLIError(f"{exp.name} does not take {option}; its config keys: {', '.join(sorted(exp.defaults))}")
-    return cfg
+        named["devices"] = devices
+    for key, value in named.items():
+        if key not in keys:
+            option = NAMED.get(key, "--seed")
+            raise CLIError(f"{exp.name} does not take {option}; its config keys: {', '.join(sorted(keys))}")
+        if key in overrides:
+            raise CLIError(f"config key {key} given twice (as {NAMED.get(key, key)} and as --{key}/--set)")
+        overrides[key] = value
+    if "data_dir" in overrides and overrides["data_dir"] is not None and not Path(overrides["data_dir"]).exists():
+        raise CLIError(f"data_dir: {overrides['data_dir']} does not exist (from --data-dir, --set or ABLO_DATA_DIR)")
+    return exp.make_config(overrides, tiny=tiny)
 
 
-def check_methods(exp, methods) -> None:
-    """Names must be registered estimators or the experiment's own (its defaults' methods), or a
-    parametrised variant ``NAME-<number>`` of one of those, which the experiment itself checks."""
-    from . import estimators
+def run_experiment(exp, cfg, out, resume: bool = False, overwrite: bool = False) -> dict:
+    """Run with progress bars into ``out``, then print results.md on stdout."""
+    from .experiments import execute
 
-    known = set(estimators.REGISTRY) | set(exp.defaults.get("methods") or [])
-    for m in methods:
-        base, _, suffix = m.rpartition("-")
-        if m not in known and not (base in known and suffix.replace(".", "", 1).isdigit()):
-            own = sorted(set(exp.defaults.get("methods") or []) - set(estimators.REGISTRY))
-            extra = f"; {exp.name} also accepts: {', '.join(own)}" if own else ""
-            raise CLIError(f"unknown method {m!r}; estimators: {', '.join(sorted(estimators.REGISTRY))}{extra}")
-
-
-def run_experiment(exp, cfg: dict, out: Path) -> dict:
-    """Run with progress bars, then print results.md on stdout."""
     bars, progress = rich_progress()
-    out.mkdir(parents=True, exist_ok=True)
+    note = lambda message: bars.console.print(f"ablo: {message}")
     with bars:
-        summary = exp.run(cfg, out, progress)
-    md = out / "results.md"
+        summary = execute(exp, cfg, out, resume=resume, overwrite=overwrite, progress=progress, note=note)
+    md = Path(out) / "results.md"
     typer.echo(md.read_text() if md.is_file() else json.dumps(summary.get("results", []), indent=1))
     typer.echo(f"results in {out}/ (summary.json, CSV, PNG, results.md)")
     return summary
@@ -288,37 +266,57 @@ def list_cmd():
     for name, exp in sorted(load_all().items()):
         t.add_row(name, exp.summary)
     console.print(t)
-    t = Table(title="estimators (--method NAME)")
+    t = Table(title="estimators (--method NAME, NAME-VALUE or NAME:key=value,...)")
     t.add_column("name")
     t.add_column("summary")
-    for name, factory in sorted(estimators.REGISTRY.items()):
-        t.add_row(name, getattr(factory, "summary", ""))
+    for name, entry in sorted(estimators.REGISTRY.items()):
+        t.add_row(name + (f"[-{entry.shorthand}]" if entry.shorthand else ""), entry.summary)
     console.print(t)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(ctx: typer.Context,
         experiment: str = typer.Argument(..., help="experiment name (see `ablo list`)"),
-        method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="estimator name, repeatable"),
+        method: Optional[List[str]] = typer.Option(None, "--method", "-m",
+                                                   help="estimator spec NAME or NAME:key=value,..., repeatable"),
         seed: Optional[int] = typer.Option(None, help="one seed"),
         seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 0,1,2"),
         data_dir: Optional[Path] = typer.Option(None, envvar="ABLO_DATA_DIR", help="dataset directory"),
         budget_calls: Optional[float] = typer.Option(None, help="function-call budget per run"),
         steps: Optional[int] = typer.Option(None, help="outer steps per run (config key outer_steps)"),
         set_: Optional[List[str]] = typer.Option(None, "--set", help="config override key=value, repeatable"),
-        tiny: bool = typer.Option(False, help="the experiment's seconds-long configuration"),
-        out: Optional[Path] = typer.Option(None, help="output directory (default runs/EXPERIMENT)"),
-        resume: bool = typer.Option(False, help="resume from the checkpoints in --out"),
+        tiny: bool = typer.Option(False, help="the experiment's seconds-long smoke configuration"),
+        out: Optional[str] = typer.Option(None, help="output folder (default runs/EXPERIMENT)"),
+        resume: bool = typer.Option(False, help="continue the run in --out from its checkpoints (same config)"),
+        overwrite: bool = typer.Option(False, help="replace the results and checkpoints already in --out"),
         devices: Optional[int] = typer.Option(None, help="shard each meta-batch over N devices")):
-    """Run one experiment; any other --key value sets that config key (e.g. --model mlp)."""
+    """Run one experiment; any other --key value sets that config key (e.g. --model mlp).
+    `ablo config EXPERIMENT` lists the keys with their types, ranges and help."""
     from .experiments import get
 
     exp = get(experiment)
     # click's ParameterSource (typer may vendor click: compare by name)
     from_env = getattr(ctx.get_parameter_source("data_dir"), "name", None) == "ENVIRONMENT"
     cfg = build_config(exp, method, seed, seeds, data_dir, budget_calls, steps, set_ or [], list(ctx.args), tiny,
-                       resume, devices, data_dir_from_env=from_env)
-    run_experiment(exp, cfg, out or Path("runs") / experiment)
+                       devices, data_dir_from_env=from_env)
+    run_experiment(exp, cfg, out if out is not None else str(Path("runs") / experiment), resume, overwrite)
+
+
+@app.command("config")
+def config_cmd(experiment: str = typer.Argument(..., help="experiment name (see `ablo list`)")):
+    """The experiment's config keys: type, default, range and help."""
+    import dataclasses
+
+    from .experiments import get
+
+    exp = get(experiment)
+    for f in dataclasses.fields(exp.config):
+        m = f.metadata
+        bounds = [f"{'>' if m.get('low_open') else '>='} {m['low']}" if m.get("low") is not None else "",
+                  f"{'<' if m.get('high_open') else '<='} {m['high']}" if m.get("high") is not None else "",
+                  f"one of {', '.join(map(str, m['choices']))}" if m.get("choices") else ""]
+        extra = "; ".join(b for b in bounds if b)
+        typer.echo(f"{f.name} = {f.default!r}{f'  [{extra}]' if extra else ''}\n    {m.get('help', '')}")
 
 
 @app.command()
@@ -433,8 +431,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         code = app(args=args, prog_name="ablo", standalone_mode=False)
-    except (KeyboardInterrupt, typer.Abort):
-        print("ablo: interrupted", file=sys.stderr)
+    except (KeyboardInterrupt, typer.Abort) as e:
+        step = getattr(e, "step", None)
+        where = f" after outer step {step}" if step is not None else ""
+        print(f"ablo: interrupted{where}; run the same command with --resume to continue", file=sys.stderr)
         sys.exit(130)
     except typer.TyperException as e:  # click's usage errors (typer vendors click)
         ctx = getattr(e, "ctx", None)

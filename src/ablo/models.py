@@ -38,6 +38,14 @@ def mlp_init(key, sizes: Sequence[int]) -> list:
             for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
 
 
+def linear_init(d: int, k: int, dtype=jnp.float32) -> list:
+    """A linear model (multinomial logistic regression) in :func:`mlp_init`'s layout, started at
+    W = 0, b = 0 as in Shaban et al. 2019, App. G.1: ``[{"w": (d, k), "b": (k,)}]``."""
+    _check_positive("d", d)
+    _check_positive("k", k)
+    return [{"w": jnp.zeros((d, k), dtype), "b": jnp.zeros(k, dtype)}]
+
+
 def mlp_apply(params: list, x: jax.Array) -> jax.Array:
     """x (n, d) → logits (n, k); ReLU after every layer but the last."""
     for layer in params[:-1]:

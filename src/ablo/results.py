@@ -8,30 +8,10 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-
-def atomic_write(path, data: bytes | str) -> Path:
-    """Write ``data`` (str as UTF-8) to ``path`` atomically: into a temporary file in the same
-    folder, flushed and fsynced, then renamed over ``path``; the temporary file is removed on any
-    failure. Creates missing parent folders. Returns ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+from .atomic import atomic_write
 
 
 def _jsonable(x):
