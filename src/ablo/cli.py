@@ -359,8 +359,10 @@ def data_fetch(datasets: List[str] = typer.Argument(..., help="mnist, omniglot, 
 def diagnose(steps: int = typer.Option(20, help="inner steps r of the example problem"),
              samples: int = typer.Option(16, help="tasks sampled"),
              seed: int = typer.Option(0)):
-    """Bias of FOM and K-RMD against the exact hypergradient, D², V² and the recommended q*
-    (Likhosherstov et al. 2021, §4.4) on a built-in MAML linear-regression problem."""
+    """Bias of FOM and K-RMD, D², V² and the recommended q on an example problem.
+
+    On a built-in MAML linear-regression problem: the cheap estimators against the exact
+    hypergradient, and q* of Likhosherstov et al. 2021, §4.4."""
     from .diagnose import diagnose as run_diagnosis
     from .diagnose import format_diagnosis
 
