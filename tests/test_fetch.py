@@ -17,7 +17,7 @@ import pytest
 from ablo.data import fetch as fetch_mod
 from ablo.data import load_mnist, load_newsgroups, load_omniglot
 from test_cli import call
-from test_data import POSTS, idx_bytes, omniglot_images, write_bydate_folders
+from test_data import POSTS, SHARED, idx_bytes, needs_shared, omniglot_images, write_bydate_folders
 
 
 class Server:
@@ -230,3 +230,12 @@ def test_version(capsys):
 
     code, out, _ = call(["--version"], capsys)
     assert code == 0 and out.strip() == f"ablo {ablo.__version__}"
+
+
+@needs_shared
+def test_mnist_idx_digests_match_the_real_files():
+    """The digests of the decompressed IDX data are the real MNIST's (the shared copy's gzip
+    framing differs from the canonical one, its data does not)."""
+    for remote in fetch_mod.SOURCES["mnist"]:
+        data = gzip.decompress((SHARED / "mnist" / remote.name).read_bytes())
+        assert sha(data) == remote.gunzip_sha256, remote.name
