@@ -264,6 +264,7 @@ def test_mnist_bad_data_is_named(tmp_path, name, data, message):
     (lambda d: d.update(images=d["images"][..., :-1]), r"expected images \(characters, drawers, n, n\)"),
     (lambda d: d.update(labels=np.array([[0, 0], [1, 1], [2, 3]])), r"label\(s\) outside 0..2, the first 3 at index 5"),
     (lambda d: d.update(labels=np.arange(3)), r"labels of shape \(3,\), expected \(3, 2\)"),
+    (lambda d: d.update(alphabets=np.array(["A", "B"])), "2 alphabet names for 3 characters"),
 ])
 def test_omniglot_bad_data_is_named(tmp_path, change, message):
     arrays = {"images": omniglot_images(), "labels": np.repeat(np.arange(3)[:, None], 2, 1)}

@@ -198,6 +198,17 @@ def test_cli_fetch_writes_what_the_loaders_read(server, tmp_path, monkeypatch, c
     o = load_omniglot(root, "evaluation", size=12)
     np.testing.assert_allclose(o.images, 1.0 - paper, atol=1e-6)
     assert o.alphabets == ["Alpha0", "Alpha0", "Alpha1"]
+    # the zips were also decoded once into the npz the loader reads first; the zip alone reads the same
+    assert sorted(p.name for p in (root / "omniglot").iterdir()) == [
+        "images_background.npz", "images_background.zip", "images_evaluation.npz", "images_evaluation.zip"]
+    (root / "omniglot" / "images_evaluation.npz").unlink()
+    from_zip = load_omniglot(root, "evaluation", size=12)
+    np.testing.assert_array_equal(from_zip.images, o.images)
+    assert from_zip.alphabets == o.alphabets
+    code, _, err = call(["data", "fetch", "omniglot"], capsys)  # the missing npz is made again, nothing downloaded
+    assert code == 0, err
+    assert (root / "omniglot" / "images_evaluation.npz").is_file()
+    assert server.hits["/images_evaluation.zip"] == 1
     assert load_newsgroups(root)["groups"] == ["alt.atheism", "sci.space"]
     for name in ("mnist", "omniglot", "20newsgroups"):
         assert not [p for p in (root / name).iterdir() if p.name.startswith(".")]  # no temporary files
