@@ -62,9 +62,9 @@ class Config(ExperimentConfig):
                                       "estimator specs (K-RMD as truncated-K; reverse is full RMD, K = T)",
                                       estimators=True, min_len=1)
     data_dir: Optional[str] = option(None, "folder with 20news-bydate.tar.gz; none = generated TF-IDF-like data")
-    max_features: int = option(2000, "TF-IDF features (most frequent words) or generated vocabulary size",
+    max_features: int = option(500, "TF-IDF features (most frequent words) or generated vocabulary size",
                                low=CLASSES, high=100_000)
-    feature_scale: float = option(10.0, "ℓ2 norm of each TF-IDF row (1 = as vectorised); sets how far T GD "
+    feature_scale: float = option(30.0, "ℓ2 norm of each TF-IDF row (1 = as vectorised); sets how far T GD "
                                   "steps at inner_lr get", low=0, low_open=True, high=1e4)
     per_class: int = option(50, "m: training and validation examples per class in each trial", low=1, high=180)
     trials: int = option(10, "trials (independent training/validation draws)", low=1, high=100)
@@ -72,8 +72,8 @@ class Config(ExperimentConfig):
     inner_lr: float = option(0.1, "inner GD step size γ (must be below 2/L)", low=0, low_open=True)
     outer_steps: int = option(300, "hyper-iterations per trial and method", low=1, high=1_000_000)
     outer_lr: float = option(0.05, "Adam step size of the outer optimizer", low=0, low_open=True, high=10)
-    B0: float = option(-4.0, "initial entries of B (C_ij = 2 softplus(B0) at the start)", low=-30, high=5)
-    nu0: float = option(-4.0, "initial ν (ρ = softplus(ν0) at the start)", low=-30, high=5)
+    B0: float = option(-8.0, "initial entries of B (C_ij = 2 softplus(B0) at the start)", low=-30, high=5)
+    nu0: float = option(-8.0, "initial ν (ρ = softplus(ν0) at the start)", low=-30, high=5)
     eval_every: int = option(10, "hyper-iterations between Fig. 6 evaluations", low=1)
     seed: int = option(0, "seed of the trials' draws and of the estimators' keys", low=0)
     synthetic_train: int = option(6000, "generated training pool size (without data_dir)", low=CLASSES)
@@ -97,7 +97,7 @@ class Config(ExperimentConfig):
         return {"synthetic_train": why, "synthetic_test": why}
 
 
-TINY = dict(methods=("truncated-1", "reverse", "fom", "adaptive-ufom"), max_features=60, per_class=4, trials=2,
+TINY = dict(methods=("truncated-1", "reverse", "fom"), max_features=60, feature_scale=10.0, per_class=4, trials=2,
             inner_steps=8, outer_steps=6, eval_every=3, synthetic_train=400, synthetic_test=200)
 
 
@@ -132,10 +132,11 @@ def outer_loss(theta, phi, task):
     return cross_entropy(logits(phi, x), y)
 
 
-def make_problem(inner_steps: int, inner_lr: float, features: int = 1, classes: int = CLASSES) -> BilevelProblem:
-    """The bilevel problem above with T = ``inner_steps`` GD steps of size ``inner_lr`` from W = 0, b = 0;
-    the task is {"train": (X, y), "val": (X, y)} with X of ``features`` columns."""
-    phi0 = {"W": jnp.zeros((features, classes), jnp.float32), "b": jnp.zeros(classes, jnp.float32)}
+def make_problem(inner_steps: int, inner_lr: float, features: int = 1, classes: int = CLASSES,
+                 dtype=jnp.float32) -> BilevelProblem:
+    """The bilevel problem above with T = ``inner_steps`` GD steps of size ``inner_lr`` from W = 0, b = 0
+    (of ``dtype``); the task is {"train": (X, y), "val": (X, y)} with X of ``features`` columns."""
+    phi0 = {"W": jnp.zeros((features, classes), dtype), "b": jnp.zeros(classes, dtype)}
     return BilevelProblem(inner_loss, outer_loss, gd(inner_lr), inner_steps, constant_init(phi0))
 
 
