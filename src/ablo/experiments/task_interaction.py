@@ -390,11 +390,11 @@ def heatmap(path: Path, learned_C: dict, order, names, cfg: Config) -> None:
     mats = {s: np.where(np.eye(len(names), dtype=bool), np.nan, learned_C[s])[np.ix_(idx, idx)] for s in order}
     vmax = max(float(np.nanmax(m)) for m in mats.values())
     image = None
-    for ax, spec in zip(axes.ravel(), order):
+    for k, (ax, spec) in enumerate(zip(axes.ravel(), order)):
         image = ax.imshow(mats[spec], cmap="viridis", vmin=0.0, vmax=vmax)
         ax.set_title(method_label(spec, cfg.inner_steps), fontsize=9)
         ax.set_xticks(range(len(idx)), [names[i] for i in idx], rotation=90, fontsize=5)
-        ax.set_yticks(range(len(idx)), [names[i] for i in idx], fontsize=5)
+        ax.set_yticks(range(len(idx)), [names[i] for i in idx] if k % cols == 0 else [], fontsize=5)
         prefixes = [names[i].split(".")[0] for i in idx]
         for b in [i for i in range(1, len(idx)) if hierarchical and prefixes[i] != prefixes[i - 1]]:
             ax.axhline(b - 0.5, color="white", lw=0.6)
