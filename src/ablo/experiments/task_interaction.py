@@ -17,7 +17,10 @@ per class from the bydate training posts; the bydate test posts are the test set
 RMD = ``reverse``) θ is trained by Adam (G.2 names no outer optimizer) for ``outer_steps``
 hyper-iterations with :func:`ablo.outer.run`; every ``eval_every`` steps we record Fig. 6's
 quantities at θ_τ: the validation loss, ‖d_θ f‖ by exact reverse mode and the cosine between a
-fresh draw of the method's estimate and d_θ f, plus the test accuracy (Table 3).
+fresh draw of the method's estimate and d_θ f, plus the test accuracy (Table 3). Outputs:
+table3.csv (mean ± std over trials per method), curves.csv and fig6.png, learned_C.csv and
+learned_C.png (C averaged over trials, classes grouped by the newsgroup hierarchy), summary.json
+(one row per method and trial) and results.md.
 """
 
 from __future__ import annotations
@@ -57,6 +60,8 @@ HIERARCHY = ("comp", "rec", "sci", "talk")
 
 @dataclass(frozen=True)
 class Config(ExperimentConfig):
+    """The protocol above; defaults are the paper's where it gives one (T, γ, m = 50, 10 trials)."""
+
     methods: tuple[str, ...] = option(("truncated-1", "truncated-5", "truncated-25", "reverse", "fom", "ufom",
                                        "adaptive-ufom"),
                                       "estimator specs (K-RMD as truncated-K; reverse is full RMD, K = T)",
@@ -117,6 +122,7 @@ def regulariser(theta, W) -> jax.Array:
 
 
 def logits(phi, x) -> jax.Array:
+    """X W + b."""
     return x @ phi["W"] + phi["b"]
 
 
@@ -253,6 +259,9 @@ def plot_order(specs, T: int) -> list:
 
 
 def run(cfg: Config, ctx: RunContext) -> dict:
+    """Every method on every trial; writes summary.json (one row per method and trial), table3.csv,
+    curves.csv, learned_C.csv, fig6.png, learned_C.png and results.md into ``ctx.out``. Cost per
+    method and trial: ``outer_steps`` estimates plus ``outer_steps / eval_every + 1`` evaluations."""
     data, names, description = load(cfg)
     x_pool, y_pool = data["train"]
     test = tuple(map(jnp.asarray, data["test"]))
@@ -323,8 +332,9 @@ def aggregate(rows, order) -> list:
 
 
 def notes(cfg: Config, description: str, L: float) -> str:
-    smoke = ("**SMOKE RUN: a --tiny configuration that only proves the pipeline runs; its numbers prove "
-             "nothing.**\n\n" if cfg.trials < 3 or cfg.outer_steps < 50 else "")
+    """The results.md text under the table: data, protocol and what each column means."""
+    smoke = ("**SMOKE RUN (fewer than 3 trials or 50 hyper-iterations, e.g. --tiny): it only proves that the "
+             "pipeline runs; its numbers prove nothing.**\n\n" if cfg.trials < 3 or cfg.outer_steps < 50 else "")
     return (smoke + f"Data: {description}. Paper 001 uses CIFAR-10/100 with ResNet-18 features, not available here.\n\n"
             f"Protocol: {cfg.trials} trials, m = {cfg.per_class} training and m validation examples per class; inner "
             f"T = {cfg.inner_steps} GD steps at {cfg.inner_lr:g} from W = 0, b = 0 (top inner Hessian eigenvalue at "
