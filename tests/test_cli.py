@@ -63,15 +63,34 @@ PAPER_HYPERCLEANING = {"model": "linear", "n_train": 5000, "n_val": 5000, "corru
 
 
 def test_compare_aggregates_seeds_and_shows_paper_figures(tmp_path, toy_run, capsys):
-    rows = lambda acc: [{"method": "truncated", "K": 100, "seed": s, "test_acc": a, "f1": 0.8}
-                        for s, a in enumerate(acc)]
-    write_summary(tmp_path / "a", "hypercleaning", PAPER_HYPERCLEANING, rows([88.0, 90.0]))
-    write_summary(tmp_path / "b", "hypercleaning", PAPER_HYPERCLEANING, rows([92.0]))
+    rows = lambda seeds, acc: [{"method": "truncated", "K": 100, "seed": s, "test_acc": a, "f1": 0.8}
+                               for s, a in zip(seeds, acc)]
+    write_summary(tmp_path / "a", "hypercleaning", PAPER_HYPERCLEANING, rows([0, 1], [88.0, 90.0]))
+    write_summary(tmp_path / "b", "hypercleaning", PAPER_HYPERCLEANING, rows([2], [92.0]))
     code, out, err = call(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "summary.json"), str(toy_run)], capsys)
     assert code == 0, err
     line = next(l for l in out.splitlines() if l.startswith("| truncated | 100"))
     assert "| 3 |" in line and "90 ± 2" in line and "88.33" in line  # mean ± sample std of 88, 90, 92; paper 001
     assert "## toy2d" in out and "f_tilde" in out
+
+
+def test_compare_refuses_a_seed_pooled_twice(tmp_path, capsys):
+    """Two runs of seed 0 would read as n = 2 seeds with a meaningless std: refused, naming both."""
+    row = [{"method": "recompute", "seed": 0, "test_acc": 90.0}]
+    for name in ("first", "again"):
+        write_summary(tmp_path / name, "hypercleaning", {"model": "mlp", "seeds": [0]}, row)
+    code, out, err = call(["compare", str(tmp_path / "first"), str(tmp_path / "again")], capsys)
+    lines = [l for l in err.splitlines() if l.strip()]
+    assert code == 2 and len(lines) == 1 and out == ""
+    assert "seed 0 of hypercleaning (method=recompute) appears twice" in lines[0]
+    assert str(tmp_path / "first") in lines[0] and str(tmp_path / "again") in lines[0]
+    code, _, err = call(["compare", str(tmp_path / "first"), str(tmp_path / "first")], capsys)  # one folder twice
+    assert code == 2 and "appears twice" in err
+    # the same seed in another setting (here another method) is a different row: no conflict
+    write_summary(tmp_path / "fom", "hypercleaning", {"model": "mlp", "seeds": [0]}, [dict(row[0], method="fom")])
+    code, out, err = call(["compare", str(tmp_path / "first"), str(tmp_path / "fom")], capsys)
+    assert code == 0, err
+    assert any(l.startswith("| recompute") for l in out.splitlines()) and any(l.startswith("| fom") for l in out.splitlines())
 
 
 def test_compare_keeps_different_settings_apart(tmp_path, capsys):

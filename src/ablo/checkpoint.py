@@ -55,6 +55,7 @@ class Snapshot:
 
 
 def path(directory) -> Path:
+    """The checkpoint file of a run folder: ``<directory>/checkpoint.npz``."""
     return Path(directory) / FILENAME
 
 

@@ -27,14 +27,14 @@ class CLIError(ValueError):
 
 
 # --- progress bars ---------------------------------------------------------------------------
-def rich_progress():
+def rich_progress(transient: bool = False):
     """A ``progress(description, total)`` factory drawing rich progress bars on stderr; use as a
-    context manager around a run."""
+    context manager around a run. ``transient`` bars vanish when done."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=False)
+                    console=Console(stderr=True), transient=transient)
 
     @contextlib.contextmanager
     def progress(description: str, total):
@@ -163,10 +163,12 @@ def _scalar(v) -> bool:
         isinstance(v, list) and all(x is None or isinstance(x, (str, int, float)) for x in v))
 
 
-def aggregate(docs: List[dict]) -> dict:
+def aggregate(docs: List[dict], sources: Optional[List[str]] = None) -> dict:
     """{experiment: [row per setting]}: mean ± std (sample std) over the rows (seeds) of each
     setting, ``n`` rows, and the papers' figures for it (``paper_*``). A setting is the row's
-    identifying fields plus the config values that differ between the runs of an experiment."""
+    identifying fields plus the config values that differ between the runs of an experiment.
+    Two rows of one setting with the same seed are refused (they would be pooled as two seeds);
+    ``sources`` names each doc's file in that message."""
     import numpy as np
 
     from .experiments._paper import reference
@@ -179,13 +181,22 @@ def aggregate(docs: List[dict]) -> dict:
                            and len({json.dumps(c.get(k)) for c in cs}) > 1)
                for exp, cs in configs.items()}
     groups: dict = {}
-    for doc in docs:
+    seen: dict = {}  # (experiment, setting, seed) -> index of the first doc holding it
+    for i, doc in enumerate(docs):
         exp, cfg = doc.get("experiment", "?"), doc.get("config", {})
+        source = sources[i] if sources else f"run {i + 1}"
         setting = tuple((f"config.{k}", json.dumps(cfg.get(k)) if isinstance(cfg.get(k), list) else cfg.get(k))
                         for k in varying[exp])
         for row in doc.get("results", []):
             ident = tuple((k, v) for k, v in row.items()
                           if k != "seed" and (k in ID_KEYS or isinstance(v, str)) and not isinstance(v, (list, dict)))
+            if row.get("seed") is not None:
+                first = seen.setdefault((exp, setting + ident, json.dumps(row["seed"])), i)
+                if first != i:
+                    first = sources[first] if sources else f"run {first + 1}"
+                    label = ", ".join(f"{k}={v}" for k, v in setting + ident)
+                    raise CLIError(f"seed {row['seed']} of {exp} ({label}) appears twice, in {first} and {source}: "
+                                   f"pooling it would count one seed as two; compare runs of distinct seeds")
             g = groups.setdefault((exp, setting + ident), {"rows": [], "config": cfg})
             g["rows"].append(row)
     tables: dict = {}
@@ -206,11 +217,11 @@ def compare_table(paths: List[Path]) -> str:
     """Markdown: one table per experiment over the summary.json files in ``paths``."""
     from .results import markdown_table, read_summary
 
-    tables = aggregate([read_summary(p) for p in paths])
+    tables = aggregate([read_summary(p) for p in paths], [str(p) for p in paths])
     parts = []
     for exp, rows in tables.items():
         parts.append(f"## {exp}\n\n" + markdown_table(rows))
-    note = "mean ± sample std over seeds (n rows); paper_* columns: the papers' reported figures (SPEC §2), in the papers' units."
+    note = "mean ± sample std over seeds (n rows); paper_* columns: the papers' reported figures, in the papers' units."
     return "\n".join(parts) + "\n" + note
 
 
@@ -317,12 +328,44 @@ def compare(dirs: List[Path] = typer.Argument(..., help="run directories (or sum
     typer.echo(compare_table(dirs))
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Download the real datasets the experiments can read.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+def data_fetch(datasets: List[str] = typer.Argument(..., help="mnist, omniglot, 20newsgroups (one or more) or all"),
+               data_dir: Optional[Path] = typer.Option(
+                   None, help="data directory (default: $ABLO_DATA_DIR, else $XDG_CACHE_HOME/ablo or ~/.cache/ablo)")):
+    """Download datasets into DATA_DIR/<name>/, checked by SHA-256.
+
+    Sources: MNIST from the mirror of yann.lecun.com's IDX files that torchvision uses, Omniglot's
+    two zip archives from github.com/brendenlake/omniglot, 20 Newsgroups "bydate" from the URL
+    scikit-learn uses. A file already there with the right digest is not fetched again; a failed
+    download leaves nothing behind.
+    """
+    from .data import fetch as fetch_mod
+
+    names = list(fetch_mod.SOURCES) if list(datasets) == ["all"] else list(dict.fromkeys(datasets))
+    unknown = [n for n in names if n not in fetch_mod.SOURCES]
+    if unknown:
+        raise CLIError(f"unknown dataset {unknown[0]!r}; choose from {', '.join(fetch_mod.SOURCES)} or all")
+    root = data_dir if data_dir is not None else fetch_mod.default_data_dir()
+    bars, progress = rich_progress(transient=True)
+    with bars:
+        folders = [fetch_mod.fetch(n, root, sources=fetch_mod.SOURCES, progress=progress) for n in names]
+    for folder in folders:
+        typer.echo(f"{folder.name}: {folder}")
+    typer.echo(f"read by: ablo run EXPERIMENT --data-dir {root}  (or export ABLO_DATA_DIR={root})")
+
+
 @app.command()
 def diagnose(steps: int = typer.Option(20, help="inner steps r of the example problem"),
              samples: int = typer.Option(16, help="tasks sampled"),
              seed: int = typer.Option(0)):
-    """Bias of FOM and K-RMD against the exact hypergradient, D², V² and the recommended q* (paper
-    000 §4.4) on a built-in MAML linear-regression problem."""
+    """Bias of FOM and K-RMD, D², V² and the recommended q on an example problem.
+
+    On a built-in MAML linear-regression problem: the cheap estimators against the exact
+    hypergradient, and q* of Likhosherstov et al. 2021, §4.4."""
     from .diagnose import diagnose as run_diagnosis
     from .diagnose import format_diagnosis
 
@@ -351,7 +394,7 @@ def bench(out: Path = typer.Option(Path("bench-out"), help="output directory (re
           smoke: bool = typer.Option(False, help="tiny sizes, r in {3, 6}, one round"),
           rounds: int = typer.Option(3, help="interleaved repeats per configuration"),
           problems: str = typer.Option("hypercleaning,newsgroups", help="comma-separated problems")):
-    """Time and memory of ablo's estimators against their ideal cost (issue 6). The side-by-side
+    """Time and memory of ablo's estimators against their ideal cost. The side-by-side
     run against jaxopt and PyTorch libraries is ``python benchmarks/bench_estimators.py``."""
     from . import bench as bench_mod
 
@@ -364,6 +407,20 @@ def bench(out: Path = typer.Option(Path("bench-out"), help="output directory (re
 
 
 # --- entry point -------------------------------------------------------------------------------
+def _print_version(value: bool):
+    if value:
+        from . import __version__
+
+        typer.echo(f"ablo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")):
+    """Approximate bi-level optimization: run the papers' experiments and compare estimators."""
+
+
 def _fail(message: str, code: int = 2):
     lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
     print(f"ablo: error: {' '.join(lines) if lines else 'failed'}", file=sys.stderr)
@@ -389,8 +446,9 @@ def main(argv: Optional[List[str]] = None) -> None:
         _interrupted(e)
     except typer.TyperException as e:  # click's usage errors (typer vendors click)
         ctx = getattr(e, "ctx", None)
-        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
-            typer.echo(ctx.get_help(), err=True)
+        if type(e).__name__ == "NoArgsIsHelpError":  # its message is the help (rich mode has printed it already)
+            if e.format_message().strip():
+                typer.echo(e.format_message(), err=True)
             sys.exit(2)
         command = ctx.command_path if ctx is not None else "ablo"
         _fail(f"{getattr(e, 'format_message', e.__str__)()} (see '{command} --help')", getattr(e, "exit_code", 2) or 2)
