@@ -139,7 +139,7 @@ def test_tiny_linear_run_writes_summary_curves_table_and_plot(tmp_path, capsys):
     md = (tmp_path / "results.md").read_text()
     assert "Smoke run" in md and "prove nothing" in md
     assert "scikit-learn digits" in md and "MNIST from" not in md
-    assert "001 Table 2" in md and "are not shown" in md and "paper_" not in md
+    assert "Shaban et al. 2019, Table 2" in md and "are not shown" in md and "paper_" not in md
     assert (tmp_path / "checkpoints" / "reverse seed 0").is_dir()
 
 
@@ -152,7 +152,7 @@ def test_tiny_mlp_run_spends_equal_budgets(tmp_path, capsys):
     per_step = {"fom": r + 2, "recompute": r + 1 + r * (r - 1) // 2 + r + 1}
     for row in doc["results"]:
         assert 200 <= row["function_calls"] < 200 + per_step[row["method"]]
-    assert "000 Table 1" in (tmp_path / "results.md").read_text()
+    assert "Likhosherstov et al. 2021, Table 1" in (tmp_path / "results.md").read_text()
 
 
 @pytest.mark.slow  # four estimators compiled on the MLP: about 40 s of CPU

@@ -261,8 +261,9 @@ def _write_table(cfg: dict, rows: list, out_dir: Path) -> None:
             f"scikit-learn digits (classes 0-6 meta-train, 7-9 held out), a smoke-scale stand-in")
     clip = "" if cfg["clip"] is None else f" with per-entry clipping at ±{cfg['clip']}"
     withheld = fewshot_figures_withheld(cfg)
-    paper = ("Paper 000 Table 2 (Omniglot 1-shot, 28x28, 64 filters, the paper's budget) is not shown: "
-             f"{withheld}." if withheld else "paper_test_acc: paper 000 Table 2 at this many ways.")
+    paper = ("Likhosherstov et al. 2021, Table 2 (Omniglot 1-shot, 28x28, 64 filters, the paper's budget) is not "
+             f"shown: {withheld}." if withheld else "paper_test_acc: Likhosherstov et al. 2021, Table 2 at this "
+             "many ways.")
     notes = ([SMOKE_NOTE] if cfg["smoke"] else []) + [
         f"Data: {data}. {cfg['shots']}-shot {cfg['ways']}-way, images {cfg['size']}x{cfg['size']}, conv "
         f"{cfg['blocks']} x {cfg['filters']} filters (stride 2, batch norm, ReLU) + dense, r = {cfg['steps']} inner "

@@ -349,15 +349,15 @@ def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
         f"{list(cfg['seeds'])}. The inner loss is the mean weighted cross-entropy (the papers' sum with α = 1 "
         "overshoots: it is the sum with α/n); the corrupted labels are replaced by a wrong one.",
         f"Budget per run: {cfg['outer_steps'] or '-'} outer steps / {cfg['budget_calls'] or '-'} function calls."]
-    paper = ("001 Table 2 (K-RMD after 1000 hyperiterations)" if cfg["model"] == "linear"
-             else "000 Table 1 (28x28 MNIST, n = 5000, r = 100)")
+    paper = ("Shaban et al. 2019, Table 2 (K-RMD after 1000 hyperiterations)" if cfg["model"] == "linear"
+             else "Likhosherstov et al. 2021, Table 1 (28x28 MNIST, n = 5000, r = 100)")
     if withheld:
-        notes.append(f"The figures of paper {paper} are not shown: {withheld}.")
+        notes.append(f"The figures of {paper} are not shown: {withheld}.")
     elif cfg["model"] == "linear":
-        notes.append(f"paper_* columns: paper {paper}. Ours: {cfg['outer_steps']} hyperiterations "
-                     "(001 App. G.1: F1 has converged by 150).")
+        notes.append(f"paper_* columns: {paper}. Ours: {cfg['outer_steps']} hyperiterations "
+                     "(Shaban et al. 2019, App. G.1: F1 has converged by 150).")
     else:
-        notes.append(f"paper_* columns: paper {paper}; hidden width {cfg['hidden']} (the paper gives none), all "
+        notes.append(f"paper_* columns: {paper}; hidden width {cfg['hidden']} (the paper gives none), all "
                      "methods at the same function-call budget.")
     if cfg["model"] == "mlp":
         notes.append("'recompute' is the paper's memory-efficient exact estimator. FOM's hypergradient is exactly 0 "
