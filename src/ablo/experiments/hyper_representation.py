@@ -393,12 +393,13 @@ def plot_curves(curves: list, path: Path, cfg: Config) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    panels = (("table4", "hyper_iterations", "hyper-iterations", "K-RMD at equal hyper-iterations (Table 4)"),
-              ("calls", "function_calls", "function calls (gradients + HVPs + JVPs)", "equal function calls"))
-    for ax, (part, x, xlabel, title) in zip(axes, panels):
+    panels = (("table4", "hyper_iterations", "hyper-iterations", "K-RMD at equal hyper-iterations (Table 4)", "o-"),
+              ("calls", "function_calls", "function calls (gradients + HVPs + JVPs)", "equal function calls", "s--"))
+    colors = iter(plt.get_cmap("tab20").colors)  # one color per line across both panels
+    for ax, (part, x, xlabel, title, style) in zip(axes, panels):
         for method in dict.fromkeys(c["method"] for c in curves if c["part"] == part):
             pts = [c for c in curves if c["part"] == part and c["method"] == method]
-            ax.plot([c[x] for c in pts], [c["test_acc"] for c in pts], ".-",
+            ax.plot([c[x] for c in pts], [c["test_acc"] for c in pts], style, ms=3, color=next(colors),
                     label=f"{'A' if part == 'table4' else 'B'}: {method}")
         ax.set(xlabel=xlabel, ylabel=f"test accuracy (%), {cfg.curve_tasks} test tasks", title=title)
     handles = [h for ax in axes for h in ax.get_lines()]
