@@ -57,7 +57,7 @@ def test_split_of_the_real_omniglot():
 def test_episode_has_ways_shots_and_queries_from_distinct_classes():
     images = np.arange(30 * 20 * 2 * 2, dtype=np.float64).reshape(30, 20, 2, 2) / (30 * 20 * 4)
     task = episode_sampler(images, ways=5, shots=1, queries=15)(jax.random.PRNGKey(3))
-    (xs, ys), (xq, yq) = task["support"], task["query"]
+    (xs, _), (xq, yq) = task["support"], task["query"]
     assert xs.shape == (5, 2, 2, 1) and xq.shape == (75, 2, 2, 1)
     np.testing.assert_array_equal(np.bincount(np.asarray(yq)), [15] * 5)
     cls = lambda x: np.rint(np.asarray(x[:, 0, 0, 0]) * (30 * 20 * 4)).astype(int) // 80  # character of each drawing
@@ -80,8 +80,8 @@ def test_config_refuses_a_truncation_deeper_than_T_and_bad_splits():
 
 
 def tiny_problem():
-    cfg = build(hr.Config, {"size": 6, "filters": 2, "steps": 3, "ways": 3, "queries": 2, "inner_lr": 0.05, "table_methods": "truncated-1",
-                            "rho0": 0.5})
+    cfg = build(hr.Config, {"size": 6, "filters": 2, "steps": 3, "ways": 3, "queries": 2, "inner_lr": 0.05,
+                            "table_methods": "truncated-1", "rho0": 0.5})
     images = hr.synthetic_omniglot(cfg.size, n=10, drawings=4)
     task = episode_sampler(images, cfg.ways, cfg.shots, cfg.queries)(jax.random.PRNGKey(0))
     theta = hr.init_theta(jax.random.PRNGKey(1), cfg)

@@ -108,7 +108,8 @@ class Config(ExperimentConfig):
             raise ConfigError(f"shots + queries must be at most {DRAWINGS} (drawings per character); got "
                               f"{self.shots} + {self.queries}")
         if min(self.split) < self.ways:
-            raise ConfigError(f"split: every part needs at least ways = {self.ways} characters; got {list(self.split)!r}")
+            raise ConfigError(f"split: every part needs at least ways = {self.ways} characters; "
+                              f"got {list(self.split)!r}")
         if self.curve_tasks > self.eval_tasks:
             raise ConfigError(f"curve_tasks ({self.curve_tasks}) must be at most eval_tasks ({self.eval_tasks}): the "
                               "curves use the first curve_tasks of the table's tasks")
@@ -320,8 +321,10 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     rows, curves = [], []
     for r in plan(cfg):
         label = f"{r.part}/{r.name}"
-        ev = evaluators.setdefault(id(r.problem), {s: make_evaluator(r.problem, sample[s], cfg.curve_tasks)
-                                                   for s in ("test", "val")})
+        if id(r.problem) not in evaluators:  # one compiled evaluator per problem and split
+            evaluators[id(r.problem)] = {s: make_evaluator(r.problem, sample[s], cfg.curve_tasks)
+                                         for s in ("test", "val")}
+        ev = evaluators[id(r.problem)]
         est = estimators.parse(r.spec)
         curve = lambda theta: {"test_acc": mean_ci(ev["test"](theta, curve_keys))[0]}
         every = (dict(eval_every=max(1, cfg.hyper_iterations // cfg.curve_points)) if r.part == "table4"
@@ -330,13 +333,13 @@ def run(cfg: Config, ctx: RunContext) -> dict:
                         budget=r.budget, meta_batch=cfg.meta_batch, eval_fn=curve, **every,
                         **ctx.outer_options(label))
         acc, ci = mean_ci(ev["test"](res.theta, test_keys))
-        task = sample["train"](jax.random.PRNGKey(0))
         rows.append({"part": r.part, "method": r.name, "spec": r.spec, "T": r.problem.steps,
                      "K": getattr(est, "K", None), "hyper_iterations": res.steps,
                      "function_calls": res.function_calls, "test_acc": acc, "test_acc_ci95": ci,
                      "val_acc": mean_ci(ev["val"](res.theta, val_keys))[0],
                      "sec_per_iter": res.seconds / max(res.steps, 1),
-                     "memory_mb": (hypergradient_memory(r.problem, est, r.theta0, task) / 2 ** 20
+                     "memory_mb": (hypergradient_memory(r.problem, est, r.theta0,
+                                                        sample["train"](jax.random.PRNGKey(0))) / 2 ** 20
                                    if r.part == "table4" else None),
                      "seconds": res.seconds, "compile_seconds": res.compile_seconds})
         start = mean_ci(ev["test"](r.theta0, curve_keys))[0]
