@@ -69,3 +69,30 @@ def test_counterexample_refuses_an_inner_step_above_two_over_L(tmp_path):
     code, _, err = ablo("run", "counterexample", "--tiny", "--out", tmp_path / "a", "--set", "alpha=1.5")
     line = one_error_line(err)
     assert code == 2 and "alpha = 1.5" in line and "L = 1.5" in line
+
+
+def test_synthetic_q_tiny(tmp_path):
+    doc = tiny_run("synthetic-q", tmp_path)
+    rows = doc["results"]
+    assert len(rows) == len(doc["config"]["alphas"])
+    for r in rows:
+        assert 0 < r["q_theory"] <= 1 and r["D2"] >= 0 and r["V2"] > 0
+        assert r["q_grid"] is None or 0 < r["q_grid"] <= 1
+    curve = [r for r in rows if r["alpha"] == pytest.approx(doc["config"]["alpha_curve"])]
+    assert len(curve) == 1
+    for k in ("calls_to_target_q0", "calls_to_target_qstar", "calls_to_target_q1"):
+        assert k in curve[0] and (curve[0][k] is None or curve[0][k] > 0)
+    # D² grows with the inner step size α while V² shrinks (paper 000 Fig. 1d)
+    assert rows[-1]["D2"] > rows[0]["D2"] and rows[-1]["V2"] < rows[0]["V2"]
+
+
+def test_synthetic_q_divergence_stops_with_one_line(tmp_path):
+    code, _, err = ablo("run", "synthetic-q", "--tiny", "--out", tmp_path / "a", "--set", "gamma0=1e300")
+    line = one_error_line(err)
+    assert code == 2 and "outer step" in line and "synthetic-q" in line and "not finite" in line
+
+
+def test_synthetic_q_refuses_an_inner_step_above_two_over_L(tmp_path):
+    code, _, err = ablo("run", "synthetic-q", "--tiny", "--out", tmp_path / "a", "--set", "alpha_range=0.01,2")
+    line = one_error_line(err)
+    assert code == 2 and "alpha = 2" in line and "L = 1.5" in line

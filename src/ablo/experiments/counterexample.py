@@ -106,20 +106,23 @@ def exact_grad_fn(problem, tasks):
     return vec(jax.grad(M)), vec(M)
 
 
+def sgd_scan(problem, estimator, tasks, theta0, key, gamma0: float, steps: int) -> dict:
+    """One outer SGD run (paper 000 Alg. 1): each step draws one of the stacked ``tasks``
+    uniformly, γ_k = γ0/(k+1) for k = 1..steps (optax SGD; optax counts from 0). ``outer.make_step``
+    under ``outer.scan``: pure, so callers vmap it over seeds (``theta0``, ``key``) and task sets.
+    Returns the stacked per-step metrics (θ after each step as ``theta``)."""
+    n_tasks = jax.tree_util.tree_leaves(tasks)[0].shape[0]
+    sampler = lambda k: jax.tree_util.tree_map(lambda x: x[jax.random.randint(k, (), 0, n_tasks)], tasks)
+    sgd = optax.sgd(lambda count: gamma0 / (count + 2.0))
+    state = outer.init(problem, estimator, sgd, theta0, sampler(key))
+    return outer.scan(outer.make_step(problem, estimator, sgd, sampler, log_losses=False), state, key, steps)[1]
+
+
 def descend(problem, estimator, tasks, theta0, keys, cfg: Config, label: str):
-    """Outer SGD (paper 000 Alg. 1, one task per step drawn uniformly, γ_k = γ_0/(k+1)) for a
-    batch of seeds: ``outer.make_step`` under ``outer.scan``, vmapped over ``theta0`` and
-    ``keys`` (one each per seed), one jit. Returns (θ_k for k = 1..steps, cumulative function
-    calls), each (seeds, steps); :class:`ablo.outer.Diverged` names the first non-finite step."""
-    n_tasks = tasks[0].shape[0]
-    sampler = lambda key: jax.tree_util.tree_map(lambda x: x[jax.random.randint(key, (), 0, n_tasks)], tasks)
-    sgd = optax.sgd(lambda count: cfg.gamma0 / (count + 2.0))  # optax counts from 0: k = count + 1
-
-    def one(theta0, key):
-        state = outer.init(problem, estimator, sgd, theta0, sampler(key))
-        return outer.scan(outer.make_step(problem, estimator, sgd, sampler, log_losses=False), state, key,
-                          cfg.outer_steps)[1]
-
+    """:func:`sgd_scan` for a batch of seeds (``theta0``, ``keys``: one each), vmapped, one jit.
+    Returns (θ_k for k = 1..steps, cumulative function calls), each (seeds, steps);
+    :class:`ablo.outer.Diverged` names the first non-finite step."""
+    one = lambda th, k: sgd_scan(problem, estimator, tasks, th, k, cfg.gamma0, cfg.outer_steps)
     m = jax.jit(jax.vmap(one))(theta0, keys)
     outer.raise_if_diverged(m, label)
     return np.asarray(m["theta"]), np.cumsum(np.asarray(m["function_calls"], float), axis=1)
@@ -148,11 +151,12 @@ def mean_fom_fn(problem, tasks):
     return jax.jit(jax.vmap(lambda th: jnp.mean(jax.vmap(lambda t: fom.estimate(problem, th, t, (), None)[0])(tasks))))
 
 
-def check_alpha(problem, tasks, alpha: float) -> None:
-    """Refuse α ≥ 2/L, L = a_i the curvature of f_i at its minimum b_i/a_i (the largest along the loop)."""
+def check_alpha(problem, tasks, alpha: float, name: str = "alpha") -> None:
+    """Refuse α ≥ 2/L, L = a_i the curvature of f_i at its minimum b_i/a_i (the largest along the
+    loop); ``name`` is the config key reported."""
     for i in range(tasks[0].shape[0]):
         task = jax.tree_util.tree_map(lambda x: x[i], tasks)
-        check_step_size(problem, task[1] / task[0], task, alpha, name="alpha")
+        check_step_size(problem, task[1] / task[0], task, alpha, name=name)
 
 
 def run(cfg: Config, ctx: RunContext) -> dict:
