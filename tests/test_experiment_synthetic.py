@@ -59,18 +59,6 @@ def test_counterexample_sgd_is_seeded_and_follows_the_schedule():
     np.testing.assert_array_equal(calls[:, -1], 3 * 12)
 
 
-def test_counterexample_divergence_stops_with_one_line(tmp_path):
-    code, _, err = ablo("run", "counterexample", "--tiny", "--out", tmp_path / "a", "--set", "gamma0=1e300")
-    line = one_error_line(err)
-    assert code == 2 and "outer step" in line and "counterexample fom" in line and "not finite" in line
-
-
-def test_counterexample_refuses_an_inner_step_above_two_over_L(tmp_path):
-    code, _, err = ablo("run", "counterexample", "--tiny", "--out", tmp_path / "a", "--set", "alpha=1.5")
-    line = one_error_line(err)
-    assert code == 2 and "alpha = 1.5" in line and "L = 1.5" in line
-
-
 def test_synthetic_q_tiny(tmp_path):
     doc = tiny_run("synthetic-q", tmp_path)
     rows = doc["results"]
@@ -86,13 +74,16 @@ def test_synthetic_q_tiny(tmp_path):
     assert rows[-1]["D2"] > rows[0]["D2"] and rows[-1]["V2"] < rows[0]["V2"]
 
 
-def test_synthetic_q_divergence_stops_with_one_line(tmp_path):
-    code, _, err = ablo("run", "synthetic-q", "--tiny", "--out", tmp_path / "a", "--set", "gamma0=1e300")
+@pytest.mark.parametrize("name, label", [("counterexample", "counterexample fom"), ("synthetic-q", "synthetic-q ufom:q=0.1")])
+def test_divergence_stops_with_one_line(name, label, tmp_path):
+    code, _, err = ablo("run", name, "--tiny", "--out", tmp_path / "a", "--set", "gamma0=1e300")
     line = one_error_line(err)
-    assert code == 2 and "outer step" in line and "synthetic-q" in line and "not finite" in line
+    assert code == 2 and "outer step" in line and label in line and "not finite" in line
 
 
-def test_synthetic_q_refuses_an_inner_step_above_two_over_L(tmp_path):
-    code, _, err = ablo("run", "synthetic-q", "--tiny", "--out", tmp_path / "a", "--set", "alpha_range=0.01,2")
+@pytest.mark.parametrize("name, setting, alpha", [("counterexample", "alpha=1.5", "1.5"),
+                                                  ("synthetic-q", "alpha_range=0.01,2", "2")])
+def test_inner_step_above_two_over_L_is_refused(name, setting, alpha, tmp_path):
+    code, _, err = ablo("run", name, "--tiny", "--out", tmp_path / "a", "--set", setting)
     line = one_error_line(err)
-    assert code == 2 and "alpha = 2" in line and "L = 1.5" in line
+    assert code == 2 and f"alpha = {alpha}" in line and "L = 1.5" in line

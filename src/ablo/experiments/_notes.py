@@ -1,4 +1,5 @@
-"""Sentences that results.md files share: whether a run is a smoke run."""
+"""Sentences that results.md files share: whether a run is a smoke run, and whether the paper's
+figure may stand beside it."""
 
 from __future__ import annotations
 
@@ -23,3 +24,11 @@ def smoke_note(cfg, tiny: Mapping) -> str:
         return ""
     return (f"**Smoke run** ({', '.join(keys)} at the --tiny values): it checks that the pipeline runs; its "
             "numbers reproduce nothing and say nothing about the paper's claims.\n\n")
+
+
+def paper_note(quote: str, figure: str, dataset: str, real_data: bool, smoke: str) -> str:
+    """``quote`` (the paper's ``figure``, in words) when the run read the paper's ``dataset`` and
+    is not a smoke run; otherwise a sentence saying why it is not quoted."""
+    if real_data and not smoke:
+        return quote
+    return f"{figure} is not quoted: this run " + ("is a smoke run." if smoke else f"did not read {dataset}.")

@@ -54,6 +54,20 @@ def wallclock_run(problem, estimator, optimizer, theta0, task, *, key, seconds: 
     return curve, result
 
 
+def protocol_note(cfg) -> str:
+    """The sentences of results.md on the budget and on what is evaluated."""
+    return (f"Budget: {cfg.seconds} s of outer-step time or {cfg.outer_steps} outer steps per run, whichever comes "
+            "first (compilation and evaluation not timed). test_loss/test_acc: each method's current inner iterate "
+            "y_k^T on the test set.")
+
+
+def result_row(curve: list, result, **ident) -> dict:
+    """A results row: ``ident`` (method, seed, ...), the last evaluation's test loss and accuracy,
+    and the run's steps, outer-step seconds, function calls and compile seconds."""
+    return dict(**ident, test_loss=curve[-1]["test_loss"], test_acc=curve[-1]["test_acc"], steps=result.steps,
+                seconds=result.seconds, function_calls=result.function_calls, compile_seconds=result.compile_seconds)
+
+
 def plot_curves(curves: list, path, title: str, group_key: str = "method") -> None:
     """Paper 004 Figures 2-4 style: test loss (left) and test accuracy (right) against running
     time, one colour per ``group_key`` value, one line per seed."""

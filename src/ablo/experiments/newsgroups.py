@@ -40,8 +40,8 @@ from ..inner import gd
 from ..models import accuracy, cross_entropy
 from ..problem import BilevelProblem, constant_init
 from ..results import write_csv, write_markdown, write_summary
-from ._notes import smoke_note
-from ._wallclock import curve_rows, plot_curves, seeded_split, wallclock_run
+from ._notes import paper_note, smoke_note
+from ._wallclock import curve_rows, plot_curves, protocol_note, result_row, seeded_split, wallclock_run
 from .config import ExperimentConfig, option
 
 NAME = "newsgroups"
@@ -152,9 +152,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
                 curve, r = wallclock_run(problem, est, optax.sgd(cfg.outer_lr), lam0, task, key=jax.random.PRNGKey(seed),
                                          seconds=cfg.seconds, steps=cfg.outer_steps, eval_every=cfg.eval_every,
                                          evaluate=evaluate, ctx=ctx, label=f"{NAME} {spec} seed {seed}")
-                rows.append(dict(method=spec, seed=seed, test_loss=curve[-1]["test_loss"],
-                                 test_acc=curve[-1]["test_acc"], steps=r.steps, seconds=r.seconds,
-                                 function_calls=r.function_calls, compile_seconds=r.compile_seconds))
+                rows.append(result_row(curve, r, method=spec, seed=seed))
                 curves.append(dict(method=spec, seed=seed, points=curve))
                 advance(1)
     write_csv(ctx.out / "curves.csv", curve_rows(curves, ("method", "seed")))
@@ -162,13 +160,11 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     plot_curves(curves, ctx.out / "test_vs_time.png",
                 f"{'20 Newsgroups' if real else 'generated documents'}, {features} features")
     smoke = smoke_note(cfg, TINY)
-    paper = (PAPER_NOTE if real and not smoke else
-             "Paper 004 Figure 2 is not quoted: this run " + ("is a smoke run." if smoke else "did not read 20 Newsgroups."))
-    notes = (f"{smoke}Data: {description}.\n\nProtocol: T = {cfg.inner_steps} inner GD steps (lr {cfg.inner_lr}), "
-             f"warm-started by every method that carries its iterate (itd-bio, aid-bio, aid-fp, hoag, stocbio), "
-             f"outer SGD (lr {cfg.outer_lr}); budget {cfg.seconds} s of outer-step time or {cfg.outer_steps} steps "
-             "per run (compilation and evaluation excluded). test_loss/test_acc: each method's current inner "
-             f"iterate W on the test set.\n\n{paper}\n\nCurves: curves.csv; plot: test_vs_time.png.")
+    paper = paper_note(PAPER_NOTE, "Paper 004 Figure 2", "20 Newsgroups", real, smoke)
+    protocol = (f"T = {cfg.inner_steps} inner GD steps (lr {cfg.inner_lr}), warm-started by every method that "
+                f"carries its iterate (itd-bio, aid-bio, aid-fp, hoag, stocbio), outer SGD (lr {cfg.outer_lr}).")
+    notes = (f"{smoke}Data: {description}.\n\nProtocol: {protocol} {protocol_note(cfg)}\n\n{paper}\n\n"
+             "Curves: curves.csv; plot: test_vs_time.png.")
     write_markdown(ctx.out / "results.md", "20 Newsgroups: per-feature l2 regularization (paper 004 §A.2)", rows,
                    ["method", "seed", "test_loss", "test_acc", "steps", "seconds", "function_calls"], notes)
     return json.loads(write_summary(ctx.out, NAME, {**cfg.as_dict(), "data": description}, rows).read_text())

@@ -43,8 +43,8 @@ from ..models import accuracy, cross_entropy, linear_init, mlp_apply
 from ..problem import BilevelProblem
 from ..problems import hypercleaning
 from ..results import write_csv, write_markdown, write_summary
-from ._notes import smoke_note
-from ._wallclock import curve_rows, plot_curves, seeded_split, wallclock_run
+from ._notes import paper_note, smoke_note
+from ._wallclock import curve_rows, plot_curves, protocol_note, result_row, seeded_split, wallclock_run
 from .config import ConfigError, ExperimentConfig, option
 
 NAME = "stochastic-hypercleaning"
@@ -163,9 +163,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
                                              key=jax.random.PRNGKey(seed), seconds=cfg.seconds,
                                              steps=cfg.outer_steps, eval_every=cfg.eval_every, evaluate=evaluate,
                                              ctx=ctx, label=f"{NAME} {spec} p {p:g} seed {seed}")
-                    rows.append(dict(method=spec, p=p, seed=seed, test_loss=curve[-1]["test_loss"],
-                                     test_acc=curve[-1]["test_acc"], steps=r.steps, seconds=r.seconds,
-                                     function_calls=r.function_calls, compile_seconds=r.compile_seconds))
+                    rows.append(result_row(curve, r, method=spec, p=p, seed=seed))
                     curves.append(dict(method=spec, p=p, seed=seed, points=curve))
                     advance(1)
     write_csv(ctx.out / "curves.csv", curve_rows(curves, ("method", "p", "seed")))
@@ -174,14 +172,12 @@ def run(cfg: Config, ctx: RunContext) -> dict:
         plot_curves([c for c in curves if c["p"] == p], ctx.out / f"test_vs_time_p{p:g}.png",
                     f"Hypercleaning on {'MNIST' if real else 'digits'}, corruption p = {p:g}")
     smoke = smoke_note(cfg, TINY)
-    paper = (PAPER_NOTE if real and not smoke else
-             "Paper 004 Figure 4 is not quoted: this run " + ("is a smoke run." if smoke else "did not read MNIST."))
-    notes = (f"{smoke}Data: {description}; labels corrupted with probability p.\n\nProtocol: T = {cfg.inner_steps} "
-             f"inner steps (lr {cfg.inner_lr}; BSA/TTSA {cfg.single_sample_inner_lr}), warm-started by every "
-             f"method that carries its iterate, outer Adam (lr {cfg.outer_lr}), C_r = {cfg.l2}; methods "
-             f"{', '.join(methods)}; budget {cfg.seconds} s of outer-step time or {cfg.outer_steps} steps per run "
-             "(compilation and evaluation excluded). test_loss/test_acc: each method's current inner iterate on "
-             f"the test set.\n\n{paper}\n\nCurves: curves.csv; plots: test_vs_time_p*.png.")
+    paper = paper_note(PAPER_NOTE, "Paper 004 Figure 4", "MNIST", real, smoke)
+    protocol = (f"T = {cfg.inner_steps} inner steps (lr {cfg.inner_lr}; BSA/TTSA {cfg.single_sample_inner_lr}), "
+                f"warm-started by every method that carries its iterate, outer Adam (lr {cfg.outer_lr}), C_r = "
+                f"{cfg.l2}; methods {', '.join(methods)}.")
+    notes = (f"{smoke}Data: {description}; labels corrupted with probability p.\n\nProtocol: {protocol} "
+             f"{protocol_note(cfg)}\n\n{paper}\n\nCurves: curves.csv; plots: test_vs_time_p*.png.")
     write_markdown(ctx.out / "results.md", "Stochastic data hypercleaning (paper 004 §A.2)", rows,
                    ["method", "p", "seed", "test_loss", "test_acc", "steps", "seconds", "function_calls"], notes)
     return json.loads(write_summary(ctx.out, NAME, {**cfg.as_dict(), "data": description}, rows).read_text())
