@@ -288,7 +288,10 @@ def run(ctx: typer.Context,
     from_env = getattr(ctx.get_parameter_source("data_dir"), "name", None) == "ENVIRONMENT"
     cfg = build_config(exp, method, seed, seeds, data_dir, budget_calls, steps, set_ or [], list(ctx.args), tiny,
                        devices, data_dir_from_env=from_env)
-    run_experiment(exp, cfg, out if out is not None else str(Path("runs") / experiment), resume, overwrite)
+    try:
+        run_experiment(exp, cfg, out if out is not None else str(Path("runs") / experiment), resume, overwrite)
+    except KeyboardInterrupt as e:  # typer would swallow it silently
+        _interrupted(e)
 
 
 @app.command("config")
@@ -368,6 +371,13 @@ def _fail(message: str, code: int = 2):
     sys.exit(code)
 
 
+def _interrupted(e: BaseException):
+    step = getattr(e, "step", None)
+    where = f" after outer step {step}" if step is not None else ""
+    print(f"ablo: interrupted{where}; run the same command with --resume to continue", file=sys.stderr)
+    sys.exit(130)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console entry point: user errors (bad names, values, options) become one line on stderr and
     exit code 2; click's own usage errors too, with a pointer to --help."""
@@ -377,10 +387,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     try:
         code = app(args=args, prog_name="ablo", standalone_mode=False)
     except (KeyboardInterrupt, typer.Abort) as e:
-        step = getattr(e, "step", None)
-        where = f" after outer step {step}" if step is not None else ""
-        print(f"ablo: interrupted{where}; run the same command with --resume to continue", file=sys.stderr)
-        sys.exit(130)
+        _interrupted(e)
     except typer.TyperException as e:  # click's usage errors (typer vendors click)
         ctx = getattr(e, "ctx", None)
         if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:

@@ -342,15 +342,12 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
         state = state_of(snap)._replace(function_calls=jnp.asarray(snap.function_calls, jnp.float32))
         return eval_fn(snap.theta, state) if with_state else eval_fn(snap.theta)
 
-    with (progress or _no_progress)(label, budget.steps) as advance:
-        advance(snap.step)
+    def steps(advance):
+        nonlocal next_eval
         while not budget.exhausted(snap.step, snap.function_calls, snap.seconds):
             t0 = time.perf_counter()
-            try:
-                new, m = step_fn(state_of(snap), key)
-                m = {k: v.item() for k, v in jax.device_get(m).items()}  # waits for the step
-            except KeyboardInterrupt:
-                raise Interrupted(snap.step, save() if checkpoint_dir is not None else None) from None
+            new, m = step_fn(state_of(snap), key)
+            m = {k: v.item() for k, v in jax.device_get(m).items()}  # waits for the step
             snap.seconds += time.perf_counter() - t0
             if m["nonfinite"] and on_nonfinite == "raise":
                 cause = next((c for c in CAUSES if m[f"bad_{c}"]), "hypergradient")
@@ -377,6 +374,13 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
             if checkpoint_dir is not None and (done or (checkpoint_every and snap.step % checkpoint_every == 0)):
                 save()
             advance(1)
+
+    with (progress or _no_progress)(label, budget.steps) as advance:
+        advance(snap.step)
+        try:
+            steps(advance)
+        except KeyboardInterrupt:  # between or inside steps: snap holds the last completed one
+            raise Interrupted(snap.step, save() if checkpoint_dir is not None else None) from None
     return RunResult(snap.theta, snap.opt_state, snap.estimator_state, snap.log, snap.step, snap.function_calls,
                      snap.seconds, snap.skipped, compile_seconds)
 

@@ -66,6 +66,11 @@ class Config(ExperimentConfig):
         for key in ("w0", "lambda_bound", "lambda0", "penalty_center"):
             if len(getattr(self, key)) != 2:
                 raise ConfigError(f"{key}: give 2 numbers (λ, w ∈ R²); got {list(getattr(self, key))!r}")
+        for spec in self.methods:
+            try:
+                estimators.parse(spec).check(make_problem(self))
+            except ValueError as e:
+                raise ConfigError(f"methods: {spec}: {e}") from None
 
 
 TINY = dict(steps=6, methods=("truncated-1", "truncated-3", "reverse"), outer_steps=30)
@@ -149,10 +154,10 @@ def descend(problem, estimator, cfg: Config, key, label: str):
 def run(cfg: Config, ctx: RunContext) -> dict:
     out_dir = ctx.out
     specs = list(cfg.methods)
+    if ctx.resume:
+        ctx.note("toy2d keeps no checkpoints (each part runs in seconds): running again from outer step 0")
     # g is quadratic with Hessian G: L = max(G) = 1, so γ must be below 2 (checked by power iteration)
     check_step_size(make_problem(cfg), jnp.asarray(cfg.lambda0, float), None, cfg.inner_lr)
-    for spec in specs:
-        estimators.parse(spec).check(make_problem(cfg))
 
     with ctx.progress("toy2d: K-RMD error vs Prop. 3.1 bound", cfg.steps) as advance:
         errors, bounds = truncation_errors(cfg, cfg.lambda_bound, advance)
