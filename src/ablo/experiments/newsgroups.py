@@ -142,12 +142,14 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     x_test, y_test = map(jnp.asarray, data["test"])
     evaluate = lambda w: {"test_loss": cross_entropy(x_test @ w, y_test), "test_acc": accuracy(x_test @ w, y_test)}
     lam0 = jnp.zeros(features, jnp.float32)
+    tasks = {}
+    for seed in cfg.seeds:  # the training posts halved at random into train / validation, checked before any run
+        tr, va = seeded_split(len(y), (len(y) // 2, len(y) - len(y) // 2), seed)
+        tasks[seed] = {"train": (jnp.asarray(x[tr]), jnp.asarray(y[tr])), "val": (jnp.asarray(x[va]), jnp.asarray(y[va]))}
+        check_step_size(problem, lam0, tasks[seed], cfg.inner_lr)
     rows, curves = [], []
     with ctx.progress(f"{NAME}: methods x seeds", len(methods) * len(cfg.seeds)) as advance:
-        for seed in cfg.seeds:
-            tr, va = seeded_split(len(y), (len(y) // 2, len(y) - len(y) // 2), seed)
-            task = {"train": (jnp.asarray(x[tr]), jnp.asarray(y[tr])), "val": (jnp.asarray(x[va]), jnp.asarray(y[va]))}
-            check_step_size(problem, lam0, task, cfg.inner_lr)
+        for seed, task in tasks.items():
             for spec, est in methods.items():
                 curve, r = wallclock_run(problem, est, optax.sgd(cfg.outer_lr), lam0, task, key=jax.random.PRNGKey(seed),
                                          seconds=cfg.seconds, steps=cfg.outer_steps, eval_every=cfg.eval_every,

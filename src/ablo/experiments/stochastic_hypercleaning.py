@@ -136,29 +136,38 @@ def make_problem(inner_steps: int, inner_lr: float, l2: float, features: int) ->
                           flat.optimizer, flat.steps, flat.init)
 
 
+def prepare(cfg: Config, seed: int, methods: dict) -> tuple:
+    """Seed ``seed``'s data: ({inner lr: problem}, {p: task with labels corrupted at rate p}, test
+    images, test labels, description); the inner step sizes the methods use are checked
+    against 2/L on the first task."""
+    x_tr, y_tr, x_va, y_va, x_te, y_te, description = load(cfg, seed)
+    n, features = x_tr.shape
+    problems = {lr: make_problem(cfg.inner_steps, lr, cfg.l2, features)
+                for lr in (cfg.inner_lr, cfg.single_sample_inner_lr)}
+    x, val = jnp.asarray(x_tr), {"x_val": jnp.asarray(x_va), "y_val": jnp.asarray(y_va)}
+    noisy = lambda p: jnp.asarray(corrupt(y_tr, p, np.random.default_rng([seed, int(round(p * 1000))])))
+    tasks = {p: {"train": {"x": x, "y": noisy(p), "idx": jnp.arange(n)}, "val": val} for p in cfg.corruptions}
+    first = next(iter(tasks.values()))
+    for single in {est.name in SINGLE_SAMPLE for est in methods.values()}:
+        lr = cfg.single_sample_inner_lr if single else cfg.inner_lr
+        check_step_size(problems[lr], jnp.zeros(n, jnp.float32), first, lr,
+                        name="single_sample_inner_lr" if single else "inner_lr")
+    return problems, tasks, jnp.asarray(x_te), jnp.asarray(y_te), description
+
+
 def run(cfg: Config, ctx: RunContext) -> dict:
     methods = {spec: estimators.parse(spec) for spec in cfg.methods}
+    data = {seed: prepare(cfg, seed, methods) for seed in cfg.seeds}  # step sizes checked before any run
     rows, curves = [], []
     total = len(methods) * len(cfg.seeds) * len(cfg.corruptions)
     with ctx.progress(f"{NAME}: methods x p x seeds", total) as advance:
-        for seed in cfg.seeds:
-            x_tr, y_tr, x_va, y_va, x_te, y_te, description = load(cfg, seed)
-            n, features = x_tr.shape
-            problems = {lr: make_problem(cfg.inner_steps, lr, cfg.l2, features)
-                        for lr in (cfg.inner_lr, cfg.single_sample_inner_lr)}
-            x_te, y_te = jnp.asarray(x_te), jnp.asarray(y_te)
+        for seed, (problems, tasks, x_te, y_te, description) in data.items():
             evaluate = lambda phi: {"test_loss": cross_entropy(mlp_apply(phi, x_te), y_te),
                                     "test_acc": accuracy(mlp_apply(phi, x_te), y_te)}
-            lam0 = jnp.zeros(n, jnp.float32)
-            for p in cfg.corruptions:
-                noisy = corrupt(y_tr, p, np.random.default_rng([seed, int(round(p * 1000))]))
-                task = {"train": {"x": jnp.asarray(x_tr), "y": jnp.asarray(noisy), "idx": jnp.arange(n)},
-                        "val": {"x_val": jnp.asarray(x_va), "y_val": jnp.asarray(y_va)}}
+            for p, task in tasks.items():
+                lam0 = jnp.zeros(task["train"]["y"].shape[0], jnp.float32)
                 for spec, est in methods.items():
-                    single = est.name in SINGLE_SAMPLE
-                    lr = cfg.single_sample_inner_lr if single else cfg.inner_lr
-                    check_step_size(problems[lr], lam0, task, lr,
-                                    name="single_sample_inner_lr" if single else "inner_lr")
+                    lr = cfg.single_sample_inner_lr if est.name in SINGLE_SAMPLE else cfg.inner_lr
                     curve, r = wallclock_run(problems[lr], est, optax.adam(cfg.outer_lr), lam0, task,
                                              key=jax.random.PRNGKey(seed), seconds=cfg.seconds,
                                              steps=cfg.outer_steps, eval_every=cfg.eval_every, evaluate=evaluate,
