@@ -101,6 +101,14 @@ def test_config(tmp_path):
         exp.make_config({"digits_train": "1500", "digits_val": "400"})
 
 
+def test_only_smoke_runs_are_called_smoke_runs():
+    from ablo.experiments._notes import smoke_note
+
+    exp = get("stochastic-hypercleaning")
+    assert smoke_note(exp.make_config(tiny=True)).startswith("**Smoke run**")
+    assert smoke_note(exp.make_config({"corruptions": "0.4", "seconds": "30"})) == ""  # tiny's values, not --tiny
+
+
 def test_inner_step_above_two_over_L_is_refused(tmp_path):
     code, _, err = ablo("run", "stochastic-hypercleaning", "--tiny", "--out", tmp_path / "a", "--set", "inner_lr=1000")
     line = one_error_line(err)

@@ -21,7 +21,7 @@ def tiny_run(name, tmp_path, *extra):
     doc = json.loads((d / "summary.json").read_text())
     assert doc["experiment"] == name and isinstance(doc["config"], dict) and doc["results"]
     text = (d / "results.md").read_text()
-    assert "Smoke run" in text and "Smoke run" in out
+    assert "Smoke run" in text and "Smoke run" in out and doc["config"]["smoke"] is True
     assert (d / "curves.csv").exists() and list(d.glob("*.png"))
     return doc
 

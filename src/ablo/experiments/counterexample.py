@@ -35,7 +35,7 @@ from ..inner import gd
 from ..problem import BilevelProblem
 from ..results import save_figure, write_csv, write_markdown, write_summary
 from . import Experiment, RunContext, register
-from ._notes import smoke_note
+from ._notes import smoke_note, smoke_option
 from .config import ConfigError, ExperimentConfig, option
 
 NAME = "counterexample"
@@ -55,6 +55,7 @@ class Config(ExperimentConfig):
     gamma0: float = option(10.0, "outer step size γ_0 of γ_k = γ_0/(k+1)", low=0, low_open=True)
     theta0_range: tuple[float, ...] = option((-10.0, 30.0), "θ_0 ~ U(lo, hi): lo, hi")
     curve_points: int = option(300, "log-spaced steps recorded in curves.csv", low=2, high=100_000)
+    smoke: bool = smoke_option()
 
     def validate(self):
         if len(self.a) != 2:
@@ -63,7 +64,7 @@ class Config(ExperimentConfig):
             raise ConfigError(f"theta0_range: give lo, hi with lo < hi; got {list(self.theta0_range)!r}")
 
 
-TINY = dict(seeds=(0, 1), outer_steps=50, curve_points=10)
+TINY = dict(smoke=True, seeds=(0, 1), outer_steps=50, curve_points=10)
 
 
 def piecewise_f(phi, task):
@@ -202,7 +203,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
         t = [r["final_theta"] for r in rows if r["method"] == spec]
         table.append({"method": spec, "seeds": len(g), "mean final theta": float(np.mean(t)),
                       "mean final abs grad": float(np.mean(g)), "min": float(np.min(g)), "max": float(np.max(g))})
-    notes = (smoke_note(cfg, TINY) + f"b_2 = {b[1]:.5f}, A = {A:.5f}. FOM's fixed point(s) E[G_FO] = 0 at θ = "
+    notes = (smoke_note(cfg) + f"b_2 = {b[1]:.5f}, A = {A:.5f}. FOM's fixed point(s) E[G_FO] = 0 at θ = "
              + ", ".join(f"{x:.4f} (|∂M/∂θ| = {g:.4f})" for x, g in zip(fixed, fixed_grad))
              + f". {steps} outer SGD steps, γ_k = {cfg.gamma0}/(k+1), {len(seeds)} seeds, θ_0 ~ U({lo}, {hi}).")
     write_markdown(ctx.out / "results.md", "Counterexample (paper 000 §5.1, Theorem 2)", table, notes=notes)

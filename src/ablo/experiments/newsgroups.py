@@ -40,7 +40,7 @@ from ..inner import gd
 from ..models import accuracy, cross_entropy
 from ..problem import BilevelProblem, constant_init
 from ..results import write_csv, write_markdown, write_summary
-from ._notes import paper_note, smoke_note
+from ._notes import paper_note, smoke_note, smoke_option
 from ._wallclock import curve_rows, plot_curves, protocol_note, result_row, seeded_split, wallclock_run
 from .config import ExperimentConfig, option
 
@@ -67,6 +67,7 @@ class Config(ExperimentConfig):
     n_test: int = option(600, "generated data: test documents", low=1)
     vocabulary: int = option(1000, "generated data: words", low=30)
     length: int = option(40, "generated data: words per document", low=1)
+    smoke: bool = smoke_option()
 
     def inactive(self):
         if self.data_dir is not None:
@@ -74,8 +75,8 @@ class Config(ExperimentConfig):
         return {"max_features": "it limits the TF-IDF of 20 Newsgroups; no data_dir is given"}
 
 
-TINY = dict(methods=("stocbio:Q=3,batch=50", "itd-bio"), seconds=30.0, outer_steps=3, inner_steps=3, eval_every=2,
-            n_train=200, n_test=100)
+TINY = dict(smoke=True, methods=("stocbio:Q=3,batch=50", "itd-bio"), seconds=30.0, outer_steps=3, inner_steps=3,
+            eval_every=2, n_train=200, n_test=100)
 
 #: Paper 004 gives Figures 2-3 without numbers in the text; their axes span test loss 1.0-3.5 and
 #: test accuracy 0.2-0.7 over 60 s.
@@ -145,15 +146,17 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     tasks = {}
     for seed in cfg.seeds:  # the training posts halved at random into train / validation, checked before any run
         tr, va = seeded_split(len(y), (len(y) // 2, len(y) - len(y) // 2), seed)
-        tasks[seed] = {"train": (jnp.asarray(x[tr]), jnp.asarray(y[tr])), "val": (jnp.asarray(x[va]), jnp.asarray(y[va]))}
+        tasks[seed] = {"train": (jnp.asarray(x[tr]), jnp.asarray(y[tr])),
+                       "val": (jnp.asarray(x[va]), jnp.asarray(y[va]))}
         check_step_size(problem, lam0, tasks[seed], cfg.inner_lr)
     rows, curves = [], []
     with ctx.progress(f"{NAME}: methods x seeds", len(methods) * len(cfg.seeds)) as advance:
         for seed, task in tasks.items():
             for spec, est in methods.items():
-                curve, r = wallclock_run(problem, est, optax.sgd(cfg.outer_lr), lam0, task, key=jax.random.PRNGKey(seed),
-                                         seconds=cfg.seconds, steps=cfg.outer_steps, eval_every=cfg.eval_every,
-                                         evaluate=evaluate, ctx=ctx, label=f"{NAME} {spec} seed {seed}")
+                curve, r = wallclock_run(problem, est, optax.sgd(cfg.outer_lr), lam0, task,
+                                         key=jax.random.PRNGKey(seed), seconds=cfg.seconds, steps=cfg.outer_steps,
+                                         eval_every=cfg.eval_every, evaluate=evaluate, ctx=ctx,
+                                         label=f"{NAME} {spec} seed {seed}")
                 rows.append(result_row(curve, r, method=spec, seed=seed))
                 curves.append(dict(method=spec, seed=seed, points=curve))
                 advance(1)
@@ -161,8 +164,8 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     real = cfg.data_dir is not None
     plot_curves(curves, ctx.out / "test_vs_time.png",
                 f"{'20 Newsgroups' if real else 'generated documents'}, {features} features")
-    smoke = smoke_note(cfg, TINY)
-    paper = paper_note(PAPER_NOTE, "Paper 004 Figure 2", "20 Newsgroups", real, smoke)
+    smoke = smoke_note(cfg)
+    paper = paper_note(PAPER_NOTE, "Paper 004 Figure 2", "20 Newsgroups", real, cfg.smoke)
     protocol = (f"T = {cfg.inner_steps} inner GD steps (lr {cfg.inner_lr}), warm-started by every method that "
                 f"carries its iterate (itd-bio, aid-bio, aid-fp, hoag, stocbio), outer SGD (lr {cfg.outer_lr}).")
     notes = (f"{smoke}Data: {description}.\n\nProtocol: {protocol} {protocol_note(cfg)}\n\n{paper}\n\n"

@@ -43,7 +43,7 @@ from ..models import accuracy, cross_entropy, linear_init, mlp_apply
 from ..problem import BilevelProblem
 from ..problems import hypercleaning
 from ..results import write_csv, write_markdown, write_summary
-from ._notes import paper_note, smoke_note
+from ._notes import paper_note, smoke_note, smoke_option
 from ._wallclock import curve_rows, plot_curves, protocol_note, result_row, seeded_split, wallclock_run
 from .config import ConfigError, ExperimentConfig, option
 
@@ -74,6 +74,7 @@ class Config(ExperimentConfig):
     outer_lr: float = option(0.1, "outer Adam step size", low=0, low_open=True)
     l2: float = option(1e-3, "weight decay C_r on W", low=0)
     eval_every: int = option(10, "outer steps between test evaluations (not timed)", low=1)
+    smoke: bool = smoke_option()
 
     def validate(self):
         if self.data_dir is None and self.digits_train + self.digits_val >= 1797:
@@ -86,8 +87,8 @@ class Config(ExperimentConfig):
         return {k: "it sizes the MNIST splits; no data_dir is given" for k in ("n_train", "n_val")}
 
 
-TINY = dict(methods=("ttsa:N=3", "hoag:maxiter=3"), digits_train=200, digits_val=100, corruptions=(0.4,),
-            outer_steps=3, inner_steps=3, eval_every=2, seconds=30.0)
+TINY = dict(smoke=True, methods=("ttsa:N=3", "hoag:maxiter=3"), digits_train=200, digits_val=100,
+            corruptions=(0.4,), outer_steps=3, inner_steps=3, eval_every=2, seconds=30.0)
 
 PAPER_NOTE = ("Paper 004 Figure 4 (10 seeds, grid-searched step sizes; numbers only as plots): stocBiO reaches "
               "the lowest training and test loss fastest; the gap is larger for smaller p; TTSA converges slowly "
@@ -180,8 +181,8 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     for p in cfg.corruptions:
         plot_curves([c for c in curves if c["p"] == p], ctx.out / f"test_vs_time_p{p:g}.png",
                     f"Hypercleaning on {'MNIST' if real else 'digits'}, corruption p = {p:g}")
-    smoke = smoke_note(cfg, TINY)
-    paper = paper_note(PAPER_NOTE, "Paper 004 Figure 4", "MNIST", real, smoke)
+    smoke = smoke_note(cfg)
+    paper = paper_note(PAPER_NOTE, "Paper 004 Figure 4", "MNIST", real, cfg.smoke)
     protocol = (f"T = {cfg.inner_steps} inner steps (lr {cfg.inner_lr}; BSA/TTSA {cfg.single_sample_inner_lr}), "
                 f"warm-started by every method that carries its iterate, outer Adam (lr {cfg.outer_lr}), C_r = "
                 f"{cfg.l2}; methods {', '.join(methods)}.")

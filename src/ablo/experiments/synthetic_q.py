@@ -43,7 +43,7 @@ from ..results import save_figure, write_csv, write_markdown, write_summary
 from ..theory import bias_variance, cost_model, q_star
 from . import Experiment, RunContext, register
 from . import counterexample
-from ._notes import smoke_note
+from ._notes import smoke_note, smoke_option
 from .config import ConfigError, ExperimentConfig, option
 
 NAME = "synthetic-q"
@@ -75,6 +75,7 @@ class Config(ExperimentConfig):
     theta0_range: tuple[float, ...] = option((-50.0, 50.0), "θ_0 ~ U(lo, hi): lo, hi")
     target: float = option(0.05, "target of sqrt(E|∂M/∂θ|²)", low=0, low_open=True)
     record_every: int = option(10, "outer steps between recorded gradient norms", low=1)
+    smoke: bool = smoke_option()
 
     def validate(self):
         for key in ("a", "b"):
@@ -88,16 +89,16 @@ class Config(ExperimentConfig):
             raise ConfigError(f"record_every: {self.record_every} exceeds outer_steps = {self.outer_steps}")
 
 
-TINY = dict(seeds=(0, 1), outer_steps=30, n_alpha=2, q_grid_range=(0.1, 1.0), q_grid_points=2, theta_grid_points=5,
-            record_every=5)
+TINY = dict(smoke=True, seeds=(0, 1), outer_steps=30, n_alpha=2, q_grid_range=(0.1, 1.0), q_grid_points=2,
+            theta_grid_points=5, record_every=5)
 
 
 def make_problem(r: int):
     """V(θ) = θ, L_in = α f_i(φ) stepped with unit GD (= GD of size α on f_i), L_out = f_i(φ);
     a task is (a_i, b_i, A, α)."""
     f = counterexample.piecewise_f
-    return BilevelProblem(lambda theta, phi, task: task[3] * f(phi, task[:3]), lambda theta, phi, task: f(phi, task[:3]),
-                          gd(1.0), int(r))
+    return BilevelProblem(lambda theta, phi, task: task[3] * f(phi, task[:3]),
+                          lambda theta, phi, task: f(phi, task[:3]), gd(1.0), int(r))
 
 
 def make_tasks(a, b, A, alpha):
@@ -202,7 +203,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     write_csv(ctx.out / "d2_v2.csv", [{k: r[k] for k in ("alpha", "D2", "V2", "q_theory", "q_grid")} for r in rows])
     _write_figures(ctx.out, rows, alphas, i_curve, qs[ng:], rms[i_curve, ng:], calls[i_curve, ng:], target)
     c = rows[i_curve]
-    notes = (smoke_note(cfg, TINY) + f"C_det = {c_det}, C_rnd = {c_rnd} (C1 = {cfg.C1}, C2 = {cfg.C2}), eps = "
+    notes = (smoke_note(cfg) + f"C_det = {c_det}, C_rnd = {c_rnd} (C1 = {cfg.C1}, C2 = {cfg.C2}), eps = "
              f"{cfg.eps}; target sqrt(E|dM/dθ|²) <= {target}; {len(cfg.seeds)} seeds, {steps} steps, γ_k = "
              f"{cfg.gamma0}/(k+1). At α = {alphas[i_curve]:.4g}: expected function calls to the target: q = 0: "
              f"{c['calls_to_target_q0']}, q* = {c['q_theory']:.4f}: {c['calls_to_target_qstar']}, q = 1: "
