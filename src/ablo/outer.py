@@ -430,6 +430,6 @@ def raise_if_diverged(metrics, label: str) -> None:
     index = tuple(bad)
     cause = next((c for c in CAUSES if np.atleast_1d(np.asarray(metrics[f"bad_{c}"]))[index]), "hypergradient")
     step = int(index[-1]) + 1
-    where = f" (run {index[:-1]})" if len(index) > 1 else ""
+    where = f" (run {tuple(int(i) for i in index[:-1])})" if len(index) > 1 else ""
     raise Diverged(f"outer step {step} of {label}{where}: the {cause.replace('_', ' ')} is not finite; likely cause: "
                    f"{advice(cause)}", step, label, None, cause)
