@@ -65,7 +65,7 @@ class AdaptiveUFOM(Estimator):
     name: ClassVar[str] = "adaptive-ufom"
     random_branch: ClassVar[bool] = True
     traced: ClassVar[tuple] = ("beta", "q_min", "d2_scale", "eps")
-    needs_state: ClassVar[str] = ("its q comes from statistics carried from call to call (eq. 22-24); use the explicit "
+    not_in_solve: ClassVar[str] = ("its q comes from statistics carried from call to call (eq. 22-24); use the explicit "
                                   "API (ablo.hypergradient_batch with state), or ablo.UFOM with a q you compute "
                                   "yourself (q may be traced)")
 

@@ -131,9 +131,9 @@ class Estimator:
     random_branch: ClassVar[bool] = False
     #: Numeric fields that may be traced arrays (pytree children); all other fields are static.
     traced: ClassVar[Tuple[str, ...]] = ()
-    #: Non-empty when the estimator cannot run inside ``ablo.solve`` (it needs its state carried
-    #: from one call to the next): the reason, shown in solve's ValueError.
-    needs_state: ClassVar[str] = ""
+    #: Non-empty when the estimator cannot run inside ``ablo.solve`` (e.g. it needs its state
+    #: carried from one call to the next): the reason, shown in solve's ValueError.
+    not_in_solve: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
