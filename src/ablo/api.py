@@ -39,13 +39,21 @@ def _check(problem, estimator, on_nonfinite) -> None:
     estimator.check(problem)
 
 
-def _finite_or_raise(estimator, c, on_nonfinite) -> None:
+def _run(problem, estimator, method: str, theta, tasks, task, state, key, on_nonfinite):
+    """Validate (``task`` is one task of ``tasks``), fill in the defaults, call ``estimator.<method>``."""
+    _check(problem, estimator, on_nonfinite)
+    problem.validate(theta, task)
+    key = jax.random.PRNGKey(0) if key is None else key
+    if state is None:
+        state = estimator.init(problem, theta, task)
+    g, state, c = _compiled(problem, method)(estimator, theta, tasks, state, key)
     if on_nonfinite == "raise":
         if is_traced(c.nonfinite):
             raise ValueError("on_nonfinite='raise' reads the result on the host and cannot run under jit/vmap/grad; "
                              "pass on_nonfinite='flag' and read cost.nonfinite")
         if bool(c.nonfinite):
             raise NonFiniteHypergradient(f"{estimator.name}: the hypergradient is not finite; {NONFINITE_ADVICE}")
+    return g, state, c
 
 
 def hypergradient(problem: BilevelProblem, estimator: Estimator, theta, task=None, state=None, key=None,
@@ -56,14 +64,7 @@ def hypergradient(problem: BilevelProblem, estimator: Estimator, theta, task=Non
     ``on_nonfinite``: "raise" (default) raises NonFiniteHypergradient with advice when the
     estimate holds NaN/inf (a host sync); "flag" returns it with ``cost.nonfinite`` set.
     Compiled once per problem (the estimator's traced settings such as q are arguments)."""
-    _check(problem, estimator, on_nonfinite)
-    problem.validate(theta, task)
-    key = jax.random.PRNGKey(0) if key is None else key
-    if state is None:
-        state = estimator.init(problem, theta, task)
-    g, state, c = _compiled(problem, "estimate")(estimator, theta, task, state, key)
-    _finite_or_raise(estimator, c, on_nonfinite)
-    return g, state, c
+    return _run(problem, estimator, "estimate", theta, task, task, state, key, on_nonfinite)
 
 
 def hypergradient_batch(problem: BilevelProblem, estimator: Estimator, theta, tasks, state=None, key=None,
@@ -78,15 +79,8 @@ def hypergradient_batch(problem: BilevelProblem, estimator: Estimator, theta, ta
     ``estimator.init`` at the first task and is shared by the batch (``Estimator.estimate_batch``);
     ``key`` defaults to ``PRNGKey(0)``. Cost: n times one task's (random-branch estimators run
     the tasks with ``lax.map`` so an undrawn exact branch is really skipped)."""
-    _check(problem, estimator, on_nonfinite)
     first = jax.tree_util.tree_map(lambda x: x[0], tasks)
-    problem.validate(theta, first)
-    key = jax.random.PRNGKey(0) if key is None else key
-    if state is None:
-        state = estimator.init(problem, theta, first)
-    g, state, c = _compiled(problem, "estimate_batch")(estimator, theta, tasks, state, key)
-    _finite_or_raise(estimator, c, on_nonfinite)
-    return g, state, c
+    return _run(problem, estimator, "estimate_batch", theta, tasks, first, state, key, on_nonfinite)
 
 
 def objective(problem: BilevelProblem):
