@@ -91,6 +91,8 @@ def test_a_sweep_over_q_compiles_once():
     np.testing.assert_allclose(swept, np.stack(separate), rtol=0, atol=1e-12)
     # different q really change the estimate with this key (ξ = 1 for the larger q)
     assert len({tuple(np.round(np.asarray(s), 12)) for s in separate}) > 1
+    for q, g in zip(qs, separate):  # and each equals the explicit API's draw with the same key
+        np.testing.assert_allclose(g, flat(ablo.hypergradient(p, ablo.UFOM(q=q), THETA, TASK, key=key)[0]), atol=1e-10)
 
 
 def test_a_sweep_over_inner_step_sizes_compiles_once():
