@@ -17,7 +17,7 @@ from .linear_solvers import CG, FixedPoint, Neumann
 from .meta import Reptile
 from .outer import Budget, RunResult
 from .problem import BilevelProblem, constant_init, identity_init
-from .solve import cost_meter, solve
+from .solve_vjp import cost_meter, solve
 
 __version__ = "0.1.0"
 
