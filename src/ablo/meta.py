@@ -121,6 +121,8 @@ class Reptile(Estimator):
 
     task_map: Optional[Callable[[Any], Any]] = None
     name: ClassVar[str] = "reptile"
+    not_in_solve: ClassVar[str] = ("its direction θ − φ_r is not a derivative of any outer loss; use ablo.hypergradient "
+                                  "or ablo.outer.run")
 
     def __post_init__(self):
         if self.task_map is not None and not callable(self.task_map):

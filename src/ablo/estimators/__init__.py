@@ -37,4 +37,6 @@ from ..meta import Reptile  # noqa: E402 - ablo.meta builds on .base, imported a
 register("reptile", Reptile, "Reptile direction theta - phi_r, MAML-form problems only (Nichol et al. 2018; 002 §5)")
 
 __all__ = ["Estimator", "ExactUnrolled", "Reverse", "Recompute", "Checkpointed", "Forward", "Truncated", "FOM",
-           "UFOM", "AdaptiveUFOM", "Debiased", "REGISTRY", "register", "get", "parse", "spec_of"]
+           "UFOM", "AdaptiveUFOM", "Debiased", "AID", "HOAG", "aid_cg", "aid_neumann", "aid_fp", "StocBiO", "BSA",
+           "TTSA", "Reptile", "WarmStart", "make_adaptive", "make_debiased", "REGISTRY", "register", "get", "parse",
+           "spec_of"]

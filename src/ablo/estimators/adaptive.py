@@ -27,6 +27,7 @@ from typing import Any, ClassVar, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
+from ..checks import check_number
 from ..cost import batch_total
 from ..theory import cost_model, q_star_array
 from .base import Estimator, tree_map, tree_sq_norm, tree_sub
@@ -45,15 +46,11 @@ class AdaptiveState(NamedTuple):
     cheap: Any = ()
 
 
-def _check_unit(name, x, lo_open, hi_closed):
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not lo_open < float(x) <= hi_closed:
-        raise ValueError(f"{name} must be in ({lo_open}, {hi_closed}]; got {x!r}")
-
-
 @dataclass(frozen=True)
 class AdaptiveUFOM(Estimator):
     """UFOM with q adapted online (paper 000 eq. 22-24). Defaults: β = 0.99, q_min = 0.05,
-    d2_scale = 0.1 (§5.2), ε = 0, unit costs C1 = C2 = 1."""
+    d2_scale = 0.1 (§5.2), ε = 0, unit costs C1 = C2 = 1. β, q_min, d2_scale and ε may be traced;
+    the costs are static."""
 
     beta: float = 0.99
     q_min: float = 0.05
@@ -67,18 +64,20 @@ class AdaptiveUFOM(Estimator):
     cheap: Optional[Estimator] = None
     name: ClassVar[str] = "adaptive-ufom"
     random_branch: ClassVar[bool] = True
+    traced: ClassVar[tuple] = ("beta", "q_min", "d2_scale", "eps")
+    not_in_solve: ClassVar[str] = ("its q comes from statistics carried from call to call (eq. 22-24); use the explicit "
+                                  "API (ablo.hypergradient_batch with state), or ablo.UFOM with a q you compute "
+                                  "yourself (q may be traced)")
 
     def __post_init__(self):
-        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not 0.0 < self.beta < 1.0:
-            raise ValueError(f"beta (smoothing constant) must be in (0, 1); got {self.beta!r}")
-        _check_unit("q_min", self.q_min, 0.0, 1.0)
-        _check_unit("d2_scale", self.d2_scale, 0.0, float("inf"))
-        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0.0 <= self.eps < 0.5:
-            raise ValueError(f"eps must be in [0, 0.5); got {self.eps!r}")
+        check_number("beta (smoothing constant)", self.beta, 0, 1, lo_open=True)
+        check_number("q_min", self.q_min, 0, 1, lo_open=True, hi_open=False)
+        check_number("d2_scale", self.d2_scale, 0, float("inf"), lo_open=True, hi_open=False)
+        check_number("eps", self.eps, 0, 0.5)
         for name in ("C1", "C2", "C_det", "C_rnd"):
             v = getattr(self, name)
             if v is not None:
-                _check_unit(name, v, 0.0, float("inf"))
+                check_number(name, v, 0, float("inf"), lo_open=True, hi_open=False)
         if self.cheap is None:
             check_exact(self.exact)
         else:

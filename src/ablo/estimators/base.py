@@ -20,6 +20,8 @@ b_θ = ∂L_out/∂θ, b_s = (∂φ/∂s)ᵀ ∂L_out/∂φ at s_r, and ends wit
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar, Tuple
 
@@ -96,14 +98,46 @@ def with_finite_flag(grad, c: Cost, *more) -> Cost:
     return c._replace(nonfinite=jnp.logical_or(c.nonfinite, is_nonfinite((grad, more))))
 
 
+def _flatten(est):
+    """Children: the fields named in ``traced`` and the fields holding estimators; the rest is static."""
+    names = [f.name for f in dataclasses.fields(est)]
+    data = tuple(n for n in names if n in est.traced or isinstance(getattr(est, n), Estimator))
+    meta = tuple((n, getattr(est, n)) for n in names if n not in data)
+    return [getattr(est, n) for n in data], (data, meta)
+
+
+def _unflatten(cls, aux, children):
+    """Rebuild without ``__init__``: JAX unflattens with placeholders (None, object()) that
+    ``__post_init__``'s validation would reject; validation runs when the user builds the value."""
+    data, meta = aux
+    est = object.__new__(cls)
+    for name, value in (*meta, *zip(data, children)):
+        object.__setattr__(est, name, value)
+    return est
+
+
 @dataclass(frozen=True)
 class Estimator:
-    """Base class. Subclasses set ``name`` and implement ``estimate``."""
+    """Base class. Subclasses set ``name`` and implement ``estimate``.
+
+    Every estimator is a pytree: the numeric settings named in ``traced`` (e.g. UFOM's q) and
+    nested estimators are its children, everything else (K, M, solvers, names) is static. So
+    an estimator can be an argument of a jitted function, built from traced values, or
+    vmapped over: a sweep over q compiles once, while K or M select another compilation."""
 
     name: ClassVar[str] = "estimator"
     #: True when the estimate draws a random branch (UFOM): batches then use lax.map, so the
     #: expensive branch is really skipped when not drawn (vmap would compute both sides).
     random_branch: ClassVar[bool] = False
+    #: Numeric fields that may be traced arrays (pytree children); all other fields are static.
+    traced: ClassVar[Tuple[str, ...]] = ()
+    #: Non-empty when the estimator cannot run inside ``ablo.solve`` (e.g. it needs its state
+    #: carried from one call to the next): the reason, shown in solve's ValueError.
+    not_in_solve: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_node(cls, _flatten, functools.partial(_unflatten, cls))
 
     def init(self, problem: BilevelProblem, theta, task) -> Any:
         return ()

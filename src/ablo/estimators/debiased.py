@@ -20,6 +20,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from ..checks import check_number
 from ..cost import cost
 from .base import Estimator, tree_add, tree_scale, tree_sub, with_finite_flag
 from .first_order import first_order
@@ -27,10 +28,9 @@ from .unrolled import ExactUnrolled, Recompute, Reverse, Truncated
 
 
 def check_q(q) -> None:
-    # Python compares ints and floats exactly: no float(q), which overflows on huge ints
-    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < q <= 1.0:
-        raise ValueError(f"q (probability of the exact branch) must be in (0, 1]; got {q!r}. "
-                         "q = 1 is the exact estimator; use FOM for q = 0.")
+    """ValueError unless q ∈ (0, 1]; q may be an array (all values checked) or traced (unchecked)."""
+    check_number("q (probability of the exact branch)", q, 0, 1, lo_open=True, hi_open=False,
+                 hint=". q = 1 is the exact estimator; use FOM for q = 0.")
 
 
 def check_exact(exact) -> None:
@@ -69,12 +69,14 @@ def ufom_step(problem, theta, task, exact: ExactUnrolled, q, key):
 
 @dataclass(frozen=True)
 class UFOM(Estimator):
-    """UFOM with a fixed q ∈ (0, 1] (paper 000 Alg. 4)."""
+    """UFOM with a fixed q ∈ (0, 1] (paper 000 Alg. 4). q may be a traced array (a sweep over q
+    compiles once)."""
 
     q: float = 0.1
     exact: ExactUnrolled = field(default_factory=Recompute)
     name: ClassVar[str] = "ufom"
     random_branch: ClassVar[bool] = True
+    traced: ClassVar[tuple] = ("q",)
 
     def __post_init__(self):
         check_q(self.q)
@@ -121,13 +123,14 @@ def debiased_step(problem, theta, task, cheap: Estimator, cheap_state, exact: Es
 class Debiased(Estimator):
     """Any cheap estimator debiased by an exact one with probability q (beyond paper 000: its
     Alg. 4 with G_FO replaced by G_cheap). E[G] = E[G_exact]; expected cost = cheap's + q·exact's.
-    The state is the cheap estimator's state (e.g. an AID warm start)."""
+    The state is the cheap estimator's state (e.g. an AID warm start). q may be traced."""
 
     cheap: Estimator = field(default_factory=lambda: Truncated(K=1))
     q: float = 0.1
     exact: Estimator = field(default_factory=Recompute)
     name: ClassVar[str] = "debiased"
     random_branch: ClassVar[bool] = True
+    traced: ClassVar[tuple] = ("q",)
 
     def __post_init__(self):
         check_q(self.q)

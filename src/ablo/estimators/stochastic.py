@@ -242,6 +242,8 @@ class BSA(_SingleSample):
     t0: float = 1.0
     power: float = 0.5
     name: ClassVar[str] = "bsa"
+    not_in_solve: ClassVar[str] = ("its inner step count T_k grows with the outer step k held in its state; use "
+                                  "ablo.hypergradient_batch with state")
 
     def __post_init__(self):
         super().__post_init__()
@@ -275,6 +277,8 @@ class TTSA(_SingleSample):
     then the hypergradient at (x_k, y_{k+1}) as in BSA. Cost: 2 gradients, p + 1 HVPs."""
 
     name: ClassVar[str] = "ttsa"
+    not_in_solve: ClassVar[str] = ("its inner iterate is its state, advanced one step per call; use "
+                                  "ablo.hypergradient_batch with state")
 
     def init(self, problem, theta, task):
         return StochasticState(problem.initial_state(theta, task), jnp.asarray(0, jnp.int32))
