@@ -67,6 +67,7 @@ class WarmStart(Estimator):
         self.base.check(problem)
 
     def init(self, problem, theta, task):
+        """y_0 = params(s_0) from the problem's own start V(θ, T), and the base's state."""
         phi = problem.optimizer.params(problem.initial_state(theta, task))
         return WarmState(phi, self.base.init(problem, theta, task))
 
@@ -74,6 +75,8 @@ class WarmStart(Estimator):
         return self.base.describe_state(state.base)
 
     def estimate(self, problem, theta, task, state, key):
+        """The base's estimate on the problem started at the carried y_{k−1}^T; the new state
+        carries this call's y_k^T."""
         self.check(problem)
         warm = dataclasses.replace(problem, init=constant_init(state.phi))
         if isinstance(self.base, ExactUnrolled):
