@@ -32,7 +32,7 @@ NOT_YET_DOCUMENTED = {
     "ablo.estimators.base.tree_sub", "ablo.estimators.base.zero_cost",
     "ablo.estimators.debiased.Debiased.estimate", "ablo.estimators.debiased.Debiased.init",
     "ablo.estimators.debiased.UFOM.estimate", "ablo.estimators.debiased.check_estimator",
-    "ablo.estimators.debiased.check_exact", "ablo.estimators.debiased.check_q",
+    "ablo.estimators.debiased.check_exact",
     "ablo.estimators.first_order.FOM", "ablo.estimators.first_order.FOM.estimate",
     "ablo.estimators.implicit.AID.estimate", "ablo.estimators.implicit.AID.init",
     "ablo.estimators.implicit.AID.solve", "ablo.estimators.implicit.HOAG.solve",
