@@ -21,9 +21,9 @@ At α = ``alpha_curve`` (0.01) the same runs give convergence curves for q = 0 (
 Implementation: α enters as a field of the task (inner loss α f_i with unit GD step, identical
 dynamics), so for one q every (α, seed) run is a lane of one jitted ``outer.scan`` of
 ``outer.make_step`` (optax SGD with γ_k = γ0/(k+1)), vmapped over α and seeds; UFOM's random
-branch is computed on every lane there but counted only when drawn. The q values run in a Python
-loop, one compilation each, because the registered UFOM takes q as a static option (a traced q
-would let one vmap cover them too).
+branch is computed on every lane there but counted only when drawn. The q values > 0 are one
+more vmapped axis (q is a traced value of ``UFOM(q=...)``): the whole grid compiles once; q = 0
+is FOM, run apart.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import estimators, outer
-from ..estimators import FOM, Reverse
+from ..estimators import FOM, UFOM, Reverse
 from ..inner import gd
 from ..problem import BilevelProblem
 from ..results import save_figure, write_csv, write_markdown, write_summary
@@ -117,12 +117,9 @@ def measure_d2_v2(problem, task_sets, thetas):
                                            axis=0)) for fo, ex in zip(g_fo, g_ex)]
 
 
-def expected_curves(problem, estimator, task_sets, theta0, keys, cfg: Config, label: str):
-    """Outer SGD with ``estimator`` (one task per step, γ_k = γ0/(k+1)) for every α (task set,
-    axis 0) and seed (``theta0``, ``keys``): ``outer.make_step`` under ``outer.scan``, vmapped
-    over both, one jit. Returns sqrt(mean over seeds of |∂M/∂θ(θ_k)|²) and the mean cumulative
-    function calls at k = every, 2·every, ..., each (n_alpha, steps // every);
-    :class:`ablo.outer.Diverged` names the first non-finite step."""
+def _curves(problem, estimator, task_sets, theta0, keys, cfg: Config):
+    """Traceable part of :func:`expected_curves`: |∂M/∂θ(θ_k)| and cumulative calls every
+    ``record_every`` steps for every α (axis 0) and seed (axis 1), and the divergence flags."""
     every = cfg.record_every
     steps = every * (cfg.outer_steps // every)
 
@@ -133,10 +130,35 @@ def expected_curves(problem, estimator, task_sets, theta0, keys, cfg: Config, la
         flags = {k: v for k, v in m.items() if k == "nonfinite" or k.startswith("bad_")}
         return gn, jnp.cumsum(m["function_calls"])[every - 1::every], flags
 
-    per_seed = jax.vmap(one, in_axes=(None, 0, 0))
-    gn, calls, flags = jax.jit(jax.vmap(per_seed, in_axes=(0, None, None)))(task_sets, theta0, keys)
+    return jax.vmap(jax.vmap(one, in_axes=(None, 0, 0)), in_axes=(0, None, None))(task_sets, theta0, keys)
+
+
+def _summarise(gn, calls, flags, label):
     outer.raise_if_diverged(flags, label)
-    return np.sqrt(np.mean(np.asarray(gn) ** 2, axis=1)), np.mean(np.asarray(calls, float), axis=1)
+    return np.sqrt(np.mean(np.asarray(gn) ** 2, axis=-2)), np.mean(np.asarray(calls, float), axis=-2)
+
+
+def expected_curves(problem, estimator, task_sets, theta0, keys, cfg: Config, label: str):
+    """Outer SGD with ``estimator`` (one task per step, γ_k = γ0/(k+1)) for every α (task set,
+    axis 0) and seed (``theta0``, ``keys``): ``outer.make_step`` under ``outer.scan``, vmapped
+    over both, one jit. Returns sqrt(mean over seeds of |∂M/∂θ(θ_k)|²) and the mean cumulative
+    function calls at k = every, 2·every, ..., each (n_alpha, steps // every);
+    :class:`ablo.outer.Diverged` names the first non-finite step."""
+    run = jax.jit(lambda: _curves(problem, estimator, task_sets, theta0, keys, cfg))
+    return _summarise(*run(), label)
+
+
+def ufom_sweep(problem, qs, task_sets, theta0, keys, cfg: Config, label: str):
+    """:func:`expected_curves` of UFOM for every q in ``qs`` at once: q is a traced value of
+    ``UFOM(q=...)``, vmapped, so the whole sweep compiles once. Under vmap UFOM's branch on ξ
+    becomes a select (both branches computed, the estimates and counts unchanged). Returns arrays
+    of shape (n_alpha, n_q, records)."""
+    sweep = jax.jit(jax.vmap(lambda q: _curves(problem, UFOM(q=q), task_sets, theta0, keys, cfg)))
+    gn, calls, flags = sweep(jnp.asarray(qs, jnp.result_type(float)))
+    for i, q in enumerate(qs):  # name the first diverging q as its spec
+        outer.raise_if_diverged(jax.tree_util.tree_map(lambda x: x[i], flags), f"{label}:q={float(q)!r}")
+    rms, calls = _summarise(gn, calls, flags, label)
+    return np.moveaxis(rms, 0, 1), np.moveaxis(calls, 0, 1)
 
 
 def calls_to_target(rms, calls, target):
@@ -170,16 +192,17 @@ def run(cfg: Config, ctx: RunContext) -> dict:
         k_theta)
     every, target = cfg.record_every, cfg.target
     steps = every * (cfg.outer_steps // every)
-    rms, calls = [], []
-    with ctx.progress(f"{NAME}: SGD runs over q", len(qs)) as advance:
-        for q in qs:
-            spec = "fom" if q == 0 else f"ufom:q={float(q)!r}"
-            rq, cq = expected_curves(problem, estimators.parse(spec), task_sets, theta0, run_keys, cfg,
-                                     f"{NAME} {spec}")
-            rms.append(rq)
-            calls.append(cq)
-            advance()
-    rms, calls = np.stack(rms, axis=1), np.stack(calls, axis=1)  # (n_alpha, n_q, records)
+    with ctx.progress(f"{NAME}: SGD runs over q (one vmapped sweep) and q = 0", 2) as advance:
+        positive = qs > 0
+        rms_q, calls_q = ufom_sweep(problem, qs[positive], task_sets, theta0, run_keys, cfg, f"{NAME} ufom")
+        advance()
+        rms_0, calls_0 = expected_curves(problem, estimators.parse("fom"), task_sets, theta0, run_keys, cfg,
+                                         f"{NAME} fom")
+        advance()
+    shape = (len(alphas), len(qs), rms_q.shape[-1])
+    rms, calls = np.empty(shape), np.empty(shape)  # (n_alpha, n_q, records)
+    rms[:, positive], calls[:, positive] = rms_q, calls_q
+    rms[:, ~positive], calls[:, ~positive] = rms_0[:, None], calls_0[:, None]
     ng = len(q_grid_values)
     rows, grid_rows = [], []
     for i, al in enumerate(alphas):
