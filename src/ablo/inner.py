@@ -33,6 +33,9 @@ StepSize = Union[float, Callable[..., Any]]
 
 
 class InnerOptimizer(NamedTuple):
+    """Inner dynamics Ξ as three pure functions (see the module docstring): ``init(φ_0) -> s``,
+    ``update(g, s, θ, t) -> s`` with g = ∂L_in/∂φ at ``params(s)``, ``params(s) -> φ``."""
+
     init: Callable[[Any], Any]
     update: Callable[[Any, Any, Any, Any], Any]
     params: Callable[[Any], Any]

@@ -81,6 +81,7 @@ class Budget:
         _positive("Budget.seconds", self.seconds, integer=False)
 
     def exhausted(self, steps: int, function_calls: float, seconds: float) -> bool:
+        """True when any of the counts given has reached its limit."""
         return ((self.steps is not None and steps >= self.steps)
                 or (self.function_calls is not None and function_calls >= self.function_calls)
                 or (self.seconds is not None and seconds >= self.seconds))
