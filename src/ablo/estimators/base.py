@@ -57,10 +57,29 @@ def outer_cotangents(problem: BilevelProblem, theta, s_r, task):
 
 
 def step_vjp(problem: BilevelProblem, theta, s_prev, t, task, b_theta, b_s):
-    """One reverse step of eq. 6 at s_prev = s_{t}: one HVP."""
-    _, vjp = jax.vjp(lambda th, s: problem.step(th, s, t, task), theta, s_prev)
-    d_theta, b_s = vjp(b_s)
-    return tree_add(b_theta, d_theta), b_s
+    """One reverse step of eq. 6 at s_prev = s_t, in mixed mode (Kemaev et al. 2025, MixFlow-MG):
+    one gradient evaluation and one HVP.
+
+    With the step split as s_{t+1} = update(g, s_t, θ, t), g = ∂L_in/∂φ at φ = params(s_t):
+
+    * the VJP of ``update`` (first order, no second derivatives) sends b_s to
+      (v, b_s', b_θ') = (∂update/∂(g, s, θ))ᵀ b_s;
+    * the second-order part uses the symmetry of ∇²L_in: (∂g/∂φ)ᵀ v = ∇²_φφ L v and
+      (∂g/∂θ)ᵀ v = ∇²_θφ L v = ∂/∂ε ∇_θ L(θ, φ + εv), so both are one forward-over-reverse product
+      ``jvp(grad_(θ,φ) L_in)`` along (0, v), which keeps no tape of the gradient's own backward pass
+      (reverse-over-reverse, ``vjp`` of a step that calls ``grad``, does).
+
+    For GD this is b_s ← b_s − α H b_s, b_θ += −α ∇²_θφ L b_s (+ the step size's own term).
+    Returns (b_θ + (∂Ξ/∂θ)ᵀ b_s, (∂Ξ/∂s)ᵀ b_s)."""
+    opt = problem.optimizer
+    phi, lift = jax.vjp(opt.params, s_prev)
+    g = jax.grad(problem.inner_loss, argnums=1)(theta, phi, task)
+    _, update_vjp = jax.vjp(lambda g_, s_, th: opt.update(g_, s_, th, t), g, s_prev, theta)
+    v, d_s, d_theta = update_vjp(b_s)
+    grads = jax.grad(problem.inner_loss, argnums=(0, 1))
+    _, (h_theta, h_phi) = jax.jvp(lambda ph: grads(theta, ph, task), (phi,), (v,))
+    (h_s,) = lift(h_phi)
+    return tree_add(b_theta, tree_add(d_theta, h_theta)), tree_add(d_s, h_s)
 
 
 def finish(problem: BilevelProblem, theta, task, b_theta, b_s0):
@@ -82,12 +101,13 @@ def reverse_over(problem, theta, task, states, first_t: int, b_theta, b_s):
     return b_theta, b_s
 
 
-def run_storing(problem, theta, task, s, start: int, stop: int):
-    """Run steps start..stop−1 from s, returning the final state and the stacked inputs."""
+def run_storing(problem, theta, task, s, start, count: int):
+    """Run ``count`` steps start..start+count−1 from s (``start`` may be traced), returning the
+    final state and the stacked inputs s_start..s_{start+count−1}."""
     def body(s, t):
         return problem.step(theta, s, t, task), s
 
-    return jax.lax.scan(body, s, jnp.arange(start, stop))
+    return jax.lax.scan(body, s, start + jnp.arange(count))
 
 
 def with_finite_flag(grad, c: Cost, *more) -> Cost:

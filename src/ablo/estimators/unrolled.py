@@ -4,14 +4,14 @@
 All reverse-mode members share one backward recursion (``base.step_vjp``) and differ only in
 how they get the state s_{j−1} that step j's VJP needs:
 
-=====================  ===================  =========================  ===============
-estimator              s_{j−1} from          gradient evaluations        states held
-=====================  ===================  =========================  ===============
-``Reverse``            stored array          r + 1                      r
-``Recompute``          re-run from s_0       r + 1 + r(r−1)/2           1
-``Checkpointed(M)``    nearest checkpoint    r + 1 + Σ_t (t mod c)      M  (c = ⌈r/M⌉)
-``Truncated(K)``       stored last K         r + 1                      K
-=====================  ===================  =========================  ===============
+=====================  ===================  ==========================  ================
+estimator              s_{j−1} from          gradient evaluations         states held
+=====================  ===================  ==========================  ================
+``Reverse``            stored array          r + 1                        r
+``Recompute``          re-run from s_0       r + 1 + r(r−1)/2             1
+``Checkpointed(M)``    segment buffer        r + 1 + (m−1)(c−1) ≤ 2r + 1  ≈ M + r/M (c = ⌈r/M⌉)
+``Truncated(K)``       stored last K         r + 1                        K
+=====================  ===================  ==========================  ================
 
 Each does r HVPs (K for ``Truncated``) and one JVP of V. ``Forward`` is forward mode
 (eq. 7): it pushes dim θ tangents through every step and holds a dim θ × dim φ Jacobian.
@@ -61,15 +61,30 @@ class ExactUnrolled(Estimator):
 @dataclass(frozen=True)
 class Reverse(ExactUnrolled):
     """RMD: store s_0..s_{r−1}, then sweep back (paper 000 Alg. 2; paper 001 eq. 6).
-    Time O(r), memory O(r)."""
+    Time O(r), memory O(r).
 
+    ``store="states"`` (default) keeps the r states only and recomputes each step's gradient
+    inside its mixed-mode VJP (``base.step_vjp``); ``store="residuals"`` is plain ``jax.vjp``
+    through a ``lax.scan`` of the steps, which keeps every step's residuals (the activations of
+    the inner loss and of its gradient). See ``MEASURED`` below for when each wins."""
+
+    store: str = "states"
     name: ClassVar[str] = "reverse"
 
+    def __post_init__(self):
+        if self.store not in ("states", "residuals"):
+            raise ValueError(f"store must be 'states' or 'residuals'; got {self.store!r}")
+
     def forward(self, problem, theta, task):
+        if self.store == "residuals":
+            return jax.vjp(lambda th: problem.run(th, task), theta)
         return run_storing(problem, theta, task, problem.initial_state(theta, task), 0, problem.steps)
 
-    def backward(self, problem, theta, task, states, b_theta, b_s):
-        b_theta, b_s = reverse_over(problem, theta, task, states, 0, b_theta, b_s)
+    def backward(self, problem, theta, task, aux, b_theta, b_s):
+        if self.store == "residuals":
+            (d_theta,) = aux(b_s)
+            return tree_add(b_theta, d_theta)
+        b_theta, b_s = reverse_over(problem, theta, task, aux, 0, b_theta, b_s)
         return finish(problem, theta, task, b_theta, b_s)
 
     def backward_cost(self, r):
@@ -103,9 +118,16 @@ class Recompute(ExactUnrolled):
 
 @dataclass(frozen=True)
 class Checkpointed(ExactUnrolled):
-    """Exact with M checkpoints every c = ⌈r/M⌉ steps (paper 001 Table 1). Step j's input is
-    recomputed from the nearest checkpoint below it: memory O(M) whatever r, time
-    r + 1 + Σ_{t<r} (t mod c) ≈ r + r²/(2M) gradient evaluations. ``M=None`` takes ⌈√r⌉."""
+    """Exact, two-level checkpointing (paper 001 Table 1, "checkpointing every √r steps"):
+    the loop is cut into m segments of c = ⌈r/M⌉ steps (the last one L = r − (m−1)c ≤ c steps).
+    The forward pass keeps the m − 1 states at the starts of the full segments and stores the
+    last segment's L states; the backward pass sweeps the last segment back, then for each
+    earlier segment recomputes its c − 1 inner states from its checkpoint into a buffer and
+    sweeps the buffer back.
+
+    Cost: r + 1 + (m − 1)(c − 1) ≤ 2r + 1 gradient evaluations, r HVPs, one JVP of V;
+    memory m − 1 + max(L, c − 1) ≈ M + r/M states. ``M=None`` takes ⌈√r⌉ (≈ 2√r states).
+    Everything runs in ``lax.scan``, so compile time does not depend on r."""
 
     M: int | None = None
     name: ClassVar[str] = "checkpointed"
@@ -115,7 +137,7 @@ class Checkpointed(ExactUnrolled):
             raise ValueError(f"M (number of checkpoints) must be an integer >= 1; got {self.M!r}")
 
     def layout(self, r: int):
-        """(checkpoints kept m, interval c)."""
+        """(segments m, segment length c); the last segment has r − (m − 1)c steps."""
         M = self.M if self.M is not None else max(1, int(np.ceil(np.sqrt(r))))
         c = -(-r // min(M, r))
         return -(-r // c), c
@@ -125,27 +147,35 @@ class Checkpointed(ExactUnrolled):
         m, c = self.layout(r)
 
         def segment(s, i):
-            return problem.run(theta, task, i * c, jnp.minimum((i + 1) * c, r), s), s
+            return problem.run(theta, task, i * c, (i + 1) * c, s), s
 
-        return jax.lax.scan(segment, problem.initial_state(theta, task), jnp.arange(m))
+        s_top, checkpoints = jax.lax.scan(segment, problem.initial_state(theta, task), jnp.arange(m - 1))
+        s_r, top = run_storing(problem, theta, task, s_top, (m - 1) * c, r - (m - 1) * c)
+        return s_r, (checkpoints, top)
 
-    def backward(self, problem, theta, task, checkpoints, b_theta, b_s):
+    def backward(self, problem, theta, task, aux, b_theta, b_s):
         r = problem.steps
         m, c = self.layout(r)
+        checkpoints, top = aux
+        carry = reverse_over(problem, theta, task, top, (m - 1) * c, b_theta, b_s)
 
-        def body(i, carry):
-            t = r - 1 - i
-            k = t // c
-            s_k = jax.tree_util.tree_map(lambda x: x[k], checkpoints)
-            s_prev = problem.run(theta, task, k * c, t, s_k)
-            return step_vjp(problem, theta, s_prev, t, task, *carry)
+        def segment(carry, x):
+            s_k, start = x
 
-        b_theta, b_s = jax.lax.fori_loop(0, r, body, (b_theta, b_s))
+            def body(s, t):
+                s = problem.step(theta, s, t, task)
+                return s, s
+
+            _, buffer = jax.lax.scan(body, s_k, start + jnp.arange(c - 1))  # s_{start+1..start+c−1}
+            carry = reverse_over(problem, theta, task, buffer, start + 1, *carry)
+            return step_vjp(problem, theta, s_k, start, task, *carry), None
+
+        (b_theta, b_s), _ = jax.lax.scan(segment, carry, (checkpoints, c * jnp.arange(m - 1)), reverse=True)
         return finish(problem, theta, task, b_theta, b_s)
 
     def backward_cost(self, r):
         m, c = self.layout(r)
-        return cost(grad_evals=sum(t % c for t in range(r)), hvps=r, jvps=1, states=m)
+        return cost(grad_evals=(m - 1) * (c - 1), hvps=r, jvps=1, states=m - 1 + max(r - (m - 1) * c, c - 1))
 
 
 @dataclass(frozen=True)
@@ -165,7 +195,7 @@ class Truncated(Estimator):
         self.check(problem)
         r, K = problem.steps, int(self.K)
         s = problem.run(theta, task, 0, r - K)
-        s_r, states = run_storing(problem, theta, task, s, r - K, r)
+        s_r, states = run_storing(problem, theta, task, s, r - K, K)
         b_theta, b_s = outer_cotangents(problem, theta, s_r, task)
         if K > 0:
             b_theta, b_s = reverse_over(problem, theta, task, states, r - K, b_theta, b_s)
