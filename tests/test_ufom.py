@@ -59,7 +59,7 @@ def test_cost_records_equal_the_analytic_counts():
     assert run(ablo.Truncated(K=4)) == (r + 1, 4, 1, 4)
     assert run(ablo.FOM()) == (r + 1, 0, 1, 1)
     n_theta = flat(theta).shape[0]
-    assert run(ablo.Forward()) == (r + 1, 0, (r + 1) * n_theta, n_theta)
+    assert run(ablo.Forward()) == (r + 1, 0, (r + 1) * n_theta, n_theta + 1)
 
 
 def test_ufom_cost_follows_proposition_1():

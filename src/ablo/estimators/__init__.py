@@ -11,6 +11,7 @@ from .first_order import FOM
 from .implicit import AID, HOAG, aid_cg, aid_fp, aid_neumann
 from .stochastic import BSA, TTSA, StocBiO
 from .unrolled import Checkpointed, ExactUnrolled, Forward, Recompute, Reverse, Truncated
+from .revolve import Binomial
 
 REGISTRY: Dict[str, Callable[..., Estimator]] = {}
 
@@ -31,6 +32,7 @@ def get(name: str, **options) -> Estimator:
 register("reverse", Reverse, "exact reverse mode through the stored unrolled loop (000 Alg. 2; 001 eq. 6)")
 register("recompute", Recompute, "exact, O(1) memory: states recomputed from phi_0 (000 §3)")
 register("checkpointed", Checkpointed, "exact with M checkpoints (default sqrt r), memory O(M) (001 Table 1)")
+register("binomial", Binomial, "exact with binomial checkpointing (revolve) in s stored states, default ceil(log2 r)")
 register("forward", Forward, "exact forward mode, FMD (001 eq. 7)")
 register("truncated", Truncated, "K-step truncated reverse, K-RMD (001 eq. 8)")
 register("fom", FOM, "first-order method, biased, O(1) memory (000 Alg. 3)")
@@ -48,5 +50,5 @@ from ..meta import Reptile  # noqa: E402 - ablo.meta builds on .base, imported a
 
 register("reptile", Reptile, "Reptile direction theta - phi_r, MAML-form problems only (Nichol et al. 2018; 002 §5)")
 
-__all__ = ["Estimator", "ExactUnrolled", "Reverse", "Recompute", "Checkpointed", "Forward", "Truncated", "FOM",
+__all__ = ["Estimator", "ExactUnrolled", "Reverse", "Recompute", "Checkpointed", "Binomial", "Forward", "Truncated", "FOM",
            "UFOM", "AdaptiveUFOM", "Debiased", "REGISTRY", "register", "get"]

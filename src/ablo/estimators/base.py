@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Tuple
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 
 from ..cost import Cost, batch_total, cost, is_nonfinite
@@ -89,6 +90,29 @@ def finish(problem: BilevelProblem, theta, task, b_theta, b_s0):
     return tree_add(b_theta, d_theta)
 
 
+def v_jvps(problem: BilevelProblem, theta, task) -> int:
+    """1 when the start φ_0 = V(θ, T) depends on θ, else 0: the number of JVPs of V that
+    ``finish`` is charged (paper 000 §5 counts gradient evaluations and HVPs; the product with a
+    constant V is identically zero and costs nothing). Static: ``constant_init`` marks itself,
+    any other ``init`` is traced once (shapes only) and its outputs checked for a data path
+    from θ."""
+    if getattr(problem.init, "theta_independent", False):
+        return 0
+    spec = lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+    closed = jax.make_jaxpr(problem.init)(*tree_map(spec, (theta, task)))
+    depends = set(closed.jaxpr.invars[:len(jax.tree_util.tree_leaves(theta))])
+    is_var = lambda v: isinstance(v, jax.extend.core.Var)
+    for eqn in closed.jaxpr.eqns:  # sub-jaxprs (loops, conds) conservatively: any input reaches all outputs
+        if any(is_var(v) and v in depends for v in eqn.invars):
+            depends.update(eqn.outvars)
+    return int(any(is_var(v) and v in depends for v in closed.jaxpr.outvars))
+
+
+def charge_v(c: Cost, problem: BilevelProblem, theta, task) -> Cost:
+    """``c`` with its JVPs of V dropped when V does not depend on θ (``v_jvps``)."""
+    return c._replace(jvps=c.jvps * v_jvps(problem, theta, task))
+
+
 def reverse_over(problem, theta, task, states, first_t: int, b_theta, b_s):
     """Reverse sweep over stored states s_{first_t}, ..., s_{first_t+K−1} (stacked on axis 0)."""
     n = jax.tree_util.tree_leaves(states)[0].shape[0]
@@ -133,6 +157,11 @@ class Estimator:
 
     def __call__(self, problem, theta, task, state, key):
         return self.estimate(problem, theta, task, state, key)
+
+    def expected_cost(self, r: int) -> Cost:
+        """The expected cost of one ``estimate`` call (one task) with r inner steps, from the
+        estimator's own counts; JVPs of V counted as if V depends on θ (``v_jvps``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no cost model")
 
     def describe_state(self, state) -> dict:
         """Scalars worth logging per outer step (e.g. {"q": ...}); host-side, after the step."""

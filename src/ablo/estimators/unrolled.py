@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..cost import cost
-from .base import (Estimator, finish, outer_cotangents, reverse_over, run_storing, step_vjp, tree_add,
+from .base import (Estimator, charge_v, finish, outer_cotangents, reverse_over, run_storing, step_vjp, tree_add, v_jvps,
                    with_finite_flag)
 
 
@@ -48,14 +48,18 @@ class ExactUnrolled(Estimator):
         """Cost of the backward half (static: it depends on r only)."""
         raise NotImplementedError
 
+    def expected_cost(self, r):
+        """The forward half's r steps and the outer gradient, plus ``backward_cost(r)``."""
+        c = self.backward_cost(r)
+        return c._replace(grad_evals=c.grad_evals + r + 1)
+
     def estimate(self, problem, theta, task, state, key):
         self.check(problem)
         s_r, aux = self.forward(problem, theta, task)
         b_theta, b_s = outer_cotangents(problem, theta, s_r, task)
         g = self.backward(problem, theta, task, aux, b_theta, b_s)
-        c = self.backward_cost(problem.steps)
-        c = c._replace(grad_evals=c.grad_evals + problem.steps + 1)
-        return g, state, with_finite_flag(g, c, s_r)
+        c = self.expected_cost(problem.steps)
+        return g, state, with_finite_flag(g, charge_v(c, problem, theta, task), s_r)
 
 
 @dataclass(frozen=True)
@@ -200,26 +204,44 @@ class Truncated(Estimator):
         if K > 0:
             b_theta, b_s = reverse_over(problem, theta, task, states, r - K, b_theta, b_s)
         g = finish(problem, theta, task, b_theta, b_s)
-        return g, state, with_finite_flag(g, cost(grad_evals=r + 1, hvps=K, jvps=1, states=max(K, 1)), s_r)
+        c = self.expected_cost(r)
+        return g, state, with_finite_flag(g, charge_v(c, problem, theta, task), s_r)
+
+    def expected_cost(self, r):
+        return cost(grad_evals=r + 1, hvps=self.K, jvps=1, states=max(self.K, 1))
 
 
 @dataclass(frozen=True)
 class Forward(Estimator):
-    """Forward mode, FMD (paper 001 eq. 7): Z_j = Z_{j−1}A_j + B_j carried along the inner loop
-    as dim θ tangents (``jax.jvp`` under ``vmap``), then d_θ = ∂_θL_out + Z_r ∂_φL_out.
-    Memory O(dim θ · dim φ), time O(r · dim θ); preferable when θ is small."""
+    """Forward mode, FMD (paper 001 eq. 7): Z_j = Z_{j−1}A_j + B_j, the Jacobian ds_j/dθ, carried
+    along the inner loop as dim θ tangents of the state (``jax.jvp`` of each step under ``vmap``
+    over the directions, inside the ``lax.scan``), from Z_0 = ∂s_0/∂θ; then
+    d_θ = ∂_θL_out + Z_r ∂_sL_out. No history is kept: memory is the state and its dim θ tangents
+    whatever r. Cost: r + 1 gradient evaluations, (r + 1)·dim θ JVPs (one tangent pushed through
+    one step; dim θ fewer when V does not depend on θ), dim θ + 1 states. Preferable when θ is
+    small."""
 
     name: ClassVar[str] = "forward"
 
     def estimate(self, problem, theta, task, state, key):
         flat, unravel = jax.flatten_util.ravel_pytree(theta)
         n = flat.shape[0]
-        phi_of = lambda th: problem.optimizer.params(problem.run(th, task))
-        phi_r, z_fn = jax.linearize(lambda f: phi_of(unravel(f)), flat)
-        b_theta, b_phi = jax.grad(problem.outer_loss, argnums=(0, 1))(theta, phi_r, task)
-        bphi_flat, _ = jax.flatten_util.ravel_pytree(b_phi)
-        Z = jax.vmap(lambda e: jax.flatten_util.ravel_pytree(z_fn(e))[0])(jnp.eye(n, dtype=flat.dtype))
-        g = tree_add(b_theta, unravel(Z @ bphi_flat))
-        r = problem.steps
-        return g, state, with_finite_flag(g, cost(grad_evals=r + 1, jvps=(r + 1) * n, states=n), phi_r)
+        basis = jax.vmap(unravel)(jnp.eye(n, dtype=flat.dtype))
+        push = lambda f, *primals: jax.vmap(lambda *tangents: jax.jvp(f, primals, tangents), out_axes=(None, 0))
+        s0, Z = push(lambda th: problem.initial_state(th, task), theta)(basis)
 
+        def body(carry, t):
+            s, Z = carry
+            return push(lambda th, s_: problem.step(th, s_, t, task), theta, s)(basis, Z), None
+
+        (s_r, Z), _ = jax.lax.scan(body, (s0, Z), jnp.arange(problem.steps))
+        b_theta, b_s = outer_cotangents(problem, theta, s_r, task)
+        along = jax.vmap(lambda z: sum(jnp.vdot(b, zi) for b, zi in
+                                       zip(jax.tree_util.tree_leaves(b_s), jax.tree_util.tree_leaves(z))))(Z)
+        g = tree_add(b_theta, unravel(along.astype(flat.dtype)))
+        c = self.expected_cost(problem.steps, n)
+        return g, state, with_finite_flag(g, c._replace(jvps=c.jvps - n * (1 - v_jvps(problem, theta, task))), s_r)
+
+    def expected_cost(self, r, dim_theta: int = 1):
+        """Counts for dim θ = ``dim_theta`` (the JVPs scale with it)."""
+        return cost(grad_evals=r + 1, jvps=(r + 1) * dim_theta, states=dim_theta + 1)
