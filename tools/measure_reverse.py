@@ -89,23 +89,24 @@ def variants(p):
 
 
 def one_step(p, theta):
-    """One step VJP alone, jitted, in both forms: {label: function of θ}."""
+    """One step VJP alone, jitted, in both forms: ({label: function of (θ, s, b)}, arguments)."""
     s = p.initial_state(theta, None)
     b = jax.tree_util.tree_map(jnp.ones_like, s)
-    return {f"one step VJP, {k}": (lambda th, f=f: f(p, th, s, 3, None, th, b))
-            for k, f in (("mixed mode", base.step_vjp), ("reverse-over-reverse", step_vjp_reverse_over_reverse))}
+    fns = {f"one step VJP, {k}": (lambda th, s, b, f=f: f(p, th, s, 3, None, th, b))
+           for k, f in (("mixed mode", base.step_vjp), ("reverse-over-reverse", step_vjp_reverse_over_reverse))}
+    return fns, (theta, s, b)
 
 
-def measure(fns, theta, repeats):
+def measure(fns, args, repeats):
     """{label: (temp bytes, median seconds, result)}, the calls interleaved
     round-robin so that load on a shared machine hits every variant alike."""
-    compiled = {k: jax.jit(f).lower(theta).compile() for k, f in fns.items()}
-    out = {k: jax.block_until_ready(c(theta)) for k, c in compiled.items()}
+    compiled = {k: jax.jit(f).lower(*args).compile() for k, f in fns.items()}
+    out = {k: jax.block_until_ready(c(*args)) for k, c in compiled.items()}
     times = {k: [] for k in fns}
     for _ in range(repeats):
         for k, c in compiled.items():
             t0 = time.perf_counter()
-            jax.block_until_ready(c(theta))
+            jax.block_until_ready(c(*args))
             times[k].append(time.perf_counter() - t0)
     return {k: (c.memory_analysis().temp_size_in_bytes, float(np.median(times[k])), out[k])
             for k, c in compiled.items()}
@@ -119,8 +120,8 @@ if __name__ == "__main__":
     for name in args.problems.split(","):
         p, theta = {"a": hypercleaning, "b": mlp}[name](jax.random.PRNGKey(0))
         print(f"problem ({name}) r = {p.steps}")
-        for fns, repeats in ((variants(p), args.repeats), (one_step(p, theta), 10 * args.repeats)):
-            res = measure(fns, theta, repeats)
+        for (fns, fargs), repeats in (((variants(p), (theta,)), args.repeats), (one_step(p, theta), 10 * args.repeats)):
+            res = measure(fns, fargs, repeats)
             (_, t0, g0) = next(iter(res.values()))
             for label, (temp, t, g) in res.items():
                 err = float(base.tree_sq_norm(base.tree_sub(g, g0)) ** 0.5 / base.tree_sq_norm(g0) ** 0.5)
