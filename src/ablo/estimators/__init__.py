@@ -31,7 +31,7 @@ def get(name: str, **options) -> Estimator:
 
 register("reverse", Reverse, "exact reverse mode through the stored unrolled loop (000 Alg. 2; 001 eq. 6)")
 register("recompute", Recompute, "exact, O(1) memory: states recomputed from phi_0 (000 §3)")
-register("checkpointed", Checkpointed, "exact with M checkpoints (default sqrt r), memory O(M) (001 Table 1)")
+register("checkpointed", Checkpointed, "exact, two-level: M checkpoints (default sqrt r), <= 2r+1 gradients, memory O(M + r/M) (001 Table 1)")
 register("binomial", Binomial, "exact with binomial checkpointing (revolve) in s stored states, default ceil(log2 r)")
 register("forward", Forward, "exact forward mode, FMD (001 eq. 7)")
 register("truncated", Truncated, "K-step truncated reverse, K-RMD (001 eq. 8)")

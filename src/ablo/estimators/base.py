@@ -45,6 +45,11 @@ def tree_scale(c, a):
     return tree_map(lambda x: c * x, a)
 
 
+def add_cotangents(a, b):
+    """a + b for cotangent pytrees whose integer leaves (e.g. an optax step count) carry float0."""
+    return tree_map(lambda x, y: x if x.dtype == jax.dtypes.float0 else x + y, a, b)
+
+
 def tree_sq_norm(a) -> jax.Array:
     return sum(jnp.vdot(x, x).real for x in jax.tree_util.tree_leaves(a))
 
@@ -80,7 +85,7 @@ def step_vjp(problem: BilevelProblem, theta, s_prev, t, task, b_theta, b_s):
     grads = jax.grad(problem.inner_loss, argnums=(0, 1))
     _, (h_theta, h_phi) = jax.jvp(lambda ph: grads(theta, ph, task), (phi,), (v,))
     (h_s,) = lift(h_phi)
-    return tree_add(b_theta, tree_add(d_theta, h_theta)), tree_add(d_s, h_s)
+    return tree_add(b_theta, tree_add(d_theta, h_theta)), add_cotangents(d_s, h_s)
 
 
 def finish(problem: BilevelProblem, theta, task, b_theta, b_s0):

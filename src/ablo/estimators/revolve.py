@@ -121,7 +121,9 @@ class Binomial(ExactUnrolled):
 
     Cost: F(r, s) + 2 gradient evaluations (F = ``forward_steps``, the fewest revolve allows: the
     first descent's r − 1 steps included; plus the step to s_r and the outer gradient), r HVPs,
-    one JVP of V; s states besides the working one. ``s=None`` takes ⌈log2 r⌉. Examples:
+    one JVP of V; s states besides the working one (XLA's temp memory holds about two copies of
+    the slot buffer: the forward's stored chain and the backward's working buffer, measured in
+    tests/test_memory.py). ``s=None`` takes ⌈log2 r⌉. Examples:
     r = 100, s = 7: 247 gradient evaluations (2.5r); r = 1000, s = 10: 3 547 (3.5r)."""
 
     s: int | None = None

@@ -11,6 +11,7 @@ estimator              s_{j−1} from          gradient evaluations         stat
 ``Recompute``          re-run from s_0       r + 1 + r(r−1)/2             1
 ``Checkpointed(M)``    segment buffer        r + 1 + (m−1)(c−1) ≤ 2r + 1  ≈ M + r/M (c = ⌈r/M⌉)
 ``Truncated(K)``       stored last K         r + 1                        K
+``Binomial(s)``        revolve schedule      F(r, s) + 2 (``revolve``)    s
 =====================  ===================  ==========================  ================
 
 Each does r HVPs (K for ``Truncated``) and one JVP of V. ``Forward`` is forward mode
@@ -238,17 +239,25 @@ class Forward(Estimator):
         flat, unravel = jax.flatten_util.ravel_pytree(theta)
         n = flat.shape[0]
         basis = jax.vmap(unravel)(jnp.eye(n, dtype=flat.dtype))
-        push = lambda f, *primals: jax.vmap(lambda *tangents: jax.jvp(f, primals, tangents), out_axes=(None, 0))
-        s0, Z = push(lambda th: problem.initial_state(th, task), theta)(basis)
+        # tangents of the real leaves only; integer leaves (an optax step count) ride along as aux
+        leaves, treedef = jax.tree_util.tree_flatten(problem.initial_state(theta, task))
+        real = [jnp.issubdtype(x.dtype, jnp.inexact) for x in leaves]
+        split = lambda s: tuple(zip(*[(x, None) if k else (None, x) for x, k in zip(jax.tree_util.tree_leaves(s), real)]))
+        join = lambda xs, ys: treedef.unflatten([x if k else y for x, y, k in zip(xs, ys, real)])
+        push = lambda f, *primals: jax.vmap(lambda *tangents: jax.jvp(f, primals, tangents, has_aux=True),
+                                            out_axes=(None, 0, None))
+        s0, Z, ints = push(lambda th: split(problem.initial_state(th, task)), theta)(basis)
 
         def body(carry, t):
-            s, Z = carry
-            return push(lambda th, s_: problem.step(th, s_, t, task), theta, s)(basis, Z), None
+            s, Z, ints = carry
+            return push(lambda th, s_: split(problem.step(th, join(s_, ints), t, task)), theta, s)(basis, Z), None
 
-        (s_r, Z), _ = jax.lax.scan(body, (s0, Z), jnp.arange(problem.steps))
+        (s_r, Z, ints), _ = jax.lax.scan(body, (s0, Z, ints), jnp.arange(problem.steps))
+        s_r = join(s_r, ints)
+        Z = [z for z, k in zip(Z, real) if k]
         b_theta, b_s = outer_cotangents(problem, theta, s_r, task)
-        along = jax.vmap(lambda z: sum(jnp.vdot(b, zi) for b, zi in
-                                       zip(jax.tree_util.tree_leaves(b_s), jax.tree_util.tree_leaves(z))))(Z)
+        b_real = [b for b, k in zip(jax.tree_util.tree_leaves(b_s), real) if k]
+        along = jax.vmap(lambda z: sum(jnp.vdot(b, zi) for b, zi in zip(b_real, z)))(Z)
         g = tree_add(b_theta, unravel(along.astype(flat.dtype)))
         c = self.expected_cost(problem.steps, n)
         return g, state, with_finite_flag(g, c._replace(jvps=c.jvps - n * (1 - v_jvps(problem, theta, task))), s_r)
