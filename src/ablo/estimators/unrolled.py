@@ -241,7 +241,7 @@ class Forward(Estimator):
         basis = jax.vmap(unravel)(jnp.eye(n, dtype=flat.dtype))
         # tangents of the real leaves only; integer leaves (an optax step count) ride along as aux
         leaves, treedef = jax.tree_util.tree_flatten(problem.initial_state(theta, task))
-        real = [jnp.issubdtype(x.dtype, jnp.inexact) for x in leaves]
+        real = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves]
         split = lambda s: tuple(zip(*[(x, None) if k else (None, x) for x, k in zip(jax.tree_util.tree_leaves(s), real)]))
         join = lambda xs, ys: treedef.unflatten([x if k else y for x, y, k in zip(xs, ys, real)])
         push = lambda f, *primals: jax.vmap(lambda *tangents: jax.jvp(f, primals, tangents, has_aux=True),
