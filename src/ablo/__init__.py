@@ -10,7 +10,7 @@ the estimator's hypergradient) and the explicit ``ablo.hypergradient`` /
 from . import estimators, inner, meta, outer, theory
 from .api import NonFiniteHypergradient, hypergradient, hypergradient_batch, objective
 from .cost import Cost
-from .estimators import (AID, BSA, FOM, HOAG, TTSA, UFOM, AdaptiveUFOM, Checkpointed, Debiased, Estimator, Forward,
+from .estimators import (AID, BSA, FOM, HOAG, TTSA, UFOM, AdaptiveUFOM, Binomial, Checkpointed, Debiased, Estimator, Forward,
                          Recompute, Reverse, StocBiO, Truncated, aid_cg, aid_fp, aid_neumann)
 from .inner import adam, from_optax, gd, momentum
 from .linear_solvers import CG, FixedPoint, Neumann
@@ -24,5 +24,5 @@ __version__ = "0.1.0"
 __all__ = ["BilevelProblem", "Cost", "NonFiniteHypergradient", "hypergradient", "hypergradient_batch", "objective",
            "solve", "cost_meter", "estimators", "inner", "meta", "outer", "theory", "Budget", "RunResult", "gd",
            "momentum", "adam", "from_optax", "identity_init", "constant_init", "Estimator", "Reverse", "Recompute",
-           "Checkpointed", "Forward", "Truncated", "FOM", "UFOM", "AdaptiveUFOM", "Debiased", "AID", "HOAG", "aid_cg",
+           "Checkpointed", "Binomial", "Forward", "Truncated", "FOM", "UFOM", "AdaptiveUFOM", "Debiased", "AID", "HOAG", "aid_cg",
            "aid_neumann", "aid_fp", "CG", "Neumann", "FixedPoint", "StocBiO", "BSA", "TTSA", "Reptile", "__version__"]

@@ -23,8 +23,13 @@ def identity_init(theta, task):
 
 
 def constant_init(phi0) -> Callable:
-    """Start every inner run from the fixed pytree ``phi0`` (V independent of θ)."""
-    return lambda theta, task: phi0
+    """Start every inner run from the fixed pytree ``phi0`` (V independent of θ: estimators then
+    charge no JVP of V)."""
+    def init(theta, task):
+        return phi0
+
+    init.theta_independent = True
+    return init
 
 
 @dataclass(frozen=True, eq=False)

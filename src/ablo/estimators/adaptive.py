@@ -13,10 +13,13 @@ modification of paper 000 §5.2 as ``d2_scale`` = 0.1) are
 and the next step draws ξ ~ Bernoulli(q) with q = max(q*(D²_k, V²_k), q_min), or q = 1 when
 condition (20) fails. Before any update (k_upd = 0) eq. 22 is 0/0: q = 1 then, so the first step
 is exact and the statistics exist from step two on. The cost model defaults to Proposition 1 with
-C1 = C2 = 1 (function calls): C_det = r + 1, C_rnd = ((r − 1)/2 + 1) r (SPEC §1).
+C1 = C2 = 1 (function calls) and C_rnd from the exact branch's own counts (``theory.cost_model``):
+C_det = r + 1, C_rnd = ((r − 1)/2 + 1) r for ``Recompute`` (SPEC §1), C_rnd ≤ 2r for a two-level
+``Checkpointed`` branch, so q* follows the branch actually used.
 
 ``cheap`` debiases another estimator instead of FOM (``Debiased`` with adaptive q): then
-‖G_cheap − G_exact‖² plays the role of D², and ``C_det``/``C_rnd`` may be set to that pair's costs.
+‖G_cheap − G_exact‖² plays the role of D², and C_det, C_rnd default to C1·(gradient evaluations)
++ C2·(HVPs) of ``cheap.expected_cost(r)`` and ``exact.expected_cost(r)``; both may be set.
 """
 
 from __future__ import annotations
@@ -28,10 +31,10 @@ import jax
 import jax.numpy as jnp
 
 from ..checks import check_number
-from ..cost import batch_total
+from ..cost import batch_total, expected
 from ..theory import cost_model, q_star_array
 from .base import Estimator, tree_map, tree_sq_norm, tree_sub
-from .debiased import check_estimator, check_exact, debiased_step, resolve, ufom_step
+from .debiased import check_estimator, check_exact, debiased_step, resolve, ufom_expected_cost, ufom_step
 from .unrolled import Recompute
 
 
@@ -90,9 +93,23 @@ class AdaptiveUFOM(Estimator):
             self.cheap.check(problem)
 
     def costs(self, r: int):
-        """(C_det, C_rnd): the given values, else Proposition 1's with unit costs C1, C2."""
-        c_det, c_rnd = cost_model(r, self.C1, self.C2)
+        """(C_det, C_rnd): the given values, else Proposition 1's with unit costs C1, C2 and the
+        exact branch's own counts (the cheap and exact estimators' expected costs with ``cheap``)."""
+        if self.cheap is None:
+            c_det, c_rnd = cost_model(r, self.C1, self.C2, exact=self.exact)
+        else:
+            weigh = lambda c: self.C1 * float(c.grad_evals) + self.C2 * float(c.hvps)
+            with jax.ensure_compile_time_eval():  # static counts, also under jit
+                c_det, c_rnd = weigh(self.cheap.expected_cost(r)), weigh(self.exact.expected_cost(r))
         return (c_det if self.C_det is None else self.C_det), (c_rnd if self.C_rnd is None else self.C_rnd)
+
+    def expected_cost(self, r, q=None):
+        """The expected cost of one call at exact-branch probability q (default ``q_min``, the
+        floor: q itself is drawn from the running D², V² estimates, and the first call has q = 1)."""
+        q = self.q_min if q is None else q
+        if self.cheap is None:
+            return ufom_expected_cost(self.exact, r, q)
+        return expected(self.cheap.expected_cost(r), self.exact.expected_cost(r), q)
 
     def init(self, problem, theta, task):
         z = jnp.zeros((), dtype=jnp.result_type(float))

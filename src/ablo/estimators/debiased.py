@@ -6,10 +6,13 @@
 implicit differentiation, ...): G = G_cheap + (ξ/q)(G_exact − G_cheap), again unbiased for the
 exact hypergradient, at cheap's cost plus ξ times exact's (no forward pass is shared).
 
-The exact branch is any memory-bounded exact estimator (``Recompute``: O(1) memory, or
-``Checkpointed(M)``: O(M) memory) and shares the forward pass with FOM. Expected cost
-(Proposition 1, with ``Recompute``): r + 1 + q r(r−1)/2 gradient evaluations and q r HVPs;
-the cost record reports the counts of the branch actually taken.
+The exact branch is any unrolled exact estimator and shares the forward pass with FOM:
+``Recompute`` (1 state), ``Binomial(s)`` (s states), ``Checkpointed(M)`` (≈ M + r/M states) or
+``Reverse`` (r states; allowed, but it gives up the memory UFOM exists to save). Expected cost
+(Proposition 1 generalised): C_det + q·C_rnd with C_det = r + 1 gradient evaluations (FOM) and
+C_rnd = the exact branch's own ``backward_cost(r)`` (for ``Recompute`` r(r−1)/2 gradient
+evaluations and r HVPs, Prop. 1 verbatim; for a two-level branch ≤ r gradient evaluations and r
+HVPs). ``expected_cost(r)`` returns it; the cost record reports the counts of the branch taken.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ import jax
 import jax.numpy as jnp
 
 from ..checks import check_number
-from ..cost import cost
-from .base import Estimator, tree_add, tree_scale, tree_sub, with_finite_flag
+from ..cost import cost, expected
+from .base import Estimator, tree_add, tree_scale, tree_sub, v_jvps, with_finite_flag
 from .first_order import first_order
-from .unrolled import ExactUnrolled, Recompute, Reverse, Truncated
+from .unrolled import ExactUnrolled, Recompute, Truncated
 
 
 def check_q(q) -> None:
@@ -34,9 +37,9 @@ def check_q(q) -> None:
 
 
 def check_exact(exact) -> None:
-    if not isinstance(exact, ExactUnrolled) or isinstance(exact, Reverse):
-        raise ValueError(f"exact must be a memory-bounded exact estimator (Recompute() or Checkpointed(M)); "
-                         f"got {exact!r}")
+    if not isinstance(exact, ExactUnrolled):
+        raise ValueError(f"exact must be an unrolled exact estimator (Recompute(), Binomial(s), Checkpointed(M) "
+                         f"or Reverse()); got {exact!r}")
 
 
 def like(ref, tree):
@@ -62,8 +65,8 @@ def ufom_step(problem, theta, task, exact: ExactUnrolled, q, key):
     x = xi.astype(jnp.float32)
     # FOM's r + 1 gradients and V-JVP always; the exact backward's counts only when ξ = 1.
     # The forward of the exact branch (checkpoints) is held either way.
-    c = cost(grad_evals=r + 1 + x * c_ex.grad_evals, hvps=x * c_ex.hvps, jvps=1 + x * c_ex.jvps,
-             states=c_ex.states)
+    c = cost(grad_evals=r + 1 + x * c_ex.grad_evals, hvps=x * c_ex.hvps,
+             jvps=(1 + x * c_ex.jvps) * v_jvps(problem, theta, task), states=c_ex.states)
     return g, g_fo, g_ex, xi, with_finite_flag(g, c, s_r)
 
 
@@ -92,6 +95,15 @@ class UFOM(Estimator):
         self.check(problem)
         g, _, _, _, c = ufom_step(problem, theta, task, self.exact, self.q, key)
         return g, state, c
+
+    def expected_cost(self, r):
+        """FOM's r + 1 gradient evaluations and JVP, plus q times the exact branch's backward half."""
+        return ufom_expected_cost(self.exact, r, self.q)
+
+
+def ufom_expected_cost(exact: ExactUnrolled, r: int, q):
+    """C_det + q C_rnd (paper 000 Prop. 1) with C_rnd = ``exact.backward_cost(r)``."""
+    return expected(cost(grad_evals=r + 1, jvps=1, states=1), exact.backward_cost(r), q)
 
 
 def check_estimator(name: str, est) -> None:
@@ -151,6 +163,10 @@ class Debiased(Estimator):
         self.check(problem)
         g, _, _, _, state, c = debiased_step(problem, theta, task, self.cheap, state, self.exact, self.q, key)
         return g, state, c
+
+    def expected_cost(self, r):
+        """cheap's expected cost plus q times a whole exact run (nothing is shared)."""
+        return expected(self.cheap.expected_cost(r), self.exact.expected_cost(r), self.q)
 
 
 def resolve(est, **options) -> Estimator:

@@ -121,6 +121,13 @@ class AID(Estimator):
         c = cost(grad_evals=T + 1, hvps=info.matvecs + 1, states=1)
         return g, new, with_finite_flag(g, c)
 
+    def expected_cost(self, r):
+        """An upper bound: r + 1 gradient evaluations and the solver's matvec cap + 1 HVPs (CG
+        stops early at its tolerance; the cost record holds the matvecs actually run)."""
+        s = self.solver
+        cap = {CG: lambda: s.maxiter, Neumann: lambda: s.Q, FixedPoint: lambda: s.N - 1}[type(s)]()
+        return cost(grad_evals=r + 1, hvps=cap + int(self.warm_start) + 1, states=1)
+
 
 @dataclass(frozen=True)
 class HOAG(AID):

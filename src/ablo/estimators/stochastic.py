@@ -198,6 +198,13 @@ class StocBiO(_Stochastic):
         c = cost(grad_evals=T + 1, hvps=self.Q + 1, states=1, samples=samples)
         return g, StochasticState(phi, state.step + 1), with_finite_flag(g, c)
 
+    def expected_cost(self, r):
+        """Deterministic: r + 1 gradient evaluations, Q + 1 HVPs, the samples of the docstring."""
+        hess = sum(size * (j1 - j0) for size, j0, j1 in
+                   decaying_sizes(self.size("hess_batch"), float(self.hess_decay), self.Q))
+        samples = r * self.size("inner_batch") + self.size("outer_batch") + hess + self.size("jvp_batch")
+        return cost(grad_evals=r + 1, hvps=self.Q + 1, states=1, samples=samples)
+
 
 def random_neumann(est, problem, theta, phi, task, key, v0):
     """Single-sample Hessian-inverse estimate of BSA/TTSA (Ghadimi & Wang 2018):
@@ -234,6 +241,13 @@ class _SingleSample(_Stochastic):
         g = self.hypergradient(problem, theta, phi, task, k_g, f_theta, v, self.batch)
         return g, p + 1, (p + 2) * self.batch
 
+    def expected_cost(self, r):
+        """E over p ~ U{0..N−1}: (N − 1)/2 + 1 HVPs and ((N − 1)/2 + 2)·batch samples for the
+        hypergradient, after ``inner_steps(r)`` inner steps (BSA's T_k grows with k: r is its cap,
+        so this is the cost once T_k = r; TTSA takes one)."""
+        T, p = self.inner_steps_for(r), (self.N - 1) / 2
+        return cost(grad_evals=T + 1, hvps=p + 1, states=1, samples=(T + p + 2) * self.batch)
+
 
 @dataclass(frozen=True)
 class BSA(_SingleSample):
@@ -259,6 +273,9 @@ class BSA(_SingleSample):
     def init(self, problem, theta, task):
         """y_0 = params(s_0) = V(θ, T), outer step 0."""
         return StochasticState(problem.optimizer.params(problem.initial_state(theta, task)), jnp.asarray(0, jnp.int32))
+
+    def inner_steps_for(self, r):
+        return r
 
     def inner_steps(self, problem, step):
         """T_k = clip(⌊t0 (k + 1)^power⌋, 1, r): BSA's growing number of inner steps."""
@@ -288,6 +305,9 @@ class TTSA(_SingleSample):
     name: ClassVar[str] = "ttsa"
     not_in_solve: ClassVar[str] = ("its inner iterate is its state, advanced one step per call; use "
                                   "ablo.hypergradient_batch with state")
+
+    def inner_steps_for(self, r):
+        return 1
 
     def init(self, problem, theta, task):
         """The inner optimizer state s_0 (the fast iterate), outer step 0."""
