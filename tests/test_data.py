@@ -227,3 +227,62 @@ def test_real_omniglot():
 def test_real_newsgroups():
     d = load_newsgroups(SHARED / "20newsgroups")
     assert d["train"][0].shape[0] == 11314 and d["test"][0].shape[0] == 7532 and len(d["groups"]) == 20
+
+
+# --- bad data is refused with the file's name ------------------------------------------------------
+def idx_float_bytes(a: np.ndarray) -> bytes:
+    return b"\0\0\x0d" + bytes([a.ndim]) + np.array(a.shape, ">u4").tobytes() + a.astype(">f4").tobytes()
+
+
+def bad_pixels(value):
+    a = np.random.default_rng(0).integers(0, 256, (6, 28, 28)).astype(np.float32)
+    a[2, 3, 4] = value
+    return idx_float_bytes(a)
+
+
+@pytest.mark.parametrize("name,data,message", [
+    ("train-images-idx3-ubyte", bad_pixels(np.nan), r"1 non-finite pixel.*index \(2, 3, 4\)"),
+    ("train-images-idx3-ubyte", bad_pixels(np.inf), "non-finite pixel"),
+    ("train-images-idx3-ubyte", bad_pixels(300.0), r"span \[0, 300\], expected \[0, 255\]"),
+    ("train-images-idx3-ubyte", idx_bytes(np.zeros((6, 28, 27))), r"shape \(n, 28, 28\); got \(6, 28, 27\)"),
+    ("train-images-idx3-ubyte", idx_bytes(np.zeros((6, 784))), r"got \(6, 784\)"),
+    ("train-labels-idx1-ubyte", idx_bytes(np.array([0, 1, 2, 10, 3, 4])), r"1 label\(s\) outside 0..9, the first 10 at index 3"),
+    ("t10k-labels-idx1-ubyte", idx_bytes(np.zeros((4, 1))), r"labels of shape \(n,\); got \(4, 1\)"),
+    ("t10k-labels-idx1-ubyte", idx_float_bytes(np.zeros(4)), "labels of type float32"),
+])
+def test_mnist_bad_data_is_named(tmp_path, name, data, message):
+    write_mnist(tmp_path, gz=False)
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(ValueError, match=f"{name}: .*{message}"):
+        load_mnist(tmp_path)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda d: d.update(images=np.where(d["images"], 1.0, 0.0).astype(np.float32) * np.float32("nan")),
+     "non-finite pixel"),
+    (lambda d: d.update(images=d["images"].astype(np.float32) * 2), r"span \[0, 2\], expected \[0, 1\]"),
+    (lambda d: d.update(images=d["images"][..., :-1]), r"expected images \(characters, drawers, n, n\)"),
+    (lambda d: d.update(labels=np.array([[0, 0], [1, 1], [2, 3]])), r"label\(s\) outside 0..2, the first 3 at index 5"),
+    (lambda d: d.update(labels=np.arange(3)), r"labels of shape \(3,\), expected \(3, 2\)"),
+    (lambda d: d.update(alphabets=np.array(["A", "B"])), "2 alphabet names for 3 characters"),
+])
+def test_omniglot_bad_data_is_named(tmp_path, change, message):
+    arrays = {"images": omniglot_images(), "labels": np.repeat(np.arange(3)[:, None], 2, 1)}
+    np.savez(tmp_path / "images_background.npz", **arrays)
+    assert load_omniglot(tmp_path, size=12).images.shape == (3, 2, 12, 12)  # the good file loads
+    change(arrays)
+    np.savez(tmp_path / "images_background.npz", **arrays)
+    with pytest.raises(ValueError, match=f"images_background.npz: .*{message}"):
+        load_omniglot(tmp_path, size=12)
+
+
+def test_omniglot_zip_archive_errors_are_named(tmp_path):
+    (tmp_path / "images_background.zip").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(ValueError, match="images_background.zip: corrupt or truncated zip"):
+        load_omniglot(tmp_path)
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "images_background.zip", "w") as z:
+        z.writestr("images_background/A/character01/01.png", b"\x89PNG\r\n\x1a\n broken")
+    with pytest.raises(ValueError, match="images_background.zip:images_background/A/character01/01.png"):
+        load_omniglot(tmp_path)

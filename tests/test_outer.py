@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -104,7 +106,11 @@ def test_progress_is_advanced_once_per_step():
         yield lambda n=1: seen.append(n)
 
     run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(steps=3), progress=progress)
-    assert seen == [("outer steps (fom)", 3), 0, 1, 1, 1]
+    assert seen == [("fom", 3), 0, 1, 1, 1]
+    seen.clear()
+    run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(steps=1), progress=progress,
+        label="fom seed 3")
+    assert seen == [("fom seed 3", 1), 0, 1]
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -160,3 +166,39 @@ def test_losses_can_be_left_out_of_the_log_and_seconds_exclude_evaluation(monkey
     assert all(e["outer_loss"] is None and e["inner_loss"] is None for e in res.log)
     assert [e["seconds"] for e in res.log] == [1.0, 2.0, 3.0, 4.0]  # one clock tick per step, evals excluded
     assert res.seconds == 4.0
+
+
+def test_ctrl_c_checkpoints_the_last_completed_step_and_resume_continues_exactly(tmp_path):
+    from ablo import checkpoint as ckpt
+    from ablo.outer import Interrupted
+
+    def interrupting(theta, state):  # Ctrl-C arrives while step 3 is being evaluated
+        if int(state.step) == 3:
+            raise KeyboardInterrupt
+        return {"m": 1.0}
+
+    kw = dict(key=KEY, budget=Budget(steps=6), eval_every=1)
+    with pytest.raises(Interrupted) as info:
+        run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, checkpoint_dir=tmp_path, eval_fn=interrupting, **kw)
+    assert info.value.step == 3 and ckpt.info(tmp_path)["step"] == 3
+    started = []
+    resumed = run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, checkpoint_dir=tmp_path, resume=True,
+                  on_resume=started.append, eval_fn=lambda th: {"m": 1.0}, **kw)
+    whole = run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, eval_fn=lambda th: {"m": 1.0}, **kw)
+    assert started == [3]
+    np.testing.assert_array_equal(resumed.theta, whole.theta)
+
+
+def test_pure_step_under_vmap_runs_many_seeds_at_once():
+    """outer.make_step is pure: vmapped over θ_0 it equals separate runs."""
+    from ablo import outer
+
+    step = outer.make_step(PROBLEM, ablo.FOM(), OPT, sampler)
+    thetas = jnp.stack([jnp.zeros(2), jnp.ones(2), -jnp.ones(2)])
+    states = jax.vmap(lambda th: outer.init(PROBLEM, ablo.FOM(), OPT, th, sampler(KEY)))(thetas)
+    final, m = jax.jit(jax.vmap(lambda s: outer.scan(step, s, KEY, 4)))(states)
+    for i in range(3):
+        one, _ = jax.jit(lambda s: outer.scan(step, s, KEY, 4))(outer.init(PROBLEM, ablo.FOM(), OPT, thetas[i],
+                                                                            sampler(KEY)))
+        np.testing.assert_allclose(final.theta[i], one.theta, rtol=1e-12)
+    assert m["theta"].shape == (3, 4, 2) and not bool(m["nonfinite"].any())

@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent("""
     import json, re
     import jax, jax.numpy as jnp, numpy as np, optax, ablo
     from ablo import sharding
-    from ablo.outer import Budget, make_step, run
+    from ablo.outer import Budget, init, make_step, run
 
     assert len(jax.devices()) == 2, jax.devices()
     def inner(th, phi, task): return 0.5 * jnp.sum(jax.nn.softplus(th["w"]) * (phi - task) ** 2)
@@ -41,8 +41,8 @@ SCRIPT = textwrap.dedent("""
                          "loss": [[e["outer_loss"] for e in r.log] for r in (a, b)],
                          "q": [[e["q"] for e in r.log] for r in (a, b)]}
     ufom = ablo.UFOM(q=0.5)
-    lowered = make_step(prob, ufom, opt, sampler, 4, sharding.task_mesh(2)).lower(
-        th0, opt.init(th0), (), jax.random.PRNGKey(0), jnp.int32(0)).as_text()
+    step = jax.jit(make_step(prob, ufom, opt, sampler, 4, sharding.task_mesh(2)))
+    lowered = step.lower(init(prob, ufom, opt, th0, sampler(jax.random.PRNGKey(0))), jax.random.PRNGKey(0)).as_text()
     out["ops"] = sorted(set(re.findall(r"all_reduce|manual_computation|sharding_constraint", lowered)))
 
     errors = []

@@ -8,10 +8,11 @@ import pytest
 
 from ablo.estimators import Reverse, Truncated
 from ablo.experiments import toy2d
+from ablo.experiments.config import ConfigError, build
 
 
 def cfg(**kw):
-    return {**toy2d.DEFAULTS, **kw}
+    return build(toy2d.Config, {"methods": "truncated-1,reverse", **kw})
 
 
 def test_closed_form_w_hat_matches_the_inner_loop():
@@ -43,23 +44,31 @@ def test_one_rmd_converges_to_a_biased_point_on_f_tilde():
     c = cfg(outer_steps=300)
     p = toy2d.make_problem(c, penalty=5.0)
     key = jax.random.PRNGKey(0)
-    traj_ex, g_ex, _ = toy2d.descend(p, Reverse(), c, key)
-    traj_1, g_1, calls = toy2d.descend(p, Truncated(1), c, key)
+    traj_ex, g_ex, _ = toy2d.descend(p, Reverse(), c, key, "reverse")
+    traj_1, g_1, calls = toy2d.descend(p, Truncated(1), c, key, "truncated-1")
     assert float(g_ex[-1]) < 0.05  # the exact method reaches a stationary point of f̃
     assert float(g_1[-1]) > 1.0  # 1-RMD stops where the true hypergradient is far from 0
     assert float(jnp.linalg.norm(traj_1[-1] - traj_ex[-1])) > 0.3
     assert float(jnp.linalg.norm(traj_1[-1] - traj_1[-50])) < 0.05  # and it has settled there
-    assert float(calls) == 300 * (c["steps"] + 1 + 1 + 1)  # r + 1 gradients, 1 HVP, 1 JVP per step
+    assert float(calls) == 300 * (c.steps + 1 + 1 + 1)  # r + 1 gradients, 1 HVP, 1 JVP per step
 
 
 def test_first_step_has_the_prescribed_norm():
     c = cfg(outer_steps=3, steps=10)
-    traj, _, _ = toy2d.descend(toy2d.make_problem(c), Truncated(2), c, jax.random.PRNGKey(0))
-    np.testing.assert_allclose(jnp.linalg.norm(traj[1] - traj[0]), c["first_step_norm"], rtol=1e-10)
+    traj, _, _ = toy2d.descend(toy2d.make_problem(c), Truncated(2), c, jax.random.PRNGKey(0), "truncated-2")
+    np.testing.assert_allclose(jnp.linalg.norm(traj[1] - traj[0]), c.first_step_norm, rtol=1e-10)
 
 
 def test_bad_config():
-    with pytest.raises(ValueError, match="Ks"):
-        toy2d.method_list(cfg(Ks=[0]))
-    with pytest.raises(ValueError, match="unknown method"):
-        toy2d.method_list(cfg(methods=["nope"]))
+    with pytest.raises(ConfigError, match="methods: unknown estimator 'nope'"):
+        cfg(methods="nope")
+    with pytest.raises(ConfigError, match="w0: give 2 numbers"):
+        cfg(w0="1,2,3")
+
+
+def test_a_diverging_outer_loop_stops_naming_step_method_and_cause():
+    from ablo.outer import Diverged
+
+    c = cfg(outer_steps=50, steps=5, first_step_norm=1e30)
+    with pytest.raises(Diverged, match=r"outer step \d+ of f reverse: the (theta|hypergradient|grad norm)"):
+        toy2d.descend(toy2d.make_problem(c), Reverse(), c, jax.random.PRNGKey(0), "f reverse")

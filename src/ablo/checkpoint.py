@@ -1,7 +1,7 @@
 """Checkpoints of an outer run: everything needed to continue it bit for bit.
 
 One file, ``<dir>/checkpoint.npz``, replaced atomically (temp file + rename,
-:func:`ablo.results.atomic_write`), so a kill leaves either the previous checkpoint or the new
+:func:`ablo.atomic.atomic_write`), so a kill leaves either the previous checkpoint or the new
 one, never a truncated file. It is a plain NumPy ``.npz`` (no pickle):
 
 * ``theta/<i>``, ``opt_state/<i>``, ``estimator_state/<i>``: the leaves of each pytree;
@@ -27,7 +27,7 @@ from typing import Any, List, Optional
 import jax
 import numpy as np
 
-from .results import atomic_write
+from .atomic import atomic_write
 
 FORMAT = "ablo-checkpoint"
 VERSION = 1
@@ -55,6 +55,7 @@ class Snapshot:
 
 
 def path(directory) -> Path:
+    """The checkpoint file of a run folder: ``<directory>/checkpoint.npz``."""
     return Path(directory) / FILENAME
 
 

@@ -27,14 +27,14 @@ class CLIError(ValueError):
 
 
 # --- progress bars ---------------------------------------------------------------------------
-def rich_progress():
+def rich_progress(transient: bool = False):
     """A ``progress(description, total)`` factory drawing rich progress bars on stderr; use as a
-    context manager around a run."""
+    context manager around a run. ``transient`` bars vanish when done."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=Console(stderr=True), transient=False)
+                    console=Console(stderr=True), transient=transient)
 
     @contextlib.contextmanager
     def progress(description: str, total):
@@ -50,25 +50,24 @@ def rich_progress():
 
 
 # --- config ------------------------------------------------------------------------------------
-def parse_value(text: str):
-    """JSON if it parses ('3', '0.1', 'true', 'null', '[1, 2]'), else a comma list of such, else the string."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
-    if "," in text:
-        return [parse_value(t.strip()) for t in text.split(",") if t.strip()]
-    return text
-
-
 def parse_overrides(pairs: List[str], extra: List[str]) -> dict:
-    """``--set k=v`` pairs and leftover ``--k v`` / ``--k=v`` / ``--flag`` arguments as a dict."""
-    out = {}
+    """``--set k=v`` pairs and leftover ``--k v`` / ``--k=v`` arguments as {key: text}; the
+    experiment's typed config parses the texts."""
+    out: dict = {}
+
+    def put(key: str, value: str, origin: str) -> None:
+        key = key.strip().replace("-", "_")
+        if not key:
+            raise CLIError(f"{origin}: empty key")
+        if key in out:
+            raise CLIError(f"config key {key} given twice")
+        out[key] = value
+
     for p in pairs:
         if "=" not in p:
             raise CLIError(f"--set expects key=value; got {p!r}")
         k, v = p.split("=", 1)
-        out[k.strip()] = parse_value(v)
+        put(k, v, "--set")
     i = 0
     while i < len(extra):
         a = extra[i]
@@ -77,91 +76,70 @@ def parse_overrides(pairs: List[str], extra: List[str]) -> dict:
         key = a[2:]
         if "=" in key:
             key, v = key.split("=", 1)
-            out[key] = parse_value(v)
         elif i + 1 < len(extra) and not extra[i + 1].startswith("--"):
-            out[key] = parse_value(extra[i + 1])
+            v = extra[i + 1]
             i += 1
         else:
-            out[key] = True
+            raise CLIError(f"{a} needs a value (--{key} VALUE or --set {key}=VALUE)")
+        put(key, v, a)
         i += 1
-    return {k.replace("-", "_"): v for k, v in out.items()}
+    return out
 
 
-def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets, extra, tiny, resume, devices,
-                 data_dir_from_env: bool = False) -> dict:
-    """The experiment's config from the command line (see the module docstring). A ``data_dir`` that
-    came from ABLO_DATA_DIR (``data_dir_from_env``) is a global default: ignored by experiments that
-    take no data, where --data-dir itself is an error."""
-    from . import estimators
+#: Named options of ``ablo run`` and the config key each one sets.
+NAMED = {"methods": "--method", "seeds": "--seed(s)", "data_dir": "--data-dir", "budget_calls": "--budget-calls",
+         "outer_steps": "--steps", "devices": "--devices"}
 
-    cfg = dict(exp.defaults)
-    if tiny:
-        cfg.update(exp.tiny)
+
+def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets, extra, tiny, devices,
+                 data_dir_from_env: bool = False):
+    """The experiment's typed config from the command line: defaults, ``--tiny``, ``--set``/``--KEY``
+    and the named options, all parsed and checked by the experiment's config class. A data dir
+    from ABLO_DATA_DIR (``data_dir_from_env``) is ignored by experiments that read no data."""
+    import dataclasses
+
+    keys = {f.name for f in dataclasses.fields(exp.config)}
     overrides = parse_overrides(sets, extra)
-    unknown = sorted(set(overrides) - set(cfg))
-    if unknown:
-        raise CLIError(f"unknown config key(s) {', '.join(unknown)} for {exp.name}; valid keys: {', '.join(sorted(cfg))}")
-    cfg.update(overrides)
-    if methods:
-        check_methods(exp, methods)
-        cfg["methods"] = list(methods)
+    named = {}
     if seed is not None and seeds is not None:
         raise CLIError("give --seed or --seeds, not both")
+    if methods:
+        named["methods"] = list(methods)
     if seed is not None:
-        cfg["seeds"] = [seed]
+        named["seeds" if "seeds" in keys else "seed"] = [seed] if "seeds" in keys else seed
     if seeds is not None:
-        try:
-            cfg["seeds"] = [int(s) for s in seeds.split(",") if s.strip()]
-        except ValueError:
-            raise CLIError(f"--seeds must be a comma-separated list of integers like 0,1,2; got {seeds!r}") from None
-        if not cfg["seeds"]:
-            raise CLIError("--seeds is empty")
-    if data_dir is not None and not (data_dir_from_env and "data_dir" not in exp.defaults):
-        if not Path(data_dir).exists():
-            raise CLIError(f"data directory {data_dir} does not exist (from --data-dir or ABLO_DATA_DIR)")
-        cfg["data_dir"] = str(data_dir)
+        if "seeds" not in keys:
+            raise CLIError(f"{exp.name} runs one seed: give --seed N, not --seeds")
+        named["seeds"] = seeds
+    if data_dir is not None and not (data_dir_from_env and "data_dir" not in keys):
+        named["data_dir"] = str(data_dir)
     if budget_calls is not None:
-        if not budget_calls > 0:
-            raise CLIError(f"--budget-calls must be > 0; got {budget_calls}")
-        cfg["budget_calls"] = budget_calls
+        named["budget_calls"] = budget_calls
     if steps is not None:
-        if steps < 1:
-            raise CLIError(f"--steps (outer steps) must be >= 1; got {steps}")
-        cfg["outer_steps"] = steps
-    if resume:
-        cfg["resume"] = True
+        named["outer_steps"] = steps
     if devices is not None:
-        if devices < 1:
-            raise CLIError(f"--devices must be >= 1; got {devices}")
-        cfg["devices"] = devices
-    for key, option in (("seeds", "--seed(s)"), ("budget_calls", "--budget-calls"), ("outer_steps", "--steps"),
-                        ("resume", "--resume"), ("devices", "--devices"), ("data_dir", "--data-dir")):
-        if key in cfg and key not in exp.defaults:
-            raise CLIError(f"{exp.name} does not take {option}; its config keys: {', '.join(sorted(exp.defaults))}")
-    return cfg
+        named["devices"] = devices
+    for key, value in named.items():
+        if key not in keys:
+            option = NAMED.get(key, "--seed")
+            raise CLIError(f"{exp.name} does not take {option}; its config keys: {', '.join(sorted(keys))}")
+        if key in overrides:
+            raise CLIError(f"config key {key} given twice (as {NAMED.get(key, key)} and as --{key}/--set)")
+        overrides[key] = value
+    if "data_dir" in overrides and overrides["data_dir"] is not None and not Path(overrides["data_dir"]).exists():
+        raise CLIError(f"data_dir: {overrides['data_dir']} does not exist (from --data-dir, --set or ABLO_DATA_DIR)")
+    return exp.make_config(overrides, tiny=tiny)
 
 
-def check_methods(exp, methods) -> None:
-    """Names must be registered estimators or the experiment's own (its defaults' methods), or a
-    parametrised variant ``NAME-<number>`` of one of those, which the experiment itself checks."""
-    from . import estimators
+def run_experiment(exp, cfg, out, resume: bool = False, overwrite: bool = False) -> dict:
+    """Run with progress bars into ``out``, then print results.md on stdout."""
+    from .experiments import execute
 
-    known = set(estimators.REGISTRY) | set(exp.defaults.get("methods") or [])
-    for m in methods:
-        base, _, suffix = m.rpartition("-")
-        if m not in known and not (base in known and suffix.replace(".", "", 1).isdigit()):
-            own = sorted(set(exp.defaults.get("methods") or []) - set(estimators.REGISTRY))
-            extra = f"; {exp.name} also accepts: {', '.join(own)}" if own else ""
-            raise CLIError(f"unknown method {m!r}; estimators: {', '.join(sorted(estimators.REGISTRY))}{extra}")
-
-
-def run_experiment(exp, cfg: dict, out: Path) -> dict:
-    """Run with progress bars, then print results.md on stdout."""
     bars, progress = rich_progress()
-    out.mkdir(parents=True, exist_ok=True)
+    note = lambda message: bars.console.print(f"ablo: {message}")
     with bars:
-        summary = exp.run(cfg, out, progress)
-    md = out / "results.md"
+        summary = execute(exp, cfg, out, resume=resume, overwrite=overwrite, progress=progress, note=note)
+    md = Path(out) / "results.md"
     typer.echo(md.read_text() if md.is_file() else json.dumps(summary.get("results", []), indent=1))
     typer.echo(f"results in {out}/ (summary.json, CSV, PNG, results.md)")
     return summary
@@ -185,10 +163,12 @@ def _scalar(v) -> bool:
         isinstance(v, list) and all(x is None or isinstance(x, (str, int, float)) for x in v))
 
 
-def aggregate(docs: List[dict]) -> dict:
+def aggregate(docs: List[dict], sources: Optional[List[str]] = None) -> dict:
     """{experiment: [row per setting]}: mean ± std (sample std) over the rows (seeds) of each
     setting, ``n`` rows, and the papers' figures for it (``paper_*``). A setting is the row's
-    identifying fields plus the config values that differ between the runs of an experiment."""
+    identifying fields plus the config values that differ between the runs of an experiment.
+    Two rows of one setting with the same seed are refused (they would be pooled as two seeds);
+    ``sources`` names each doc's file in that message."""
     import numpy as np
 
     from .experiments._paper import reference
@@ -201,13 +181,22 @@ def aggregate(docs: List[dict]) -> dict:
                            and len({json.dumps(c.get(k)) for c in cs}) > 1)
                for exp, cs in configs.items()}
     groups: dict = {}
-    for doc in docs:
+    seen: dict = {}  # (experiment, setting, seed) -> index of the first doc holding it
+    for i, doc in enumerate(docs):
         exp, cfg = doc.get("experiment", "?"), doc.get("config", {})
+        source = sources[i] if sources else f"run {i + 1}"
         setting = tuple((f"config.{k}", json.dumps(cfg.get(k)) if isinstance(cfg.get(k), list) else cfg.get(k))
                         for k in varying[exp])
         for row in doc.get("results", []):
             ident = tuple((k, v) for k, v in row.items()
                           if k != "seed" and (k in ID_KEYS or isinstance(v, str)) and not isinstance(v, (list, dict)))
+            if row.get("seed") is not None:
+                first = seen.setdefault((exp, setting + ident, json.dumps(row["seed"])), i)
+                if first != i:
+                    first = sources[first] if sources else f"run {first + 1}"
+                    label = ", ".join(f"{k}={v}" for k, v in setting + ident)
+                    raise CLIError(f"seed {row['seed']} of {exp} ({label}) appears twice, in {first} and {source}: "
+                                   f"pooling it would count one seed as two; compare runs of distinct seeds")
             g = groups.setdefault((exp, setting + ident), {"rows": [], "config": cfg})
             g["rows"].append(row)
     tables: dict = {}
@@ -228,11 +217,11 @@ def compare_table(paths: List[Path]) -> str:
     """Markdown: one table per experiment over the summary.json files in ``paths``."""
     from .results import markdown_table, read_summary
 
-    tables = aggregate([read_summary(p) for p in paths])
+    tables = aggregate([read_summary(p) for p in paths], [str(p) for p in paths])
     parts = []
     for exp, rows in tables.items():
         parts.append(f"## {exp}\n\n" + markdown_table(rows))
-    note = "mean ± sample std over seeds (n rows); paper_* columns: the papers' reported figures (SPEC §2), in the papers' units."
+    note = "mean ± sample std over seeds (n rows); paper_* columns: the papers' reported figures, in the papers' units."
     return "\n".join(parts) + "\n" + note
 
 
@@ -277,37 +266,60 @@ def list_cmd():
     for name, exp in sorted(load_all().items()):
         t.add_row(name, exp.summary)
     console.print(t)
-    t = Table(title="estimators (--method NAME)")
+    t = Table(title="estimators (--method NAME, NAME-VALUE or NAME:key=value,...)")
     t.add_column("name")
     t.add_column("summary")
-    for name, factory in sorted(estimators.REGISTRY.items()):
-        t.add_row(name, getattr(factory, "summary", ""))
+    for name, entry in sorted(estimators.REGISTRY.items()):
+        t.add_row(name + (f"[-{entry.shorthand}]" if entry.shorthand else ""), entry.summary)
     console.print(t)
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(ctx: typer.Context,
         experiment: str = typer.Argument(..., help="experiment name (see `ablo list`)"),
-        method: Optional[List[str]] = typer.Option(None, "--method", "-m", help="estimator name, repeatable"),
+        method: Optional[List[str]] = typer.Option(None, "--method", "-m",
+                                                   help="estimator spec NAME or NAME:key=value,..., repeatable"),
         seed: Optional[int] = typer.Option(None, help="one seed"),
         seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 0,1,2"),
         data_dir: Optional[Path] = typer.Option(None, envvar="ABLO_DATA_DIR", help="dataset directory"),
         budget_calls: Optional[float] = typer.Option(None, help="function-call budget per run"),
         steps: Optional[int] = typer.Option(None, help="outer steps per run (config key outer_steps)"),
         set_: Optional[List[str]] = typer.Option(None, "--set", help="config override key=value, repeatable"),
-        tiny: bool = typer.Option(False, help="the experiment's seconds-long configuration"),
-        out: Optional[Path] = typer.Option(None, help="output directory (default runs/EXPERIMENT)"),
-        resume: bool = typer.Option(False, help="resume from the checkpoints in --out"),
+        tiny: bool = typer.Option(False, help="the experiment's seconds-long smoke configuration"),
+        out: Optional[str] = typer.Option(None, help="output folder (default runs/EXPERIMENT)"),
+        resume: bool = typer.Option(False, help="continue the run in --out from its checkpoints (same config)"),
+        overwrite: bool = typer.Option(False, help="replace the results and checkpoints already in --out"),
         devices: Optional[int] = typer.Option(None, help="shard each meta-batch over N devices")):
-    """Run one experiment; any other --key value sets that config key (e.g. --model mlp)."""
+    """Run one experiment; any other --key value sets that config key (e.g. --model mlp).
+    `ablo config EXPERIMENT` lists the keys with their types, ranges and help."""
     from .experiments import get
 
     exp = get(experiment)
     # click's ParameterSource (typer may vendor click: compare by name)
     from_env = getattr(ctx.get_parameter_source("data_dir"), "name", None) == "ENVIRONMENT"
     cfg = build_config(exp, method, seed, seeds, data_dir, budget_calls, steps, set_ or [], list(ctx.args), tiny,
-                       resume, devices, data_dir_from_env=from_env)
-    run_experiment(exp, cfg, out or Path("runs") / experiment)
+                       devices, data_dir_from_env=from_env)
+    try:
+        run_experiment(exp, cfg, out if out is not None else str(Path("runs") / experiment), resume, overwrite)
+    except KeyboardInterrupt as e:  # typer would swallow it silently
+        _interrupted(e)
+
+
+@app.command("config")
+def config_cmd(experiment: str = typer.Argument(..., help="experiment name (see `ablo list`)")):
+    """The experiment's config keys: type, default, range and help."""
+    import dataclasses
+
+    from .experiments import get
+
+    exp = get(experiment)
+    for f in dataclasses.fields(exp.config):
+        m = f.metadata
+        bounds = [f"{'>' if m.get('low_open') else '>='} {m['low']}" if m.get("low") is not None else "",
+                  f"{'<' if m.get('high_open') else '<='} {m['high']}" if m.get("high") is not None else "",
+                  f"one of {', '.join(map(str, m['choices']))}" if m.get("choices") else ""]
+        extra = "; ".join(b for b in bounds if b)
+        typer.echo(f"{f.name} = {f.default!r}{f'  [{extra}]' if extra else ''}\n    {m.get('help', '')}")
 
 
 @app.command()
@@ -316,12 +328,44 @@ def compare(dirs: List[Path] = typer.Argument(..., help="run directories (or sum
     typer.echo(compare_table(dirs))
 
 
+data_app = typer.Typer(no_args_is_help=True, help="Download the real datasets the experiments can read.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("fetch")
+def data_fetch(datasets: List[str] = typer.Argument(..., help="mnist, omniglot, 20newsgroups (one or more) or all"),
+               data_dir: Optional[Path] = typer.Option(
+                   None, help="data directory (default: $ABLO_DATA_DIR, else $XDG_CACHE_HOME/ablo or ~/.cache/ablo)")):
+    """Download datasets into DATA_DIR/<name>/, checked by SHA-256.
+
+    Sources: MNIST from the mirror of yann.lecun.com's IDX files that torchvision uses, Omniglot's
+    two zip archives from github.com/brendenlake/omniglot, 20 Newsgroups "bydate" from the URL
+    scikit-learn uses. A file already there with the right digest is not fetched again; a failed
+    download leaves nothing behind.
+    """
+    from .data import fetch as fetch_mod
+
+    names = list(fetch_mod.SOURCES) if list(datasets) == ["all"] else list(dict.fromkeys(datasets))
+    unknown = [n for n in names if n not in fetch_mod.SOURCES]
+    if unknown:
+        raise CLIError(f"unknown dataset {unknown[0]!r}; choose from {', '.join(fetch_mod.SOURCES)} or all")
+    root = data_dir if data_dir is not None else fetch_mod.default_data_dir()
+    bars, progress = rich_progress(transient=True)
+    with bars:
+        folders = [fetch_mod.fetch(n, root, sources=fetch_mod.SOURCES, progress=progress) for n in names]
+    for folder in folders:
+        typer.echo(f"{folder.name}: {folder}")
+    typer.echo(f"read by: ablo run EXPERIMENT --data-dir {root}  (or export ABLO_DATA_DIR={root})")
+
+
 @app.command()
 def diagnose(steps: int = typer.Option(20, help="inner steps r of the example problem"),
              samples: int = typer.Option(16, help="tasks sampled"),
              seed: int = typer.Option(0)):
-    """Bias of FOM and K-RMD against the exact hypergradient, D², V² and the recommended q* (paper
-    000 §4.4) on a built-in MAML linear-regression problem."""
+    """Bias of FOM and K-RMD, D², V² and the recommended q on an example problem.
+
+    On a built-in MAML linear-regression problem: the cheap estimators against the exact
+    hypergradient, and q* of Likhosherstov et al. 2021, §4.4."""
     from .diagnose import diagnose as run_diagnosis
     from .diagnose import format_diagnosis
 
@@ -364,10 +408,31 @@ def bench(out: Path = typer.Option(Path("bench-out"), help="output directory (re
 
 
 # --- entry point -------------------------------------------------------------------------------
+def _print_version(value: bool):
+    if value:
+        from . import __version__
+
+        typer.echo(f"ablo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                          help="print the version and exit")):
+    """Approximate bi-level optimization: run the papers' experiments and compare estimators."""
+
+
 def _fail(message: str, code: int = 2):
     lines = [line.strip() for line in str(message).strip().splitlines() if line.strip()]
     print(f"ablo: error: {' '.join(lines) if lines else 'failed'}", file=sys.stderr)
     sys.exit(code)
+
+
+def _interrupted(e: BaseException):
+    step = getattr(e, "step", None)
+    where = f" after outer step {step}" if step is not None else ""
+    print(f"ablo: interrupted{where}; run the same command with --resume to continue", file=sys.stderr)
+    sys.exit(130)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -378,13 +443,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         code = app(args=args, prog_name="ablo", standalone_mode=False)
-    except (KeyboardInterrupt, typer.Abort):
-        print("ablo: interrupted", file=sys.stderr)
-        sys.exit(130)
+    except (KeyboardInterrupt, typer.Abort) as e:
+        _interrupted(e)
     except typer.TyperException as e:  # click's usage errors (typer vendors click)
         ctx = getattr(e, "ctx", None)
-        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
-            typer.echo(ctx.get_help(), err=True)
+        if type(e).__name__ == "NoArgsIsHelpError":  # its message is the help (rich mode has printed it already)
+            if e.format_message().strip():
+                typer.echo(e.format_message(), err=True)
             sys.exit(2)
         command = ctx.command_path if ctx is not None else "ablo"
         _fail(f"{getattr(e, 'format_message', e.__str__)()} (see '{command} --help')", getattr(e, "exit_code", 2) or 2)

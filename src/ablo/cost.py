@@ -1,6 +1,7 @@
 """What a hypergradient estimate cost: a small pytree of counts that jit and vmap can carry.
 
-Counting follows paper 000, Proposition 1: one *gradient evaluation* is one evaluation of
+Counting follows Likhosherstov et al. (ICML 2021, "Debiasing a first-order heuristic for
+approximate bi-level optimization", https://arxiv.org/abs/2106.02487), Proposition 1: one *gradient evaluation* is one evaluation of
 ∂L/∂φ (inner or outer loss); one *HVP* is one reverse pass through an inner step, which
 gives the pair [(∂²L_in/∂θ∂φ)ᵀb, (∂²L_in/∂φ²)ᵀb] at the price of one Hessian-vector product
 (for momentum and Adam the same VJP through the whole step); one *JVP* is a
@@ -19,6 +20,28 @@ import jax.numpy as jnp
 
 
 class Cost(NamedTuple):
+    """The cost of one hypergradient estimate (or, summed, of many), as float32 scalars.
+
+    Every estimator returns one beside its estimate, so that methods are compared at equal cost
+    rather than equal steps. For r inner steps, exact reverse mode costs ``grad_evals`` = r + 1,
+    ``hvps`` = r, ``states`` = r + 1; the first-order method (FOM) r + 1, 0, 1. Under ``vmap``
+    each field gains a task axis; :func:`batch_total` sums it. Adding two costs (``a + b``) gives
+    the cost of running both calls one after the other.
+
+    Attributes:
+        grad_evals: evaluations of a gradient ∂L/∂φ of the inner or the outer loss (one per
+            inner step of a GD-like optimizer, plus one for the outer loss).
+        hvps: Hessian-vector products: reverse passes through one inner step, each giving
+            [(∂²L_in/∂θ∂φ)ᵀb, (∂²L_in/∂φ²)ᵀb] at the price of one HVP. Fractional values are
+            expected counts (UFOM with probability q adds q·r).
+        jvps: Jacobian-vector products of the initialisation V(θ), or tangents pushed through one
+            step in forward mode.
+        states: the largest number of inner states φ_j held in memory at once (the memory cost:
+            r + 1 for reverse mode, 1 for FOM and recomputation, M + 1 with M checkpoints).
+        samples: data samples drawn (mini-batch estimators such as stocBiO); 0 otherwise.
+        nonfinite: True when the estimate holds NaN or ±inf.
+    """
+
     grad_evals: jax.Array
     hvps: jax.Array
     jvps: jax.Array
@@ -28,7 +51,8 @@ class Cost(NamedTuple):
 
     @property
     def function_calls(self) -> jax.Array:
-        """Gradient evaluations plus Hessian/Jacobian-vector products (paper 000 §5 budgets)."""
+        """Gradient evaluations + HVPs + JVPs: the unit in which budgets are set (Likhosherstov et
+        al. 2021, §5: an HVP costs about as much as a gradient)."""
         return self.grad_evals + self.hvps + self.jvps
 
     def __add__(self, other: "Cost") -> "Cost":  # type: ignore[override]
@@ -43,6 +67,8 @@ class Cost(NamedTuple):
         )
 
     def as_dict(self) -> dict:
+        """The fields as Python numbers (floats, ``nonfinite`` a bool) plus ``function_calls``,
+        for JSON records. Moves the values to the host (not for use under ``jit``)."""
         d = {k: float(v) for k, v in self._asdict().items() if k != "nonfinite"}
         d["nonfinite"] = bool(self.nonfinite)
         d["function_calls"] = float(self.function_calls)

@@ -1,5 +1,5 @@
 """Diagnose a user's own bilevel problem at one θ: how biased are the cheap estimators, and which q
-the theory of paper 000 §4.4 recommends for UFOM there.
+the theory of Likhosherstov et al. 2021, §4.4, recommends for UFOM there.
 
 For n sampled tasks it computes the exact hypergradient and FOM's and K-RMD's (several K) and reports,
 for each cheap estimator, the mean per-task cosine with the exact one, the cosine of the task means,
@@ -41,9 +41,32 @@ def diagnose(problem, theta, tasks, key, n_samples: int | None = 16, Ks=None, ex
              eps: float = 0.0, repeats: int = 11) -> dict:
     """Bias of FOM and K-RMD, D², V², unit costs and the recommended q* at ``theta``.
 
-    ``tasks``: a sampler ``sampler(key) -> task`` (``n_samples`` draws) or tasks stacked on axis 0
-    (the first ``n_samples``, all if None). ``Ks``: truncation depths (default 1, r/4, r/2 within
-    [1, r − 1]); ``exact``: the reference estimator (default ``Reverse``)."""
+    With G_i the exact hypergradient of task i and Ĝ_i a cheap estimator's, it reports the mean
+    cosine(Ĝ_i, G_i), the cosine of the task means, the relative error
+    sqrt(Σ‖Ĝ_i − G_i‖² / Σ‖G_i‖²); D² = mean ‖G_FO,i − G_i‖² and V² = mean ‖G_i‖² (FOM's bias and
+    the exact estimator's second moment, eq. 14, 16); C1, C2 = seconds per gradient / per HVP,
+    C_det, C_rnd of Proposition 1 and q* of eq. 21 (Likhosherstov et al. 2021).
+
+    Args:
+        problem: the :class:`~ablo.problem.BilevelProblem`.
+        theta: the outer parameters at which to diagnose.
+        tasks: a sampler ``sampler(key) -> task`` (``n_samples`` draws) or tasks stacked on axis 0
+            (the first ``n_samples``, all if None).
+        key: PRNG key for the task draws and the estimators.
+        n_samples: number of tasks.
+        Ks: truncation depths K of K-RMD (default 1, r/4, r/2 within [1, r − 1]).
+        exact: the reference estimator (default ``Reverse()``).
+        eps: the target accuracy ε in the condition and in q* (eq. 20-21).
+        repeats: timing repeats for C1 and C2 (medians).
+
+    Returns:
+        A dict: ``r``, ``n_samples``, ``exact``, ``exact_function_calls``, ``estimators``
+        ({name: cosine, cosine_of_means, relative_error, function_calls}), ``D2``, ``V2``, ``C1``,
+        ``C2``, ``C_det``, ``C_rnd``, ``condition_20``, ``q_star`` (with measured unit costs) and
+        ``q_star_function_calls`` (counting calls, C1 = C2 = 1). :func:`format_diagnosis` prints it.
+
+    Cost: n_samples exact estimates plus (1 + len(Ks)) cheap ones, compiled once each.
+    """
     import jax.flatten_util  # noqa: F401  (registers ravel_pytree)
 
     r = problem.steps

@@ -1,5 +1,5 @@
 """Matrix-free solvers for A x = b with A symmetric positive definite (A = ∇²_φ L_in in AID,
-paper 004 eq. 3-4), over pytree vectors.
+Ji, Yang & Liang 2021, eq. 3-4), over pytree vectors.
 
 A solver is a small frozen value called as ``solve(matvec, b, x0=None) -> (x, SolveInfo)``:
 ``matvec(v) = A v``; ``x0`` a warm start (``None``: start from 0, which saves the matvec
@@ -7,9 +7,9 @@ A x0). ``SolveInfo.matvecs`` counts the products A v used (the HVPs of a cost re
 ``SolveInfo.residual`` is a residual norm (see each solver). All loops are ``lax`` loops, so
 memory and compile time do not grow with the iteration count.
 
-* ``CG(tol, maxiter)``: conjugate gradient (paper 004 Alg. 1, AID) until ‖b − A x‖ ≤ tol ‖b‖.
+* ``CG(tol, maxiter)``: conjugate gradient (Ji et al. 2021, Alg. 1, AID) until ‖b − A x‖ ≤ tol ‖b‖.
 * ``Neumann(eta, Q)``: x = x0 + η Σ_{q=0}^{Q} (I − ηA)^q (b − A x0), the truncated Neumann
-  series of A⁻¹ = η Σ_q (I − ηA)^q (paper 004 eq. 5 with a fixed A, Alg. 3).
+  series of A⁻¹ = η Σ_q (I − ηA)^q (Ji et al. 2021, eq. 5 with a fixed A, Alg. 3).
 * ``FixedPoint(eta, N)``: N steps of x ← x − η (A x − b) (AID-FP, Grazzi et al. 2020).
 
 Neumann and FixedPoint contract the error by ρ = max_i |1 − η λ_i(A)| per matvec
@@ -30,15 +30,24 @@ tree_map = jax.tree_util.tree_map
 
 
 class SolveInfo(NamedTuple):
+    """What a solve spent and reached.
+
+    Attributes:
+        matvecs: products A v computed (int32); each is one HVP in a cost record.
+        residual: a residual norm at exit (each solver says which).
+    """
+
     matvecs: jax.Array
     residual: jax.Array
 
 
 def tree_vdot(a, b) -> jax.Array:
+    """Σ over leaves of ⟨a, b⟩ (real part): the inner product of two pytrees of one structure."""
     return sum(jnp.vdot(x, y).real for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
 def tree_norm(a) -> jax.Array:
+    """‖a‖₂ over all leaves of a pytree."""
     return jnp.sqrt(tree_vdot(a, a))
 
 
@@ -52,11 +61,13 @@ def _info(matvecs, residual) -> SolveInfo:
 
 
 def check_positive(name: str, value, hint: str = "") -> None:
+    """Raise ValueError naming ``name`` and ``value`` (plus ``hint``) unless it is a number > 0."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0:
         raise ValueError(f"{name} must be a number > 0; got {value!r}{hint}")
 
 
 def check_int(name: str, value, low: int) -> None:
+    """Raise ValueError naming ``name`` and ``value`` unless it is an integer ≥ ``low``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
 

@@ -1,18 +1,18 @@
-"""Meta-learning presets: MAML, ANIL and Reptile (paper 000 §5.3; paper 002 §5; paper 004 §5).
+"""Meta-learning presets: MAML, ANIL and Reptile (Likhosherstov et al. 2021, §5.3; Ji et al. 2021, §5).
 
 Task convention. A few-shot task is a dict ``{"support": (x_s, y_s), "query": (x_q, y_q)}``
-(paper 000 §5.3: D_tr^T and D_test^T); a meta-batch stacks every array on axis 0. The inner
+(Likhosherstov et al. 2021, §5.3: D_tr^T and D_test^T); a meta-batch stacks every array on axis 0. The inner
 loop fits the support set, the outer loss scores the adapted parameters on the query set.
 
 * :func:`maml` — V(θ, T) = θ (Finn et al. 2017), so θ is an initialization:
   L_in(θ, φ, T) = loss(apply(φ, x_s), y_s),  L_out(θ, φ, T) = loss(apply(φ, x_q), y_q).
   Every estimator applies; **first-order MAML is the FOM estimator on this problem**
-  (paper 000 Alg. 3: G_FO = ∂L_out/∂φ at φ_r, the Jacobians of the inner steps dropped), UFOM
+  (Likhosherstov et al. 2021, Alg. 3: G_FO = ∂L_out/∂φ at φ_r, the Jacobians of the inner steps dropped), UFOM
   debiases it (Alg. 4).
-* :func:`anil` — "almost no inner loop" (Raghu et al. 2019; paper 004 §5): θ = {"body", "head"},
+* :func:`anil` — "almost no inner loop" (Raghu et al. 2019; Ji et al. 2021, §5): θ = {"body", "head"},
   only the head is adapted, φ_0 = V(θ) = θ["head"], the body's features of x are computed inside
   both losses, so ∂L/∂θ["body"] reaches the body directly and through φ_r.
-* :class:`Reptile` — Nichol et al. 2018 (paper 002 §5 baseline): the direction θ − φ_r, not a
+* :class:`Reptile` — Nichol et al. 2018 (a baseline in Likhosherstov et al. 2020, UFO-BLO, §5): the direction θ − φ_r, not a
   hypergradient of M; an optax ``sgd(ε)`` step on it is Reptile's θ ← θ + ε(φ_r − θ).
 """
 
@@ -47,7 +47,7 @@ def _check_callable(**fns) -> None:
 
 
 def maml(apply: Callable, loss: Callable, inner_lr, steps: int, optimizer: Optional[Callable] = None) -> BilevelProblem:
-    """The MAML problem (paper 000 §5.3): ``apply(params, x) -> predictions``,
+    """The MAML problem (Likhosherstov et al. 2021, §5.3): ``apply(params, x) -> predictions``,
     ``loss(predictions, y) -> scalar``, ``steps`` = r inner steps of ``optimizer(inner_lr)``
     (default ``ablo.gd``; ``inner_lr`` may be a number, a schedule ``lr(t)`` or ``lr(θ, t)``).
     θ and φ are the network's parameters; tasks follow the module's support/query convention.
@@ -72,7 +72,7 @@ def _head(theta, task):
 
 def anil(features: Callable, head: Callable, loss: Callable, inner_lr, steps: int,
          optimizer: Optional[Callable] = None) -> BilevelProblem:
-    """The ANIL problem (paper 004 §5): θ = {"body": ..., "head": ...}, φ = the head only,
+    """The ANIL problem (Ji et al. 2021, §5): θ = {"body": ..., "head": ...}, φ = the head only,
     φ_0 = θ["head"],
 
         L_in(θ, φ, T) = loss(head(φ, features(θ["body"], x_s)), y_s),  L_out likewise on (x_q, y_q).
@@ -105,7 +105,8 @@ def _signature(tree):
 
 @dataclass(frozen=True)
 class Reptile(Estimator):
-    """Reptile (Nichol et al. 2018; the baseline of paper 002 §5 and paper 000 Table 2):
+    """Reptile (Nichol et al. 2018; a baseline in Likhosherstov et al. 2020, UFO-BLO, §5, and in
+    Likhosherstov et al. 2021, Table 2):
 
         G = θ − φ_r,   φ_r = r inner steps from φ_0 = V(θ) on ``task_map(T)`` (default T itself),
 
@@ -137,10 +138,12 @@ class Reptile(Estimator):
                              f"{_signature(theta)}")
 
     def init(self, problem, theta, task):
+        """No state (``()``), after :meth:`validate`."""
         self.validate(problem, theta, task)
         return ()
 
     def estimate(self, problem, theta, task, state, key):
+        """(θ − φ_r, state, Cost(r gradient evaluations, 1 state)) for one task; ``key`` unused."""
         self.validate(problem, theta, task)
         phi_r = problem.optimizer.params(problem.run(theta, self._task(task)))
         g = tree_sub(theta, phi_r)

@@ -3,10 +3,10 @@
 bilevel problem can be these pytrees directly (e.g. MAML's V(θ) = θ).
 
 * :func:`mlp_init`/:func:`mlp_apply` — dense layers with ReLU between them; ``sizes = [d, k]``
-  is a linear (multinomial logistic) model, ``[d, h, k]`` the two-layer ReLU net of paper 000
+  is a linear (multinomial logistic) model, ``[d, h, k]`` the two-layer ReLU net of Likhosherstov et al. 2021,
   §5.2.
-* :func:`convnet_init`/:func:`convnet_apply` — the few-shot network of paper 000 §5.3 (after
-  Finn et al. 2017): ``blocks`` x [3x3 conv, 64 filters, stride 2, "SAME" padding → batch norm →
+* :func:`convnet_init`/:func:`convnet_apply` — the few-shot network of Likhosherstov et al. 2021, §5.3
+  (after Finn et al. 2017): ``blocks`` x [3x3 conv, 64 filters, stride 2, "SAME" padding → batch norm →
   ReLU], then a dense layer. Batch norm is MAML's: it always normalises with the statistics of
   the batch it is given (no running averages, so it is a pure function of (params, x)), with a
   learned scale and offset.
@@ -36,6 +36,14 @@ def mlp_init(key, sizes: Sequence[int]) -> list:
     keys = jax.random.split(key, len(sizes) - 1)
     return [{"w": jax.random.normal(k, (m, n)) * jnp.sqrt(2.0 / m), "b": jnp.zeros(n)}
             for k, m, n in zip(keys, sizes[:-1], sizes[1:])]
+
+
+def linear_init(d: int, k: int, dtype=jnp.float32) -> list:
+    """A linear model (multinomial logistic regression) in :func:`mlp_init`'s layout, started at
+    W = 0, b = 0 as in Shaban et al. 2019, App. G.1: ``[{"w": (d, k), "b": (k,)}]``."""
+    _check_positive("d", d)
+    _check_positive("k", k)
+    return [{"w": jnp.zeros((d, k), dtype), "b": jnp.zeros(k, dtype)}]
 
 
 def mlp_apply(params: list, x: jax.Array) -> jax.Array:
@@ -94,4 +102,5 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array | Non
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Fraction (in [0, 1]) of rows whose largest logit is at the integer label."""
     return jnp.mean(jnp.argmax(logits, -1) == labels)

@@ -4,9 +4,18 @@
 
 with G any hypergradient estimator (exact, FOM, UFOM, ...). Step k draws its tasks and its
 estimator randomness from ``fold_in(key, k)`` alone, so a run resumed from a checkpoint at
-step k continues exactly as the uninterrupted run. One jitted function does a whole outer
-step (sample the meta-batch with a vmapped ``sampler``, estimate, update) and is compiled
-once. The budget is in outer steps, function calls (Σ ``Cost.function_calls``, paper 000 §5)
+step k continues exactly as the uninterrupted run.
+
+The loop is two pure functions and a driver:
+
+* :func:`init` ``(problem, estimator, optimizer, θ_0, task) -> OuterState``;
+* :func:`make_step` ``(...) -> step(state, key) -> (state, metrics)``: one whole outer step
+  (sample the meta-batch with a vmapped ``sampler``, estimate, update), pure, so it can be
+  jitted, scanned (many steps in one call) or vmapped (many seeds, many θ_0, many traced
+  hyperparameters at once). A step whose hypergradient, losses, new θ or new optimizer state is
+  not finite (an overflow inside Adam's moments, a norm that overflows included) leaves θ and
+  both optimizer states as they were and says why in ``metrics``;
+* :func:`run`, the driver: budgets, logging, evaluation, checkpoints, resume, divergence. The budget is in outer steps, function calls (Σ ``Cost.function_calls``, paper 000 §5)
 or seconds, whichever runs out first; a step is started only while every budget has some
 left, so the last step may overshoot a call budget by at most one step's cost.
 
@@ -17,7 +26,9 @@ update; they come from one extra inner run per task that is *not* charged to the
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import inspect
 import math
 import time
 from dataclasses import dataclass
@@ -76,6 +87,10 @@ class Budget:
 
 
 class RunResult(NamedTuple):
+    """What :func:`run` returns: the final θ and optimizer/estimator states, the log, the outer
+    steps done, the function calls spent, the seconds of outer-step time (compilation excluded),
+    the steps skipped as non-finite and the seconds spent compiling the step."""
+
     theta: Any
     opt_state: Any
     estimator_state: Any
@@ -84,14 +99,38 @@ class RunResult(NamedTuple):
     function_calls: float
     seconds: float
     skipped: int
+    compile_seconds: float = 0.0
+
+
+class OuterState(NamedTuple):
+    """The carry of the outer loop: θ_k, the optax state, the estimator state, k (int32), the
+    function calls spent so far and the steps skipped as non-finite."""
+
+    theta: Any
+    opt_state: Any
+    estimator_state: Any
+    step: jax.Array
+    function_calls: jax.Array
+    skipped: jax.Array
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run`: the last completed step ``step`` is checkpointed (when a
+    checkpoint directory was given) so that ``resume=True`` continues from there."""
+
+    def __init__(self, step: int, checkpoint=None):
+        super().__init__(f"interrupted after outer step {step}")
+        self.step, self.checkpoint = step, checkpoint
 
 
 class Diverged(NonFiniteHypergradient):
-    """An outer step produced a non-finite inner loss, outer loss or hypergradient."""
+    """An outer step produced a non-finite inner loss, outer loss, hypergradient (or norm), θ or
+    optimizer state; ``step``, ``method`` and ``cause`` say which, ``checkpoint`` where the last
+    good state was saved (or None)."""
 
-    def __init__(self, message: str, step: int, method: str, checkpoint=None):
+    def __init__(self, message: str, step: int, method: str, checkpoint=None, cause: str = ""):
         super().__init__(message)
-        self.step, self.method, self.checkpoint = step, method, checkpoint
+        self.step, self.method, self.checkpoint, self.cause = step, method, checkpoint, cause
 
 
 def _check_key(key) -> None:
@@ -104,7 +143,8 @@ def _check_key(key) -> None:
 
 
 def validate(problem, estimator, optimizer, sampler, key, budget, meta_batch, log_every, eval_fn, eval_every,
-             checkpoint_dir, checkpoint_every, resume, on_nonfinite, devices, progress, log_losses=True) -> None:
+             checkpoint_dir, checkpoint_every, resume, on_nonfinite, devices, progress, log_losses=True,
+             eval_every_calls=None) -> None:
     """Check every argument of :func:`run` (cheap: no tracing); ValueError names the bad one."""
     if not isinstance(problem, BilevelProblem):
         raise ValueError(f"problem must be an ablo.BilevelProblem; got {type(problem).__name__}")
@@ -125,6 +165,9 @@ def validate(problem, estimator, optimizer, sampler, key, budget, meta_batch, lo
     _positive("meta_batch", meta_batch, integer=True, optional=False)
     _positive("log_every", log_every, integer=True, optional=False)
     _positive("eval_every", eval_every, integer=True)
+    _positive("eval_every_calls", eval_every_calls, integer=False)
+    if eval_every is not None and eval_every_calls is not None:
+        raise ValueError("give eval_every (outer steps) or eval_every_calls (function calls), not both")
     _positive("checkpoint_every", checkpoint_every, integer=True)
     if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, PathLike)):
         raise ValueError(f"checkpoint_dir must be None or a path; got {checkpoint_dir!r}")
@@ -144,17 +187,37 @@ def _fixed_dtypes(tree):
     return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
 
 
-@functools.lru_cache(maxsize=4)  # small: the cached closures may hold whole datasets (samplers)
-def make_step(problem, estimator, optimizer, sampler, meta_batch: int, mesh=None, log_losses: bool = True):
-    """The jitted outer step ``(θ, opt_state, est_state, key, k) -> (θ', opt_state', est_state', metrics)``,
-    cached so that runs of one configuration (seeds, a resume) share one compilation."""
+def init(problem: BilevelProblem, estimator: Estimator, optimizer: optax.GradientTransformation, theta0,
+         task) -> OuterState:
+    """The outer state at k = 0; ``task`` is one task (e.g. ``sampler(key)``) for the estimator's
+    state (AID's warm start, ...)."""
+    theta0 = _fixed_dtypes(theta0)
+    return OuterState(theta0, _fixed_dtypes(optimizer.init(theta0)),
+                      _fixed_dtypes(estimator.init(problem, theta0, task)),
+                      jnp.asarray(0, jnp.int32), jnp.asarray(0.0, jnp.float32), jnp.asarray(0, jnp.int32))
+
+
+#: The causes of a non-finite step, in the order they are reported.
+CAUSES = ("inner_loss", "outer_loss", "hypergradient", "grad_norm", "theta", "opt_state", "estimator_state")
+
+
+def make_step(problem, estimator, optimizer, sampler, meta_batch: int = 1, mesh=None, log_losses: bool = True):
+    """The pure outer step ``step(state: OuterState, key) -> (state, metrics)`` of paper 000
+    Alg. 1: draw the meta-batch from ``fold_in(key, k)``, estimate, apply the optax update.
+
+    ``metrics``: ``outer_loss``, ``inner_loss`` (M^(r) and L_in at θ_k, from one extra inner run
+    per task that is not charged; NaN when ``log_losses`` is False), ``grad_norm``,
+    ``function_calls`` of this step, ``nonfinite`` and one ``bad_<cause>`` flag per entry of
+    :data:`CAUSES`. A non-finite step keeps θ and both optimizer states (k still advances and
+    its calls are charged)."""
 
     def losses(theta, task):
         phi_r = problem.optimizer.params(problem.run(theta, task))
         return problem.inner_loss(theta, phi_r, task), problem.outer_loss(theta, phi_r, task)
 
-    def step(theta, opt_state, est_state, key, k):
-        k_tasks, k_est = jax.random.split(jax.random.fold_in(key, k))
+    def step(state: OuterState, key):
+        theta, opt_state, est_state = state.theta, state.opt_state, state.estimator_state
+        k_tasks, k_est = jax.random.split(jax.random.fold_in(key, state.step))
         tasks = jax.vmap(sampler)(jax.random.split(k_tasks, meta_batch))
         if mesh is None:
             g, new_est, c = estimator.estimate_batch(problem, theta, tasks, est_state, k_est)
@@ -163,44 +226,85 @@ def make_step(problem, estimator, optimizer, sampler, meta_batch: int, mesh=None
             g, new_est, c = sharding.estimate_batch(estimator, problem, theta, tasks, est_state, k_est, mesh)
         if log_losses:
             l_in, l_out = jax.vmap(losses, in_axes=(None, 0))(theta, tasks)
+            l_in, l_out = l_in.mean(), l_out.mean()
         else:
-            l_in = l_out = jnp.full((1,), jnp.nan)
+            l_in = l_out = jnp.asarray(jnp.nan, jnp.float32)
         updates, new_opt = optimizer.update(g, opt_state, theta)
         new_theta = optax.apply_updates(theta, updates)
         same = lambda new, old: jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), new, old)
-        metrics = {"outer_loss": l_out.mean(), "inner_loss": l_in.mean(), "grad_norm": optax.tree.norm(g),
-                   "function_calls": c.function_calls,
-                   "nonfinite": c.nonfinite | is_nonfinite(g) | (is_nonfinite((l_in, l_out)) if log_losses else False)}
-        return same(new_theta, theta), same(new_opt, opt_state), same(new_est, est_state), metrics
+        new_theta, new_opt, new_est = same(new_theta, theta), same(new_opt, opt_state), same(new_est, est_state)
+        grad_norm = optax.tree.norm(g)
+        bad = {"inner_loss": is_nonfinite(l_in) if log_losses else jnp.asarray(False),
+               "outer_loss": is_nonfinite(l_out) if log_losses else jnp.asarray(False),
+               "hypergradient": is_nonfinite(g) | c.nonfinite, "grad_norm": is_nonfinite(grad_norm),
+               "theta": is_nonfinite(new_theta), "opt_state": is_nonfinite(new_opt),
+               "estimator_state": is_nonfinite(new_est)}
+        nonfinite = functools.reduce(jnp.logical_or, bad.values())
+        keep = lambda new, old: jax.tree_util.tree_map(lambda a, b: jnp.where(nonfinite, b, a), new, old)
+        new_state = OuterState(keep(new_theta, theta), keep(new_opt, opt_state), keep(new_est, est_state),
+                               state.step + 1, state.function_calls + c.function_calls.astype(jnp.float32),
+                               state.skipped + nonfinite.astype(jnp.int32))
+        metrics = {"outer_loss": l_out, "inner_loss": l_in, "grad_norm": grad_norm,
+                   "function_calls": c.function_calls, "nonfinite": nonfinite,
+                   **{f"bad_{k}": v for k, v in bad.items()}}
+        return new_state, metrics
 
-    return jax.jit(step)
+    return step
+
+
+@functools.lru_cache(maxsize=4)  # small: the cached closures may hold whole datasets (samplers)
+def _compiled_step(problem, estimator, optimizer, sampler, meta_batch: int, mesh, log_losses: bool):
+    """The jitted :func:`make_step`, cached so that runs of one configuration (seeds, a resume)
+    share one compilation."""
+    return jax.jit(make_step(problem, estimator, optimizer, sampler, meta_batch, mesh, log_losses))
+
+
+@contextlib.contextmanager
+def _no_progress(description: str, total):
+    yield lambda n=1: None
+
+
+def _eval_takes_state(eval_fn) -> bool:
+    """True when ``eval_fn`` takes (θ, state) rather than θ alone."""
+    try:
+        params = [p for p in inspect.signature(eval_fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        return False
+    return len(params) >= 2
 
 
 def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.GradientTransformation, theta0,
         sampler: Callable, *, key, budget: Budget = Budget(), meta_batch: int = 1, log_every: int = 1,
-        eval_fn: Optional[Callable[[Any], Mapping[str, float]]] = None, eval_every: Optional[int] = None,
-        checkpoint_dir=None, checkpoint_every: Optional[int] = None, resume: bool = False,
-        on_nonfinite: str = "raise", devices: Optional[int] = None, progress=None,
-        log_losses: bool = True) -> RunResult:
-    """Outer optimization of θ (paper 000 Alg. 1). ``sampler(key) -> task`` must be a pure JAX
-    function (it is vmapped); ``optimizer`` any optax transformation.
+        eval_fn: Optional[Callable[..., Mapping[str, float]]] = None, eval_every: Optional[int] = None,
+        eval_every_calls: Optional[float] = None, checkpoint_dir=None, checkpoint_every: Optional[int] = None,
+        resume: bool = False, on_nonfinite: str = "raise", devices: Optional[int] = None, progress=None,
+        log_losses: bool = True, label: Optional[str] = None, on_resume: Optional[Callable[[int], None]] = None
+        ) -> RunResult:
+    """Outer optimization of θ (paper 000 Alg. 1) by :func:`make_step`. ``sampler(key) -> task``
+    must be a pure JAX function (it is vmapped); ``optimizer`` any optax transformation.
 
     Logs (every ``log_every`` steps and at the last) a dict with ``step`` (steps done),
     ``outer_loss``, ``inner_loss``, ``grad_norm``, ``q`` (None if the estimator has none) and the
     estimator's other ``describe_state`` scalars, cumulative ``function_calls``, ``seconds``,
-    ``skipped``, and ``eval_fn(θ)``'s metrics every ``eval_every`` steps (at the end only when
-    ``eval_every`` is None). ``checkpoint_every`` steps (and at the end) the run state goes to
-    ``checkpoint_dir``; ``resume=True`` continues from there (from scratch when there is no
-    checkpoint yet). A non-finite step raises :class:`Diverged` after saving the last good state
-    (``on_nonfinite="raise"``) or is skipped and counted (``"skip"``: θ and the optimizer and
-    estimator states stay, the step's calls are charged). ``devices=N`` shards the meta-batch
-    over N devices (:mod:`ablo.sharding`). ``progress(description, total)`` as for experiments.
+    ``skipped``, and ``eval_fn``'s metrics every ``eval_every`` steps or ``eval_every_calls``
+    function calls (at the end only when both are None). ``eval_fn(θ)`` or ``eval_fn(θ, state)``
+    (the :class:`OuterState`, e.g. to read the inner iterate an estimator carries).
+    ``checkpoint_every`` steps (and at the end, on divergence and on Ctrl-C) the run state goes
+    to ``checkpoint_dir``; ``resume=True`` continues from there (from scratch when there is no
+    checkpoint yet; ``on_resume(step)`` is called with the step it continues from). A non-finite
+    step raises :class:`Diverged` naming the step, the method and the cause after saving the last
+    good state (``on_nonfinite="raise"``) or is skipped and counted (``"skip"``: θ and the
+    optimizer and estimator states stay, the step's calls are charged). Ctrl-C raises
+    :class:`Interrupted` after saving. ``devices=N`` shards the meta-batch over N devices
+    (:mod:`ablo.sharding`). ``progress(description, total)`` returns a context manager yielding
+    ``advance(n)``; ``label`` (default the estimator's name) names the run in it.
     ``log_losses=False`` skips the extra inner run that the logged losses cost (they are then
-    None): use it when timing cheap estimators. ``seconds`` counts the outer steps only (the first
-    one includes compilation), not ``eval_fn`` nor checkpoint writing.
+    None). The step is compiled before the clock starts: ``seconds`` counts outer steps only, not
+    compilation (``compile_seconds``), ``eval_fn`` nor checkpoint writing.
     """
     validate(problem, estimator, optimizer, sampler, key, budget, meta_batch, log_every, eval_fn, eval_every,
-             checkpoint_dir, checkpoint_every, resume, on_nonfinite, devices, progress, log_losses)
+             checkpoint_dir, checkpoint_every, resume, on_nonfinite, devices, progress, log_losses, eval_every_calls)
     estimator.check(problem)
     try:
         task_shape = jax.eval_shape(sampler, key)
@@ -208,10 +312,8 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
         raise ValueError(f"sampler(key) must be a JAX function of a PRNG key that returns one task; it failed: "
                          f"{type(e).__name__}: {e}") from None
     problem.validate(theta0, task_shape)
-    theta0 = _fixed_dtypes(theta0)
-    task0 = sampler(key)
-    snap = ckpt.Snapshot(theta0, _fixed_dtypes(optimizer.init(theta0)),
-                         _fixed_dtypes(estimator.init(problem, theta0, task0)), key)
+    state0 = init(problem, estimator, optimizer, theta0, sampler(key))
+    snap = ckpt.Snapshot(state0.theta, state0.opt_state, state0.estimator_state, key)
     if resume:
         restored = ckpt.load(checkpoint_dir, snap)
         if restored is not None:
@@ -220,56 +322,104 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
                                  "(seed); resume with the same key or use another checkpoint directory")
             snap = ckpt.Snapshot(restored.theta, restored.opt_state, restored.estimator_state, key, restored.step,
                                  restored.function_calls, restored.seconds, restored.skipped, restored.log)
+        if on_resume is not None:
+            on_resume(snap.step)
     mesh = sharding.task_mesh(devices) if devices is not None and devices > 1 else None
-    step_fn = make_step(problem, estimator, optimizer, sampler, meta_batch, mesh, log_losses)
-    if progress is None:
-        from .experiments import null_progress as progress
+    label = label or estimator.name
+    state_of = lambda s: OuterState(s.theta, s.opt_state, s.estimator_state, jnp.asarray(s.step, jnp.int32),
+                                    jnp.asarray(0.0, jnp.float32), jnp.asarray(0, jnp.int32))
+    t0 = time.perf_counter()
+    step_fn = _compiled_step(problem, estimator, optimizer, sampler, meta_batch, mesh, log_losses)
+    step_fn = step_fn.lower(state_of(snap), key).compile()
+    compile_seconds = time.perf_counter() - t0
+    with_state = eval_fn is not None and _eval_takes_state(eval_fn)
+    next_eval = (math.floor(snap.function_calls / eval_every_calls) + 1) * eval_every_calls if eval_every_calls else None
 
     def save():  # one writer when several processes run the same program (jax.distributed)
         return ckpt.save(checkpoint_dir, snap) if jax.process_index() == 0 else ckpt.path(checkpoint_dir)
 
-    with progress(f"outer steps ({estimator.name})", budget.steps) as advance:
-        advance(snap.step)
+    def evaluate():
+        state = state_of(snap)._replace(function_calls=jnp.asarray(snap.function_calls, jnp.float32))
+        return eval_fn(snap.theta, state) if with_state else eval_fn(snap.theta)
+
+    def steps(advance):
+        nonlocal next_eval
         while not budget.exhausted(snap.step, snap.function_calls, snap.seconds):
             t0 = time.perf_counter()
-            theta, opt_state, est_state, m = step_fn(snap.theta, snap.opt_state, snap.estimator_state, key,
-                                                     jnp.asarray(snap.step, jnp.int32))
+            new, m = step_fn(state_of(snap), key)
             m = {k: v.item() for k, v in jax.device_get(m).items()}  # waits for the step
             snap.seconds += time.perf_counter() - t0
             if m["nonfinite"] and on_nonfinite == "raise":
+                cause = next((c for c in CAUSES if m[f"bad_{c}"]), "hypergradient")
                 saved = save() if checkpoint_dir is not None else None
                 where = f"; the last good state (step {snap.step}) is saved in {saved}" if saved else ""
-                raise Diverged(f"outer step {snap.step + 1}: the {estimator.name} hypergradient or the inner/outer "
-                               f"loss is not finite (inner loss {m['inner_loss']:.4g}, outer loss "
-                               f"{m['outer_loss']:.4g}); likely cause: {NONFINITE_ADVICE}{where}",
-                               snap.step + 1, estimator.name, saved)
-            if m["nonfinite"]:
-                snap.skipped += 1
-            else:
-                snap.theta, snap.opt_state, snap.estimator_state = theta, opt_state, est_state
+                raise Diverged(f"outer step {snap.step + 1} of {label}: the {cause.replace('_', ' ')} is not finite "
+                               f"(inner loss {m['inner_loss']:.4g}, outer loss {m['outer_loss']:.4g}, hypergradient "
+                               f"norm {m['grad_norm']:.4g}); likely cause: {NONFINITE_ADVICE}{where}",
+                               snap.step + 1, label, saved, cause)
+            snap.theta, snap.opt_state, snap.estimator_state = new.theta, new.opt_state, new.estimator_state
+            snap.skipped += int(m["nonfinite"])
             snap.step += 1
             snap.function_calls += m["function_calls"]
             if not log_losses:
                 m["outer_loss"] = m["inner_loss"] = None
             done = budget.exhausted(snap.step, snap.function_calls, snap.seconds)
-            evaluate = eval_fn is not None and (done or (eval_every is not None and snap.step % eval_every == 0))
-            if done or evaluate or snap.step % log_every == 0:
-                snap.log.append(_entry(snap, m, estimator, eval_fn if evaluate else None))
+            due = eval_every is not None and snap.step % eval_every == 0
+            if next_eval is not None and snap.function_calls >= next_eval:
+                due = True
+                next_eval = (math.floor(snap.function_calls / eval_every_calls) + 1) * eval_every_calls
+            do_eval = eval_fn is not None and (done or due)
+            if done or do_eval or snap.step % log_every == 0:
+                snap.log.append(_entry(snap, m, estimator, evaluate if do_eval else None))
             if checkpoint_dir is not None and (done or (checkpoint_every and snap.step % checkpoint_every == 0)):
                 save()
             advance(1)
+
+    with (progress or _no_progress)(label, budget.steps) as advance:
+        advance(snap.step)
+        try:
+            steps(advance)
+        except KeyboardInterrupt:  # between or inside steps: snap holds the last completed one
+            raise Interrupted(snap.step, save() if checkpoint_dir is not None else None) from None
     return RunResult(snap.theta, snap.opt_state, snap.estimator_state, snap.log, snap.step, snap.function_calls,
-                     snap.seconds, snap.skipped)
+                     snap.seconds, snap.skipped, compile_seconds)
 
 
-def _entry(snap: ckpt.Snapshot, m: dict, estimator: Estimator, eval_fn) -> dict:
+def _entry(snap: ckpt.Snapshot, m: dict, estimator: Estimator, evaluate) -> dict:
     entry = {"step": snap.step, "outer_loss": m["outer_loss"], "inner_loss": m["inner_loss"],
              "grad_norm": m["grad_norm"], "q": None}
     entry.update({k: float(v) for k, v in estimator.describe_state(snap.estimator_state).items()})
     entry.update(function_calls=snap.function_calls, seconds=snap.seconds, skipped=snap.skipped)
-    if eval_fn is not None:
-        metrics = eval_fn(snap.theta)
+    if evaluate is not None:
+        metrics = evaluate()
         if not isinstance(metrics, Mapping):
             raise ValueError(f"eval_fn must return a dict of metrics; got {type(metrics).__name__}")
         entry.update({str(k): float(v) for k, v in metrics.items()})
     return entry
+
+
+def scan(step: Callable, state: OuterState, key, steps: int):
+    """``steps`` applications of a :func:`make_step` function under one ``lax.scan``: returns the
+    last state and the per-step metrics, each with θ after the step as ``metrics["theta"]``,
+    stacked on axis 0. Pure (jit and vmap it, e.g. over keys for many seeds at once)."""
+
+    def body(s, _):
+        s, m = step(s, key)
+        return s, {**m, "theta": s.theta}
+
+    return jax.lax.scan(body, state, None, length=steps)
+
+
+def raise_if_diverged(metrics, label: str) -> None:
+    """Raise :class:`Diverged` naming the first non-finite step of ``label`` and its cause, given
+    the stacked metrics of :func:`scan` (or one step's metrics). Host-side: it reads the flags."""
+    flags = np.atleast_1d(np.asarray(jax.device_get(metrics["nonfinite"])))
+    if not flags.any():
+        return
+    bad = np.argwhere(flags)[0]
+    index = tuple(bad)
+    cause = next((c for c in CAUSES if np.atleast_1d(np.asarray(metrics[f"bad_{c}"]))[index]), "hypergradient")
+    step = int(index[-1]) + 1
+    where = f" (run {index[:-1]})" if len(index) > 1 else ""
+    raise Diverged(f"outer step {step} of {label}{where}: the {cause.replace('_', ' ')} is not finite; likely cause: "
+                   f"{NONFINITE_ADVICE}", step, label, None, cause)

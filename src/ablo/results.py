@@ -8,27 +8,10 @@ import csv
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-
-def atomic_write(path, data: bytes | str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+from .atomic import atomic_write
 
 
 def _jsonable(x):
@@ -50,6 +33,8 @@ def write_summary(out_dir, experiment: str, config: Mapping, results: Sequence[M
 
 
 def read_summary(path) -> dict:
+    """The summary.json of a run folder (or the file itself) as a dict; ValueError naming the file
+    when it is missing or not valid JSON."""
     path = Path(path)
     if path.is_dir():
         path = path / "summary.json"
@@ -62,6 +47,8 @@ def read_summary(path) -> dict:
 
 
 def write_csv(path, rows: Iterable[Mapping]) -> Path:
+    """Write ``rows`` (dicts) as CSV, atomically: the columns are the union of the rows' keys in
+    first-seen order, a missing key an empty cell, arrays as lists, non-finite floats empty."""
     rows = list(rows)
     cols: list = []
     for r in rows:
@@ -81,6 +68,8 @@ def _fmt(v) -> str:
 
 
 def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
+    """A Markdown table of ``rows`` (dicts) with ``columns`` (default: the union of their keys in
+    first-seen order); floats with 4 significant digits, None and missing keys as empty cells."""
     rows = list(rows)
     if columns is None:
         columns = []
@@ -93,6 +82,7 @@ def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None
 
 def write_markdown(path, title: str, rows: Sequence[Mapping], columns: Sequence[str] | None = None,
                    notes: str = "") -> Path:
+    """Write ``# title``, :func:`markdown_table` of ``rows`` and ``notes`` to ``path`` atomically."""
     text = f"# {title}\n\n" + markdown_table(rows, columns) + (f"\n{notes.strip()}\n" if notes else "")
     return atomic_write(path, text)
 

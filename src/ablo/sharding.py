@@ -1,6 +1,6 @@
 """A meta-batch of tasks sharded across devices with JAX's own sharding (``jax.sharding``).
 
-The outer step of paper 000 Alg. 1 averages the hypergradient over a meta-batch,
+The outer step (Likhosherstov et al. 2021, Alg. 1) averages the hypergradient over a meta-batch,
 G = (1/n) Σ_i G(θ, T_i). With ``devices = N`` the task axis (axis 0 of every task leaf) is
 placed on a one-axis :class:`~jax.sharding.Mesh` named ``"tasks"``: each device estimates
 n/N tasks and the mean is a cross-device sum (``psum``). θ, the optimizer state and the

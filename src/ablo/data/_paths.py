@@ -7,7 +7,7 @@ from pathlib import Path
 
 def locate(data_dir, subfolders: tuple, found) -> Path:
     """``data_dir`` itself when ``found(data_dir)``, else its first subfolder (e.g. ``mnist/`` of a
-    root like ../shared/data) for which ``found`` holds, else ``data_dir`` (the loader then names
+    data root that holds every dataset) for which ``found`` holds, else ``data_dir`` (the loader then names
     what is missing)."""
     data_dir = Path(data_dir)
     if found(data_dir):

@@ -68,7 +68,7 @@ def load_newsgroups(data_dir, max_features: int | None = None, min_df: int = 1) 
         docs = _from_archive(data_dir)
     else:
         raise FileNotFoundError(f"20 Newsgroups not found: neither {data_dir / SPLITS['train']}/ "
-                                f"nor {data_dir / ARCHIVE} exists")
+                                f"nor {data_dir / ARCHIVE} exists (`ablo data fetch 20newsgroups` downloads it)")
     groups = sorted({g for g, _ in docs["train"]})
     index = {g: i for i, g in enumerate(groups)}
     unknown = sorted({g for g, _ in docs["test"]} - set(groups))

@@ -2,39 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Callable, Dict
-
 from .base import Estimator
 from .adaptive import AdaptiveUFOM, make_adaptive
 from .debiased import UFOM, Debiased, make_debiased
 from .first_order import FOM
 from .implicit import AID, HOAG, aid_cg, aid_fp, aid_neumann
 from .stochastic import BSA, TTSA, StocBiO
+from .registry import REGISTRY, get, parse, register, spec_of
 from .unrolled import Checkpointed, ExactUnrolled, Forward, Recompute, Reverse, Truncated
-
-REGISTRY: Dict[str, Callable[..., Estimator]] = {}
-
-
-def register(name: str, factory: Callable[..., Estimator], summary: str) -> None:
-    """Make ``factory(**options)`` selectable as ``name`` (CLI ``--method``, ``get``)."""
-    factory.summary = summary  # type: ignore[attr-defined]
-    REGISTRY[name] = factory
-
-
-def get(name: str, **options) -> Estimator:
-    """The estimator registered as ``name``, built with ``options``."""
-    if name not in REGISTRY:
-        raise ValueError(f"unknown estimator {name!r}; choose one of: {', '.join(sorted(REGISTRY))}")
-    return REGISTRY[name](**options)
-
 
 register("reverse", Reverse, "exact reverse mode through the stored unrolled loop (000 Alg. 2; 001 eq. 6)")
 register("recompute", Recompute, "exact, O(1) memory: states recomputed from phi_0 (000 §3)")
-register("checkpointed", Checkpointed, "exact with M checkpoints (default sqrt r), memory O(M) (001 Table 1)")
+register("checkpointed", Checkpointed, "exact with M checkpoints (default sqrt r), memory O(M) (001 Table 1)",
+         shorthand="M")
 register("forward", Forward, "exact forward mode, FMD (001 eq. 7)")
-register("truncated", Truncated, "K-step truncated reverse, K-RMD (001 eq. 8)")
+register("truncated", Truncated, "K-step truncated reverse, K-RMD (001 eq. 8)", shorthand="K")
 register("fom", FOM, "first-order method, biased, O(1) memory (000 Alg. 3)")
-register("ufom", UFOM, "unbiased first-order method with fixed q (000 Alg. 4)")
+register("ufom", UFOM, "unbiased first-order method with fixed q (000 Alg. 4)", shorthand="q")
 register("aid-cg", aid_cg, "implicit differentiation, conjugate gradient, warm starts (004 Alg. 1, eq. 3)")
 register("aid-neumann", aid_neumann, "implicit differentiation, truncated Neumann series (004 eq. 5, deterministic)")
 register("aid-fp", aid_fp, "implicit differentiation, fixed-point iteration, AID-FP (004 §A.2)")
@@ -43,10 +27,11 @@ register("stocbio", StocBiO, "mini-batch stochastic AID, Neumann series over ind
 register("bsa", BSA, "single-sample stochastic AID, growing inner steps (Ghadimi & Wang 2018; 004 §A.2)")
 register("ttsa", TTSA, "two-time-scale single-sample AID, one inner step per outer step (Hong et al. 2020; 004 §A.2)")
 register("adaptive-ufom", make_adaptive, "UFOM with q = max(q*, q_min) adapted online from smoothed D2, V2 (000 eq. 22-24)")
-register("debiased", make_debiased, "any cheap estimator (default K-RMD) debiased by the exact one with prob. q")
+register("debiased", make_debiased, "any cheap estimator (default K-RMD) debiased by the exact one with prob. q",
+         shorthand="q")
 from ..meta import Reptile  # noqa: E402 - ablo.meta builds on .base, imported above
 
 register("reptile", Reptile, "Reptile direction theta - phi_r, MAML-form problems only (Nichol et al. 2018; 002 §5)")
 
 __all__ = ["Estimator", "ExactUnrolled", "Reverse", "Recompute", "Checkpointed", "Forward", "Truncated", "FOM",
-           "UFOM", "AdaptiveUFOM", "Debiased", "REGISTRY", "register", "get"]
+           "UFOM", "AdaptiveUFOM", "Debiased", "REGISTRY", "register", "get", "parse", "spec_of"]

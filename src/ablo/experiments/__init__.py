@@ -1,16 +1,16 @@
-"""Experiments by name.
+"""Experiments by name: spec → typed config → problem → estimator → outer loop → results.
 
-Each module in this package registers an :class:`Experiment` on import. ``run(config,
-out_dir, progress)`` builds its problems from ``config`` (its ``defaults`` updated with the
-user's overrides), writes summary.json / CSV / PNG / Markdown into ``out_dir`` through
-:mod:`ablo.results`, and returns the summary document. ``tiny`` is a config override that
-runs in seconds (used by the tests).
+Each module in this package registers an :class:`Experiment` on import: its name, its config
+class (a frozen :class:`~ablo.experiments.config.ExperimentConfig` whose fields declare type,
+range and help), ``tiny`` (overrides for a seconds-long smoke run, used by the tests) and
+``run(config, ctx) -> summary``. ``run`` builds its problems from the config, estimators from
+the config's specs (:func:`ablo.estimators.parse`), trains with :mod:`ablo.outer` (``run``, or
+``make_step`` under ``lax.scan``/``vmap``) and writes summary.json / CSV / PNG / Markdown into
+``ctx.out`` through :mod:`ablo.results`.
 
-Standard config keys (an experiment uses those that apply): ``methods`` (estimator names),
-``seeds`` (list of ints), ``data_dir`` (None = bundled/generated data), ``budget_calls``
-(function-call budget per run), ``outer_steps``.
-
-``progress(description, total)`` returns a context manager that yields ``advance(n=1)``.
+:func:`execute` is the one way to run an experiment (the CLI uses it): it claims the out folder
+(:class:`~ablo.runfolder.RunFolder`: manifest, lock, no mixing or silent replacing) and hands
+``run`` a :class:`RunContext` with the folder, the progress factory and the resume flag.
 """
 
 from __future__ import annotations
@@ -19,16 +19,58 @@ import contextlib
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
-from typing import Callable, Dict
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional
+
+from ..runfolder import RunFolder
+from .config import ExperimentConfig, build
+
+
+@contextlib.contextmanager
+def null_progress(description: str, total):
+    """A progress factory that draws nothing."""
+    yield lambda n=1: None
 
 
 @dataclass(frozen=True)
 class Experiment:
+    """A registered experiment: ``run(config, ctx) -> summary document``; ``config`` its
+    ExperimentConfig class; ``tiny`` the smoke-run overrides; ``summary`` one line for ``ablo list``."""
+
     name: str
-    run: Callable  # run(config: dict, out_dir: pathlib.Path, progress) -> dict
-    defaults: dict = field(default_factory=dict)
-    tiny: dict = field(default_factory=dict)
+    run: Callable[[Any, "RunContext"], dict]
+    config: type
+    tiny: Mapping = field(default_factory=dict)
     summary: str = ""
+
+    def make_config(self, overrides: Optional[Mapping[str, Any]] = None, tiny: bool = False) -> ExperimentConfig:
+        """The typed config from the defaults, ``tiny`` and ``overrides`` (text or values)."""
+        return build(self.config, overrides, self.tiny if tiny else None)
+
+
+@dataclass
+class RunContext:
+    """What an experiment's ``run`` gets besides its config: the out folder, a progress factory
+    ``progress(description, total)``, whether to resume, and ``note`` for one-line messages."""
+
+    out: Path
+    progress: Callable = null_progress
+    resume: bool = False
+    folder: Optional[RunFolder] = None
+    note: Callable[[str], None] = lambda message: None
+
+    def checkpoint_dir(self, label: str) -> Path:
+        return (self.folder.checkpoint_dir(label) if self.folder is not None
+                else self.out / "checkpoints" / label.replace("/", "_").replace(":", "_").replace(",", "_"))
+
+    def outer_options(self, label: str) -> dict:
+        """Keyword arguments of :func:`ablo.outer.run` for the run called ``label``: its checkpoint
+        folder, resume, the progress bar labelled ``label``, a note saying where a resume starts."""
+        def resumed(step: int) -> None:
+            self.note(f"{label}: resuming from outer step {step}" if step else f"{label}: no checkpoint, starting at step 0")
+
+        return dict(checkpoint_dir=self.checkpoint_dir(label), resume=self.resume, progress=self.progress, label=label,
+                    on_resume=resumed)
 
 
 EXPERIMENTS: Dict[str, Experiment] = {}
@@ -39,15 +81,10 @@ def register(exp: Experiment) -> Experiment:
     return exp
 
 
-@contextlib.contextmanager
-def null_progress(description: str, total: int):
-    yield lambda n=1: None
-
-
 def load_all() -> Dict[str, Experiment]:
-    """Import every experiment module of this package (their dependencies are extras)."""
+    """Import every experiment module of this package."""
     for m in pkgutil.iter_modules(__path__):
-        if not m.name.startswith("_"):
+        if not m.name.startswith("_") and m.name != "config":
             importlib.import_module(f"{__name__}.{m.name}")
     return EXPERIMENTS
 
@@ -57,3 +94,10 @@ def get(name: str) -> Experiment:
     if name not in exps:
         raise ValueError(f"unknown experiment {name!r}; choose one of: {', '.join(sorted(exps))}")
     return exps[name]
+
+
+def execute(exp: Experiment, cfg: ExperimentConfig, out, *, resume: bool = False, overwrite: bool = False,
+            progress: Callable = null_progress, note: Callable[[str], None] = lambda m: None) -> dict:
+    """Run ``exp`` with ``cfg`` into the folder ``out`` (claimed by a RunFolder for the run)."""
+    with RunFolder(out, exp.name, cfg, getattr(cfg, "data_dir", None), resume=resume, overwrite=overwrite) as folder:
+        return exp.run(cfg, RunContext(folder.path, progress, resume, folder, note))

@@ -23,27 +23,57 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from . import Experiment, register
-from .. import estimators
+from . import Experiment, RunContext, register
+from .. import estimators, outer
+from ..curvature import check_step_size
 from ..estimators import Reverse, Truncated
 from ..inner import gd
 from ..problem import BilevelProblem, constant_init
 from ..results import save_figure, write_csv, write_markdown, write_summary
+from .config import ConfigError, ExperimentConfig, option
 
 NAME = "toy2d"
 G = jnp.array([1.0, 0.5])  # diagonal of G
 ALPHA = 0.5  # strong convexity of g (smallest eigenvalue of G)
 
-DEFAULTS = dict(methods=["truncated", "reverse"], Ks=[1, 2, 5, 10, 25], steps=100, inner_lr=0.1,
-                w0=[2.0, 2.0], lambda_bound=[1.0, 1.0], lambda0=[1.0, 1.0], outer_steps=1000,
-                first_step_norm=0.6, penalty=5.0, penalty_center=[1.0, 0.0], seeds=[0])
-TINY = dict(steps=6, Ks=[1, 3], outer_steps=30)
+
+@dataclass(frozen=True)
+class Config(ExperimentConfig):
+    methods: tuple[str, ...] = option(("truncated-1", "truncated-2", "truncated-5", "truncated-10", "truncated-25",
+                                       "reverse"), "estimator specs compared (K-RMD as truncated-K)",
+                                      estimators=True, min_len=1)
+    steps: int = option(100, "inner GD steps T", low=1, high=10_000)
+    inner_lr: float = option(0.1, "inner GD step size γ (must be below 2/L = 2)", low=0, low_open=True)
+    w0: tuple[float, ...] = option((2.0, 2.0), "inner start w_0 (2 numbers)")
+    lambda_bound: tuple[float, ...] = option((1.0, 1.0), "λ at which the Prop. 3.1 bound is checked (2 numbers)")
+    lambda0: tuple[float, ...] = option((1.0, 1.0), "outer start λ_0 (2 numbers)")
+    outer_steps: int = option(1000, "outer GD steps", low=1, high=1_000_000)
+    first_step_norm: float = option(0.6, "norm of the first outer step, fixing η_0 (paper 001 footnote 4)",
+                                    low=0, low_open=True)
+    penalty: float = option(5.0, "weight of ‖λ − center‖² in f̃", low=0)
+    penalty_center: tuple[float, ...] = option((1.0, 0.0), "center of the f̃ penalty (2 numbers)")
+    seed: int = option(0, "PRNG seed of the estimators' keys", low=0)
+
+    def validate(self):
+        for key in ("w0", "lambda_bound", "lambda0", "penalty_center"):
+            if len(getattr(self, key)) != 2:
+                raise ConfigError(f"{key}: give 2 numbers (λ, w ∈ R²); got {list(getattr(self, key))!r}")
+        for spec in self.methods:
+            try:
+                estimators.parse(spec).check(make_problem(self))
+            except ValueError as e:
+                raise ConfigError(f"methods: {spec}: {e}") from None
+
+
+TINY = dict(steps=6, methods=("truncated-1", "truncated-3", "reverse"), outer_steps=30)
 
 
 def f_outer(theta, phi, task):
@@ -56,28 +86,27 @@ def g_inner(theta, phi, task):
     return 0.5 * jnp.sum(G * (phi - theta) ** 2)
 
 
-def make_problem(cfg: dict, penalty: float = 0.0) -> BilevelProblem:
+def make_problem(cfg: Config, penalty: float = 0.0) -> BilevelProblem:
     """The toy problem; ``penalty`` > 0 adds penalty·‖λ − penalty_center‖² to the outer loss (f̃)."""
-    center = jnp.asarray(cfg["penalty_center"], float)
+    center = jnp.asarray(cfg.penalty_center, float)
     outer = f_outer if penalty == 0 else (lambda th, w, task: f_outer(th, w, task) + penalty * jnp.sum((th - center) ** 2))
-    return BilevelProblem(g_inner, outer, gd(float(cfg["inner_lr"])), int(cfg["steps"]),
-                          constant_init(jnp.asarray(cfg["w0"], float)))
+    return BilevelProblem(g_inner, outer, gd(cfg.inner_lr), cfg.steps, constant_init(jnp.asarray(cfg.w0, float)))
 
 
-def w_hat(cfg: dict, lam) -> jax.Array:
+def w_hat(cfg: Config, lam) -> jax.Array:
     """ŵ = C w_0 + (I − C) λ with C = (I − γG)^T (paper 001 §4.1), in closed form."""
-    C = (1.0 - float(cfg["inner_lr"]) * G) ** int(cfg["steps"])
-    return C * jnp.asarray(cfg["w0"], float) + (1.0 - C) * lam
+    C = (1.0 - cfg.inner_lr * G) ** cfg.steps
+    return C * jnp.asarray(cfg.w0, float) + (1.0 - C) * lam
 
 
-def prop31_bound(cfg: dict, K, lam) -> jax.Array:
+def prop31_bound(cfg: Config, K, lam) -> jax.Array:
     """Eq. (10): (1 − γα)^K/(γα) ‖∇_ŵ f‖ M_B with M_B = γ‖G‖ = γ."""
-    gamma = float(cfg["inner_lr"])
+    gamma = cfg.inner_lr
     grad_f = jax.grad(f_outer, argnums=1)(None, w_hat(cfg, lam), None)
     return (1.0 - gamma * ALPHA) ** K / (gamma * ALPHA) * jnp.linalg.norm(grad_f) * gamma * float(jnp.max(G))
 
 
-def truncation_errors(cfg: dict, lam, advance=lambda n=1: None) -> tuple[np.ndarray, np.ndarray]:
+def truncation_errors(cfg: Config, lam, advance=lambda n=1: None) -> tuple[np.ndarray, np.ndarray]:
     """(measured ‖h_{T−K} − d_λ f‖, bound (10)) for K = 1..T at λ (K-RMD against Reverse)."""
     problem = make_problem(cfg)
     lam = jnp.asarray(lam, float)
@@ -88,95 +117,78 @@ def truncation_errors(cfg: dict, lam, advance=lambda n=1: None) -> tuple[np.ndar
         h, _, _ = jax.jit(Truncated(K).estimate, static_argnums=0)(problem, lam, None, (), key)
         errors.append(float(jnp.linalg.norm(h - exact)))
         bounds.append(float(prop31_bound(cfg, K, lam)))
+        if not (np.isfinite(errors[-1]) and np.isfinite(bounds[-1])):
+            raise outer.Diverged(f"toy2d bound check at K = {K}: the K-RMD error ({errors[-1]:.4g}) or the bound "
+                                 f"({bounds[-1]:.4g}) is not finite; lower inner_lr or steps", K, f"truncated-{K}")
         advance()
     return np.array(errors), np.array(bounds)
 
 
-def descend(problem, estimator, cfg: dict, key):
-    """Outer GD λ_{τ+1} = λ_τ − η_0/√τ · h(λ_τ), τ = 1..outer_steps, η_0 = first_step_norm/‖h(λ_1)‖.
-    Returns (trajectory (steps+1, 2), true gradient norms ‖d_λ‖ along it, function calls)."""
-    lam0 = jnp.asarray(cfg["lambda0"], float)
-    exact = Reverse()
-
-    def estimate(lam, state, k):
-        return estimator.estimate(problem, lam, None, state, k)
+def descend(problem, estimator, cfg: Config, key, label: str):
+    """Outer GD λ_{τ+1} = λ_τ − η_0/√τ · h(λ_τ), τ = 1..outer_steps, η_0 = first_step_norm/‖h(λ_1)‖,
+    as ``outer.scan`` of ``outer.make_step`` (optax SGD with that schedule). Returns (trajectory
+    (steps+1, 2), true gradient norms ‖d_λ‖ along it, function calls); Diverged if a step is
+    not finite."""
+    lam0 = jnp.asarray(cfg.lambda0, float)
+    h0, _, _ = estimator.estimate(problem, lam0, None, estimator.init(problem, lam0, None), key)
+    eta0 = cfg.first_step_norm / float(jnp.linalg.norm(h0))
+    if not np.isfinite(eta0):
+        raise outer.Diverged(f"{label}: the first hypergradient has norm {float(jnp.linalg.norm(h0)):.4g}, so the "
+                             "first outer step cannot be scaled; lower inner_lr or steps", 1, label)
+    sgd = optax.chain(optax.scale_by_schedule(lambda k: eta0 / jnp.sqrt(k + 1.0)), optax.scale(-1.0))
+    step = outer.make_step(problem, estimator, sgd, lambda k: jnp.zeros(()), log_losses=False)  # no tasks
+    exact = lambda lam: Reverse().estimate(problem, lam, None, (), key)[0]
 
     @jax.jit
-    def loop(lam0, key):
-        state = estimator.init(problem, lam0, None)
-        h0, _, _ = estimate(lam0, state, key)
-        eta0 = float(cfg["first_step_norm"]) / jnp.linalg.norm(h0)
+    def loop(state):
+        state, m = outer.scan(step, state, key, cfg.outer_steps)
+        gnorm = jax.vmap(lambda lam: jnp.linalg.norm(exact(lam)))(m["theta"])
+        return state, m, gnorm
 
-        def body(carry, tau):
-            lam, state, calls = carry
-            h, state, c = estimate(lam, state, jax.random.fold_in(key, tau))
-            true = exact.estimate(problem, lam, None, (), key)[0]
-            lam = lam - eta0 / jnp.sqrt(tau) * h
-            return (lam, state, calls + c.function_calls), (lam, jnp.linalg.norm(true))
-
-        (lam, _, calls), (traj, gnorm) = jax.lax.scan(body, (lam0, state, jnp.zeros((), jnp.float32)),
-                                                        jnp.arange(1, int(cfg["outer_steps"]) + 1, dtype=float))
-        final_true = jnp.linalg.norm(exact.estimate(problem, lam, None, (), key)[0])
-        return jnp.concatenate([lam0[None], traj]), jnp.append(gnorm, final_true), calls
-
-    return loop(lam0, key)
+    state, m, gnorm = loop(outer.init(problem, estimator, sgd, lam0, jnp.zeros(())))
+    outer.raise_if_diverged(m, label)
+    traj = np.concatenate([np.asarray(lam0)[None], np.asarray(m["theta"])])
+    return traj, np.append(float(jnp.linalg.norm(exact(lam0))), np.asarray(gnorm)), float(state.function_calls)
 
 
-def method_list(cfg: dict) -> list[tuple[str, int | None]]:
-    """(method, K) pairs: ``truncated`` expands over ``Ks``; other registered names run as they are."""
-    out = []
-    for m in cfg["methods"]:
-        if m not in estimators.REGISTRY:
-            raise ValueError(f"unknown method {m!r} for toy2d; choose estimators from: {', '.join(sorted(estimators.REGISTRY))}")
-        if m == "truncated":
-            for K in cfg["Ks"]:
-                if isinstance(K, bool) or not isinstance(K, int) or not 1 <= K <= int(cfg["steps"]):
-                    raise ValueError(f"Ks must be integers in [1, steps] = [1, {cfg['steps']}]; got {K!r}")
-                out.append((m, K))
-        else:
-            out.append((m, None))
-    if not out:
-        raise ValueError("methods is empty; give at least one estimator (e.g. truncated, reverse)")
-    return out
+def run(cfg: Config, ctx: RunContext) -> dict:
+    out_dir = ctx.out
+    specs = list(cfg.methods)
+    if ctx.resume:
+        ctx.note("toy2d keeps no checkpoints (each part runs in seconds): running again from outer step 0")
+    # g is quadratic with Hessian G: L = max(G) = 1, so γ must be below 2 (checked by power iteration)
+    check_step_size(make_problem(cfg), jnp.asarray(cfg.lambda0, float), None, cfg.inner_lr)
 
-
-def run(config: dict, out_dir: Path, progress) -> dict:
-    cfg = {**DEFAULTS, **config}
-    out_dir = Path(out_dir)
-    for k in ("steps", "outer_steps"):
-        if isinstance(cfg[k], bool) or not isinstance(cfg[k], int) or cfg[k] < 1:
-            raise ValueError(f"{k} must be a positive integer; got {cfg[k]!r}")
-    methods = method_list(cfg)
-    seed = int((cfg.get("seeds") or [0])[0])
-
-    with progress("toy2d: K-RMD error vs Prop. 3.1 bound", int(cfg["steps"])) as advance:
-        errors, bounds = truncation_errors(cfg, cfg["lambda_bound"], advance)
+    with ctx.progress("toy2d: K-RMD error vs Prop. 3.1 bound", cfg.steps) as advance:
+        errors, bounds = truncation_errors(cfg, cfg.lambda_bound, advance)
     bound_rows = [{"K": K, "error": e, "bound": b} for K, (e, b) in enumerate(zip(errors, bounds), start=1)]
     write_csv(out_dir / "bound.csv", bound_rows)
 
     rows, curves, trajs = [], [], {}
-    objectives = {"f": 0.0, "f_tilde": float(cfg["penalty"])}
-    with progress("toy2d: outer trajectories", len(objectives) * len(methods)) as advance:
+    objectives = {"f": 0.0, "f_tilde": cfg.penalty}
+    exact_first = sorted(specs, key=lambda sp: estimators.parse(sp).name != "reverse")
+    with ctx.progress("toy2d: outer trajectories", len(objectives) * len(specs)) as advance:
         for obj, penalty in objectives.items():
             problem = make_problem(cfg, penalty)
             exact_final = None
-            for m, K in sorted(methods, key=lambda mk: mk[0] != "reverse"):  # the exact one first
-                est = Truncated(K) if m == "truncated" else estimators.get(m)
+            for spec in exact_first:
+                est = estimators.parse(spec)
+                K = getattr(est, "K", None)
                 t0 = time.perf_counter()
-                traj, gnorm, calls = jax.device_get(descend(problem, est, cfg, jax.random.PRNGKey(seed)))
+                traj, gnorm, calls = descend(problem, est, cfg, jax.random.PRNGKey(cfg.seed), f"{obj} {spec}")
                 seconds = time.perf_counter() - t0
-                label = f"{m}" if K is None else f"{m} K={K}"
-                trajs[(obj, label)] = traj
+                trajs[(obj, spec)] = traj
                 final = traj[-1]
-                if m == "reverse":
+                if est.name == "reverse":
                     exact_final = final
-                row = {"objective": obj, "method": m, "K": K, "seed": seed, "lambda_1": float(final[0]),
+                row = {"objective": obj, "method": spec, "K": K, "seed": cfg.seed, "lambda_1": float(final[0]),
                        "lambda_2": float(final[1]),
                        "outer_value": float(problem.outer_loss(jnp.asarray(final), w_hat(cfg, jnp.asarray(final)), None)),
-                       "true_grad_norm": float(gnorm[-1]), "function_calls": float(calls), "seconds": seconds}
+                       "true_grad_norm": float(gnorm[-1]), "function_calls": calls, "seconds": seconds}
                 rows.append(row)
-                curves += [{"objective": obj, "method": m, "K": K, "step": i, "lambda_1": float(a), "lambda_2": float(b),
-                            "true_grad_norm": float(gn)} for i, ((a, b), gn) in enumerate(zip(traj, gnorm))]
+                curves += [{"objective": obj, "method": spec, "K": K, "step": i, "lambda_1": float(a),
+                            "lambda_2": float(b), "true_grad_norm": float(gn)}
+                           for i, ((a, b), gn) in enumerate(zip(traj, gnorm))]
                 advance()
             for row in rows:
                 if row["objective"] == obj:
@@ -186,12 +198,12 @@ def run(config: dict, out_dir: Path, progress) -> dict:
     write_csv(out_dir / "trajectories.csv", curves)
     _figures(out_dir, cfg, errors, bounds, trajs)
 
-    summary = write_summary(out_dir, NAME, {**cfg, "bound_holds": bool(np.all(errors <= bounds)),
+    summary = write_summary(out_dir, NAME, {**cfg.as_dict(), "bound_holds": bool(np.all(errors <= bounds)),
                                             "max_error_over_bound": float(np.max(errors / bounds))}, rows)
-    notes = (f"Prop. 3.1 eq. (10) at λ = {tuple(cfg['lambda_bound'])}, K = 1..{cfg['steps']}: measured K-RMD error "
+    notes = (f"Prop. 3.1 eq. (10) at λ = {tuple(cfg.lambda_bound)}, K = 1..{cfg.steps}: measured K-RMD error "
              f"≤ bound for every K: {bool(np.all(errors <= bounds))} (max error/bound {np.max(errors / bounds):.3g}); "
-             f"see bound.png / bound.csv. Outer GD from λ_0 = {tuple(cfg['lambda0'])}, {cfg['outer_steps']} steps, "
-             f"η_τ = η_0/√τ with a first step of norm {cfg['first_step_norm']}. true_grad_norm is ‖d_λ‖ (exact) at "
+             f"see bound.png / bound.csv. Outer GD from λ_0 = {tuple(cfg.lambda0)}, {cfg.outer_steps} steps, "
+             f"η_τ = η_0/√τ with a first step of norm {cfg.first_step_norm}. true_grad_norm is ‖d_λ‖ (exact) at "
              "the final λ: near 0 for the exact method; on f_tilde, 1-RMD stops where it is not (Theorem 3.3).")
     cols = ["objective", "method", "K", "lambda_1", "lambda_2", "outer_value", "true_grad_norm", "distance_to_exact",
             "function_calls", "seconds"]
@@ -199,7 +211,7 @@ def run(config: dict, out_dir: Path, progress) -> dict:
     return json.loads(summary.read_text())
 
 
-def _figures(out_dir: Path, cfg: dict, errors, bounds, trajs) -> None:
+def _figures(out_dir: Path, cfg: Config, errors, bounds, trajs) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -210,7 +222,7 @@ def _figures(out_dir: Path, cfg: dict, errors, bounds, trajs) -> None:
     ax.semilogy(Ks, bounds, "--", label="Prop. 3.1 bound (eq. 10)")
     pos = errors > 0  # K = T is exact: error 0, off a log scale
     ax.semilogy(Ks[pos], errors[pos], label=r"$\|h_{T-K} - d_\lambda f\|$")
-    ax.set(xlabel="K", ylabel="error", title=f"K-RMD error at λ = {tuple(cfg['lambda_bound'])}")
+    ax.set(xlabel="K", ylabel="error", title=f"K-RMD error at λ = {tuple(cfg.lambda_bound)}")
     ax.legend()
     save_figure(fig, out_dir / "bound.png")
 
@@ -219,10 +231,10 @@ def _figures(out_dir: Path, cfg: dict, errors, bounds, trajs) -> None:
         lo, hi = -0.5, 1.5
         xs = np.linspace(lo, hi, 200)
         X, Y = np.meshgrid(xs, xs)
-        pen = 0.0 if obj == "f" else float(cfg["penalty"])
+        pen = 0.0 if obj == "f" else cfg.penalty
         lam = jnp.stack([X.ravel(), Y.ravel()], 1)
         Z = np.asarray(jax.vmap(lambda l: f_outer(None, w_hat(cfg, l), None)
-                                + pen * jnp.sum((l - jnp.asarray(cfg["penalty_center"])) ** 2))(lam)).reshape(X.shape)
+                                + pen * jnp.sum((l - jnp.asarray(cfg.penalty_center)) ** 2))(lam)).reshape(X.shape)
         a1.contour(X, Y, Z, 30, cmap="Greys", linewidths=0.6)
         for (o, label), t in trajs.items():
             if o == obj:
@@ -235,6 +247,6 @@ def _figures(out_dir: Path, cfg: dict, errors, bounds, trajs) -> None:
         save_figure(fig, out_dir / f"trajectories_{obj}.png")
 
 
-register(Experiment(NAME, run, DEFAULTS, TINY,
+register(Experiment(NAME, run, Config, TINY,
                     "toy 2-D problem (001 §4.1): Prop. 3.1 bound vs K-RMD error, K-RMD trajectories, "
                     "biased 1-RMD on f + 5||λ-(1,0)||²"))

@@ -1,0 +1,5 @@
+"""``python -m ablo``: the same command as ``ablo``."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,77 @@
+"""RunFolder: the manifest, resume checks against config and data, locking, umask."""
+
+import json
+import os
+import stat
+from dataclasses import dataclass
+
+import pytest
+
+from ablo.atomic import atomic_write
+from ablo.experiments.config import ExperimentConfig, option
+from ablo.runfolder import RunFolder, RunFolderError, data_fingerprint
+
+
+@dataclass(frozen=True)
+class Cfg(ExperimentConfig):
+    lr: float = option(0.1, "a step size", low=0, low_open=True)
+    devices: int = option(1, "devices (does not change results)", low=1, hashed=False)
+
+
+def finish(folder):
+    atomic_write(folder / "summary.json", "{}")
+
+
+def test_resume_with_other_data_is_refused_naming_the_data(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, content in ((a, b"one"), (b, b"two")):
+        d.mkdir()
+        (d / "train.bin").write_bytes(content)
+    out = tmp_path / "run"
+    with RunFolder(out, "exp", Cfg(), a) as f:
+        finish(f.path)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["data"] == data_fingerprint(a) and manifest["config"] == {"lr": 0.1}
+    with RunFolder(out, "exp", Cfg(), a, resume=True):  # same data, same config: fine
+        pass
+    with pytest.raises(RunFolderError, match="the data differ"):
+        RunFolder(out, "exp", Cfg(), b, resume=True).__enter__()
+    (a / "train.bin").write_bytes(b"ONE")  # the same folder with other contents
+    with pytest.raises(RunFolderError, match="the data differ"):
+        RunFolder(out, "exp", Cfg(), a, resume=True).__enter__()
+
+
+def test_resume_names_the_config_keys_that_differ_but_not_unhashed_ones(tmp_path):
+    with RunFolder(tmp_path / "r", "exp", Cfg()) as f:
+        finish(f.path)
+    with RunFolder(tmp_path / "r", "exp", Cfg(devices=2), resume=True):  # devices do not change results
+        pass
+    with pytest.raises(RunFolderError, match=r"lr: 0.1 -> 0.2"):
+        RunFolder(tmp_path / "r", "exp", Cfg(lr=0.2), resume=True).__enter__()
+    with pytest.raises(RunFolderError, match="holds a run of exp, not other"):
+        RunFolder(tmp_path / "r", "other", Cfg(), resume=True).__enter__()
+
+
+def test_a_folder_without_results_can_be_taken_by_a_new_run(tmp_path):
+    with RunFolder(tmp_path / "r", "exp", Cfg()):
+        pass  # e.g. the run failed before writing anything
+    with RunFolder(tmp_path / "r", "exp", Cfg(lr=0.5)) as f:
+        finish(f.path)
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["config"]["lr"] == 0.5
+
+
+def test_the_lock_is_released_after_the_run(tmp_path):
+    with RunFolder(tmp_path / "r", "exp", Cfg()):
+        with pytest.raises(RunFolderError, match="another ablo process"):
+            RunFolder(tmp_path / "r", "exp", Cfg()).__enter__()
+    with RunFolder(tmp_path / "r", "exp", Cfg()):
+        pass
+
+
+def test_result_files_honour_the_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        p = atomic_write(tmp_path / "x.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o640
