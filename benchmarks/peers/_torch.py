@@ -1,6 +1,7 @@
-"""ablo.bench's problems in PyTorch (float32, the same .npz): data hypercleaning with inner loss
-mean_i σ(θ_i) CE_i + λ Σ‖p‖² over every parameter, outer loss validation CE, inner GD with step
-α, for the dense tanh network stored as w0, b0, w1, ... (one layer: the linear model).
+"""ablo.bench's problems in PyTorch (float32, the same .npz): data hypercleaning
+(ablo.problems.hypercleaning) with inner loss mean_i σ(θ_i) CE_i + λ Σ_layers ‖W‖² (weights, not
+biases), outer loss validation CE, inner GD with step α, for the dense ReLU network
+(ablo.models.mlp_apply) stored as w0, b0, w1, ... (one layer: the linear model).
 
 Written the way PyTorch's documentation writes a dense layer: ``nn.Linear`` (modules, for higher
 and TorchOpt) or ``F.linear`` with the weight stored (out, in) (functional, plain autograd). The
@@ -29,8 +30,9 @@ class Data:
         self.layers = [(torch.from_numpy(data[f"w{i}"]), torch.from_numpy(data[f"b{i}"])) for i in range(n)]
 
     def inner(self, theta, logits, params):
+        """``params``: [W, b, W, b, ...] in layer order (as ``Module.parameters()`` of ``Net``)."""
         ce = F.cross_entropy(logits, self.y_tr, reduction="none")
-        return (torch.sigmoid(theta) * ce).mean() + self.l2 * sum((p * p).sum() for p in params)
+        return (torch.sigmoid(theta) * ce).mean() + self.l2 * sum((w * w).sum() for w in list(params)[::2])
 
     def outer(self, logits):
         return F.cross_entropy(logits, self.y_val)
@@ -45,18 +47,18 @@ def initial_params(d: Data, form: str = "linear") -> list:
 
 
 def apply(params: list, x, form: str = "linear"):
-    """Logits of the functional network: tanh after every layer but the last."""
+    """Logits of the functional network: ReLU after every layer but the last."""
     n = len(params) // 2
     for i in range(n):
         w, b = params[2 * i], params[2 * i + 1]
         x = F.linear(x, w, b) if form == "linear" else x @ w + b
         if i < n - 1:
-            x = torch.tanh(x)
+            x = torch.relu(x)
     return x
 
 
 class Net(nn.Module):
-    """The same network as ``nn.Linear`` layers and ``nn.Tanh``, weights copied from the data."""
+    """The same network as ``nn.Linear`` layers and ``nn.ReLU``, weights copied from the data."""
 
     def __init__(self, d: Data):
         super().__init__()
@@ -66,7 +68,7 @@ class Net(nn.Module):
             with torch.no_grad():
                 lin.weight.copy_(w.T)
                 lin.bias.copy_(b)
-            mods += [lin] + ([nn.Tanh()] if i < len(d.layers) - 1 else [])
+            mods += [lin] + ([nn.ReLU()] if i < len(d.layers) - 1 else [])
         self.net = nn.Sequential(*mods)
 
     def forward(self, x):

@@ -180,4 +180,4 @@ def program(method: str, problem, lr: float, r: int, aid_iters: int):
         return "aid-cg", aid_cg(problem, lr, r, aid_iters)
     if method in ("checkpointed", "recompute", "forward"):
         return method, globals()[method](problem, lr, r)
-    return "reverse", reverse(problem, lr, r)
+    return "reverse", reverse(problem, lr, r)  # reverse, reverse-residuals (the same algorithm) and the rest

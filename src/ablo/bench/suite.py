@@ -52,8 +52,8 @@ def check_r(problem: str, rs, size: str) -> int:
 def plan(problems, methods, rs, size: str, rounds: int) -> list:
     """ablo configurations as (spec, rounds). ``rs``: the sweep's r values (None: ``SWEEP[size]``
     for hypercleaning and the check r alone for mlp). The check r of each problem (``CHECK_R``, or
-    the largest r) gets ``rounds`` rounds of ``CHECK_PAIRS`` pairs; other r one round of one pair
-    without warm-up. Only configurations within ``MAX_CALLS_PER_STEP``, ``MAX_CALLS`` are timed
+    the largest r) gets ``rounds`` rounds of ``CHECK_PAIRS`` pairs; other r one round of one pair,
+    after a warm-up call up to r = 30. Only configurations within ``MAX_CALLS_PER_STEP``, ``MAX_CALLS`` are timed
     (the rest are compiled, for temp memory): recompute beyond small r, forward with dim θ = n
     tangents, one-level checkpointing at large r."""
     jobs = []
@@ -64,7 +64,7 @@ def plan(problems, methods, rs, size: str, rounds: int) -> list:
                 at_check = r == check
                 run = size == "smoke" or planned_calls(m, r, n) <= max(MAX_CALLS_PER_STEP * (r + 1), MAX_CALLS)
                 jobs.append(({"problem": p, "method": m, "r": r, "run": run, "check": at_check,
-                              "warmup": at_check or size == "smoke", "pairs": CHECK_PAIRS if at_check else 1},
+                              "warmup": at_check or r <= 30 or size == "smoke", "pairs": CHECK_PAIRS if at_check else 1},
                              rounds if at_check and run else 1))
     return jobs
 
@@ -80,7 +80,8 @@ def call(cmd: list, timeout: float = 3600, env: dict | None = None) -> dict:
 
 
 def job_name(spec: dict) -> str:
-    return f"{spec['problem']}-{spec.get('library', 'ablo')}-{spec['method']}-r{spec['r']}"
+    form = spec.get("variant", "").replace(".", "_")
+    return f"{spec['problem']}-{spec.get('library', 'ablo')}{'-' + form if form else ''}-{spec['method']}-r{spec['r']}"
 
 
 def run_rounds(jobs: list, out_dir: Path, log=print, parallel: int = 1) -> list:

@@ -27,8 +27,14 @@ COMPARE = {"checkpointed": ("reverse",), "binomial": ("reverse", "checkpointed")
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size of this process so far, MB: VmHWM of /proc/self/status, which starts
+    afresh at exec (``ru_maxrss`` does not: a worker would report its driver's peak); ``ru_maxrss``
+    where there is no /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(ln.split()[1]) for ln in f if ln.startswith("VmHWM:")) / 1024.0
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def timed(f, *args) -> float:
@@ -83,7 +89,7 @@ def worker(spec: dict) -> dict:
 
     Returns CPU seconds per program (``time_s``, ``ref_s``, ``<other>_s``: medians), the median of
     the per-round ratios estimator/reference (``ratio``) and estimator/other (``vs_<other>``), temp
-    MB of each, compile seconds, the cost record, the agreement of the estimate with the reference
+    MB of each, the MB of one inner state, compile seconds, the cost record, the agreement of the estimate with the reference
     (cos, relative error) and peak RSS read after the estimator's first call, before the others
     are compiled."""
     import jax
@@ -92,7 +98,8 @@ def worker(spec: dict) -> dict:
     r, method = int(spec["r"]), spec["method"]
     problem, theta, task = build(spec["problem"], data, r)
     jax.block_until_ready((theta, task))
-    out = {"rss_base_mb": peak_rss_mb()}
+    out = {"rss_base_mb": peak_rss_mb(),
+           "state_mb": sum(x.nbytes for x in jax.tree_util.tree_leaves(problem.initial_state(theta, task))) / 2**20}
     est, out["compile_s"], out["temp_mb"] = compile_estimator(method, problem, theta, task, r)
     run = spec.get("run", True)
     if run:
