@@ -1,7 +1,7 @@
 """Benchmark ablo's hypergradient estimators against hand-written JAX programs of the same
 algorithms and against other libraries, side by side in one run (issue 12). See docs/benchmarks.md.
 
-    python benchmarks/bench_estimators.py --out bench-out --mnist-dir ../shared/data   # full run
+    python benchmarks/bench_estimators.py --out bench-out --mnist-dir ~/.cache/ablo  # full run (MNIST from `ablo data fetch mnist`)
     python benchmarks/bench_estimators.py --smoke --out /tmp/smoke                      # tiny sizes, 1 round
 
 PyTorch peers run in their own venv (default /tmp/peers-venv, no system site-packages), made by

@@ -151,7 +151,7 @@ def markdown(summary: dict) -> str:
                          for r in rows if r.get("library", "ablo") != "ablo" and "error" in r]
         lines.append("")
     if summary.get("checks"):
-        lines += ["### Checks (issue 12)", ""] + [f"- {c}" for c in summary["checks"]] + [""]
+        lines += ["### Checks", ""] + [f"- {c}" for c in summary["checks"]] + [""]
     for path in summary.get("plots", []):
         lines += [f"![{Path(path).stem}]({Path(path).name})", ""]
     return "\n".join(lines)
