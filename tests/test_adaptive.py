@@ -169,7 +169,7 @@ def test_adaptive_over_a_cheap_estimator_and_registry():
     (lambda: AdaptiveUFOM(q_min=0.0), "q_min"),
     (lambda: AdaptiveUFOM(eps=0.5), "eps"),
     (lambda: AdaptiveUFOM(C1=-1.0), "C1"),
-    (lambda: AdaptiveUFOM(exact=Reverse()), "exact"),
+    (lambda: AdaptiveUFOM(exact=ablo.FOM()), "exact"),
     (lambda: Debiased(q=0.0), "q"),
     (lambda: Debiased(cheap="nope"), "cheap"),
     (lambda: get("adaptive-ufom", K=3), "unknown options"),

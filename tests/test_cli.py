@@ -57,11 +57,16 @@ def test_run_writes_every_result_file(toy_run):
     assert len(manifest["config_sha256"]) == 64 and manifest["data"] is None and "jax" in manifest["versions"]
 
 
+#: A hypercleaning summary's config on the papers' data and protocol (their figures apply).
+PAPER_HYPERCLEANING = {"model": "linear", "n_train": 5000, "n_val": 5000, "corrupt": 0.5, "steps": 100,
+                       "dataset": {"name": "MNIST", "train_images": 60000, "test_images": 10000, "image_size": 28}}
+
+
 def test_compare_aggregates_seeds_and_shows_paper_figures(tmp_path, toy_run, capsys):
     rows = lambda seeds, acc: [{"method": "truncated", "K": 100, "seed": s, "test_acc": a, "f1": 0.8}
                                for s, a in zip(seeds, acc)]
-    write_summary(tmp_path / "a", "hypercleaning", {"model": "linear"}, rows([0, 1], [88.0, 90.0]))
-    write_summary(tmp_path / "b", "hypercleaning", {"model": "linear"}, rows([2], [92.0]))
+    write_summary(tmp_path / "a", "hypercleaning", PAPER_HYPERCLEANING, rows([0, 1], [88.0, 90.0]))
+    write_summary(tmp_path / "b", "hypercleaning", PAPER_HYPERCLEANING, rows([2], [92.0]))
     code, out, err = call(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "summary.json"), str(toy_run)], capsys)
     assert code == 0, err
     line = next(l for l in out.splitlines() if l.startswith("| truncated | 100"))
@@ -90,7 +95,7 @@ def test_compare_refuses_a_seed_pooled_twice(tmp_path, capsys):
 
 def test_compare_keeps_different_settings_apart(tmp_path, capsys):
     for name, model, acc in (("lin", "linear", 88.0), ("mlp", "mlp", 92.0)):
-        write_summary(tmp_path / name, "hypercleaning", {"model": model, "seeds": [0]},
+        write_summary(tmp_path / name, "hypercleaning", {**PAPER_HYPERCLEANING, "model": model, "seeds": [0]},
                       [{"method": "recompute", "seed": 0, "test_acc": acc, "steps": 7}])
     code, out, err = call(["compare", str(tmp_path / "lin"), str(tmp_path / "mlp")], capsys)
     assert code == 0, err
@@ -156,12 +161,14 @@ def test_config_command_lists_types_ranges_and_help(capsys):
 
 def test_demo_command_runs_the_demo_configuration(monkeypatch, tmp_path, capsys):
     started = []
-    monkeypatch.setattr(cli, "run_experiment", lambda exp, cfg, out: started.append((exp.name, cfg, out)))
+    monkeypatch.setattr(cli, "run_experiment", lambda exp, cfg, out, **kw: started.append((exp.name, cfg, out)))
     code, _, err = call(["demo", "--out", str(tmp_path), "--budget-calls", "500"], capsys)
     assert code == 0, err
     name, cfg, out = started[0]
-    assert name == "demo" and out == tmp_path and cfg["budget_calls"] == 500 and cfg["data_dir"] is None
-    assert {"recompute", "fom", "ufom", "adaptive-ufom"} <= set(cfg["methods"])
+    assert name == "demo" and out == tmp_path and cfg.budget_calls == 500 and cfg.data_dir is None
+    assert cfg.model == "mlp" and cfg.methods == ("recompute", "fom", "ufom", "adaptive-ufom") and cfg.seeds == (0,)
+    code, _, err = call(["demo", "--out", str(tmp_path), "--budget-calls", "-1"], capsys)
+    assert code == 2 and "budget_calls" in err and len(err.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

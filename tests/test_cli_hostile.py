@@ -122,7 +122,7 @@ def call_cli(args, monkeypatch):
     from ablo import cli
 
     started = []
-    monkeypatch.setattr(cli, "run_experiment", lambda exp, cfg, out: started.append(cfg))
+    monkeypatch.setattr(cli, "run_experiment", lambda exp, cfg, out, resume, overwrite: started.append(cfg))
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:

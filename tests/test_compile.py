@@ -9,7 +9,7 @@ import pytest
 import ablo
 from _problems import make_task, make_theta, problem
 
-ESTIMATORS = [ablo.Reverse(), ablo.Recompute(), ablo.Checkpointed(M=4), ablo.Truncated(K=3), ablo.Forward(),
+ESTIMATORS = [ablo.Reverse(), ablo.Recompute(), ablo.Checkpointed(M=4), ablo.Binomial(s=3), ablo.Truncated(K=3), ablo.Forward(),
               ablo.FOM(), ablo.UFOM(q=0.2)]
 
 
@@ -23,4 +23,6 @@ def program_size(est, r):
 
 @pytest.mark.parametrize("est", ESTIMATORS, ids=lambda e: e.name)
 def test_compiled_program_size_is_independent_of_r(est):
-    assert program_size(est, 10) == program_size(est, 1000)
+    # at r = 10 some of Checkpointed's loops run once or twice and XLA folds them: smaller, never larger
+    big = program_size(est, 1000)
+    assert program_size(est, 30) == big and program_size(est, 10) <= big

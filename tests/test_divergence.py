@@ -59,23 +59,3 @@ def test_skip_mode_counts_and_keeps_the_last_good_theta():
     assert [e["skipped"] for e in res.log] == [max(0, k + 1 - (bad - 1)) for k in range(steps)]
     per_step = PROBLEM.steps + 2  # skipped steps are still charged: their calls were spent
     assert res.function_calls == steps * per_step
-
-
-def test_cli_divergence_exits_2_with_one_line_and_keeps_the_checkpoint(tmp_path, monkeypatch, capsys):
-    """``ablo run`` with a diverging inner step size: exit code 2, one error line naming the step, the
-    method and the inner step size, and the last good checkpoint readable."""
-    from ablo import cli
-
-    monkeypatch.delenv("ABLO_DATA_DIR", raising=False)
-    with pytest.raises(SystemExit) as info:
-        cli.main(["run", "hypercleaning", "--tiny", "--inner-lr", "1e30", "--set", "Ks=[1]", "--n-train", "50",
-                  "--n-val", "50", "--out", str(tmp_path)])
-    assert info.value.code == 2
-    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
-    assert len(errors) == 1
-    assert "outer step 1" in errors[0] and "truncated" in errors[0] and "inner step size" in errors[0]
-    ck = tmp_path / "checkpoints" / "truncated-K1-seed0"
-    assert ckpt.info(ck)["step"] == 0 and str(ckpt.path(ck)) in errors[0]
-    with np.load(ckpt.path(ck)) as z:
-        assert np.all(np.isfinite(z["theta/0"]))
-    assert not (tmp_path / "summary.json").exists()

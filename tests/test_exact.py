@@ -13,9 +13,14 @@ EXACT = {
     "recompute": ablo.Recompute(),
     "checkpointed-sqrt": ablo.Checkpointed(),
     "checkpointed-3": ablo.Checkpointed(M=3),
+    "binomial-1": ablo.Binomial(s=1),
+    "binomial-3": ablo.Binomial(s=3),
+    "binomial-log2": ablo.Binomial(),
+    "reverse-residuals": ablo.Reverse(store="residuals"),
     "forward": ablo.Forward(),
     "ufom-q1": ablo.UFOM(q=1.0),
     "ufom-q1-checkpointed": ablo.UFOM(q=1.0, exact=ablo.Checkpointed(M=2)),
+    "ufom-q1-binomial": ablo.UFOM(q=1.0, exact=ablo.Binomial(s=2)),
 }
 
 
@@ -57,17 +62,18 @@ def test_truncation_interpolates_between_fom_and_exact(opt):
     assert not jnp.allclose(mid, exact) and not jnp.allclose(mid, fom)
 
 
-def test_any_optax_transformation_as_inner_dynamics():
+@pytest.mark.parametrize("tx", ["rmsprop", "adam"])  # optax's adam state holds an integer step count
+def test_any_optax_transformation_as_inner_dynamics(tx):
     import optax
 
     from _problems import init, inner_loss, outer_loss
 
-    p = ablo.BilevelProblem(inner_loss, outer_loss, ablo.from_optax(optax.rmsprop(0.01)), 8, init=init)
+    p = ablo.BilevelProblem(inner_loss, outer_loss, ablo.from_optax(getattr(optax, tx)(0.01)), 8, init=init)
     theta, task = make_theta(), make_task(jax.random.PRNGKey(5))
     fd = flat(central_fd(lambda th: p.objective(th, task), theta))
-    for est in (ablo.Reverse(), ablo.Recompute(), ablo.Checkpointed(M=3)):
+    for est in (ablo.Reverse(), ablo.Recompute(), ablo.Checkpointed(M=3), ablo.Binomial(s=2), ablo.Forward()):
         g = flat(estimate(p, est, theta, task)[0])
-        assert float(jnp.linalg.norm(g - fd) / jnp.linalg.norm(fd)) <= 1e-6
+        assert float(jnp.linalg.norm(g - fd) / jnp.linalg.norm(fd)) <= 1e-6, est.name
 
 
 def test_batch_of_tasks_is_the_mean_of_single_tasks():

@@ -13,6 +13,9 @@ CASES = {
     "hyperparameter_weight_decay.py": (["--steps", "10", "--outer-steps", "3"],
                                        ["truncated K=10", "aid-cg", "learned, one per parameter"]),
     "custom_inner_optimizer.py": (["--outer-steps", "3"], ["central difference", "learned schedule (6 outer"]),
+    "maml_equinox_cnn.py": (["--outer-steps", "2", "--steps", "2", "--meta-batch", "2", "--methods", "fom"],
+                            ["maml    fom", "anil    fom", "test query acc"]),
+    "hyperparameter_flax.py": (["--steps", "5", "--outer-steps", "2"], ["after 2 outer Adam steps", "function calls"]),
 }
 
 

@@ -1,5 +1,6 @@
 """The few-shot experiment (paper 000 §5.3): task sampler, model, Reptile, equal budgets."""
 
+import csv
 import json
 
 import jax
@@ -7,8 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ablo import cli
+from ablo.experiments import _paper
 from ablo.experiments import fewshot as fs
-from ablo.experiments import get, null_progress
+from ablo.experiments.config import ConfigError, build
 from ablo.models import convnet_init
 
 
@@ -51,7 +54,7 @@ def test_reptile_direction_uses_support_and_query():
     x = jax.random.uniform(jax.random.PRNGKey(1), (3, 8, 8, 1))
     problem = fs.make_problem(steps=3, inner_lr=0.1)
     task = {"support": (x, jnp.arange(3)), "query": (x[::-1], jnp.arange(3)[::-1])}
-    g, _, c = fs.make_estimator("reptile", fs.DEFAULTS).estimate(problem, theta, task, (), jax.random.PRNGKey(2))
+    g, _, c = fs.make_estimator("reptile").estimate(problem, theta, task, (), jax.random.PRNGKey(2))
     both = {"support": (jnp.concatenate([x, x[::-1]]), jnp.concatenate([jnp.arange(3), jnp.arange(3)[::-1]])),
             "query": task["query"]}
     phi = problem.run(theta, both)
@@ -82,16 +85,47 @@ def test_eval_takes_any_chunk_size_and_task_count():
     assert a == b and 0 <= a["test_acc"] <= 100 and 0 <= c["test_acc"] <= 100
 
 
-def test_tiny_run_gives_every_method_the_same_budget(tmp_path):
-    exp = get("fewshot")
-    cfg = {**exp.defaults, **exp.tiny}
-    doc = exp.run(cfg, tmp_path, null_progress)
-    assert json.loads((tmp_path / "summary.json").read_text())["experiment"] == "fewshot"
-    assert [r["method"] for r in doc["results"]] == cfg["methods"]
-    n, r = cfg["meta_batch"], cfg["steps"]
+def test_tiny_run_gives_every_method_the_same_budget_and_curve_points_by_calls(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ABLO_DATA_DIR", raising=False)
+    try:
+        cli.main(["run", "fewshot", "--tiny", "--out", str(tmp_path)])
+    except SystemExit as e:
+        assert not e.code, capsys.readouterr().err
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    cfg = doc["config"]
+    assert doc["experiment"] == "fewshot" and cfg["dataset"]["name"] == "scikit-learn digits" and cfg["ways"] == 3
+    assert [r["method"] for r in doc["results"]] == cfg["methods"] == ["fom", "reptile"]
+    n, r, budget, every = cfg["meta_batch"], cfg["steps"], cfg["budget_calls"], cfg["eval_calls"]
     per_step = {"fom": n * (r + 2), "reptile": n * r}
     for row in doc["results"]:
-        assert cfg["budget_calls"] <= row["function_calls"] < cfg["budget_calls"] + per_step[row["method"]]
+        assert budget <= row["function_calls"] < budget + per_step[row["method"]]
         assert 0 <= row["test_acc"] <= 100 and row["test_acc_ci95"] > 0
-    assert (tmp_path / "curves.png").stat().st_size > 0 and (tmp_path / "curves.csv").exists()
-    assert "Table 2" in (tmp_path / "results.md").read_text()
+    for method, cost in per_step.items():  # a curve point at the first step past each multiple of eval_calls
+        calls = [float(p["function_calls"]) for p in csv.DictReader(open(tmp_path / "curves.csv"))
+                 if p["method"] == method]
+        assert [int(c // every) for c in calls] == list(range(1, len(calls) + 1)) and len(calls) >= 2
+        assert all(c - cost < every * int(c // every) for c in calls)
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    md = (tmp_path / "results.md").read_text()
+    assert "Smoke run" in md and "prove nothing" in md
+    assert "Table 2" in md and "is not shown: the protocol differs" in md and "paper_test_acc" not in md
+
+
+@pytest.mark.parametrize("bad, match", [({"ways": "5"}, "ways: 5 is more than the 3 classes"),
+                                        ({"size": "28"}, "size is not used"),
+                                        ({"budget_calls": "none"}, "budget_calls and outer_steps"),
+                                        ({"methods": "fom,fom"}, "methods"), ({"meta_batch": "0"}, "meta_batch"),
+                                        ({"q": "0.2"}, "unknown config key 'q'")])
+def test_bad_config_names_the_key(bad, match):
+    with pytest.raises(ConfigError, match=match):
+        build(fs.Config, bad, fs.TINY)
+
+
+def test_paper_figures_only_for_omniglot_1_shot_30_or_40_way_at_28x28():
+    cfg = {"ways": 30, "shots": 1, "size": 28, "dataset": {"name": "Omniglot"}}
+    assert _paper.reference("fewshot", cfg, {"method": "recompute", "estimator": "recompute"}) == {
+        "paper_test_acc": 91.6}
+    for change, why in [({"ways": 20}, "ways = 20"), ({"size": 14}, "size = 14"),
+                        ({"dataset": {"name": "scikit-learn digits"}}, "data scikit-learn digits")]:
+        assert why in _paper.fewshot_figures_withheld({**cfg, **change})
+        assert _paper.reference("fewshot", {**cfg, **change}, {"method": "fom", "estimator": "fom"}) == {}

@@ -1,7 +1,11 @@
-"""The hypercleaning experiment (paper 001 §4.2.1, paper 000 §5.2) on scikit-learn digits."""
+"""The hypercleaning experiment (paper 001 §4.2.1, paper 000 §5.2): data, config, the step-size
+check, divergence and the result files, mostly through ``ablo run`` as a user calls it."""
 
 import csv
 import json
+import os
+import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -9,24 +13,64 @@ import numpy as np
 import pytest
 
 from ablo import FOM, Reverse
-from ablo.experiments import get, null_progress
+from ablo import checkpoint as ckpt
+from ablo.experiments import _paper, get
 from ablo.experiments import hypercleaning as hc
+from ablo.experiments.config import ConfigError, build
+from ablo.models import linear_init
+from ablo.problems.hypercleaning import make_problem
+
+sys.path.insert(0, str(Path(__file__).parent))
+import test_cli  # noqa: E402
 
 
 def small_cfg(**kw):
-    return hc.resolve({**hc.DEFAULTS, **hc.TINY, **kw})
+    return build(hc.Config, kw, hc.TINY).resolved()
 
 
+def call(args, capsys):
+    """(exit code, stdout, stderr lines but progress bars) of ``ablo ARGS``."""
+    code, out, err = test_cli.call(args, capsys)
+    return code, out, [line for line in err.splitlines() if line.strip() and "━" not in line]
+
+
+#: The shared real data (as tests/test_data.py), or ABLO_DATA_DIR as set when the tests start.
+SHARED = Path(os.environ.get("ABLO_DATA_DIR", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
+
+
+def idx_bytes(a: np.ndarray) -> bytes:
+    return b"\0\0\x08" + bytes([a.ndim]) + np.array(a.shape, ">u4").tobytes() + a.astype(np.uint8).tobytes()
+
+
+@pytest.fixture(scope="module")
+def bright_mnist(tmp_path_factory):
+    """MNIST-shaped IDX files (28x28 uint8, labels 0-9, 300 training / 100 test images) whose
+    pixels are all in [128, 255]: much more ink than MNIST, so the linear model's inner loss is
+    about ten times as curved (L ≈ 22 against ≈ 2 on MNIST) and α = 1 diverges."""
+    d = tmp_path_factory.mktemp("bright_mnist")
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", 300), ("t10k", 100)):
+        (d / f"{prefix}-images-idx3-ubyte").write_bytes(idx_bytes(rng.integers(128, 256, (n, 28, 28))))
+        (d / f"{prefix}-labels-idx1-ubyte").write_bytes(idx_bytes(np.arange(n) % 10))
+    return d
+
+
+@pytest.fixture(autouse=True)
+def no_env_data_dir(monkeypatch):
+    monkeypatch.delenv("ABLO_DATA_DIR", raising=False)
+
+
+# --- data and problem ----------------------------------------------------------------------------
 def test_corruption_is_exactly_the_requested_fraction_and_classes_are_balanced():
-    cfg = small_cfg(n_train=300, n_val=200, corrupt=0.5)
-    d = hc.make_data(cfg, seed=3)
-    x, y, xv, yv = d["task"]
-    changed = np.asarray(y != d["clean_y"])
+    d = hc.make_data(small_cfg(n_train=300, n_val=200, corrupt=0.5), seed=3)
+    t = d["task"]
+    changed = np.asarray(t["y"] != d["clean_y"])
     assert changed.sum() == 150
     np.testing.assert_array_equal(changed, np.asarray(d["corrupted"]))
-    counts = np.bincount(np.concatenate([np.asarray(d["clean_y"]), np.asarray(yv)]), minlength=10)
+    counts = np.bincount(np.concatenate([np.asarray(d["clean_y"]), np.asarray(t["y_val"])]), minlength=10)
     assert counts.max() - counts.min() <= 1
-    assert x.shape == (300, 64) and xv.shape == (200, 64)
+    assert t["x"].shape == (300, 64) and t["x_val"].shape == (200, 64)
+    assert d["dataset"]["name"] == "scikit-learn digits" and d["dataset"]["n_train"] == 300
 
 
 def test_f1_of_the_threshold_rule_matches_a_hand_count():
@@ -37,11 +81,9 @@ def test_f1_of_the_threshold_rule_matches_a_hand_count():
 
 
 def test_fom_is_blind_here_but_the_exact_hypergradient_downweights_corrupted_examples():
-    cfg = small_cfg(n_train=300, n_val=300, steps=30)
-    d = hc.make_data(cfg, seed=0)
-    problem = hc.make_problem(hc.init_model(None, 64, None, jnp.float64), 30, 1.0, 1e-3)
-    theta = jnp.zeros(300)
-    key = jax.random.PRNGKey(0)
+    d = hc.make_data(small_cfg(n_train=300, n_val=300), seed=0)
+    problem = make_problem(steps=30, phi0=linear_init(64, 10, jnp.float64))
+    theta, key = jnp.zeros(300), jax.random.PRNGKey(0)
     g_fom, _, _ = FOM().estimate(problem, theta, d["task"], (), key)
     g, _, _ = Reverse().estimate(problem, theta, d["task"], (), key)
     assert float(jnp.max(jnp.abs(g_fom))) == 0.0
@@ -50,50 +92,154 @@ def test_fom_is_blind_here_but_the_exact_hypergradient_downweights_corrupted_exa
     assert float(g[bad].mean()) > 0 > float(g[~bad].mean())
 
 
-def test_k_rmd_runs_cover_every_k_and_k_equal_r_is_full_reverse():
-    cfg = small_cfg(steps=10, Ks=[1, 5, 10])
-    labels = [(m, K, type(e).__name__) for m, K, e in hc.runs(cfg)]
-    assert labels == [("truncated", 1, "Truncated"), ("truncated", 5, "Truncated"), ("reverse", 10, "Reverse")]
+# --- config --------------------------------------------------------------------------------------
+def test_model_defaults_are_resolved_in_one_place():
+    lin = build(hc.Config, {"data_dir": "/mnist"}).resolved()
+    assert lin.methods == ("truncated-1", "truncated-5", "truncated-25", "truncated-50", "reverse")
+    assert (lin.n_train, lin.steps, lin.pool, lin.hidden, lin.outer_steps, lin.budget_calls) == (5000, 100, 1, None,
+                                                                                                  60, None)
+    mlp = build(hc.Config, {"model": "mlp"}).resolved()
+    assert mlp.methods == ("recompute", "fom", "adaptive-ufom") and mlp.seeds == (0, 1, 2)
+    assert (mlp.n_train, mlp.steps, mlp.pool, mlp.hidden, mlp.budget_calls) == (600, 20, None, 32, 10_000)
+    assert build(hc.Config, {"inner_lr": "auto"}).inner_lr is None
+    assert build(get("demo").config, {}).resolved().methods == ("recompute", "fom", "ufom", "adaptive-ufom")
 
 
-@pytest.mark.parametrize("bad, match", [(dict(model="cnn"), "model"), (dict(Ks=[1, 99]), "Ks"),
-                                        (dict(corrupt=1.5), "corrupt")])
+@pytest.mark.parametrize("bad, match", [
+    ({"model": "cnn"}, "model"), ({"Ks": "1,5"}, "unknown config key 'Ks'"), ({"corrupt": "1.5"}, "corrupt"),
+    ({"n_train": "0"}, "n_train"), ({"methods": "truncated-99"}, "methods: truncated-99"),
+    ({"methods": "truncated-5.5"}, "truncated-5.5"), ({"hidden": "16"}, "hidden is not used"),
+    ({"pool": "2"}, "pool is not used"), ({"seeds": "0,0"}, "seeds"), ({"inner_lr": "0"}, "inner_lr"),
+    ({"inner_lr": "[1, 2]"}, "inner_lr"), ({"model": "mlp", "hidden": "0"}, "hidden")])
 def test_bad_config_names_the_key(bad, match):
-    with pytest.raises(ValueError, match=match):
-        small_cfg(**bad)
+    with pytest.raises(ConfigError, match=match):
+        build(hc.Config, bad, hc.TINY)
 
 
-def test_tiny_linear_run_writes_summary_curves_table_and_plot(tmp_path):
-    exp = get("hypercleaning")
-    summary = exp.run({**exp.defaults, **exp.tiny}, tmp_path, null_progress)
+# --- runs through the CLI -------------------------------------------------------------------------
+def test_tiny_linear_run_writes_summary_curves_table_and_plot(tmp_path, capsys):
+    code, _, err = call(["run", "hypercleaning", "--tiny", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
     doc = json.loads((tmp_path / "summary.json").read_text())
-    assert doc["experiment"] == "hypercleaning" and doc["results"] == json.loads(json.dumps(summary["results"]))
-    assert [(r["method"], r["K"]) for r in doc["results"]] == [("truncated", 1), ("reverse", 5)]
+    assert doc["experiment"] == "hypercleaning" and doc["config"]["dataset"]["name"] == "scikit-learn digits"
+    assert doc["config"]["hidden"] is None  # --tiny's MLP width is not reported for the linear model
+    assert [(r["method"], r["estimator"], r["K"]) for r in doc["results"]] == [("truncated-1", "truncated", 1),
+                                                                              ("reverse", "reverse", None)]
+    tiny = get("hypercleaning").tiny
     for r in doc["results"]:
         assert set(hc.ROW_KEYS) <= set(r)
-        assert r["steps"] == exp.tiny["outer_steps"] and 0 <= r["test_acc"] <= 100 and 0 <= r["f1"] <= 1
-    # K-RMD costs r + 1 gradients + K HVPs + 1 JVP per step
-    r = exp.tiny["steps"]
-    assert [row["function_calls"] for row in doc["results"]] == [3 * (r + 1 + K + 1) for K in (1, 5)]
+        assert r["steps"] == tiny["outer_steps"] and 0 <= r["test_acc"] <= 100 and 0 <= r["f1"] <= 1
+        assert r["inner_lr"] == 1.0 and 0 < r["L"] < 2.0
+    # K-RMD costs r + 1 gradients + K HVPs + 1 JVP per step; reverse K = r
+    r = tiny["steps"]
+    assert [row["function_calls"] for row in doc["results"]] == [3 * (r + 1 + K + 1) for K in (1, r)]
     rows = list(csv.DictReader(open(tmp_path / "curves.csv")))
-    assert {row["K"] for row in rows} == {"1", "5"} and all(row["test_acc"] for row in rows)
+    assert {row["method"] for row in rows} == {"truncated-1", "reverse"} and all(row["test_acc"] for row in rows)
     assert (tmp_path / "curves.png").stat().st_size > 0
-    assert "001 Table 2" in (tmp_path / "results.md").read_text()
+    md = (tmp_path / "results.md").read_text()
+    assert "Smoke run" in md and "prove nothing" in md
+    assert "scikit-learn digits" in md and "MNIST from" not in md
+    assert "Shaban et al. 2019, Table 2" in md and "are not shown" in md and "paper_" not in md
+    assert (tmp_path / "checkpoints" / "reverse seed 0").is_dir()
 
 
-def test_tiny_mlp_run_spends_equal_budgets(tmp_path):
-    exp = get("hypercleaning")
-    cfg = {**exp.defaults, **exp.tiny, "model": "mlp", "methods": ["fom", "recompute"], "outer_steps": None,
-           "budget_calls": 200}
-    doc = exp.run(cfg, tmp_path, null_progress)
-    r = exp.tiny["steps"]
+def test_tiny_mlp_run_spends_equal_budgets(tmp_path, capsys):
+    code, _, err = call(["run", "hypercleaning", "--tiny", "--model", "mlp", "-m", "fom", "-m", "recompute",
+                         "--set", "outer_steps=1000", "--budget-calls", "200", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    r = get("hypercleaning").tiny["steps"]
     per_step = {"fom": r + 2, "recompute": r + 1 + r * (r - 1) // 2 + r + 1}
     for row in doc["results"]:
         assert 200 <= row["function_calls"] < 200 + per_step[row["method"]]
-    assert "000 Table 1" in (tmp_path / "results.md").read_text()
+    assert "Likhosherstov et al. 2021, Table 1" in (tmp_path / "results.md").read_text()
 
 
-def test_parametrised_method_names_set_k_and_q():
-    assert hc.estimator("truncated-7").K == 7 and hc.estimator("ufom-0.25").q == 0.25
-    with pytest.raises(ValueError, match="unknown estimator"):
-        hc.estimator("nope")
+@pytest.mark.slow  # four estimators compiled on the MLP: about 40 s of CPU
+def test_every_tiny_run_of_demo_works(tmp_path, capsys):
+    code, _, err = call(["run", "demo", "--tiny", "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    rows = json.loads((tmp_path / "summary.json").read_text())["results"]
+    assert [r["method"] for r in rows] == ["recompute", "fom", "ufom", "adaptive-ufom"]
+    assert "Smoke run" in (tmp_path / "results.md").read_text()
+
+
+def test_step_size_at_or_above_two_over_L_is_refused_with_L(bright_mnist, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, _, err = call(["run", "hypercleaning", "--tiny", "--data-dir", str(bright_mnist), "--n-train", "100",
+                         "--n-val", "100", "--out", str(out)], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert "inner_lr = 1 is at or above 2/L" in err[0] and "L = " in err[0] and "1/L" in err[0]
+    L = float(err[0].split("(L = ")[1].split(",")[0])
+    assert 10 < L < 40  # ten times MNIST's ≈ 2
+    assert not (out / "summary.json").exists() and not (out / "checkpoints").exists()
+
+
+def test_auto_step_size_is_one_over_L_and_the_results_name_the_data(bright_mnist, tmp_path, capsys):
+    code, _, err = call(["run", "hypercleaning", "--tiny", "--data-dir", str(bright_mnist), "--n-train", "100",
+                         "--n-val", "100", "--inner-lr", "auto", "--pool", "2", "-m", "fom", "--out", str(tmp_path)],
+                        capsys)
+    assert code == 0, err
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    (row,) = doc["results"]
+    assert row["inner_lr"] == pytest.approx(1 / row["L"]) and doc["config"]["inner_lr"] is None
+    d = doc["config"]["dataset"]
+    assert (d["name"], d["train_images"], d["test_images"], d["image_size"]) == ("MNIST", 300, 100, 14)
+    md = (tmp_path / "results.md").read_text()
+    assert f"MNIST from {bright_mnist.resolve()}" in md and "300 training / 100 test images" in md
+    assert "α = 1/L (inner_lr = auto" in md
+    assert "are not shown: they are for 28x28 MNIST with 60000/10000 images" in md
+
+
+def test_a_run_that_diverges_after_passing_the_check_stops_with_one_line(tmp_path, capsys):
+    """The step-size check passes at φ_0, but an outer Adam step of 1e38 walks θ (float32) past
+    the largest float within a few steps. ``ablo run`` stops: exit 2, one line naming the step, the
+    run and the cause, and the last good checkpoint is kept with a finite θ."""
+    code, _, err = call(["run", "hypercleaning", "--tiny", "--outer-lr", "1e38", "--steps", "20", "-m", "truncated-1",
+                         "--out", str(tmp_path)], capsys)
+    assert code == 2 and len(err) == 1, err
+    assert "of truncated-1 seed 0: the theta is not finite" in err[0] and "Traceback" not in err[0]
+    step = int(err[0].split("outer step ")[1].split()[0])
+    assert 1 < step < 20  # the first steps were finite
+    ck = tmp_path / "checkpoints" / "truncated-1 seed 0"
+    assert ckpt.info(ck)["step"] == step - 1 and str(ckpt.path(ck)) in err[0]
+    with np.load(ckpt.path(ck)) as z:
+        theta = z["theta/0"]
+    assert np.all(np.isfinite(theta)) and np.abs(theta).max() > 1e38
+    assert not (tmp_path / "summary.json").exists()
+
+
+# --- the papers' figures ---------------------------------------------------------------------------
+def paper_config(**kw):
+    cfg = {"model": "linear", "n_train": 5000, "n_val": 5000, "corrupt": 0.5, "steps": 100,
+           "dataset": {"name": "MNIST", "train_images": 60000, "test_images": 10000, "image_size": 28}}
+    return {**cfg, **kw}
+
+
+def test_papers_figures_only_on_their_data_and_protocol():
+    row = {"method": "truncated-5", "estimator": "truncated", "K": 5}
+    assert _paper.hypercleaning_figures_withheld(paper_config()) == ""
+    assert _paper.reference("hypercleaning", paper_config(), row) == {"paper_test_acc": 88.05, "paper_f1": 0.89}
+    assert _paper.reference("hypercleaning", paper_config(model="mlp"), {"method": "recompute"})["paper_test_acc"] \
+        == 90.82
+    for cfg, why in [(paper_config(steps=20), "steps = 20 (paper: 100)"),
+                     (paper_config(n_train=1000), "n_train = 1000"),
+                     (paper_config(dataset={"name": "MNIST", "train_images": 300, "test_images": 100,
+                                            "image_size": 28}), "300/100 images"),
+                     (paper_config(dataset={"name": "MNIST", "train_images": 60000, "test_images": 10000,
+                                            "image_size": 14}), "14x14"),
+                     (paper_config(dataset={"name": "scikit-learn digits"}), "read scikit-learn digits")]:
+        assert why in _paper.hypercleaning_figures_withheld(cfg)
+        assert _paper.reference("hypercleaning", cfg, row) == {}
+
+
+@pytest.mark.slow
+def test_real_mnist_curvature_lets_alpha_one_pass():
+    """On MNIST (5000 examples, linear) L ≈ 2, so the papers' α = 1 is just below 2/L."""
+    data = SHARED / "mnist"
+    if not data.is_dir():
+        pytest.skip(f"MNIST not found at {data} (set ABLO_DATA_DIR to the shared data folder)")
+    cfg = build(hc.Config, {"data_dir": str(data)}).resolved()
+    d = hc.make_data(cfg, 0)
+    alpha, L = hc.step_size(cfg, d["task"], hc.init_model(cfg, 784, 0), jnp.zeros(5000))
+    assert alpha == 1.0 and 1.5 < L < 2.0

@@ -1,39 +1,66 @@
-"""Tiny runs of the synthetic experiments (paper 000 §5.1) write the documented summary.json."""
+"""The synthetic experiments of paper 000 §5.1 (counterexample, synthetic-q) through ``ablo run``:
+--tiny runs write the documented files, divergence and a too-large inner step stop with one line
+and exit 2."""
 
 import json
 import math
 
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
-from ablo.experiments import get, null_progress
+from ablo import estimators
+from ablo.experiments import counterexample, get
+from _cli_run import ablo, one_error_line
 
 
-def _run(name, tmp_path):
-    exp = get(name)
-    summary = exp.run(dict(exp.tiny), tmp_path, null_progress)
-    doc = json.loads((tmp_path / "summary.json").read_text())
-    assert doc["experiment"] == name and isinstance(doc["config"], dict)
-    assert len(doc["results"]) == len(summary["results"]) > 0
-    assert (tmp_path / "results.md").exists() and (tmp_path / "curves.csv").exists()
-    assert list(tmp_path.glob("*.png"))
+def tiny_run(name, tmp_path, *extra):
+    code, out, err = ablo("run", name, "--tiny", "--out", tmp_path / "run", *extra)
+    assert code == 0, err
+    d = tmp_path / "run"
+    doc = json.loads((d / "summary.json").read_text())
+    assert doc["experiment"] == name and isinstance(doc["config"], dict) and doc["results"]
+    text = (d / "results.md").read_text()
+    assert "Smoke run" in text and "Smoke run" in out and doc["config"]["smoke"] is True
+    assert (d / "curves.csv").exists() and list(d.glob("*.png"))
     return doc
 
 
 def test_counterexample_tiny(tmp_path):
-    doc = _run("counterexample", tmp_path)
+    doc = tiny_run("counterexample", tmp_path)
     rows = doc["results"]
     seeds = get("counterexample").tiny["seeds"]
-    assert {(r["method"], r["seed"]) for r in rows} == {(m, s) for m in ("fom", "ufom") for s in seeds}
+    assert {(r["method"], r["seed"]) for r in rows} == {(m, s) for m in ("fom", "ufom:q=0.1") for s in seeds}
     for r in rows:
         assert math.isfinite(r["final_theta"]) and r["final_abs_grad"] >= 0
+        assert r["q"] == (0.0 if r["method"] == "fom" else 0.1)
+    fom = [r for r in rows if r["method"] == "fom"]
+    assert all(r["function_calls"] == 50 * (10 + 2) for r in fom)  # r + 1 gradients and V's JVP per step
     b2 = doc["config"]["b"][1]
     assert b2 == pytest.approx(17.39527, abs=1e-5) and doc["config"]["A"] == pytest.approx(12.59685, abs=1e-5)
     # FOM's fixed point is where the construction puts it: |dM/dθ| there exceeds sqrt(D) (Theorem 2)
     assert all(p["abs_grad_M"] > math.sqrt(doc["config"]["D"]) for p in doc["config"]["fom_fixed_points"])
 
 
+def test_counterexample_sgd_is_seeded_and_follows_the_schedule():
+    cfg = get("counterexample").make_config({"outer_steps": 3, "seeds": [0]})
+    b, A = counterexample.counterexample_constants()
+    problem, tasks = counterexample.make_problem(0.1, 10), counterexample.stack_tasks((0.5, 1.5), b, A)
+    import jax
+
+    keys = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)])
+    theta0 = jnp.array([5.0, 20.0])
+    thetas, calls = counterexample.descend(problem, estimators.parse("fom"), tasks, theta0, keys, cfg, "t")
+    assert thetas.shape == calls.shape == (2, 3)
+    # θ_1 = θ_0 − γ_0/2 · G_FO(θ_0, T) for one of the two tasks
+    fom = estimators.parse("fom")
+    g = [float(fom.estimate(problem, theta0[0], tuple(x[i] for x in tasks), (), None)[0]) for i in range(2)]
+    assert min(abs(thetas[0, 0] - (5.0 - 10.0 / 2 * gi)) for gi in g) < 1e-9
+    np.testing.assert_array_equal(calls[:, -1], 3 * 12)
+
+
 def test_synthetic_q_tiny(tmp_path):
-    doc = _run("synthetic-q", tmp_path)
+    doc = tiny_run("synthetic-q", tmp_path)
     rows = doc["results"]
     assert len(rows) == len(doc["config"]["alphas"])
     for r in rows:
@@ -45,3 +72,18 @@ def test_synthetic_q_tiny(tmp_path):
         assert k in curve[0] and (curve[0][k] is None or curve[0][k] > 0)
     # D² grows with the inner step size α while V² shrinks (paper 000 Fig. 1d)
     assert rows[-1]["D2"] > rows[0]["D2"] and rows[-1]["V2"] < rows[0]["V2"]
+
+
+@pytest.mark.parametrize("name, label", [("counterexample", "counterexample fom"), ("synthetic-q", "synthetic-q ufom:q=0.1")])
+def test_divergence_stops_with_one_line(name, label, tmp_path):
+    code, _, err = ablo("run", name, "--tiny", "--out", tmp_path / "a", "--set", "gamma0=1e300")
+    line = one_error_line(err)
+    assert code == 2 and "outer step" in line and label in line and "not finite" in line
+
+
+@pytest.mark.parametrize("name, setting, alpha", [("counterexample", "alpha=1.5", "1.5"),
+                                                  ("synthetic-q", "alpha_range=0.01,2", "2")])
+def test_inner_step_above_two_over_L_is_refused(name, setting, alpha, tmp_path):
+    code, _, err = ablo("run", name, "--tiny", "--out", tmp_path / "a", "--set", setting)
+    line = one_error_line(err)
+    assert code == 2 and f"alpha = {alpha}" in line and "L = 1.5" in line

@@ -58,7 +58,7 @@ def problem(r: int) -> ablo.BilevelProblem:
 CHECKED = {"reverse": {}, "recompute": {}, "checkpointed": {"M": 3}, "forward": {}, "truncated": {"K": 2},
            "fom": {}, "ufom": {"q": 1.0}, "aid-neumann": {"Q": 4}, "aid-fp": {"N": 4}, "reptile": {}}
 #: Rows whose counts depend on the run (random branches, solver iterations, mini-batches): in words.
-IN_WORDS = {"adaptive-ufom", "debiased", "aid-cg", "hoag", "stocbio", "bsa", "ttsa"}
+IN_WORDS = {"adaptive-ufom", "debiased", "aid-cg", "aid-bio", "hoag", "stocbio", "bsa", "ttsa", "itd-bio", "binomial"}
 COLUMNS = {"gradient evaluations": "grad_evals", "HVPs": "hvps", "JVPs": "jvps"}
 
 

@@ -53,11 +53,13 @@ def test_cost_records_equal_the_analytic_counts():
     assert (m, c) == (3, 3)
     assert run(ablo.Reverse()) == (r + 1, r, 1, r)
     assert run(ablo.Recompute()) == (r + 1 + r * (r - 1) / 2, r, 1, 1)
-    assert run(ablo.Checkpointed(M=3)) == (r + 1 + sum(t % 3 for t in range(r)), r, 1, 3)
+    # two-level: segments of 3, 3, 1 steps; the two full ones recomputed (2 steps each) into a
+    # buffer of 2 states beside their 2 checkpoints
+    assert run(ablo.Checkpointed(M=3)) == (r + 1 + 2 * 2, r, 1, 2 + 2)
     assert run(ablo.Truncated(K=4)) == (r + 1, 4, 1, 4)
     assert run(ablo.FOM()) == (r + 1, 0, 1, 1)
     n_theta = flat(theta).shape[0]
-    assert run(ablo.Forward()) == (r + 1, 0, (r + 1) * n_theta, n_theta)
+    assert run(ablo.Forward()) == (r + 1, 0, (r + 1) * n_theta, n_theta + 1)
 
 
 def test_ufom_cost_follows_proposition_1():

@@ -379,15 +379,14 @@ def diagnose(steps: int = typer.Option(20, help="inner steps r of the example pr
 
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
-         budget_calls: Optional[float] = typer.Option(None, help="function-call budget per method")):
+         budget_calls: Optional[float] = typer.Option(None, help="function-call budget per method"),
+         overwrite: bool = typer.Option(False, help="replace the results already in --out")):
     """The README's main job: hypercleaning on scikit-learn's digits, exact vs FOM vs UFOM vs
     Adaptive UFOM at an equal function-call budget (a few minutes on two cores)."""
     from .experiments import demo as demo_exp
 
-    cfg = dict(demo_exp.DEFAULTS)
-    if budget_calls is not None:
-        cfg["budget_calls"] = budget_calls
-    run_experiment(demo_exp.EXPERIMENT, cfg, out)
+    cfg = demo_exp.EXPERIMENT.make_config({} if budget_calls is None else {"budget_calls": budget_calls})
+    run_experiment(demo_exp.EXPERIMENT, cfg, out, overwrite=overwrite)
 
 
 @app.command()

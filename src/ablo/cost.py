@@ -81,6 +81,14 @@ def cost(grad_evals=0, hvps=0, jvps=0, states=0, samples=0, nonfinite=False) -> 
     return Cost(f(grad_evals), f(hvps), f(jvps), f(states), f(samples), jnp.asarray(nonfinite, bool))
 
 
+def expected(always: Cost, sometimes: Cost, q) -> Cost:
+    """Expected cost of running ``always`` and, with probability q, also ``sometimes``
+    (paper 000 Prop. 1: C_det + q C_rnd); memory is the max (both are held when drawn)."""
+    grad_evals, hvps, jvps, _, samples = (a + q * b for a, b in zip(always[:5], sometimes[:5]))
+    return Cost(grad_evals, hvps, jvps, jnp.maximum(always.states, sometimes.states), samples,
+                jnp.logical_or(always.nonfinite, sometimes.nonfinite))
+
+
 def batch_total(c: Cost) -> Cost:
     """Reduce a Cost with a leading task axis (from vmap) to the cost of the whole batch."""
     return Cost(

@@ -23,24 +23,23 @@ def top_eigenvalue(problem, theta, task, *, iterations: int = 30, key=None) -> f
     power-iteration HVPs (cost: that many HVPs). Returns a Python float."""
     if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
         raise ValueError(f"iterations must be an integer >= 1; got {iterations!r}")
-    phi0 = problem.init(theta, task)
-    flat, unravel = ravel_pytree(phi0)
-    grad = lambda f: ravel_pytree(jax.grad(problem.inner_loss, argnums=1)(theta, unravel(f), task))[0]
-    hvp = lambda v: jax.jvp(grad, (flat,), (v,))[1]
+    flat, unravel = ravel_pytree(problem.init(theta, task))
     key = jax.random.PRNGKey(0) if key is None else key
 
-    @jax.jit
-    def power(v):
+    @jax.jit  # θ, φ_0 and the task are arguments: as closed-over constants XLA would fold a dataset at compile time
+    def power(v, theta, flat, task):
+        grad = lambda f: ravel_pytree(jax.grad(problem.inner_loss, argnums=1)(theta, unravel(f), task))[0]
+
         def body(_, carry):
             v, _ = carry
-            w = hvp(v)
+            w = jax.jvp(grad, (flat,), (v,))[1]
             lam = jnp.vdot(v, w)
             return w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(w.dtype).tiny), lam
 
         v = v / jnp.linalg.norm(v)
         return jax.lax.fori_loop(0, iterations, body, (v, jnp.zeros((), v.dtype)))[1]
 
-    return float(power(jax.random.normal(key, flat.shape, flat.dtype)))
+    return float(power(jax.random.normal(key, flat.shape, flat.dtype), theta, flat, task))
 
 
 def check_step_size(problem, theta, task, lr: float, *, name: str = "inner_lr", iterations: int = 30) -> float:

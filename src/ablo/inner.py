@@ -9,6 +9,9 @@ An inner optimizer is three pure functions in the optax manner:
 
 ``update`` may read θ, so step sizes can be hyperparameters. A step size ``lr`` is a number,
 a schedule ``lr(t)`` (any optax schedule), or a function ``lr(θ, t)`` of the hyperparameters.
+Numbers (``lr``, momentum's β, Adam's b1/b2/eps) may also be arrays or traced values, so a sweep
+over them under ``vmap``, or a loop under one ``jit``, compiles once: build the optimizer (and
+the problem) inside the traced function.
 Every estimator differentiates through ``update`` with ``jax.vjp``/``jax.jvp``, so each of them
 works for each optimizer here, and for any optax ``GradientTransformation`` via
 :func:`from_optax`.
@@ -18,52 +21,33 @@ from __future__ import annotations
 
 import inspect
 import math
-from numbers import Real
 from typing import Any, Callable, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+
+from .checks import check_number
 
 StepSize = Union[float, Callable[..., Any]]
 
 
 class InnerOptimizer(NamedTuple):
+    """Inner dynamics Ξ as three pure functions (see the module docstring): ``init(φ_0) -> s``,
+    ``update(g, s, θ, t) -> s`` with g = ∂L_in/∂φ at ``params(s)``, ``params(s) -> φ``."""
+
     init: Callable[[Any], Any]
     update: Callable[[Any, Any, Any, Any], Any]
     params: Callable[[Any], Any]
     name: str = "inner"
 
 
-def _as_real(x):
-    """A Python/NumPy real or a 0-d real array as a float; None for anything else (bools included)."""
-    array_scalar = getattr(x, "shape", None) == () and np.issubdtype(getattr(x, "dtype", object), np.floating)
-    if isinstance(x, (bool, np.bool_)) or not (isinstance(x, Real) or array_scalar):
-        return None
-    try:
-        return float(x)
-    except OverflowError:  # an int beyond the float range
-        return math.inf
-
-
-def _check_real(name: str, x, lo: float, hi: float, lo_open: bool = False, hi_open: bool = True) -> float:
-    """``x`` as a float, or a ValueError naming ``name`` and the valid interval."""
-    v = _as_real(x)
-    ok = v is not None and math.isfinite(v) and (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-    if not ok:
-        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-        raise ValueError(f"{name} must be a number in {interval}; got {x!r}")
-    return v
-
-
 def _step_size(lr: StepSize) -> Callable[[Any, Any], Any]:
-    """Normalise ``lr`` to a function of (θ, t)."""
+    """Normalise ``lr`` to a function of (θ, t). A number or an array (possibly traced, e.g. a sweep
+    over step sizes under ``vmap``) is a constant step size."""
     if not callable(lr):
-        value = _as_real(lr)
-        if value is None or not (math.isfinite(value) and value > 0):
-            raise ValueError(f"lr must be a finite number > 0, a schedule lr(t) or a function lr(theta, t); "
-                             f"got {lr!r}")
+        value = check_number("lr", lr, 0.0, math.inf, lo_open=True,
+                             hint="; lr must be a finite number > 0, a schedule lr(t) or a function lr(theta, t)")
         return lambda theta, t: value
     try:
         n = len([p for p in inspect.signature(lr).parameters.values()
@@ -94,7 +78,7 @@ def gd(lr: StepSize) -> InnerOptimizer:
 
 def momentum(lr: StepSize, beta: float = 0.9, nesterov: bool = False) -> InnerOptimizer:
     """Heavy-ball momentum: v_j = β v_{j−1} + g, φ_j = φ_{j−1} − α_j v_j (Nesterov optional)."""
-    beta = _check_real("beta", beta, 0.0, 1.0)
+    beta = check_number("beta", beta, 0.0, 1.0)
     alpha = _step_size(lr)
 
     def init(phi):
@@ -114,8 +98,8 @@ def adam(lr: StepSize, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, ep
     """Adam with bias correction. ``eps_root`` inside the square root keeps the update
     differentiable where a gradient coordinate is exactly zero (as optax advises for
     differentiating through Adam)."""
-    b1, b2 = _check_real("b1", b1, 0.0, 1.0), _check_real("b2", b2, 0.0, 1.0)
-    eps, eps_root = _check_real("eps", eps, 0.0, math.inf), _check_real("eps_root", eps_root, 0.0, math.inf)
+    b1, b2 = check_number("b1", b1, 0.0, 1.0), check_number("b2", b2, 0.0, 1.0)
+    eps, eps_root = check_number("eps", eps, 0.0, math.inf), check_number("eps_root", eps_root, 0.0, math.inf)
     alpha = _step_size(lr)
 
     def init(phi):

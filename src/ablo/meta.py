@@ -121,6 +121,8 @@ class Reptile(Estimator):
 
     task_map: Optional[Callable[[Any], Any]] = None
     name: ClassVar[str] = "reptile"
+    not_in_solve: ClassVar[str] = ("its direction θ − φ_r is not a derivative of any outer loss; use ablo.hypergradient "
+                                  "or ablo.outer.run")
 
     def __post_init__(self):
         if self.task_map is not None and not callable(self.task_map):
@@ -147,4 +149,8 @@ class Reptile(Estimator):
         self.validate(problem, theta, task)
         phi_r = problem.optimizer.params(problem.run(theta, self._task(task)))
         g = tree_sub(theta, phi_r)
-        return g, state, with_finite_flag(g, cost(grad_evals=problem.steps, states=1))
+        return g, state, with_finite_flag(g, self.expected_cost(problem.steps))
+
+    def expected_cost(self, r):
+        """r inner gradient evaluations, nothing else."""
+        return cost(grad_evals=r, states=1)

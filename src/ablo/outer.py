@@ -81,6 +81,7 @@ class Budget:
         _positive("Budget.seconds", self.seconds, integer=False)
 
     def exhausted(self, steps: int, function_calls: float, seconds: float) -> bool:
+        """True when any of the counts given has reached its limit."""
         return ((self.steps is not None and steps >= self.steps)
                 or (self.function_calls is not None and function_calls >= self.function_calls)
                 or (self.seconds is not None and seconds >= self.seconds))
@@ -185,6 +186,16 @@ def validate(problem, estimator, optimizer, sampler, key, budget, meta_batch, lo
 def _fixed_dtypes(tree):
     """Strip weak types so the step's outputs feed back into the same compiled function."""
     return jax.tree_util.tree_map(lambda x: jnp.asarray(x, dtype=jnp.asarray(x).dtype), tree)
+
+
+#: What to try when a step is not finite, by cause.
+OUTER_ADVICE = ("the outer update overflowed: lower the outer step size (the optax optimizer's learning rate) or "
+                "clip the hypergradient (optax.clip_by_global_norm)")
+
+
+def advice(cause: str) -> str:
+    """The likely cause of a non-finite ``cause`` (an entry of :data:`CAUSES`) and what to try."""
+    return OUTER_ADVICE if cause in ("theta", "opt_state") else NONFINITE_ADVICE
 
 
 def init(problem: BilevelProblem, estimator: Estimator, optimizer: optax.GradientTransformation, theta0,
@@ -355,7 +366,7 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
                 where = f"; the last good state (step {snap.step}) is saved in {saved}" if saved else ""
                 raise Diverged(f"outer step {snap.step + 1} of {label}: the {cause.replace('_', ' ')} is not finite "
                                f"(inner loss {m['inner_loss']:.4g}, outer loss {m['outer_loss']:.4g}, hypergradient "
-                               f"norm {m['grad_norm']:.4g}); likely cause: {NONFINITE_ADVICE}{where}",
+                               f"norm {m['grad_norm']:.4g}); likely cause: {advice(cause)}{where}",
                                snap.step + 1, label, saved, cause)
             snap.theta, snap.opt_state, snap.estimator_state = new.theta, new.opt_state, new.estimator_state
             snap.skipped += int(m["nonfinite"])
@@ -420,6 +431,6 @@ def raise_if_diverged(metrics, label: str) -> None:
     index = tuple(bad)
     cause = next((c for c in CAUSES if np.atleast_1d(np.asarray(metrics[f"bad_{c}"]))[index]), "hypergradient")
     step = int(index[-1]) + 1
-    where = f" (run {index[:-1]})" if len(index) > 1 else ""
+    where = f" (run {tuple(int(i) for i in index[:-1])})" if len(index) > 1 else ""
     raise Diverged(f"outer step {step} of {label}{where}: the {cause.replace('_', ' ')} is not finite; likely cause: "
-                   f"{NONFINITE_ADVICE}", step, label, None, cause)
+                   f"{advice(cause)}", step, label, None, cause)

@@ -23,8 +23,13 @@ def identity_init(theta, task):
 
 
 def constant_init(phi0) -> Callable:
-    """Start every inner run from the fixed pytree ``phi0`` (V independent of θ)."""
-    return lambda theta, task: phi0
+    """Start every inner run from the fixed pytree ``phi0`` (V independent of θ: estimators then
+    charge no JVP of V)."""
+    def init(theta, task):
+        return phi0
+
+    init.theta_independent = True
+    return init
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,7 +70,8 @@ class BilevelProblem:
         return jax.lax.fori_loop(start, stop, lambda t, s: self.step(theta, s, t, task), s)
 
     def objective(self, theta, task):
-        """M^(r)(θ; T) = L_out(θ, φ_r, T), differentiable by plain autodiff (reference only)."""
+        """M^(r)(θ; T) = L_out(θ, φ_r, T), differentiable by plain autodiff through the stored loop (public as
+        ``ablo.objective(problem)``; its gradient is the exact hypergradient at O(r) memory)."""
         s, _ = jax.lax.scan(lambda s, t: (self.step(theta, s, t, task), None), self.initial_state(theta, task),
                             jnp.arange(self.steps))
         return self.outer_loss(theta, self.optimizer.params(s), task)

@@ -2,7 +2,9 @@
 
 * D_bound (eq. 15): D² ≤ D_bound², with D_bound = (1 + M1) L1 L2 Σ_j α_j Π_{j'≥j} (1 + α_{j'} L2).
 * Cost model (Proposition 1): C_det = C1 (r + 1), C_rnd = (C1 (r − 1)/2 + C2) r, so one UFOM call
-  costs C_det + q C_rnd in expectation; C1 is one gradient ∂L/∂φ, C2 one HVP.
+  costs C_det + q C_rnd in expectation; C1 is one gradient ∂L/∂φ, C2 one HVP. That C_rnd is the
+  backward half of ``Recompute``; with another exact branch, C_rnd = C1·(its recomputed gradient
+  evaluations) + C2·(its HVPs), read from the branch's ``backward_cost(r)``.
 * Expected time to a given precision (eq. 19): T(q) ∝ ((1/q − 1) D² + V²)^{2/(1−2ε)} (C_det + C_rnd q).
 * Setting dT/dq = 0 and multiplying by q² gives the quadratic (eq. 21)
       C_rnd (V² − D²) q² + (2ε+1)/(2ε−1) D² C_rnd q + 2/(2ε−1) D² C_det = 0;
@@ -69,11 +71,17 @@ def d_bound(M1: float, L1: float, L2: float, alphas, r: Optional[int] = None) ->
     return float((1.0 + M1) * L1 * L2 * np.sum(a * tail))
 
 
-def cost_model(r: int, C1: float = 1.0, C2: float = 1.0) -> Tuple[float, float]:
-    """(C_det, C_rnd) = (C1 (r+1), (C1 (r−1)/2 + C2) r) of Proposition 1 / eq. 19."""
+def cost_model(r: int, C1: float = 1.0, C2: float = 1.0, exact=None) -> Tuple[float, float]:
+    """(C_det, C_rnd) of Proposition 1 / eq. 19: C_det = C1 (r+1), and C_rnd = (C1 (r−1)/2 + C2) r
+    for the recomputing exact branch, or C1·g + C2·h from ``exact.backward_cost(r)`` (g gradient
+    evaluations, h HVPs) for any other unrolled exact estimator (e.g. ``Binomial``, ``Checkpointed``)."""
     r = _check_steps(r)
     C1, C2 = _check_pos("C1", C1), _check_pos("C2", C2)
-    return C1 * (r + 1), (C1 * (r - 1) / 2 + C2) * r
+    if exact is None:
+        return C1 * (r + 1), (C1 * (r - 1) / 2 + C2) * r
+    with jax.ensure_compile_time_eval():  # static counts, also when called under jit
+        back = exact.backward_cost(r)
+        return C1 * (r + 1), C1 * float(back.grad_evals) + C2 * float(back.hvps)
 
 
 def expected_time(q, D2: float, V2: float, C_det: float, C_rnd: float, eps: float = 0.0):

@@ -10,11 +10,15 @@ from .implicit import AID, HOAG, aid_cg, aid_fp, aid_neumann
 from .stochastic import BSA, TTSA, StocBiO
 from .registry import REGISTRY, get, parse, register, spec_of
 from .unrolled import Checkpointed, ExactUnrolled, Forward, Recompute, Reverse, Truncated
+from .revolve import Binomial
+from .warm_start import WarmStart, aid_bio, itd_bio
 
 register("reverse", Reverse, "exact reverse mode through the stored unrolled loop (000 Alg. 2; 001 eq. 6)")
 register("recompute", Recompute, "exact, O(1) memory: states recomputed from phi_0 (000 §3)")
-register("checkpointed", Checkpointed, "exact with M checkpoints (default sqrt r), memory O(M) (001 Table 1)",
-         shorthand="M")
+register("checkpointed", Checkpointed, "exact, two-level: M checkpoints (default sqrt r), <= 2r+1 gradients, memory "
+         "O(M + r/M) (001 Table 1)", shorthand="M")
+register("binomial", Binomial, "exact with binomial checkpointing (revolve) in s stored states, default ceil(log2 r)",
+         shorthand="s")
 register("forward", Forward, "exact forward mode, FMD (001 eq. 7)")
 register("truncated", Truncated, "K-step truncated reverse, K-RMD (001 eq. 8)", shorthand="K")
 register("fom", FOM, "first-order method, biased, O(1) memory (000 Alg. 3)")
@@ -22,6 +26,8 @@ register("ufom", UFOM, "unbiased first-order method with fixed q (000 Alg. 4)", 
 register("aid-cg", aid_cg, "implicit differentiation, conjugate gradient, warm starts (004 Alg. 1, eq. 3)")
 register("aid-neumann", aid_neumann, "implicit differentiation, truncated Neumann series (004 eq. 5, deterministic)")
 register("aid-fp", aid_fp, "implicit differentiation, fixed-point iteration, AID-FP (004 §A.2)")
+register("itd-bio", itd_bio, "ITD-BiO: reverse mode through an inner loop warm-started at y_(k-1)^T (004 Alg. 1, eq. 4)")
+register("aid-bio", aid_bio, "AID-BiO: AID-CG with warm starts of y and v, paper 004's method (004 Alg. 1, eq. 3)")
 register("hoag", HOAG, "AID-CG with warm starts and tolerance tol*decay^k over outer steps (004 §A.2)")
 register("stocbio", StocBiO, "mini-batch stochastic AID, Neumann series over independent batches (004 Alg. 2-3, eq. 5-6)")
 register("bsa", BSA, "single-sample stochastic AID, growing inner steps (Ghadimi & Wang 2018; 004 §A.2)")
@@ -33,5 +39,7 @@ from ..meta import Reptile  # noqa: E402 - ablo.meta builds on .base, imported a
 
 register("reptile", Reptile, "Reptile direction theta - phi_r, MAML-form problems only (Nichol et al. 2018; 002 §5)")
 
-__all__ = ["Estimator", "ExactUnrolled", "Reverse", "Recompute", "Checkpointed", "Forward", "Truncated", "FOM",
-           "UFOM", "AdaptiveUFOM", "Debiased", "REGISTRY", "register", "get", "parse", "spec_of"]
+__all__ = ["Estimator", "ExactUnrolled", "Reverse", "Recompute", "Checkpointed", "Binomial", "Forward", "Truncated", "FOM",
+           "UFOM", "AdaptiveUFOM", "Debiased", "AID", "HOAG", "aid_cg", "aid_neumann", "aid_fp", "StocBiO", "BSA",
+           "TTSA", "Reptile", "WarmStart", "make_adaptive", "make_debiased", "REGISTRY", "register", "get", "parse",
+           "spec_of"]

@@ -13,10 +13,13 @@ modification of paper 000 §5.2 as ``d2_scale`` = 0.1) are
 and the next step draws ξ ~ Bernoulli(q) with q = max(q*(D²_k, V²_k), q_min), or q = 1 when
 condition (20) fails. Before any update (k_upd = 0) eq. 22 is 0/0: q = 1 then, so the first step
 is exact and the statistics exist from step two on. The cost model defaults to Proposition 1 with
-C1 = C2 = 1 (function calls): C_det = r + 1, C_rnd = ((r − 1)/2 + 1) r (SPEC §1).
+C1 = C2 = 1 (function calls) and C_rnd from the exact branch's own counts (``theory.cost_model``):
+C_det = r + 1, C_rnd = ((r − 1)/2 + 1) r for ``Recompute`` (SPEC §1), C_rnd ≤ 2r for a two-level
+``Checkpointed`` branch, so q* follows the branch actually used.
 
 ``cheap`` debiases another estimator instead of FOM (``Debiased`` with adaptive q): then
-‖G_cheap − G_exact‖² plays the role of D², and ``C_det``/``C_rnd`` may be set to that pair's costs.
+‖G_cheap − G_exact‖² plays the role of D², and C_det, C_rnd default to C1·(gradient evaluations)
++ C2·(HVPs) of ``cheap.expected_cost(r)`` and ``exact.expected_cost(r)``; both may be set.
 """
 
 from __future__ import annotations
@@ -27,10 +30,11 @@ from typing import Any, ClassVar, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 
-from ..cost import batch_total
+from ..checks import check_number
+from ..cost import batch_total, expected
 from ..theory import cost_model, q_star_array
 from .base import Estimator, tree_map, tree_sq_norm, tree_sub
-from .debiased import check_estimator, check_exact, debiased_step, resolve, ufom_step
+from .debiased import check_estimator, check_exact, debiased_step, resolve, ufom_expected_cost, ufom_step
 from .unrolled import Recompute
 
 
@@ -45,15 +49,11 @@ class AdaptiveState(NamedTuple):
     cheap: Any = ()
 
 
-def _check_unit(name, x, lo_open, hi_closed):
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not lo_open < float(x) <= hi_closed:
-        raise ValueError(f"{name} must be in ({lo_open}, {hi_closed}]; got {x!r}")
-
-
 @dataclass(frozen=True)
 class AdaptiveUFOM(Estimator):
     """UFOM with q adapted online (paper 000 eq. 22-24). Defaults: β = 0.99, q_min = 0.05,
-    d2_scale = 0.1 (§5.2), ε = 0, unit costs C1 = C2 = 1."""
+    d2_scale = 0.1 (§5.2), ε = 0, unit costs C1 = C2 = 1. β, q_min, d2_scale and ε may be traced;
+    the costs are static."""
 
     beta: float = 0.99
     q_min: float = 0.05
@@ -67,18 +67,20 @@ class AdaptiveUFOM(Estimator):
     cheap: Optional[Estimator] = None
     name: ClassVar[str] = "adaptive-ufom"
     random_branch: ClassVar[bool] = True
+    traced: ClassVar[tuple] = ("beta", "q_min", "d2_scale", "eps")
+    not_in_solve: ClassVar[str] = ("its q comes from statistics carried from call to call (eq. 22-24); use the explicit "
+                                  "API (ablo.hypergradient_batch with state), or ablo.UFOM with a q you compute "
+                                  "yourself (q may be traced)")
 
     def __post_init__(self):
-        if isinstance(self.beta, bool) or not isinstance(self.beta, (int, float)) or not 0.0 < self.beta < 1.0:
-            raise ValueError(f"beta (smoothing constant) must be in (0, 1); got {self.beta!r}")
-        _check_unit("q_min", self.q_min, 0.0, 1.0)
-        _check_unit("d2_scale", self.d2_scale, 0.0, float("inf"))
-        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0.0 <= self.eps < 0.5:
-            raise ValueError(f"eps must be in [0, 0.5); got {self.eps!r}")
+        check_number("beta (smoothing constant)", self.beta, 0, 1, lo_open=True)
+        check_number("q_min", self.q_min, 0, 1, lo_open=True, hi_open=False)
+        check_number("d2_scale", self.d2_scale, 0, float("inf"), lo_open=True, hi_open=False)
+        check_number("eps", self.eps, 0, 0.5)
         for name in ("C1", "C2", "C_det", "C_rnd"):
             v = getattr(self, name)
             if v is not None:
-                _check_unit(name, v, 0.0, float("inf"))
+                check_number(name, v, 0, float("inf"), lo_open=True, hi_open=False)
         if self.cheap is None:
             check_exact(self.exact)
         else:
@@ -91,9 +93,23 @@ class AdaptiveUFOM(Estimator):
             self.cheap.check(problem)
 
     def costs(self, r: int):
-        """(C_det, C_rnd): the given values, else Proposition 1's with unit costs C1, C2."""
-        c_det, c_rnd = cost_model(r, self.C1, self.C2)
+        """(C_det, C_rnd): the given values, else Proposition 1's with unit costs C1, C2 and the
+        exact branch's own counts (the cheap and exact estimators' expected costs with ``cheap``)."""
+        if self.cheap is None:
+            c_det, c_rnd = cost_model(r, self.C1, self.C2, exact=self.exact)
+        else:
+            weigh = lambda c: self.C1 * float(c.grad_evals) + self.C2 * float(c.hvps)
+            with jax.ensure_compile_time_eval():  # static counts, also under jit
+                c_det, c_rnd = weigh(self.cheap.expected_cost(r)), weigh(self.exact.expected_cost(r))
         return (c_det if self.C_det is None else self.C_det), (c_rnd if self.C_rnd is None else self.C_rnd)
+
+    def expected_cost(self, r, q=None):
+        """The expected cost of one call at exact-branch probability q (default ``q_min``, the
+        floor: q itself is drawn from the running D², V² estimates, and the first call has q = 1)."""
+        q = self.q_min if q is None else q
+        if self.cheap is None:
+            return ufom_expected_cost(self.exact, r, q)
+        return expected(self.cheap.expected_cost(r), self.exact.expected_cost(r), q)
 
     def init(self, problem, theta, task):
         z = jnp.zeros((), dtype=jnp.result_type(float))

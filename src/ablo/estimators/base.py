@@ -20,10 +20,13 @@ b_θ = ∂L_out/∂θ, b_s = (∂φ/∂s)ᵀ ∂L_out/∂φ at s_r, and ends wit
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, ClassVar, Tuple
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 
 from ..cost import Cost, batch_total, cost, is_nonfinite
@@ -44,6 +47,11 @@ def tree_scale(c, a):
     return tree_map(lambda x: c * x, a)
 
 
+def add_cotangents(a, b):
+    """a + b for cotangent pytrees whose integer leaves (e.g. an optax step count) carry float0."""
+    return tree_map(lambda x, y: x if x.dtype == jax.dtypes.float0 else x + y, a, b)
+
+
 def tree_sq_norm(a) -> jax.Array:
     return sum(jnp.vdot(x, x).real for x in jax.tree_util.tree_leaves(a))
 
@@ -57,10 +65,29 @@ def outer_cotangents(problem: BilevelProblem, theta, s_r, task):
 
 
 def step_vjp(problem: BilevelProblem, theta, s_prev, t, task, b_theta, b_s):
-    """One reverse step of eq. 6 at s_prev = s_{t}: one HVP."""
-    _, vjp = jax.vjp(lambda th, s: problem.step(th, s, t, task), theta, s_prev)
-    d_theta, b_s = vjp(b_s)
-    return tree_add(b_theta, d_theta), b_s
+    """One reverse step of eq. 6 at s_prev = s_t, in mixed mode (Kemaev et al. 2025, MixFlow-MG):
+    one gradient evaluation and one HVP.
+
+    With the step split as s_{t+1} = update(g, s_t, θ, t), g = ∂L_in/∂φ at φ = params(s_t):
+
+    * the VJP of ``update`` (first order, no second derivatives) sends b_s to
+      (v, b_s', b_θ') = (∂update/∂(g, s, θ))ᵀ b_s;
+    * the second-order part uses the symmetry of ∇²L_in: (∂g/∂φ)ᵀ v = ∇²_φφ L v and
+      (∂g/∂θ)ᵀ v = ∇²_θφ L v = ∂/∂ε ∇_θ L(θ, φ + εv), so both are one forward-over-reverse product
+      ``jvp(grad_(θ,φ) L_in)`` along (0, v), which keeps no tape of the gradient's own backward pass
+      (reverse-over-reverse, ``vjp`` of a step that calls ``grad``, does).
+
+    For GD this is b_s ← b_s − α H b_s, b_θ += −α ∇²_θφ L b_s (+ the step size's own term).
+    Returns (b_θ + (∂Ξ/∂θ)ᵀ b_s, (∂Ξ/∂s)ᵀ b_s)."""
+    opt = problem.optimizer
+    phi, lift = jax.vjp(opt.params, s_prev)
+    g = jax.grad(problem.inner_loss, argnums=1)(theta, phi, task)
+    _, update_vjp = jax.vjp(lambda g_, s_, th: opt.update(g_, s_, th, t), g, s_prev, theta)
+    v, d_s, d_theta = update_vjp(b_s)
+    grads = jax.grad(problem.inner_loss, argnums=(0, 1))
+    _, (h_theta, h_phi) = jax.jvp(lambda ph: grads(theta, ph, task), (phi,), (v,))
+    (h_s,) = lift(h_phi)
+    return tree_add(b_theta, tree_add(d_theta, h_theta)), add_cotangents(d_s, h_s)
 
 
 def finish(problem: BilevelProblem, theta, task, b_theta, b_s0):
@@ -68,6 +95,29 @@ def finish(problem: BilevelProblem, theta, task, b_theta, b_s0):
     _, vjp = jax.vjp(lambda th: problem.initial_state(th, task), theta)
     (d_theta,) = vjp(b_s0)
     return tree_add(b_theta, d_theta)
+
+
+def v_jvps(problem: BilevelProblem, theta, task) -> int:
+    """1 when the start φ_0 = V(θ, T) depends on θ, else 0: the number of JVPs of V that
+    ``finish`` is charged (paper 000 §5 counts gradient evaluations and HVPs; the product with a
+    constant V is identically zero and costs nothing). Static: ``constant_init`` marks itself,
+    any other ``init`` is traced once (shapes only) and its outputs checked for a data path
+    from θ."""
+    if getattr(problem.init, "theta_independent", False):
+        return 0
+    spec = lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
+    closed = jax.make_jaxpr(problem.init)(*tree_map(spec, (theta, task)))
+    depends = set(closed.jaxpr.invars[:len(jax.tree_util.tree_leaves(theta))])
+    is_var = lambda v: isinstance(v, jax.extend.core.Var)
+    for eqn in closed.jaxpr.eqns:  # sub-jaxprs (loops, conds) conservatively: any input reaches all outputs
+        if any(is_var(v) and v in depends for v in eqn.invars):
+            depends.update(eqn.outvars)
+    return int(any(is_var(v) and v in depends for v in closed.jaxpr.outvars))
+
+
+def charge_v(c: Cost, problem: BilevelProblem, theta, task) -> Cost:
+    """``c`` with its JVPs of V dropped when V does not depend on θ (``v_jvps``)."""
+    return c._replace(jvps=c.jvps * v_jvps(problem, theta, task))
 
 
 def reverse_over(problem, theta, task, states, first_t: int, b_theta, b_s):
@@ -82,12 +132,13 @@ def reverse_over(problem, theta, task, states, first_t: int, b_theta, b_s):
     return b_theta, b_s
 
 
-def run_storing(problem, theta, task, s, start: int, stop: int):
-    """Run steps start..stop−1 from s, returning the final state and the stacked inputs."""
+def run_storing(problem, theta, task, s, start, count: int):
+    """Run ``count`` steps start..start+count−1 from s (``start`` may be traced), returning the
+    final state and the stacked inputs s_start..s_{start+count−1}."""
     def body(s, t):
         return problem.step(theta, s, t, task), s
 
-    return jax.lax.scan(body, s, jnp.arange(start, stop))
+    return jax.lax.scan(body, s, start + jnp.arange(count))
 
 
 def with_finite_flag(grad, c: Cost, *more) -> Cost:
@@ -96,14 +147,46 @@ def with_finite_flag(grad, c: Cost, *more) -> Cost:
     return c._replace(nonfinite=jnp.logical_or(c.nonfinite, is_nonfinite((grad, more))))
 
 
+def _flatten(est):
+    """Children: the fields named in ``traced`` and the fields holding estimators; the rest is static."""
+    names = [f.name for f in dataclasses.fields(est)]
+    data = tuple(n for n in names if n in est.traced or isinstance(getattr(est, n), Estimator))
+    meta = tuple((n, getattr(est, n)) for n in names if n not in data)
+    return [getattr(est, n) for n in data], (data, meta)
+
+
+def _unflatten(cls, aux, children):
+    """Rebuild without ``__init__``: JAX unflattens with placeholders (None, object()) that
+    ``__post_init__``'s validation would reject; validation runs when the user builds the value."""
+    data, meta = aux
+    est = object.__new__(cls)
+    for name, value in (*meta, *zip(data, children)):
+        object.__setattr__(est, name, value)
+    return est
+
+
 @dataclass(frozen=True)
 class Estimator:
-    """Base class. Subclasses set ``name`` and implement ``estimate``."""
+    """Base class. Subclasses set ``name`` and implement ``estimate``.
+
+    Every estimator is a pytree: the numeric settings named in ``traced`` (e.g. UFOM's q) and
+    nested estimators are its children, everything else (K, M, solvers, names) is static. So
+    an estimator can be an argument of a jitted function, built from traced values, or
+    vmapped over: a sweep over q compiles once, while K or M select another compilation."""
 
     name: ClassVar[str] = "estimator"
     #: True when the estimate draws a random branch (UFOM): batches then use lax.map, so the
     #: expensive branch is really skipped when not drawn (vmap would compute both sides).
     random_branch: ClassVar[bool] = False
+    #: Numeric fields that may be traced arrays (pytree children); all other fields are static.
+    traced: ClassVar[Tuple[str, ...]] = ()
+    #: Non-empty when the estimator cannot run inside ``ablo.solve`` (e.g. it needs its state
+    #: carried from one call to the next): the reason, shown in solve's ValueError.
+    not_in_solve: ClassVar[str] = ""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_node(cls, _flatten, functools.partial(_unflatten, cls))
 
     def init(self, problem: BilevelProblem, theta, task) -> Any:
         return ()
@@ -113,6 +196,11 @@ class Estimator:
 
     def __call__(self, problem, theta, task, state, key):
         return self.estimate(problem, theta, task, state, key)
+
+    def expected_cost(self, r: int) -> Cost:
+        """The expected cost of one ``estimate`` call (one task) with r inner steps, from the
+        estimator's own counts; JVPs of V counted as if V depends on θ (``v_jvps``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no cost model")
 
     def describe_state(self, state) -> dict:
         """Scalars worth logging per outer step (e.g. {"q": ...}); host-side, after the step."""

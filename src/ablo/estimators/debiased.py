@@ -6,10 +6,13 @@
 implicit differentiation, ...): G = G_cheap + (ξ/q)(G_exact − G_cheap), again unbiased for the
 exact hypergradient, at cheap's cost plus ξ times exact's (no forward pass is shared).
 
-The exact branch is any memory-bounded exact estimator (``Recompute``: O(1) memory, or
-``Checkpointed(M)``: O(M) memory) and shares the forward pass with FOM. Expected cost
-(Proposition 1, with ``Recompute``): r + 1 + q r(r−1)/2 gradient evaluations and q r HVPs;
-the cost record reports the counts of the branch actually taken.
+The exact branch is any unrolled exact estimator and shares the forward pass with FOM:
+``Recompute`` (1 state), ``Binomial(s)`` (s states), ``Checkpointed(M)`` (≈ M + r/M states) or
+``Reverse`` (r states; allowed, but it gives up the memory UFOM exists to save). Expected cost
+(Proposition 1 generalised): C_det + q·C_rnd with C_det = r + 1 gradient evaluations (FOM) and
+C_rnd = the exact branch's own ``backward_cost(r)`` (for ``Recompute`` r(r−1)/2 gradient
+evaluations and r HVPs, Prop. 1 verbatim; for a two-level branch ≤ r gradient evaluations and r
+HVPs). ``expected_cost(r)`` returns it; the cost record reports the counts of the branch taken.
 """
 
 from __future__ import annotations
@@ -20,23 +23,23 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
-from ..cost import cost
-from .base import Estimator, tree_add, tree_scale, tree_sub, with_finite_flag
+from ..checks import check_number
+from ..cost import cost, expected
+from .base import Estimator, tree_add, tree_scale, tree_sub, v_jvps, with_finite_flag
 from .first_order import first_order
-from .unrolled import ExactUnrolled, Recompute, Reverse, Truncated
+from .unrolled import ExactUnrolled, Recompute, Truncated
 
 
 def check_q(q) -> None:
-    # Python compares ints and floats exactly: no float(q), which overflows on huge ints
-    if isinstance(q, bool) or not isinstance(q, (int, float)) or not 0.0 < q <= 1.0:
-        raise ValueError(f"q (probability of the exact branch) must be in (0, 1]; got {q!r}. "
-                         "q = 1 is the exact estimator; use FOM for q = 0.")
+    """ValueError unless q ∈ (0, 1]; q may be an array (all values checked) or traced (unchecked)."""
+    check_number("q (probability of the exact branch)", q, 0, 1, lo_open=True, hi_open=False,
+                 hint=". q = 1 is the exact estimator; use FOM for q = 0.")
 
 
 def check_exact(exact) -> None:
-    if not isinstance(exact, ExactUnrolled) or isinstance(exact, Reverse):
-        raise ValueError(f"exact must be a memory-bounded exact estimator (Recompute() or Checkpointed(M)); "
-                         f"got {exact!r}")
+    if not isinstance(exact, ExactUnrolled):
+        raise ValueError(f"exact must be an unrolled exact estimator (Recompute(), Binomial(s), Checkpointed(M) "
+                         f"or Reverse()); got {exact!r}")
 
 
 def like(ref, tree):
@@ -62,19 +65,21 @@ def ufom_step(problem, theta, task, exact: ExactUnrolled, q, key):
     x = xi.astype(jnp.float32)
     # FOM's r + 1 gradients and V-JVP always; the exact backward's counts only when ξ = 1.
     # The forward of the exact branch (checkpoints) is held either way.
-    c = cost(grad_evals=r + 1 + x * c_ex.grad_evals, hvps=x * c_ex.hvps, jvps=1 + x * c_ex.jvps,
-             states=c_ex.states)
+    c = cost(grad_evals=r + 1 + x * c_ex.grad_evals, hvps=x * c_ex.hvps,
+             jvps=(1 + x * c_ex.jvps) * v_jvps(problem, theta, task), states=c_ex.states)
     return g, g_fo, g_ex, xi, with_finite_flag(g, c, s_r)
 
 
 @dataclass(frozen=True)
 class UFOM(Estimator):
-    """UFOM with a fixed q ∈ (0, 1] (paper 000 Alg. 4)."""
+    """UFOM with a fixed q ∈ (0, 1] (paper 000 Alg. 4). q may be a traced array (a sweep over q
+    compiles once)."""
 
     q: float = 0.1
     exact: ExactUnrolled = field(default_factory=Recompute)
     name: ClassVar[str] = "ufom"
     random_branch: ClassVar[bool] = True
+    traced: ClassVar[tuple] = ("q",)
 
     def __post_init__(self):
         check_q(self.q)
@@ -90,6 +95,15 @@ class UFOM(Estimator):
         self.check(problem)
         g, _, _, _, c = ufom_step(problem, theta, task, self.exact, self.q, key)
         return g, state, c
+
+    def expected_cost(self, r):
+        """FOM's r + 1 gradient evaluations and JVP, plus q times the exact branch's backward half."""
+        return ufom_expected_cost(self.exact, r, self.q)
+
+
+def ufom_expected_cost(exact: ExactUnrolled, r: int, q):
+    """C_det + q C_rnd (paper 000 Prop. 1) with C_rnd = ``exact.backward_cost(r)``."""
+    return expected(cost(grad_evals=r + 1, jvps=1, states=1), exact.backward_cost(r), q)
 
 
 def check_estimator(name: str, est) -> None:
@@ -121,13 +135,14 @@ def debiased_step(problem, theta, task, cheap: Estimator, cheap_state, exact: Es
 class Debiased(Estimator):
     """Any cheap estimator debiased by an exact one with probability q (beyond paper 000: its
     Alg. 4 with G_FO replaced by G_cheap). E[G] = E[G_exact]; expected cost = cheap's + q·exact's.
-    The state is the cheap estimator's state (e.g. an AID warm start)."""
+    The state is the cheap estimator's state (e.g. an AID warm start). q may be traced."""
 
     cheap: Estimator = field(default_factory=lambda: Truncated(K=1))
     q: float = 0.1
     exact: Estimator = field(default_factory=Recompute)
     name: ClassVar[str] = "debiased"
     random_branch: ClassVar[bool] = True
+    traced: ClassVar[tuple] = ("q",)
 
     def __post_init__(self):
         check_q(self.q)
@@ -148,6 +163,10 @@ class Debiased(Estimator):
         self.check(problem)
         g, _, _, _, state, c = debiased_step(problem, theta, task, self.cheap, state, self.exact, self.q, key)
         return g, state, c
+
+    def expected_cost(self, r):
+        """cheap's expected cost plus q times a whole exact run (nothing is shared)."""
+        return expected(self.cheap.expected_cost(r), self.exact.expected_cost(r), self.q)
 
 
 def resolve(est, **options) -> Estimator:

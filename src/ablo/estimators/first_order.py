@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..cost import cost
-from .base import Estimator, finish, outer_cotangents, with_finite_flag
+from .base import Estimator, finish, charge_v, outer_cotangents, with_finite_flag
 
 
 def first_order(problem, theta, task, s_r):
@@ -24,4 +24,9 @@ class FOM(Estimator):
     def estimate(self, problem, theta, task, state, key):
         s_r = problem.run(theta, task)
         g, _ = first_order(problem, theta, task, s_r)
-        return g, state, with_finite_flag(g, cost(grad_evals=problem.steps + 1, jvps=1, states=1), s_r)
+        c = self.expected_cost(problem.steps)
+        return g, state, with_finite_flag(g, charge_v(c, problem, theta, task), s_r)
+
+    def expected_cost(self, r):
+        """r + 1 gradient evaluations, one JVP of V (none when V does not depend on θ)."""
+        return cost(grad_evals=r + 1, jvps=1, states=1)

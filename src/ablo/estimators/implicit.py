@@ -53,6 +53,7 @@ class ImplicitState(NamedTuple):
 
 
 def inner_grad(problem, theta, phi, task):
+    """∇_φ L_in(θ, φ, T): one gradient evaluation."""
     return jax.grad(problem.inner_loss, argnums=1)(theta, phi, task)
 
 
@@ -93,6 +94,7 @@ class AID(Estimator):
             raise ValueError(f"warm_start must be True or False; got {self.warm_start!r}")
 
     def init(self, problem, theta, task):
+        """The first warm starts: y_0 = params(s_0) = V(θ, T), v_0 = 0, step 0."""
         phi = problem.optimizer.params(problem.initial_state(theta, task))
         zero = jnp.zeros((), jnp.result_type(float))
         return ImplicitState(phi, tree_map(jnp.zeros_like, phi), jnp.asarray(0, jnp.int32),
@@ -102,9 +104,13 @@ class AID(Estimator):
         return {"solver_matvecs": float(state.matvecs), "solver_residual": float(state.residual)}
 
     def solve(self, matvec, b, x0, step):
+        """Solve ∇²_φ L_in v = ∇_φ L_out with the solver value from ``x0`` (the warm start v)."""
         return self.solver(matvec, b, x0)
 
     def estimate(self, problem, theta, task, state, key):
+        """Alg. 1 of Ji et al. 2021: r inner steps from y_{k−1} (warm start), v from the linear
+        solver (eq. 3), hypergradient ∇_θ L_out − ∇²_θφ L_in v. Cost: r + 1 gradients, solver
+        matvecs + 1 HVPs; the state carries y_k, v and the solver's report."""
         T = problem.steps
         s0 = problem.optimizer.init(state.phi) if self.warm_start else problem.initial_state(theta, task)
         phi = problem.optimizer.params(problem.run(theta, task, 0, T, s0))
@@ -114,6 +120,13 @@ class AID(Estimator):
         new = ImplicitState(phi, v, state.step + 1, info.matvecs, info.residual.astype(state.residual.dtype))
         c = cost(grad_evals=T + 1, hvps=info.matvecs + 1, states=1)
         return g, new, with_finite_flag(g, c)
+
+    def expected_cost(self, r):
+        """An upper bound: r + 1 gradient evaluations and the solver's matvec cap + 1 HVPs (CG
+        stops early at its tolerance; the cost record holds the matvecs actually run)."""
+        s = self.solver
+        cap = {CG: lambda: s.maxiter, Neumann: lambda: s.Q, FixedPoint: lambda: s.N - 1}[type(s)]()
+        return cost(grad_evals=r + 1, hvps=cap + int(self.warm_start) + 1, states=1)
 
 
 @dataclass(frozen=True)
@@ -139,9 +152,11 @@ class HOAG(AID):
         super().__post_init__()
 
     def tolerance(self, step):
+        """tol_k = tol · decay^k at outer step k."""
         return self.tol * jnp.asarray(self.decay, jnp.result_type(float)) ** step
 
     def solve(self, matvec, b, x0, step):
+        """CG from the warm start to the tolerance of outer step ``step``."""
         return self.solver(matvec, b, x0, tol=self.tolerance(step))
 
     def describe_state(self, state):

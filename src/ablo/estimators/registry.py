@@ -22,6 +22,9 @@ from .base import Estimator
 
 
 class Entry(NamedTuple):
+    """A registered estimator: its factory, a one-line summary and the option its shorthand
+    ``NAME-<number>`` sets (None: no shorthand)."""
+
     factory: Callable[..., Estimator]
     summary: str
     shorthand: Optional[str]
@@ -42,6 +45,7 @@ def register(name: str, factory: Callable[..., Estimator], summary: str, shortha
 
 
 def names() -> list:
+    """The registered names, sorted."""
     return sorted(REGISTRY)
 
 

@@ -161,10 +161,12 @@ class StocBiO(_Stochastic):
             raise ValueError(f"warm_start must be True or False; got {self.warm_start!r}")
 
     def size(self, name: str) -> int:
+        """The batch size option ``name`` (e.g. "hess_batch"), ``batch`` when it is None."""
         value = getattr(self, name)
         return self.batch if value is None else value
 
     def init(self, problem, theta, task):
+        """y_0 = params(s_0) = V(θ, T) as the first warm start, outer step 0."""
         return StochasticState(problem.optimizer.params(problem.initial_state(theta, task)), jnp.asarray(0, jnp.int32))
 
     def neumann(self, problem, theta, phi, task, key, v0):
@@ -182,6 +184,9 @@ class StocBiO(_Stochastic):
         return tree_map(lambda a: self.eta * a, acc), samples
 
     def estimate(self, problem, theta, task, state, key):
+        """Alg. 2 of Ji et al. 2021: T mini-batch SGD steps from the warm start, the Neumann
+        estimate v (Alg. 3, eq. 5-6) over independent batches, then ∇_θ f − ∇²_θy g v on one more
+        batch. Cost: T + 1 gradients, Q + 1 HVPs, the samples drawn."""
         k_in, k_f, k_h, k_g = jax.random.split(key, 4)
         T, S = problem.steps, self.size("inner_batch")
         s0 = problem.optimizer.init(state.inner) if self.warm_start else problem.initial_state(theta, task)
@@ -192,6 +197,13 @@ class StocBiO(_Stochastic):
         samples = T * S + self.size("outer_batch") + hess_samples + self.size("jvp_batch")
         c = cost(grad_evals=T + 1, hvps=self.Q + 1, states=1, samples=samples)
         return g, StochasticState(phi, state.step + 1), with_finite_flag(g, c)
+
+    def expected_cost(self, r):
+        """Deterministic: r + 1 gradient evaluations, Q + 1 HVPs, the samples of the docstring."""
+        hess = sum(size * (j1 - j0) for size, j0, j1 in
+                   decaying_sizes(self.size("hess_batch"), float(self.hess_decay), self.Q))
+        samples = r * self.size("inner_batch") + self.size("outer_batch") + hess + self.size("jvp_batch")
+        return cost(grad_evals=r + 1, hvps=self.Q + 1, states=1, samples=samples)
 
 
 def random_neumann(est, problem, theta, phi, task, key, v0):
@@ -229,6 +241,13 @@ class _SingleSample(_Stochastic):
         g = self.hypergradient(problem, theta, phi, task, k_g, f_theta, v, self.batch)
         return g, p + 1, (p + 2) * self.batch
 
+    def expected_cost(self, r):
+        """E over p ~ U{0..N−1}: (N − 1)/2 + 1 HVPs and ((N − 1)/2 + 2)·batch samples for the
+        hypergradient, after ``inner_steps(r)`` inner steps (BSA's T_k grows with k: r is its cap,
+        so this is the cost once T_k = r; TTSA takes one)."""
+        T, p = self.inner_steps_for(r), (self.N - 1) / 2
+        return cost(grad_evals=T + 1, hvps=p + 1, states=1, samples=(T + p + 2) * self.batch)
+
 
 @dataclass(frozen=True)
 class BSA(_SingleSample):
@@ -242,6 +261,8 @@ class BSA(_SingleSample):
     t0: float = 1.0
     power: float = 0.5
     name: ClassVar[str] = "bsa"
+    not_in_solve: ClassVar[str] = ("its inner step count T_k grows with the outer step k held in its state; use "
+                                  "ablo.hypergradient_batch with state")
 
     def __post_init__(self):
         super().__post_init__()
@@ -250,13 +271,20 @@ class BSA(_SingleSample):
             raise ValueError(f"power must be a number >= 0 (inner steps T_k = t0 (k+1)^power); got {self.power!r}")
 
     def init(self, problem, theta, task):
+        """y_0 = params(s_0) = V(θ, T), outer step 0."""
         return StochasticState(problem.optimizer.params(problem.initial_state(theta, task)), jnp.asarray(0, jnp.int32))
 
+    def inner_steps_for(self, r):
+        return r
+
     def inner_steps(self, problem, step):
+        """T_k = clip(⌊t0 (k + 1)^power⌋, 1, r): BSA's growing number of inner steps."""
         t = jnp.floor(self.t0 * (step + 1.0) ** self.power).astype(jnp.int32)
         return jnp.clip(t, 1, problem.steps)
 
     def estimate(self, problem, theta, task, state, key):
+        """T_k single-sample SGD steps from the warm start, then the single-sample implicit
+        hypergradient (Ghadimi & Wang 2018). Cost: T_k + 1 gradients, the HVPs drawn."""
         k_in, k_g = jax.random.split(key)
         T = self.inner_steps(problem, state.step)
         s = self.sgd(problem, theta, task, problem.optimizer.init(state.inner), k_in, 0, T, self.batch)
@@ -275,11 +303,19 @@ class TTSA(_SingleSample):
     then the hypergradient at (x_k, y_{k+1}) as in BSA. Cost: 2 gradients, p + 1 HVPs."""
 
     name: ClassVar[str] = "ttsa"
+    not_in_solve: ClassVar[str] = ("its inner iterate is its state, advanced one step per call; use "
+                                  "ablo.hypergradient_batch with state")
+
+    def inner_steps_for(self, r):
+        return 1
 
     def init(self, problem, theta, task):
+        """The inner optimizer state s_0 (the fast iterate), outer step 0."""
         return StochasticState(problem.initial_state(theta, task), jnp.asarray(0, jnp.int32))
 
     def estimate(self, problem, theta, task, state, key):
+        """One single-sample inner step y_{k+1} = Ξ(x_k, y_k; ξ_k), then the single-sample
+        implicit hypergradient at (x_k, y_{k+1}). Cost: 2 gradients, the HVPs drawn."""
         k_in, k_g = jax.random.split(key)
         s = self.sgd(problem, theta, task, state.inner, k_in, state.step, state.step + 1, self.batch)
         phi = problem.optimizer.params(s)

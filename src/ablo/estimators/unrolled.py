@@ -4,14 +4,15 @@
 All reverse-mode members share one backward recursion (``base.step_vjp``) and differ only in
 how they get the state s_{j−1} that step j's VJP needs:
 
-=====================  ===================  =========================  ===============
-estimator              s_{j−1} from          gradient evaluations        states held
-=====================  ===================  =========================  ===============
-``Reverse``            stored array          r + 1                      r
-``Recompute``          re-run from s_0       r + 1 + r(r−1)/2           1
-``Checkpointed(M)``    nearest checkpoint    r + 1 + Σ_t (t mod c)      M  (c = ⌈r/M⌉)
-``Truncated(K)``       stored last K         r + 1                      K
-=====================  ===================  =========================  ===============
+=====================  ===================  ==========================  ================
+estimator              s_{j−1} from          gradient evaluations         states held
+=====================  ===================  ==========================  ================
+``Reverse``            stored array          r + 1                        r
+``Recompute``          re-run from s_0       r + 1 + r(r−1)/2             1
+``Checkpointed(M)``    segment buffer        r + 1 + (m−1)(c−1) ≤ 2r + 1  ≈ M + r/M (c = ⌈r/M⌉)
+``Truncated(K)``       stored last K         r + 1                        K
+``Binomial(s)``        revolve schedule      F(r, s) + 2 (``revolve``)    s
+=====================  ===================  ==========================  ================
 
 Each does r HVPs (K for ``Truncated``) and one JVP of V. ``Forward`` is forward mode
 (eq. 7): it pushes dim θ tangents through every step and holds a dim θ × dim φ Jacobian.
@@ -28,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..cost import cost
-from .base import (Estimator, finish, outer_cotangents, reverse_over, run_storing, step_vjp, tree_add,
+from .base import (Estimator, charge_v, finish, outer_cotangents, reverse_over, run_storing, step_vjp, tree_add, v_jvps,
                    with_finite_flag)
 
 
@@ -48,28 +49,58 @@ class ExactUnrolled(Estimator):
         """Cost of the backward half (static: it depends on r only)."""
         raise NotImplementedError
 
+    def expected_cost(self, r):
+        """The forward half's r steps and the outer gradient, plus ``backward_cost(r)``."""
+        c = self.backward_cost(r)
+        return c._replace(grad_evals=c.grad_evals + r + 1)
+
     def estimate(self, problem, theta, task, state, key):
         self.check(problem)
         s_r, aux = self.forward(problem, theta, task)
         b_theta, b_s = outer_cotangents(problem, theta, s_r, task)
         g = self.backward(problem, theta, task, aux, b_theta, b_s)
-        c = self.backward_cost(problem.steps)
-        c = c._replace(grad_evals=c.grad_evals + problem.steps + 1)
-        return g, state, with_finite_flag(g, c, s_r)
+        c = self.expected_cost(problem.steps)
+        return g, state, with_finite_flag(g, charge_v(c, problem, theta, task), s_r)
 
 
 @dataclass(frozen=True)
 class Reverse(ExactUnrolled):
     """RMD: store s_0..s_{r−1}, then sweep back (paper 000 Alg. 2; paper 001 eq. 6).
-    Time O(r), memory O(r)."""
+    Time O(r), memory O(r).
 
+    ``store="states"`` (default) keeps the r states only and recomputes each step's gradient
+    inside its mixed-mode VJP (``base.step_vjp``); ``store="residuals"`` is plain ``jax.vjp``
+    through a ``lax.scan`` of the steps, which keeps every step's residuals (the activations of
+    the inner loss and of its gradient). Measured (``tools/measure_reverse.py``, float32, temp
+    memory from XLA; times on a loaded 2-core VM, ±20 %; docs/estimators-tradeoffs.md):
+
+    =======================================  ===============  ===================  ============
+    problem                                  jax.grad/scan    store="states"       "residuals"
+    =======================================  ===============  ===================  ============
+    5000×784 linear (hypercleaning), r=100   42.6 MiB         3.7 MiB, 0.8-1.4×    42.6 MiB
+    MLP 784-512-512-10, 1000 ex., r=50       1154 MiB         148 MiB, 0.95-1.3×   1154 MiB
+    =======================================  ===============  ===================  ============
+
+    "residuals" is as fast as ``jax.grad`` through the scan (it is that program); "states" trades
+    up to ~30 % time for 8-11× less memory."""
+
+    store: str = "states"
     name: ClassVar[str] = "reverse"
 
+    def __post_init__(self):
+        if self.store not in ("states", "residuals"):
+            raise ValueError(f"store must be 'states' or 'residuals'; got {self.store!r}")
+
     def forward(self, problem, theta, task):
+        if self.store == "residuals":
+            return jax.vjp(lambda th: problem.run(th, task), theta)
         return run_storing(problem, theta, task, problem.initial_state(theta, task), 0, problem.steps)
 
-    def backward(self, problem, theta, task, states, b_theta, b_s):
-        b_theta, b_s = reverse_over(problem, theta, task, states, 0, b_theta, b_s)
+    def backward(self, problem, theta, task, aux, b_theta, b_s):
+        if self.store == "residuals":
+            (d_theta,) = aux(b_s)
+            return tree_add(b_theta, d_theta)
+        b_theta, b_s = reverse_over(problem, theta, task, aux, 0, b_theta, b_s)
         return finish(problem, theta, task, b_theta, b_s)
 
     def backward_cost(self, r):
@@ -103,9 +134,16 @@ class Recompute(ExactUnrolled):
 
 @dataclass(frozen=True)
 class Checkpointed(ExactUnrolled):
-    """Exact with M checkpoints every c = ⌈r/M⌉ steps (paper 001 Table 1). Step j's input is
-    recomputed from the nearest checkpoint below it: memory O(M) whatever r, time
-    r + 1 + Σ_{t<r} (t mod c) ≈ r + r²/(2M) gradient evaluations. ``M=None`` takes ⌈√r⌉."""
+    """Exact, two-level checkpointing (paper 001 Table 1, "checkpointing every √r steps"):
+    the loop is cut into m segments of c = ⌈r/M⌉ steps (the last one L = r − (m−1)c ≤ c steps).
+    The forward pass keeps the m − 1 states at the starts of the full segments and stores the
+    last segment's L states; the backward pass sweeps the last segment back, then for each
+    earlier segment recomputes its c − 1 inner states from its checkpoint into a buffer and
+    sweeps the buffer back.
+
+    Cost: r + 1 + (m − 1)(c − 1) ≤ 2r + 1 gradient evaluations, r HVPs, one JVP of V;
+    memory m − 1 + max(L, c − 1) ≈ M + r/M states. ``M=None`` takes ⌈√r⌉ (≈ 2√r states).
+    Everything runs in ``lax.scan``, so compile time does not depend on r."""
 
     M: int | None = None
     name: ClassVar[str] = "checkpointed"
@@ -115,7 +153,7 @@ class Checkpointed(ExactUnrolled):
             raise ValueError(f"M (number of checkpoints) must be an integer >= 1; got {self.M!r}")
 
     def layout(self, r: int):
-        """(checkpoints kept m, interval c)."""
+        """(segments m, segment length c); the last segment has r − (m − 1)c steps."""
         M = self.M if self.M is not None else max(1, int(np.ceil(np.sqrt(r))))
         c = -(-r // min(M, r))
         return -(-r // c), c
@@ -125,27 +163,35 @@ class Checkpointed(ExactUnrolled):
         m, c = self.layout(r)
 
         def segment(s, i):
-            return problem.run(theta, task, i * c, jnp.minimum((i + 1) * c, r), s), s
+            return problem.run(theta, task, i * c, (i + 1) * c, s), s
 
-        return jax.lax.scan(segment, problem.initial_state(theta, task), jnp.arange(m))
+        s_top, checkpoints = jax.lax.scan(segment, problem.initial_state(theta, task), jnp.arange(m - 1))
+        s_r, top = run_storing(problem, theta, task, s_top, (m - 1) * c, r - (m - 1) * c)
+        return s_r, (checkpoints, top)
 
-    def backward(self, problem, theta, task, checkpoints, b_theta, b_s):
+    def backward(self, problem, theta, task, aux, b_theta, b_s):
         r = problem.steps
         m, c = self.layout(r)
+        checkpoints, top = aux
+        carry = reverse_over(problem, theta, task, top, (m - 1) * c, b_theta, b_s)
 
-        def body(i, carry):
-            t = r - 1 - i
-            k = t // c
-            s_k = jax.tree_util.tree_map(lambda x: x[k], checkpoints)
-            s_prev = problem.run(theta, task, k * c, t, s_k)
-            return step_vjp(problem, theta, s_prev, t, task, *carry)
+        def segment(carry, x):
+            s_k, start = x
 
-        b_theta, b_s = jax.lax.fori_loop(0, r, body, (b_theta, b_s))
+            def body(s, t):
+                s = problem.step(theta, s, t, task)
+                return s, s
+
+            _, buffer = jax.lax.scan(body, s_k, start + jnp.arange(c - 1))  # s_{start+1..start+c−1}
+            carry = reverse_over(problem, theta, task, buffer, start + 1, *carry)
+            return step_vjp(problem, theta, s_k, start, task, *carry), None
+
+        (b_theta, b_s), _ = jax.lax.scan(segment, carry, (checkpoints, c * jnp.arange(m - 1)), reverse=True)
         return finish(problem, theta, task, b_theta, b_s)
 
     def backward_cost(self, r):
         m, c = self.layout(r)
-        return cost(grad_evals=sum(t % c for t in range(r)), hvps=r, jvps=1, states=m)
+        return cost(grad_evals=(m - 1) * (c - 1), hvps=r, jvps=1, states=m - 1 + max(r - (m - 1) * c, c - 1))
 
 
 @dataclass(frozen=True)
@@ -165,31 +211,57 @@ class Truncated(Estimator):
         self.check(problem)
         r, K = problem.steps, int(self.K)
         s = problem.run(theta, task, 0, r - K)
-        s_r, states = run_storing(problem, theta, task, s, r - K, r)
+        s_r, states = run_storing(problem, theta, task, s, r - K, K)
         b_theta, b_s = outer_cotangents(problem, theta, s_r, task)
         if K > 0:
             b_theta, b_s = reverse_over(problem, theta, task, states, r - K, b_theta, b_s)
         g = finish(problem, theta, task, b_theta, b_s)
-        return g, state, with_finite_flag(g, cost(grad_evals=r + 1, hvps=K, jvps=1, states=max(K, 1)), s_r)
+        c = self.expected_cost(r)
+        return g, state, with_finite_flag(g, charge_v(c, problem, theta, task), s_r)
+
+    def expected_cost(self, r):
+        return cost(grad_evals=r + 1, hvps=self.K, jvps=1, states=max(self.K, 1))
 
 
 @dataclass(frozen=True)
 class Forward(Estimator):
-    """Forward mode, FMD (paper 001 eq. 7): Z_j = Z_{j−1}A_j + B_j carried along the inner loop
-    as dim θ tangents (``jax.jvp`` under ``vmap``), then d_θ = ∂_θL_out + Z_r ∂_φL_out.
-    Memory O(dim θ · dim φ), time O(r · dim θ); preferable when θ is small."""
+    """Forward mode, FMD (paper 001 eq. 7): Z_j = Z_{j−1}A_j + B_j, the Jacobian ds_j/dθ, carried
+    along the inner loop as dim θ tangents of the state (``jax.jvp`` of each step under ``vmap``
+    over the directions, inside the ``lax.scan``), from Z_0 = ∂s_0/∂θ; then
+    d_θ = ∂_θL_out + Z_r ∂_sL_out. No history is kept: memory is the state and its dim θ tangents
+    whatever r. Cost: r + 1 gradient evaluations, (r + 1)·dim θ JVPs (one tangent pushed through
+    one step; dim θ fewer when V does not depend on θ), dim θ + 1 states. Preferable when θ is
+    small."""
 
     name: ClassVar[str] = "forward"
 
     def estimate(self, problem, theta, task, state, key):
         flat, unravel = jax.flatten_util.ravel_pytree(theta)
         n = flat.shape[0]
-        phi_of = lambda th: problem.optimizer.params(problem.run(th, task))
-        phi_r, z_fn = jax.linearize(lambda f: phi_of(unravel(f)), flat)
-        b_theta, b_phi = jax.grad(problem.outer_loss, argnums=(0, 1))(theta, phi_r, task)
-        bphi_flat, _ = jax.flatten_util.ravel_pytree(b_phi)
-        Z = jax.vmap(lambda e: jax.flatten_util.ravel_pytree(z_fn(e))[0])(jnp.eye(n, dtype=flat.dtype))
-        g = tree_add(b_theta, unravel(Z @ bphi_flat))
-        r = problem.steps
-        return g, state, with_finite_flag(g, cost(grad_evals=r + 1, jvps=(r + 1) * n, states=n), phi_r)
+        basis = jax.vmap(unravel)(jnp.eye(n, dtype=flat.dtype))
+        # tangents of the real leaves only; integer leaves (an optax step count) ride along as aux
+        leaves, treedef = jax.tree_util.tree_flatten(problem.initial_state(theta, task))
+        real = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves]
+        split = lambda s: tuple(zip(*[(x, None) if k else (None, x) for x, k in zip(jax.tree_util.tree_leaves(s), real)]))
+        join = lambda xs, ys: treedef.unflatten([x if k else y for x, y, k in zip(xs, ys, real)])
+        push = lambda f, *primals: jax.vmap(lambda *tangents: jax.jvp(f, primals, tangents, has_aux=True),
+                                            out_axes=(None, 0, None))
+        s0, Z, ints = push(lambda th: split(problem.initial_state(th, task)), theta)(basis)
 
+        def body(carry, t):
+            s, Z, ints = carry
+            return push(lambda th, s_: split(problem.step(th, join(s_, ints), t, task)), theta, s)(basis, Z), None
+
+        (s_r, Z, ints), _ = jax.lax.scan(body, (s0, Z, ints), jnp.arange(problem.steps))
+        s_r = join(s_r, ints)
+        Z = [z for z, k in zip(Z, real) if k]
+        b_theta, b_s = outer_cotangents(problem, theta, s_r, task)
+        b_real = [b for b, k in zip(jax.tree_util.tree_leaves(b_s), real) if k]
+        along = jax.vmap(lambda z: sum(jnp.vdot(b, zi) for b, zi in zip(b_real, z)))(Z)
+        g = tree_add(b_theta, unravel(along.astype(flat.dtype)))
+        c = self.expected_cost(problem.steps, n)
+        return g, state, with_finite_flag(g, c._replace(jvps=c.jvps - n * (1 - v_jvps(problem, theta, task))), s_r)
+
+    def expected_cost(self, r, dim_theta: int = 1):
+        """Counts for dim θ = ``dim_theta`` (the JVPs scale with it)."""
+        return cost(grad_evals=r + 1, jvps=(r + 1) * dim_theta, states=dim_theta + 1)

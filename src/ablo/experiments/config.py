@@ -33,13 +33,16 @@ class ConfigError(ValueError):
 
 
 def option(default, help: str, *, low=None, high=None, low_open: bool = False, high_open: bool = False,
-           choices=None, min_len: int = 0, unique: bool = False, estimators: bool = False, hashed: bool = True):
+           choices=None, min_len: int = 0, unique: bool = False, estimators: bool = False, hashed: bool = True,
+           none_word: Optional[str] = None):
     """A config field: ``default``, a one-line ``help``, numeric bounds (for a list: of each item),
     allowed ``choices``, the least list length ``min_len``, ``unique`` list items, ``estimators`` for estimator specs
     (checked by building them), ``hashed=False`` for fields that do not change results (e.g. the
-    number of devices), which resume may change."""
+    number of devices), which resume may change; ``none_word`` another word for None in an optional
+    field (e.g. "auto" when None means "chosen by the experiment")."""
     meta = dict(help=help, low=low, high=high, low_open=low_open, high_open=high_open, choices=choices,
-                min_len=min_len, unique=unique or estimators, estimators=estimators, hashed=hashed)
+                min_len=min_len, unique=unique or estimators, estimators=estimators, hashed=hashed,
+                none_word=none_word)
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -149,7 +152,8 @@ def parse_value(cls, key: str, value) -> Any:
     if key not in fields:
         raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(fields))}")
     typ, optional, seq = _unwrap(typing.get_type_hints(cls)[key])
-    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null"))):
+    nones = ("none", "null") + ((fields[key].metadata["none_word"],) if fields[key].metadata.get("none_word") else ())
+    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in nones)):
         return None
     if not seq:
         if isinstance(value, (list, tuple)):

@@ -10,25 +10,61 @@ A = |b_1/a_1 − b_2/a_2| + 1, and with z = |φ − b_i/a_i| (SPEC §2)
     f = −a(z−A)³/6 + a(z−A)²/2 + aAz − aA²/2                A < z ≤ A+1
     f = (a/2 + aA) z − a/6 − aA²/2 − aA/2                   z > A+1.
 
-``methods`` are registered estimator names ("fom", "ufom" with ``q``, also "adaptive-ufom").
-Outer SGD θ_k = θ_{k−1} − γ_k G(θ_{k−1}, T_k), γ_k = 10/(k+1), k = 1..10,000, one task per step,
-θ_0 ~ U(−10, 30). The whole run is one jitted ``lax.scan`` vmapped over seeds.
+``methods`` are estimator specs (``fom``, ``ufom:q=0.1``, ``adaptive-ufom``, ...). Outer SGD
+θ_k = θ_{k−1} − γ_k G(θ_{k−1}, T_k), γ_k = γ_0/(k+1), k = 1..10,000, one task per step,
+θ_0 ~ U(−10, 30): ``outer.make_step`` (optax SGD with that schedule) under ``outer.scan``,
+vmapped over seeds, one jit per method. The inner step α is checked against the curvature
+a_i of each f_i at its minimum before training; a non-finite step stops the run with
+:class:`ablo.outer.Diverged`.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from pathlib import Path
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from ..estimators import get as get_estimator
+from .. import estimators, outer
+from ..curvature import check_step_size
 from ..inner import gd
 from ..problem import BilevelProblem
 from ..results import save_figure, write_csv, write_markdown, write_summary
-from . import Experiment, register
+from . import Experiment, RunContext, register
+from ._notes import smoke_note, smoke_option
+from .config import ConfigError, ExperimentConfig, option
+
+NAME = "counterexample"
+
+
+@dataclass(frozen=True)
+class Config(ExperimentConfig):
+    methods: tuple[str, ...] = option(("fom", "ufom:q=0.1"), "estimator specs compared", estimators=True,
+                                      min_len=1)
+    seeds: tuple[int, ...] = option(tuple(range(10)), "seeds: each draws its θ_0 and its tasks", low=0, min_len=1,
+                                    unique=True)
+    outer_steps: int = option(10_000, "outer SGD steps", low=1, high=10_000_000)
+    alpha: float = option(0.1, "inner GD step size α (must be below 2/max a_i)", low=0, low_open=True)
+    r: int = option(10, "inner GD steps r", low=1, high=10_000)
+    a: tuple[float, ...] = option((0.5, 1.5), "curvatures a_1, a_2 of the two tasks", low=0, low_open=True)
+    D: float = option(0.06, "the bias D of Theorem 2 that fixes b_2", low=0, low_open=True)
+    gamma0: float = option(10.0, "outer step size γ_0 of γ_k = γ_0/(k+1)", low=0, low_open=True)
+    theta0_range: tuple[float, ...] = option((-10.0, 30.0), "θ_0 ~ U(lo, hi): lo, hi")
+    curve_points: int = option(300, "log-spaced steps recorded in curves.csv", low=2, high=100_000)
+    smoke: bool = smoke_option()
+
+    def validate(self):
+        if len(self.a) != 2:
+            raise ConfigError(f"a: give 2 curvatures (two tasks); got {list(self.a)!r}")
+        if len(self.theta0_range) != 2 or not self.theta0_range[0] < self.theta0_range[1]:
+            raise ConfigError(f"theta0_range: give lo, hi with lo < hi; got {list(self.theta0_range)!r}")
+
+
+TINY = dict(smoke=True, seeds=(0, 1), outer_steps=50, curve_points=10)
 
 
 def piecewise_f(phi, task):
@@ -71,27 +107,26 @@ def exact_grad_fn(problem, tasks):
     return vec(jax.grad(M)), vec(M)
 
 
-def sgd_runs(problem, estimator, tasks, theta0, keys, steps: int, gamma):
-    """Outer SGD (paper 000 Alg. 1, one task per step) for a batch of seeds, as one jitted scan.
-    ``theta0``, ``keys``: one per seed; ``gamma(k)`` the step size at k = 1..steps.
-    Returns (θ_k for k = 1..steps, cumulative function calls), each (seeds, steps)."""
-    n_tasks = tasks[0].shape[0]
-    task0 = jax.tree_util.tree_map(lambda x: x[0], tasks)
+def sgd_scan(problem, estimator, tasks, theta0, key, gamma0: float, steps: int) -> dict:
+    """One outer SGD run (paper 000 Alg. 1): each step draws one of the stacked ``tasks``
+    uniformly, γ_k = γ0/(k+1) for k = 1..steps (optax SGD; optax counts from 0). ``outer.make_step``
+    under ``outer.scan``: pure, so callers vmap it over seeds (``theta0``, ``key``) and task sets.
+    Returns the stacked per-step metrics (θ after each step as ``theta``)."""
+    n_tasks = jax.tree_util.tree_leaves(tasks)[0].shape[0]
+    sampler = lambda k: jax.tree_util.tree_map(lambda x: x[jax.random.randint(k, (), 0, n_tasks)], tasks)
+    sgd = optax.sgd(lambda count: gamma0 / (count + 2.0))
+    state = outer.init(problem, estimator, sgd, theta0, sampler(key))
+    return outer.scan(outer.make_step(problem, estimator, sgd, sampler, log_losses=False), state, key, steps)[1]
 
-    def one(theta0, key):
-        def body(carry, k):
-            theta, state, key = carry
-            key, kt, ke = jax.random.split(key, 3)
-            task = jax.tree_util.tree_map(lambda x: x[jax.random.randint(kt, (), 0, n_tasks)], tasks)
-            g, state, c = estimator.estimate(problem, theta, task, state, ke)
-            theta = theta - gamma(k) * g
-            return (theta, state, key), (theta, c.function_calls)
 
-        init = (theta0, estimator.init(problem, theta0, task0), key)
-        _, (thetas, calls) = jax.lax.scan(body, init, jnp.arange(1, steps + 1))
-        return thetas, jnp.cumsum(calls)
-
-    return jax.jit(jax.vmap(one))(theta0, keys)
+def descend(problem, estimator, tasks, theta0, keys, cfg: Config, label: str):
+    """:func:`sgd_scan` for a batch of seeds (``theta0``, ``keys``: one each), vmapped, one jit.
+    Returns (θ_k for k = 1..steps, cumulative function calls), each (seeds, steps);
+    :class:`ablo.outer.Diverged` names the first non-finite step."""
+    one = lambda th, k: sgd_scan(problem, estimator, tasks, th, k, cfg.gamma0, cfg.outer_steps)
+    m = jax.jit(jax.vmap(one))(theta0, keys)
+    outer.raise_if_diverged(m, label)
+    return np.asarray(m["theta"]), np.cumsum(np.asarray(m["function_calls"], float), axis=1)
 
 
 def roots(fn, lo=-50.0, hi=50.0, n=20001, refine=3):
@@ -113,60 +148,67 @@ def roots(fn, lo=-50.0, hi=50.0, n=20001, refine=3):
 
 def mean_fom_fn(problem, tasks):
     """Jitted θ-vector ↦ E_T[G_FO(θ, T)]: its zeros are where FOM's SGD settles."""
-    fom = get_estimator("fom")
+    fom = estimators.get("fom")
     return jax.jit(jax.vmap(lambda th: jnp.mean(jax.vmap(lambda t: fom.estimate(problem, th, t, (), None)[0])(tasks))))
 
 
-def run(config: dict, out_dir: Path, progress) -> dict:
-    cfg = {**DEFAULTS, **config}
-    out_dir = Path(out_dir)
-    b, A = counterexample_constants(cfg["alpha"], cfg["r"], cfg["a"], cfg["D"])
-    problem = make_problem(cfg["alpha"], cfg["r"])
-    tasks = stack_tasks(cfg["a"], b, A)
+def check_alpha(problem, tasks, alpha: float, name: str = "alpha") -> None:
+    """Refuse α ≥ 2/L, L = a_i the curvature of f_i at its minimum b_i/a_i (the largest along the
+    loop); ``name`` is the config key reported."""
+    for i in range(tasks[0].shape[0]):
+        task = jax.tree_util.tree_map(lambda x: x[i], tasks)
+        check_step_size(problem, task[1] / task[0], task, alpha, name=name)
+
+
+def run(cfg: Config, ctx: RunContext) -> dict:
+    b, A = counterexample_constants(cfg.alpha, cfg.r, cfg.a, cfg.D)
+    problem = make_problem(cfg.alpha, cfg.r)
+    tasks = stack_tasks(cfg.a, b, A)
+    check_alpha(problem, tasks, cfg.alpha)
+    methods = {spec: estimators.parse(spec) for spec in cfg.methods}
+    for est in methods.values():
+        est.check(problem)
     grad_M, M = exact_grad_fn(problem, tasks)
-    steps, seeds = int(cfg["outer_steps"]), list(cfg["seeds"])
-    lo, hi = cfg["theta0_range"]
-    gamma = lambda k: cfg["gamma0"] / (k + 1.0)
+    steps, seeds = cfg.outer_steps, list(cfg.seeds)
+    lo, hi = cfg.theta0_range
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+    k_theta, run_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+    theta0 = jax.vmap(lambda k: jax.random.uniform(k, (), minval=lo, maxval=hi))(k_theta)
+    idx = np.unique(np.geomspace(1, steps, cfg.curve_points).astype(int) - 1)
     rows, curves, trajectories = [], [], {}
-    with progress("counterexample", len(cfg["methods"])) as advance:
-        for method in cfg["methods"]:
-            est = get_estimator(method, q=float(cfg["q"])) if method == "ufom" else get_estimator(method)
-            q = {"fom": 0.0, "ufom": float(cfg["q"])}.get(method)
-            keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
-            theta0 = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1), (), minval=lo, maxval=hi))(keys)
+    with ctx.progress(NAME, len(methods)) as advance:
+        for spec, est in methods.items():
+            q = 0.0 if est.name == "fom" else getattr(est, "q", None)
             t0 = time.perf_counter()
-            thetas, calls = sgd_runs(problem, est, tasks, theta0, keys, steps, gamma)
-            thetas = np.asarray(thetas)
+            thetas, calls = descend(problem, est, tasks, theta0, run_keys, cfg, f"{NAME} {spec}")
             seconds = time.perf_counter() - t0
-            idx = np.unique(np.geomspace(1, steps, int(cfg["curve_points"])).astype(int) - 1)
             grads = np.abs(np.asarray(grad_M(thetas[:, idx])))
-            trajectories[method] = (np.asarray(theta0), thetas, idx, grads)
+            trajectories[spec] = (est.name, thetas, idx, grads)
             for i, seed in enumerate(seeds):
-                rows.append({"method": method, "seed": seed, "q": q, "theta0": float(theta0[i]),
+                rows.append({"method": spec, "seed": seed, "q": q, "theta0": float(theta0[i]),
                              "final_theta": float(thetas[i, -1]), "final_abs_grad": float(grads[i, -1]),
                              "function_calls": float(calls[i, -1]), "seconds": seconds / len(seeds)})
-                curves += [{"method": method, "seed": seed, "step": int(k + 1), "theta": float(thetas[i, k]),
+                curves += [{"method": spec, "seed": seed, "step": int(k + 1), "theta": float(thetas[i, k]),
                             "abs_grad": float(grads[i, j])} for j, k in enumerate(idx)]
             advance()
     fixed, stat = roots(mean_fom_fn(problem, tasks)), roots(grad_M)
     fixed_grad = np.abs(np.asarray(grad_M(np.asarray(fixed)))).tolist()
     stationary = {"fom_fixed_points": [{"theta": x, "abs_grad_M": g} for x, g in zip(fixed, fixed_grad)],
                   "stationary_points": stat}
-    write_csv(out_dir / "curves.csv", curves)
-    _write_figures(out_dir, tasks, M, trajectories, fixed, stat)
+    write_csv(ctx.out / "curves.csv", curves)
+    _write_figures(ctx.out, tasks, M, trajectories, fixed, stat)
     table = []
-    for method in cfg["methods"]:
-        g = [r["final_abs_grad"] for r in rows if r["method"] == method]
-        t = [r["final_theta"] for r in rows if r["method"] == method]
-        table.append({"method": method, "seeds": len(g), "mean final theta": float(np.mean(t)),
+    for spec in methods:
+        g = [r["final_abs_grad"] for r in rows if r["method"] == spec]
+        t = [r["final_theta"] for r in rows if r["method"] == spec]
+        table.append({"method": spec, "seeds": len(g), "mean final theta": float(np.mean(t)),
                       "mean final abs grad": float(np.mean(g)), "min": float(np.min(g)), "max": float(np.max(g))})
-    notes = (f"b_2 = {b[1]:.5f}, A = {A:.5f}. FOM's fixed point(s) E[G_FO] = 0 at θ = "
+    notes = (smoke_note(cfg) + f"b_2 = {b[1]:.5f}, A = {A:.5f}. FOM's fixed point(s) E[G_FO] = 0 at θ = "
              + ", ".join(f"{x:.4f} (|∂M/∂θ| = {g:.4f})" for x, g in zip(fixed, fixed_grad))
-             + f". {steps} outer SGD steps, γ_k = {cfg['gamma0']}/(k+1).")
-    write_markdown(out_dir / "results.md", "Counterexample (paper 000 §5.1, Theorem 2)", table, notes=notes)
-    config_out = {**cfg, "b": b.tolist(), "A": A, **stationary}
-    write_summary(out_dir, "counterexample", config_out, rows)
-    return {"experiment": "counterexample", "config": config_out, "results": rows}
+             + f". {steps} outer SGD steps, γ_k = {cfg.gamma0}/(k+1), {len(seeds)} seeds, θ_0 ~ U({lo}, {hi}).")
+    write_markdown(ctx.out / "results.md", "Counterexample (paper 000 §5.1, Theorem 2)", table, notes=notes)
+    summary = write_summary(ctx.out, NAME, {**cfg.as_dict(), "b": b.tolist(), "A": A, **stationary}, rows)
+    return json.loads(summary.read_text())
 
 
 def _write_figures(out_dir, tasks, M, trajectories, fixed, stat):
@@ -189,9 +231,9 @@ def _write_figures(out_dir, tasks, M, trajectories, fixed, stat):
     grid = np.linspace(-10, 30, 801)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(grid, np.asarray(M(grid)), "k-", lw=1, label="M(θ)")
-    for method, (_, thetas, _, _) in trajectories.items():
+    for method, (name, thetas, _, _) in trajectories.items():
         fin = thetas[:, -1]
-        ax.plot(fin, np.asarray(M(fin)), "o", color=colors.get(method), ms=6,
+        ax.plot(fin, np.asarray(M(fin)), "o", color=colors.get(name), ms=6,
                 alpha=0.7, label=f"{method} final θ")
     for x in fixed:
         ax.axvline(x, color="tab:red", ls=":", lw=1)
@@ -208,7 +250,7 @@ def _write_figures(out_dir, tasks, M, trajectories, fixed, stat):
             idx = tr[2]
             ys = tr[1][:, idx] if col == 1 else tr[3]
             for i, y in enumerate(ys):
-                ax.plot(idx + 1, y, color=colors.get(method), alpha=0.5, lw=0.8, label=method if i == 0 else None)
+                ax.plot(idx + 1, y, color=colors.get(tr[0]), alpha=0.5, lw=0.8, label=method if i == 0 else None)
         if col == 1:
             for xs, c in ((fixed, "tab:red"), (stat, "tab:blue")):
                 for x in xs:
@@ -220,10 +262,5 @@ def _write_figures(out_dir, tasks, M, trajectories, fixed, stat):
         save_figure(fig, out_dir / name)
 
 
-DEFAULTS = {"methods": ["fom", "ufom"], "q": 0.1, "seeds": list(range(10)), "outer_steps": 10_000,
-            "alpha": 0.1, "r": 10, "a": [0.5, 1.5], "D": 0.06, "gamma0": 10.0, "theta0_range": [-10.0, 30.0],
-            "curve_points": 300}
-
-register(Experiment("counterexample", run, DEFAULTS,
-                    tiny={"seeds": [0, 1], "outer_steps": 50, "curve_points": 10},
-                    summary="paper 000 §5.1 / Theorem 2: FOM stalls, UFOM (q = 0.1) converges (Fig. 1a-c)"))
+register(Experiment(NAME, run, Config, TINY,
+                    "paper 000 §5.1 / Theorem 2: FOM stalls, UFOM (q = 0.1) converges (Fig. 1a-c)"))

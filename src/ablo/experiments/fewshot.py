@@ -26,61 +26,121 @@ learns slower per outer step than FOM (a property of that problem, not an estima
 recompute and finite differences agree). Evaluation: ≥ 1000
 tasks from the held-out characters (Omniglot's evaluation alphabets), accuracy on D_te after the
 inner run, mean and 95% normal interval 1.96·sd/√n. Without ``data_dir``: scikit-learn digits
-(8x8, classes 0-6 to train, 7-9 held out, 3-way), a smoke-scale stand-in.
+(8x8, classes 0-6 to train, 7-9 held out, at most 3-way), a smoke-scale stand-in. Training is
+:func:`ablo.outer.run` (a non-finite step stops the run naming step, method and cause), with a
+curve point every ``eval_calls`` function calls.
+
+The inner step size is not checked against 2/L at θ_0 here: with batch norm the net is scale
+invariant in most directions and the top eigenvalue at θ_0 (≈ 18) does not bound a stable step
+(lr 0.4, Finn et al.'s for Omniglot, trains here), so the check would refuse that setting.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from . import Experiment, register
-from .hypercleaning import curve_rows, estimator, outer_run, plot_curves
-from .. import estimators
-from ..estimators.base import Estimator
-from ..meta import maml, merge_support_query
+from . import Experiment, RunContext, register
+from .hypercleaning import SMOKE_NOTE, curve_rows, plot_curves
+from .. import estimators, outer
+from ..meta import Reptile, maml, merge_support_query
 from ..models import convnet_apply, convnet_init, cross_entropy
 from ..problem import BilevelProblem
 from ..results import write_csv, write_markdown, write_summary
-from ._paper import EXACT, FEWSHOT_OMNIGLOT_1SHOT
+from ._paper import fewshot_figures_withheld, reference
+from .config import ConfigError, ExperimentConfig, option
 
 NAME = "fewshot"
-
-DEFAULTS = dict(data_dir=None, ways=20, shots=1, size=14, filters=16, blocks=3, steps=10, inner_lr=0.4,
-                meta_batch=5, outer_lr=1e-3, clip=None,
-                methods=["fom", "recompute", "ufom", "adaptive-ufom", "reptile"], q=0.1, seeds=[0],
-                budget_calls=200_000, outer_steps=None, eval_every=None, eval_calls=None, eval_tasks=1000,
-                curve_tasks=200, resume=False, devices=None)
-
-TINY = dict(filters=4, steps=2, meta_batch=2, budget_calls=60, eval_tasks=20, curve_tasks=8, eval_calls=30,
-            methods=["fom", "reptile"])
+#: Classes held out for testing on scikit-learn digits (7, 8, 9): the most ways without data_dir.
+DIGITS_WAYS = 3
 
 
-def paper_figure(method: str, ways: int):
-    """Paper 000 Table 2 (Omniglot 1-shot) test accuracy for ``method`` at ``ways``, or None."""
-    return FEWSHOT_OMNIGLOT_1SHOT[ways].get("exact" if method in EXACT else method)
+@dataclass(frozen=True)
+class Config(ExperimentConfig):
+    """The settings of a few-shot run; ``ways`` and ``size`` left None take the data's default
+    (:meth:`resolved`)."""
+
+    data_dir: Optional[str] = option(None, "Omniglot folder (images_*.npz or the PNG folders); none = scikit-learn "
+                                     "digits, a smoke-scale stand-in (8x8, classes 7-9 held out)")
+    ways: Optional[int] = option(None, "classes per task m; default 20 (Omniglot) / 3 (digits, at most 3)", low=2)
+    shots: int = option(1, "training drawings per class K", low=1)
+    size: Optional[int] = option(None, "Omniglot image size (resized from 105); default 14", low=4, high=105)
+    filters: int = option(16, "channels of each conv block", low=1, high=1024)
+    blocks: int = option(3, "conv blocks (3x3, stride 2, batch norm, ReLU)", low=1, high=8)
+    steps: int = option(10, "inner SGD steps r", low=1, high=10_000)
+    inner_lr: float = option(0.4, "inner SGD step size", low=0, low_open=True)
+    meta_batch: int = option(5, "tasks per outer step", low=1)
+    outer_lr: float = option(1e-3, "outer Adam step size", low=0, low_open=True)
+    clip: Optional[float] = option(None, "clip each hypergradient entry to ±clip before Adam; none = no clipping",
+                                   low=0, low_open=True)
+    methods: tuple[str, ...] = option(("fom", "recompute", "ufom", "adaptive-ufom", "reptile"),
+                                      "estimator specs (reptile: Nichol et al.'s direction on D_tr ∪ D_te)",
+                                      estimators=True, min_len=1)
+    seeds: tuple[int, ...] = option((0,), "seeds (network init, tasks, estimator keys)", low=0, unique=True,
+                                    min_len=1)
+    budget_calls: Optional[float] = option(200_000.0, "function calls per method and seed; none = no limit",
+                                           low=0, low_open=True)
+    outer_steps: Optional[int] = option(None, "outer steps per method and seed; none = no limit", low=1)
+    eval_calls: Optional[float] = option(None, "function calls between curve points; default budget_calls/10",
+                                         low=0, low_open=True)
+    checkpoint_every: int = option(50, "outer steps between checkpoints", low=1)
+    eval_tasks: int = option(1000, "held-out tasks of the final evaluation", low=2)
+    curve_tasks: int = option(200, "held-out tasks per curve point", low=2)
+    devices: Optional[int] = option(None, "shard each meta-batch over N devices", low=1, hashed=False)
+    smoke: bool = option(False, "a smoke run (set by --tiny): results.md says its numbers prove nothing")
+
+    def resolved(self) -> "Config":
+        """This config with ``ways`` and ``size`` filled: 20 and 14 on Omniglot, 3 and 8 on digits."""
+        omniglot = self.data_dir is not None
+        return dataclasses.replace(self, ways=self.ways or (20 if omniglot else DIGITS_WAYS),
+                                   size=(self.size or 14) if omniglot else 8)
+
+    def validate(self) -> None:
+        if self.budget_calls is None and self.outer_steps is None:
+            raise ConfigError("budget_calls and outer_steps are both none: set one (the budget of each run)")
+        if self.eval_calls is None and self.budget_calls is None:
+            raise ConfigError("eval_calls: give it (function calls between curve points) when budget_calls is none")
+        if self.data_dir is None and self.ways is not None and self.ways > DIGITS_WAYS:
+            raise ConfigError(f"ways: {self.ways} is more than the {DIGITS_WAYS} classes digits hold out for testing; "
+                              "give data_dir (Omniglot) or ways <= 3")
+        if self.devices is not None and self.meta_batch % self.devices:
+            raise ConfigError(f"devices: {self.devices} does not divide meta_batch = {self.meta_batch}")
+
+    def inactive(self) -> dict:
+        return {} if self.data_dir is not None else {"size": "digits are 8x8; size resizes Omniglot (give data_dir)"}
+
+
+TINY = dict(filters=4, steps=2, meta_batch=2, budget_calls=60.0, eval_tasks=20, curve_tasks=8, eval_calls=30.0,
+            methods=("fom", "reptile"), smoke=True)
 
 
 # --- data ------------------------------------------------------------------------------------
-def load_splits(cfg: dict):
-    """(meta-train, held-out) image arrays (classes, examples, h, w) as uint8 ink intensity 0-255."""
-    if cfg["data_dir"] is None:
+def load_splits(cfg: Config):
+    """(meta-train, held-out) image arrays (classes, examples, h, w) as uint8 ink intensity 0-255,
+    and a description of the data read."""
+    if cfg.data_dir is None:
         from ..data import load_digits
 
         x, y = load_digits()
         per = min(np.bincount(y))
         imgs = np.stack([x[y == c][:per] for c in range(10)]).reshape(10, per, 8, 8)
-        train, test = imgs[:7], imgs[7:]
+        train, test = imgs[:10 - DIGITS_WAYS], imgs[10 - DIGITS_WAYS:]
+        described = {"name": "scikit-learn digits", "image_size": 8}
     else:
         from ..data import load_omniglot
 
-        train = load_omniglot(cfg["data_dir"], "background", int(cfg["size"])).images
-        test = load_omniglot(cfg["data_dir"], "evaluation", int(cfg["size"])).images
+        train = load_omniglot(cfg.data_dir, "background", cfg.size).images
+        test = load_omniglot(cfg.data_dir, "evaluation", cfg.size).images
+        described = {"name": "Omniglot", "dir": str(Path(cfg.data_dir).resolve()), "image_size": cfg.size}
     q = lambda a: np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)
-    return q(train), q(test)
+    return q(train), q(test), {**described, "train_classes": len(train), "test_classes": len(test)}
 
 
 def make_sampler(images: np.ndarray, ways: int, shots: int):
@@ -107,16 +167,15 @@ def make_sampler(images: np.ndarray, ways: int, shots: int):
 # --- model and methods ----------------------------------------------------------------------
 def make_problem(steps: int, inner_lr: float) -> BilevelProblem:
     """MAML (:func:`ablo.meta.maml`): V(θ, T) = θ, L_in = CCE on D_tr, L_out = CCE on D_te, r SGD steps
-    of the 4-block conv net :func:`ablo.models.convnet_apply`."""
+    of the conv net :func:`ablo.models.convnet_apply`."""
     return maml(convnet_apply, cross_entropy, inner_lr, steps)
 
 
-def make_estimator(name: str, cfg: dict) -> Estimator:
-    if name == "reptile":
-        return estimators.get("reptile", task_map=merge_support_query)
-    if name == "ufom":
-        return estimators.get("ufom", q=float(cfg["q"]))
-    return estimator(name)
+def make_estimator(spec: str):
+    """The estimator of ``spec``; Reptile's inner run sees all of a task's data (D_tr ∪ D_te), as
+    Nichol et al.'s Reptile needs no train/test split."""
+    est = estimators.parse(spec)
+    return dataclasses.replace(est, task_map=merge_support_query) if isinstance(est, Reptile) else est
 
 
 def make_eval(problem: BilevelProblem, sample, chunk: int = 200):
@@ -142,54 +201,39 @@ def make_eval(problem: BilevelProblem, sample, chunk: int = 200):
 
 
 # --- experiment ------------------------------------------------------------------------------
-def run(config: dict, out_dir: Path, progress) -> dict:
-    import optax
-
-    cfg = dict(config)
-    if cfg["data_dir"] is None:
-        cfg.update(ways=min(int(cfg["ways"]), 3), size=8)
-    if cfg["budget_calls"] is None and cfg["outer_steps"] is None:
-        raise ValueError("set budget_calls (function calls per method) or outer_steps")
-    out_dir = Path(out_dir)
-    train_imgs, test_imgs = load_splits(cfg)
-    ways, shots = int(cfg["ways"]), int(cfg["shots"])
-    sample_train = make_sampler(train_imgs, ways, shots)
-    sample_test = make_sampler(test_imgs, ways, shots)
-    problem = make_problem(int(cfg["steps"]), float(cfg["inner_lr"]))
-    tx = optax.adam(float(cfg["outer_lr"]))
-    if cfg["clip"] is not None:
-        tx = optax.chain(optax.clip(float(cfg["clip"])), tx)
+def run(config: Config, ctx: RunContext) -> dict:
+    cfg = config.resolved()
+    train_imgs, test_imgs, dataset = load_splits(cfg)
+    sample_train = make_sampler(train_imgs, cfg.ways, cfg.shots)
+    sample_test = make_sampler(test_imgs, cfg.ways, cfg.shots)
+    problem = make_problem(cfg.steps, cfg.inner_lr)
+    tx = optax.adam(cfg.outer_lr) if cfg.clip is None else optax.chain(optax.clip(cfg.clip), optax.adam(cfg.outer_lr))
+    budget = outer.Budget(steps=cfg.outer_steps, function_calls=cfg.budget_calls)
+    eval_calls = cfg.eval_calls or cfg.budget_calls / 10
+    evaluate = make_eval(problem, sample_test, min(cfg.curve_tasks, cfg.eval_tasks))
     rows, curves = [], []
-    evaluate = make_eval(problem, sample_test, min(int(cfg["curve_tasks"]), int(cfg["eval_tasks"])))
-    for seed in cfg["seeds"]:
-        theta0 = convnet_init(jax.random.PRNGKey(seed), ways, train_imgs.shape[-1], filters=int(cfg["filters"]),
-                              blocks=int(cfg["blocks"]))
-        curve_eval = lambda th: evaluate(th, int(cfg["curve_tasks"]), jax.random.PRNGKey(7_000 + seed))
-        for method in cfg["methods"]:
-            est = make_estimator(method, cfg)
-            run_cfg = {**cfg, "eval_every": _eval_every(cfg, est, problem)}
-            res = outer_run(problem, est, tx, theta0, sample_train, run_cfg, key=jax.random.PRNGKey(seed),
-                            eval_fn=curve_eval, checkpoint_dir=out_dir / "checkpoints" / f"{method}-seed{seed}",
-                            progress=progress)
-            rows.append({"method": method, "seed": seed, **evaluate(res.theta, int(cfg["eval_tasks"]), jax.random.PRNGKey(9_000 + seed)), "steps": int(res.steps),
+    for seed in cfg.seeds:
+        theta0 = convnet_init(jax.random.PRNGKey(seed), cfg.ways, train_imgs.shape[-1], filters=cfg.filters,
+                              blocks=cfg.blocks)
+        curve_eval = lambda th: evaluate(th, cfg.curve_tasks, jax.random.PRNGKey(7_000 + seed))
+        for spec in cfg.methods:
+            est = make_estimator(spec)
+            res = outer.run(problem, est, tx, theta0, sample_train, key=jax.random.PRNGKey(seed), budget=budget,
+                            meta_batch=cfg.meta_batch, devices=cfg.devices, eval_fn=curve_eval,
+                            eval_every_calls=eval_calls, checkpoint_every=cfg.checkpoint_every,
+                            **ctx.outer_options(f"{spec} seed {seed}"))
+            final = evaluate(res.theta, cfg.eval_tasks, jax.random.PRNGKey(9_000 + seed))
+            rows.append({"method": spec, "estimator": est.name, "seed": seed, **final, "steps": int(res.steps),
                          "function_calls": float(res.function_calls), "seconds": float(res.seconds),
                          "mean_q": _mean_of(res.log, "q")})
-            curves += curve_rows(res.log, method=method, seed=seed)
-    write_csv(out_dir / "curves.csv", curves)
-    plot_curves(curves, out_dir / "curves.png", x="function_calls", ys=["test_acc"],
-                group=("method",), title=f"few-shot {shots}-shot {ways}-way ({'Omniglot' if cfg['data_dir'] else 'digits'})")
-    _write_table(cfg, rows, out_dir)
-    write_summary(out_dir, NAME, cfg, rows)
-    return {"experiment": NAME, "config": cfg, "results": rows}
-
-
-def _eval_every(cfg: dict, est: Estimator, problem: BilevelProblem) -> int:
-    """Outer steps between curve points: about every ``eval_calls`` function calls (default budget/10),
-    from the estimator's deterministic per-step cost (FOM part for the random-branch ones)."""
-    r, n = problem.steps, int(cfg["meta_batch"])
-    per_task = {"reptile": r, "recompute": r + 1 + r * (r - 1) // 2 + r + 1, "reverse": 2 * r + 2}.get(est.name, r + 2)
-    every = cfg["eval_calls"] or (cfg["budget_calls"] or n * per_task * cfg["outer_steps"]) / 10
-    return max(1, int(every // (n * per_task)))
+            curves += curve_rows(res.log, method=spec, seed=seed)
+    summary_cfg = {**cfg.as_dict(), "dataset": dataset}
+    write_csv(ctx.out / "curves.csv", curves)
+    plot_curves(curves, ctx.out / "curves.png", x="function_calls", ys=["test_acc"], group=("method",),
+                title=f"few-shot {cfg.shots}-shot {cfg.ways}-way ({dataset['name']})")
+    _write_table(summary_cfg, rows, ctx.out)
+    write_summary(ctx.out, NAME, summary_cfg, rows)
+    return {"experiment": NAME, "config": summary_cfg, "results": rows}
 
 
 def _mean_of(entries: list, key: str):
@@ -210,25 +254,28 @@ def _write_table(cfg: dict, rows: list, out_dir: Path) -> None:
                       "seed_std": float(acc.std(ddof=1)) if len(rs) > 1 else None,
                       "function_calls": float(np.mean([r["function_calls"] for r in rs])),
                       "seconds": float(np.mean([r["seconds"] for r in rs])), "mean_q": _mean_of(rs, "mean_q"),
-                      "paper_30way": paper_figure(method, 30), "paper_40way": paper_figure(method, 40)})
-    data = ("Omniglot (background characters for meta-training, evaluation characters held out)" if cfg["data_dir"]
-            else "scikit-learn digits (classes 0-6 meta-train, 7-9 held out), a smoke-scale stand-in")
+                      **reference(NAME, cfg, rs[0])})
+    d = cfg["dataset"]
+    data = (f"Omniglot from {d['dir']} ({d['train_classes']} background characters for meta-training, "
+            f"{d['test_classes']} evaluation characters held out)" if d["name"] == "Omniglot" else
+            f"scikit-learn digits (classes 0-6 meta-train, 7-9 held out), a smoke-scale stand-in")
     clip = "" if cfg["clip"] is None else f" with per-entry clipping at ±{cfg['clip']}"
-    notes = (f"Data: {data}. {cfg['shots']}-shot {cfg['ways']}-way, images {cfg['size']}x{cfg['size']}, conv "
-             f"{cfg['blocks']} x {cfg['filters']} filters (stride 2, batch norm, ReLU) + dense, "
-             f"r = {cfg['steps']} inner SGD steps "
-             f"(lr {cfg['inner_lr']}), meta-batch {cfg['meta_batch']}, outer Adam lr {cfg['outer_lr']}"
-             f"{clip}, "
-             f"UFOM q = {cfg['q']}, {cfg['budget_calls']} function calls per method and seed, seeds "
-             f"{list(cfg['seeds'])}; test accuracy over {cfg['eval_tasks']} held-out tasks with a 95% interval.\n\n"
-             "Paper 000 Table 2 (Omniglot 1-shot 30-way / 40-way, 28x28, 64 filters, paper's budget) is shown beside "
-             "ours; ours is scaled down for two CPU cores (20 ways, 14x14 images with 3 conv blocks so the last "
-             "batch norm still pools a 2x2 map, fewer filters, far fewer function calls), so "
-             "compare orderings, not values. 'recompute' is the paper's memory-efficient exact estimator.")
+    withheld = fewshot_figures_withheld(cfg)
+    paper = ("Likhosherstov et al. 2021, Table 2 (Omniglot 1-shot, 28x28, 64 filters, the paper's budget) is not "
+             f"shown: {withheld}." if withheld else "paper_test_acc: Likhosherstov et al. 2021, Table 2 at this "
+             "many ways.")
+    notes = ([SMOKE_NOTE] if cfg["smoke"] else []) + [
+        f"Data: {data}. {cfg['shots']}-shot {cfg['ways']}-way, images {cfg['size']}x{cfg['size']}, conv "
+        f"{cfg['blocks']} x {cfg['filters']} filters (stride 2, batch norm, ReLU) + dense, r = {cfg['steps']} inner "
+        f"SGD steps (lr {cfg['inner_lr']}), meta-batch {cfg['meta_batch']}, outer Adam lr {cfg['outer_lr']}{clip}, "
+        f"budget per method and seed: {cfg['budget_calls'] or '-'} function calls / {cfg['outer_steps'] or '-'} "
+        f"outer steps, seeds {list(cfg['seeds'])}; test accuracy over {cfg['eval_tasks']} held-out tasks with a 95% "
+        "interval.",
+        paper + " 'recompute' is the paper's memory-efficient exact estimator."]
     write_markdown(out_dir / "results.md", f"Few-shot classification ({cfg['shots']}-shot {cfg['ways']}-way)", table,
-                   notes=notes)
+                   notes="\n\n".join(notes))
 
 
-register(Experiment(NAME, run, DEFAULTS, TINY,
+register(Experiment(NAME, run, Config, TINY,
                     "few-shot Omniglot, MAML form: FOM, exact, UFOM, Adaptive UFOM, Reptile at equal function calls "
                     "(000 Table 2)"))

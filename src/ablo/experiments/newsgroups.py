@@ -4,49 +4,79 @@ With W ∈ R^{p×c} (c = 20 groups, no bias) and one hyperparameter λ_j per fea
 
     L_in(λ, W)  = CE(X_tr W, y_tr) + ½ mean_{j,k}(e^{λ_j} W_jk²),   L_out(λ, W) = CE(X_val W, y_val),
 
-T = 10 inner GD steps with step size 100 (warm-started), outer SGD with step size 100, λ_0 = 0,
-W_0 = 0. Methods: ``stocbio`` (paper 004 Alg. 2-3, η = 0.5, Q = 10, mini-batches of ``batch``;
-``stocbio-B`` sets B), ``reverse``, ``aid-fp`` (fixed-point map with the inner step, as the
-paper's hypertorch code), ``aid-cg`` (10 CG steps from v = 0, as that code; ``warm_start_v``
-switches on Alg. 1's warm start of v), ``hoag``. Compared by test loss and test
-accuracy of each method's current W against running time (see ``_timed``).
+T = 10 inner GD steps with step size 100, outer SGD with step size 100, λ_0 = 0, W_0 = 0.
+``methods`` are estimator specs; the defaults are paper 004 §A.2's methods with its settings:
+``stocbio`` (Alg. 2-3, η = 0.5, Q = 10, mini-batches of 1000), ``itd-bio`` (reverse mode through
+the warm-started inner loop: the paper's "reverse"), ``aid-fp`` (fixed-point map with the inner
+step, as the paper's hypertorch code), ``aid-bio`` (AID-CG, 10 CG steps, warm starts of y and v,
+Alg. 1) and ``hoag``. Every default method warm-starts its inner iterate, y_k^0 = y_{k−1}^T, in
+its estimator state. Compared by test loss and test accuracy of each method's current W
+against running time (see ``_wallclock``).
 
 Data: the bydate split read by :func:`ablo.data.load_newsgroups` (TF-IDF fitted on the training
 posts, at most ``max_features`` words — the paper uses all 101,631; we keep the most frequent
 ``max_features`` so that dense float32 X fits two CPU cores); the training posts are split at
 random in half into train and validation (as the paper's code), the bydate test posts are the
-test set. Without ``data_dir``: generated bag-of-words documents (``synthetic_corpus``).
-Rows: method, seed, test_loss, test_acc, steps, seconds, function_calls, samples,
-warmup_seconds, diverged.
+test set. Without ``data_dir``: generated bag-of-words documents (``synthetic_corpus``), and the
+paper's figure is not quoted. Rows: method, seed, test_loss, test_acc, steps, seconds,
+function_calls, compile_seconds.
 """
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
+import json
+from dataclasses import dataclass
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import Experiment, register
-from ..models import accuracy, cross_entropy
-from ._timed import curve_rows, plot_curves, seeded_split, timed_run
+from . import Experiment, RunContext, register
 from .. import estimators
+from ..curvature import check_step_size
 from ..inner import gd
-from ..problem import BilevelProblem
+from ..models import accuracy, cross_entropy
+from ..problem import BilevelProblem, constant_init
 from ..results import write_csv, write_markdown, write_summary
+from ._notes import paper_note, smoke_note, smoke_option
+from ._wallclock import curve_rows, plot_curves, protocol_note, result_row, seeded_split, wallclock_run
+from .config import ExperimentConfig, option
 
 NAME = "newsgroups"
+SYNTHETIC = ("n_train", "n_test", "vocabulary", "length")
 
-DEFAULTS = dict(methods=["stocbio", "reverse", "aid-fp", "aid-cg", "hoag"], seeds=[0], data_dir=None,
-                max_features=5000, seconds=120.0, outer_steps=100_000, inner_steps=10, inner_lr=100.0,
-                outer_lr=100.0, eta=0.5, Q=10, batch=1000, cg_steps=10, warm_start_v=False, evals=30,
-                synthetic=dict(n_train=1200, n_test=600, vocabulary=1000, length=40))
 
-TINY = dict(seconds=30.0, outer_steps=3, inner_steps=3, Q=3, cg_steps=3, batch=50, evals=2,
-            synthetic=dict(n_train=200, n_test=100, vocabulary=1000, length=40))
+@dataclass(frozen=True)
+class Config(ExperimentConfig):
+    methods: tuple[str, ...] = option(("stocbio:eta=0.5,Q=10,batch=1000", "itd-bio", "aid-fp:eta=100,N=10",
+                                       "aid-bio:maxiter=10,tol=1e-12", "hoag:maxiter=10"),
+                                      "estimator specs compared", estimators=True, min_len=1)
+    seeds: tuple[int, ...] = option((0,), "seeds: each splits the training posts and seeds the estimators", low=0,
+                                    min_len=1, unique=True)
+    data_dir: Optional[str] = option(None, "folder holding 20newsgroups/ (none: generated documents)")
+    max_features: int = option(5000, "TF-IDF vocabulary: the most frequent words kept", low=1, high=200_000)
+    seconds: float = option(120.0, "budget of outer-step time per run (s)", low=0, low_open=True)
+    outer_steps: int = option(100_000, "budget of outer steps per run", low=1)
+    inner_steps: int = option(10, "inner GD steps T", low=1, high=10_000)
+    inner_lr: float = option(100.0, "inner GD step size (checked against 2/L at W_0)", low=0, low_open=True)
+    outer_lr: float = option(100.0, "outer SGD step size", low=0, low_open=True)
+    eval_every: int = option(10, "outer steps between test evaluations (not timed)", low=1)
+    n_train: int = option(1200, "generated data: training documents (halved into train / validation)", low=4)
+    n_test: int = option(600, "generated data: test documents", low=1)
+    vocabulary: int = option(1000, "generated data: words", low=30)
+    length: int = option(40, "generated data: words per document", low=1)
+    smoke: bool = smoke_option()
+
+    def inactive(self):
+        if self.data_dir is not None:
+            return {k: "the generated data's size; data_dir is given" for k in SYNTHETIC}
+        return {"max_features": "it limits the TF-IDF of 20 Newsgroups; no data_dir is given"}
+
+
+TINY = dict(smoke=True, methods=("stocbio:Q=3,batch=50", "itd-bio"), seconds=30.0, outer_steps=3, inner_steps=3,
+            eval_every=2, n_train=200, n_test=100)
 
 #: Paper 004 gives Figures 2-3 without numbers in the text; their axes span test loss 1.0-3.5 and
 #: test accuracy 0.2-0.7 over 60 s.
@@ -74,23 +104,23 @@ def synthetic_corpus(n_train: int, n_test: int, vocabulary: int, length: int, se
     return {"train": (x[:n_train].astype(np.float32), y[:n_train]), "test": (x[n_train:].astype(np.float32), y[n_train:])}
 
 
-def load(config) -> tuple:
-    """({"train": (X, y), "test": (X, y)} dense float32, description)."""
-    if config["data_dir"] is None:
-        syn = config["synthetic"]
-        return synthetic_corpus(**syn), (f"generated bag-of-words data (no data_dir): {syn['n_train']} train / "
-                                         f"{syn['n_test']} test documents, {syn['vocabulary']} words, 20 classes")
+def load(cfg: Config) -> tuple:
+    """({"train": (X, y), "test": (X, y)} dense float32, description of the data read)."""
+    if cfg.data_dir is None:
+        data = synthetic_corpus(cfg.n_train, cfg.n_test, cfg.vocabulary, cfg.length)
+        return data, (f"generated bag-of-words data (no data_dir), not 20 Newsgroups: {cfg.n_train} train / "
+                      f"{cfg.n_test} test documents, {cfg.vocabulary} words, 20 classes")
     from ..data import load_newsgroups
 
-    d = load_newsgroups(config["data_dir"], max_features=config["max_features"])
+    d = load_newsgroups(cfg.data_dir, max_features=cfg.max_features)
     data = {s: (d[s][0].toarray().astype(np.float32), d[s][1]) for s in ("train", "test")}
-    return data, (f"20 Newsgroups bydate from {config['data_dir']}: {data['train'][0].shape[0]} train "
+    return data, (f"20 Newsgroups bydate from {cfg.data_dir}: {data['train'][0].shape[0]} train "
                   f"(split in half: train / validation), {data['test'][0].shape[0]} test posts, TF-IDF of the "
                   f"{data['train'][0].shape[1]} most frequent words")
 
 
-def make_problem(inner_steps: int, inner_lr: float) -> BilevelProblem:
-    """The bilevel problem above; the task is {"train": (X, y), "val": (X, y), "w0": W_0}."""
+def make_problem(inner_steps: int, inner_lr: float, features: int) -> BilevelProblem:
+    """The bilevel problem above, W_0 = 0; the task is {"train": (X, y), "val": (X, y)}."""
 
     def inner_loss(lam, w, task):
         x, y = task["train"]
@@ -100,65 +130,50 @@ def make_problem(inner_steps: int, inner_lr: float) -> BilevelProblem:
         x, y = task["val"]
         return cross_entropy(x @ w, y)
 
-    return BilevelProblem(inner_loss, outer_loss, gd(inner_lr), inner_steps, init=lambda lam, task: task["w0"])
+    return BilevelProblem(inner_loss, outer_loss, gd(inner_lr), inner_steps,
+                          constant_init(jnp.zeros((features, 20), jnp.float32)))
 
 
-def make_estimator(method: str, config):
-    """The registered estimator with paper 004 §A.2's settings; ``stocbio-B`` = stocBiO, batch B."""
-    m = re.fullmatch(r"stocbio-(\d+)", method)
-    if m or method == "stocbio":
-        batch = int(m.group(1)) if m else config["batch"]
-        return estimators.get("stocbio", eta=config["eta"], Q=config["Q"], batch=batch)
-    options = {"aid-cg": dict(maxiter=config["cg_steps"], tol=1e-12, warm_start=config["warm_start_v"]),
-               "aid-fp": dict(eta=config["inner_lr"], N=config["cg_steps"]),
-               "hoag": dict(maxiter=config["cg_steps"])}
-    return estimators.get(method, **options.get(method, {}))
-
-
-def run(config: dict, out_dir: Path, progress) -> dict:
-    config = {**DEFAULTS, **config}
-    for key in ("seconds", "inner_lr", "outer_lr", "eta"):
-        if not config[key] > 0:
-            raise ValueError(f"{key} must be > 0; got {config[key]!r}")
-    methods = {m: make_estimator(m, config) for m in config["methods"]}
-    data, description = load(config)
-    problem = make_problem(config["inner_steps"], config["inner_lr"])
-    x_test, y_test = map(jnp.asarray, data["test"])
-    evaluate = jax.jit(lambda lam, w: {"test_loss": cross_entropy(x_test @ w, y_test),
-                                       "test_acc": accuracy(x_test @ w, y_test)})
+def run(cfg: Config, ctx: RunContext) -> dict:
+    methods = {spec: estimators.parse(spec) for spec in cfg.methods}
+    data, description = load(cfg)
     x, y = data["train"]
     features = x.shape[1]
+    problem = make_problem(cfg.inner_steps, cfg.inner_lr, features)
+    x_test, y_test = map(jnp.asarray, data["test"])
+    evaluate = lambda w: {"test_loss": cross_entropy(x_test @ w, y_test), "test_acc": accuracy(x_test @ w, y_test)}
+    lam0 = jnp.zeros(features, jnp.float32)
+    tasks = {}
+    for seed in cfg.seeds:  # the training posts halved at random into train / validation, checked before any run
+        tr, va = seeded_split(len(y), (len(y) // 2, len(y) - len(y) // 2), seed)
+        tasks[seed] = {"train": (jnp.asarray(x[tr]), jnp.asarray(y[tr])),
+                       "val": (jnp.asarray(x[va]), jnp.asarray(y[va]))}
+        check_step_size(problem, lam0, tasks[seed], cfg.inner_lr)
     rows, curves = [], []
-    with progress(f"{NAME}: methods x seeds", len(methods) * len(config["seeds"])) as advance:
-        for seed in config["seeds"]:
-            tr, va = seeded_split(len(y), (len(y) // 2, len(y) - len(y) // 2), seed)
-            task = {"train": (jnp.asarray(x[tr]), jnp.asarray(y[tr])), "val": (jnp.asarray(x[va]), jnp.asarray(y[va])),
-                    "w0": jnp.zeros((features, 20), jnp.float32)}
-            for name, est in methods.items():
-                r = timed_run(problem, est, optax.sgd(config["outer_lr"]), jnp.zeros(features, jnp.float32), task,
-                              key=jax.random.PRNGKey(seed), seconds=config["seconds"], steps=config["outer_steps"],
-                              eval_fn=evaluate, evals=config["evals"])
-                last = r.curve[-1]
-                rows.append(dict(method=name, seed=seed, test_loss=last["test_loss"], test_acc=last["test_acc"],
-                                 steps=r.steps, seconds=r.seconds, function_calls=r.function_calls, samples=r.samples,
-                                 warmup_seconds=r.warmup_seconds, diverged=r.diverged))
-                curves.append(dict(method=name, seed=seed, points=r.curve))
+    with ctx.progress(f"{NAME}: methods x seeds", len(methods) * len(cfg.seeds)) as advance:
+        for seed, task in tasks.items():
+            for spec, est in methods.items():
+                curve, r = wallclock_run(problem, est, optax.sgd(cfg.outer_lr), lam0, task,
+                                         key=jax.random.PRNGKey(seed), seconds=cfg.seconds, steps=cfg.outer_steps,
+                                         eval_every=cfg.eval_every, evaluate=evaluate, ctx=ctx,
+                                         label=f"{NAME} {spec} seed {seed}")
+                rows.append(result_row(curve, r, method=spec, seed=seed))
+                curves.append(dict(method=spec, seed=seed, points=curve))
                 advance(1)
-    out_dir = Path(out_dir)
-    write_csv(out_dir / "curves.csv", curve_rows(curves, ("method", "seed")))
-    plot_curves(curves, out_dir / "test_vs_time.png", f"20 Newsgroups, {features} features (paper 004 Fig. 2)")
-    notes = (f"Data: {description}.\n\nProtocol: T = {config['inner_steps']} warm-started inner GD steps (lr "
-             f"{config['inner_lr']}), outer SGD (lr {config['outer_lr']}), stocBiO eta = {config['eta']}, Q = "
-             f"{config['Q']}, batch {config['batch']}; AID-CG/HOAG/AID-FP {config['cg_steps']} solver steps; "
-             f"budget {config['seconds']} s of outer-step time per run (compilation and evaluation excluded). "
-             f"test_loss/test_acc: each method's current inner iterate W on the test set.\n\n{PAPER_NOTE}\n\n"
+    write_csv(ctx.out / "curves.csv", curve_rows(curves, ("method", "seed")))
+    real = cfg.data_dir is not None
+    plot_curves(curves, ctx.out / "test_vs_time.png",
+                f"{'20 Newsgroups' if real else 'generated documents'}, {features} features")
+    smoke = smoke_note(cfg)
+    paper = paper_note(PAPER_NOTE, "Paper 004 Figure 2", "20 Newsgroups", real, cfg.smoke)
+    protocol = (f"T = {cfg.inner_steps} inner GD steps (lr {cfg.inner_lr}), warm-started by every method that "
+                f"carries its iterate (itd-bio, aid-bio, aid-fp, hoag, stocbio), outer SGD (lr {cfg.outer_lr}).")
+    notes = (f"{smoke}Data: {description}.\n\nProtocol: {protocol} {protocol_note(cfg)}\n\n{paper}\n\n"
              "Curves: curves.csv; plot: test_vs_time.png.")
-    write_markdown(out_dir / "results.md", "20 Newsgroups: per-feature l2 regularization (paper 004 §A.2)", rows,
-                   ["method", "seed", "test_loss", "test_acc", "steps", "seconds", "function_calls", "samples",
-                    "diverged"], notes)
-    write_summary(out_dir, NAME, config, rows)
-    return {"experiment": NAME, "config": config, "results": rows}
+    write_markdown(ctx.out / "results.md", "20 Newsgroups: per-feature l2 regularization (paper 004 §A.2)", rows,
+                   ["method", "seed", "test_loss", "test_acc", "steps", "seconds", "function_calls"], notes)
+    return json.loads(write_summary(ctx.out, NAME, {**cfg.as_dict(), "data": description}, rows).read_text())
 
 
-register(Experiment(NAME, run, DEFAULTS, TINY, "20 Newsgroups per-feature l2 regularization: stocBiO vs reverse, "
-                    "AID-FP, AID-CG, HOAG, test loss against time (004 §A.2, Fig. 2)"))
+register(Experiment(NAME, run, Config, TINY, "20 Newsgroups per-feature l2 regularization: stocBiO vs ITD-BiO, "
+                    "AID-FP, AID-BiO, HOAG, test loss against time (004 §A.2, Fig. 2)"))

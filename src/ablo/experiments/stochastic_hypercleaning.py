@@ -2,56 +2,93 @@
 and HOAG, test loss against running time.
 
 A linear classifier φ = (W, b) is trained on n = 20,000 images whose labels are corrupted with
-probability p; λ ∈ R^n weighs each training loss by σ(λ_i):
+probability p; λ ∈ R^n weighs each training loss by σ(λ_i) (``ablo.problems.hypercleaning``):
 
     L_in(λ, φ)  = (1/n) Σ_i σ(λ_i) CE(W x_i + b, ỹ_i) + C_r ‖W‖²,   C_r = 0.001,
     L_out(λ, φ) = CE on 5,000 clean validation images,
 
-λ_0 = 0, φ_0 = 0, outer Adam. The stochastic methods see mini-batches (stocBiO: 50, BSA and
-TTSA: single samples, as the paper) drawn by the estimators from the task's parts "train" (which
-carries the example indices i, so σ(λ_i) can be read) and "val"; HOAG uses the whole data.
-Compared by test loss and test accuracy of each method's current inner iterate against running
-time (see ``_timed``), for each corruption rate p.
+λ_0 = 0, φ_0 = 0, outer Adam. The task is {"train": {"x", "y", "idx"}, "val": {"x_val",
+"y_val"}}: the stochastic methods draw mini-batches (stocBiO: 50, BSA and TTSA: single samples,
+as the paper) from its parts, the indices i travelling with their examples so σ(λ_i) can be
+read; HOAG uses the whole data. ``methods`` are estimator specs. Compared by test loss and test
+accuracy of each method's current inner iterate against running time (see ``_wallclock``),
+for each corruption rate p.
 
 Choices the paper leaves to a grid search that we did not run: T = 10 inner steps of size 1
-(``inner_lr``; 0.1 for the single-sample BSA and TTSA, ``single_inner_lr``, as one sample per
-step of size 1 leaves a very noisy iterate), Adam step 0.1, η = 0.5, Q = N = 10 for every method. Images are flattened and scaled to unit
-ℓ2 norm (so ∇²L_in ≼ ½ I + 2C_r I and step size 1 and η = 0.5 are stable for every batch).
-Corruption: each training label independently, with probability p, is replaced by one of the 9
-other classes drawn uniformly. Without ``data_dir``: scikit-learn's digits (1,797 8x8 images:
-``digits_split`` train / validation, the rest for testing).
-Rows: method, p, seed, test_loss, test_acc, steps, seconds, function_calls, samples,
-warmup_seconds, diverged.
+(``inner_lr``; 0.1 for the single-sample BSA and TTSA, ``single_sample_inner_lr``, as one sample
+per step of size 1 leaves a very noisy iterate), Adam step 0.1, η = 0.5, Q = N = 10 for every
+method. Images are flattened and scaled to unit ℓ2 norm (so ∇²L_in ≼ ½ I + 2C_r I and step
+size 1 and η = 0.5 are stable for every batch). Corruption: each training label independently,
+with probability p, is replaced by one of the 9 other classes drawn uniformly. Without
+``data_dir``: scikit-learn's digits (1,797 8x8 images: ``digits_train`` / ``digits_val``, the
+rest for testing), and the paper's figure is not quoted.
+Rows: method, p, seed, test_loss, test_acc, steps, seconds, function_calls, compile_seconds.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
+from dataclasses import dataclass
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import Experiment, register
-from ..models import accuracy, cross_entropy
-from ._timed import curve_rows, plot_curves, seeded_split, timed_run
+from . import Experiment, RunContext, register
 from .. import estimators
-from ..inner import gd
+from ..curvature import check_step_size
+from ..models import accuracy, cross_entropy, linear_init, mlp_apply
 from ..problem import BilevelProblem
+from ..problems import hypercleaning
 from ..results import write_csv, write_markdown, write_summary
+from ._notes import paper_note, smoke_note, smoke_option
+from ._wallclock import curve_rows, plot_curves, protocol_note, result_row, seeded_split, wallclock_run
+from .config import ConfigError, ExperimentConfig, option
 
 NAME = "stochastic-hypercleaning"
+SINGLE_SAMPLE = ("bsa", "ttsa")  # estimators (by name) whose inner step size is single_sample_inner_lr
 
-DEFAULTS = dict(methods=["stocbio", "bsa", "ttsa", "hoag"], corruptions=[0.1, 0.4], seeds=[0], data_dir=None,
-                n_train=20_000, n_val=5_000, digits_split=[1000, 300], seconds=60.0, outer_steps=1_000_000,
-                inner_steps=10, inner_lr=1.0, single_inner_lr=0.1, outer_lr=0.1, l2=1e-3, eta=0.5, Q=10, batch=50, single_batch=1,
-                cg_steps=10, evals=30)
 
-TINY = dict(digits_split=[200, 100], corruptions=[0.4], outer_steps=3, inner_steps=3, Q=3, cg_steps=3, batch=10,
-            evals=2, seconds=30.0)
+@dataclass(frozen=True)
+class Config(ExperimentConfig):
+    methods: tuple[str, ...] = option(("stocbio:eta=0.5,Q=10,batch=50", "bsa:eta=0.5,N=10,batch=1",
+                                       "ttsa:eta=0.5,N=10,batch=1", "hoag:maxiter=10"),
+                                      "estimator specs compared", estimators=True, min_len=1)
+    corruptions: tuple[float, ...] = option((0.1, 0.4), "label corruption rates p", low=0, high=1, min_len=1,
+                                            unique=True)
+    seeds: tuple[int, ...] = option((0,), "seeds: each draws the splits, the corruption and the batches", low=0,
+                                    min_len=1, unique=True)
+    data_dir: Optional[str] = option(None, "folder holding mnist/ (none: scikit-learn digits)")
+    n_train: int = option(20_000, "MNIST: training images (corrupted)", low=1)
+    n_val: int = option(5_000, "MNIST: clean validation images", low=1)
+    digits_train: int = option(1000, "digits: training images (corrupted)", low=1)
+    digits_val: int = option(300, "digits: clean validation images", low=1)
+    seconds: float = option(60.0, "budget of outer-step time per run (s)", low=0, low_open=True)
+    outer_steps: int = option(1_000_000, "budget of outer steps per run", low=1)
+    inner_steps: int = option(10, "inner GD/SGD steps T", low=1, high=10_000)
+    inner_lr: float = option(1.0, "inner step size (checked against 2/L at φ_0)", low=0, low_open=True)
+    single_sample_inner_lr: float = option(0.1, "inner step size of the single-sample methods (bsa, ttsa)", low=0,
+                                           low_open=True)
+    outer_lr: float = option(0.1, "outer Adam step size", low=0, low_open=True)
+    l2: float = option(1e-3, "weight decay C_r on W", low=0)
+    eval_every: int = option(10, "outer steps between test evaluations (not timed)", low=1)
+    smoke: bool = smoke_option()
 
-SINGLE = ("bsa", "ttsa")  # single-sample methods: inner step size single_inner_lr
+    def validate(self):
+        if self.data_dir is None and self.digits_train + self.digits_val >= 1797:
+            raise ConfigError(f"digits_train + digits_val: {self.digits_train + self.digits_val} leaves no test "
+                              "images of the 1797 digits; keep the sum below 1797")
+
+    def inactive(self):
+        if self.data_dir is not None:
+            return {k: "it sizes the digits splits; data_dir is given" for k in ("digits_train", "digits_val")}
+        return {k: "it sizes the MNIST splits; no data_dir is given" for k in ("n_train", "n_val")}
+
+
+TINY = dict(smoke=True, methods=("ttsa:N=3", "hoag:maxiter=3"), digits_train=200, digits_val=100,
+            corruptions=(0.4,), outer_steps=3, inner_steps=3, eval_every=2, seconds=30.0)
 
 PAPER_NOTE = ("Paper 004 Figure 4 (10 seeds, grid-searched step sizes; numbers only as plots): stocBiO reaches "
               "the lowest training and test loss fastest; the gap is larger for smaller p; TTSA converges slowly "
@@ -69,109 +106,92 @@ def unit_rows(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)).astype(np.float32)
 
 
-def load(config, seed: int) -> tuple:
+def load(cfg: Config, seed: int) -> tuple:
     """(x_train, y_train, x_val, y_val, x_test, y_test, description) with unit-norm rows."""
-    if config["data_dir"] is None:
+    if cfg.data_dir is None:
         from ..data import load_digits
 
         x, y = load_digits()
-        n_tr, n_va = config["digits_split"]
+        n_tr, n_va = cfg.digits_train, cfg.digits_val
         tr, va, te = seeded_split(len(y), (n_tr, n_va, len(y) - n_tr - n_va), seed)
-        desc = (f"scikit-learn digits (no data_dir; 8x8 images): {n_tr} train / {n_va} validation / "
+        desc = (f"scikit-learn digits (no data_dir; 8x8 images), not MNIST: {n_tr} train / {n_va} validation / "
                 f"{len(te)} test")
         return unit_rows(x[tr]), y[tr], unit_rows(x[va]), y[va], unit_rows(x[te]), y[te], desc
     from ..data import load_mnist
 
-    d = load_mnist(config["data_dir"])
+    d = load_mnist(cfg.data_dir)
     x, y = d["train"]
-    tr, va = seeded_split(len(y), (config["n_train"], config["n_val"]), seed)
-    desc = (f"MNIST from {config['data_dir']}: {len(tr)} train / {len(va)} validation (random, from the 60,000 "
+    tr, va = seeded_split(len(y), (cfg.n_train, cfg.n_val), seed)
+    desc = (f"MNIST from {cfg.data_dir}: {len(tr)} train / {len(va)} validation (random, from the 60,000 "
             f"training images) / {len(d['test'][1])} test images")
     return unit_rows(x[tr]), y[tr], unit_rows(x[va]), y[va], unit_rows(d["test"][0]), d["test"][1], desc
 
 
-def make_problem(inner_steps: int, inner_lr: float, l2: float) -> BilevelProblem:
-    """The problem above; task = {"train": (x, ỹ, i), "val": (x, y), "w0": φ_0}."""
-
-    def logits(phi, x):
-        return x @ phi["w"] + phi["b"]
-
-    def inner_loss(lam, phi, task):
-        x, y, idx = task["train"]
-        z = logits(phi, x)
-        ce = jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(z, y[:, None], axis=1)[:, 0]
-        return jnp.mean(jax.nn.sigmoid(lam[idx]) * ce) + l2 * jnp.sum(phi["w"] ** 2)
-
-    def outer_loss(lam, phi, task):
-        x, y = task["val"]
-        return cross_entropy(logits(phi, x), y)
-
-    return BilevelProblem(inner_loss, outer_loss, gd(inner_lr), inner_steps, init=lambda lam, task: task["w0"])
+def make_problem(inner_steps: int, inner_lr: float, l2: float, features: int) -> BilevelProblem:
+    """:func:`ablo.problems.hypercleaning.make_problem` (linear, φ_0 = 0) on tasks split into the
+    parts the stochastic estimators draw from: {"train": {"x", "y", "idx"}, "val": {"x_val", "y_val"}}."""
+    flat = hypercleaning.make_problem(steps=inner_steps, inner_lr=inner_lr, l2=l2, phi0=linear_init(features, 10))
+    merged = lambda task: {**task["train"], **task["val"]}
+    return BilevelProblem(lambda lam, phi, task: flat.inner_loss(lam, phi, merged(task)),
+                          lambda lam, phi, task: flat.outer_loss(lam, phi, merged(task)),
+                          flat.optimizer, flat.steps, flat.init)
 
 
-def make_estimator(method: str, config):
-    options = {"stocbio": dict(eta=config["eta"], Q=config["Q"], batch=config["batch"]),
-               "bsa": dict(eta=config["eta"], N=config["Q"], batch=config["single_batch"]),
-               "ttsa": dict(eta=config["eta"], N=config["Q"], batch=config["single_batch"]),
-               "hoag": dict(maxiter=config["cg_steps"]),
-               "aid-cg": dict(maxiter=config["cg_steps"])}
-    return estimators.get(method, **options.get(method, {}))
+def prepare(cfg: Config, seed: int, methods: dict) -> tuple:
+    """Seed ``seed``'s data: ({inner lr: problem}, {p: task with labels corrupted at rate p}, test
+    images, test labels, description); the inner step sizes the methods use are checked
+    against 2/L on the first task."""
+    x_tr, y_tr, x_va, y_va, x_te, y_te, description = load(cfg, seed)
+    n, features = x_tr.shape
+    problems = {lr: make_problem(cfg.inner_steps, lr, cfg.l2, features)
+                for lr in (cfg.inner_lr, cfg.single_sample_inner_lr)}
+    x, val = jnp.asarray(x_tr), {"x_val": jnp.asarray(x_va), "y_val": jnp.asarray(y_va)}
+    noisy = lambda p: jnp.asarray(corrupt(y_tr, p, np.random.default_rng([seed, int(round(p * 1000))])))
+    tasks = {p: {"train": {"x": x, "y": noisy(p), "idx": jnp.arange(n)}, "val": val} for p in cfg.corruptions}
+    first = next(iter(tasks.values()))
+    for single in {est.name in SINGLE_SAMPLE for est in methods.values()}:
+        lr = cfg.single_sample_inner_lr if single else cfg.inner_lr
+        check_step_size(problems[lr], jnp.zeros(n, jnp.float32), first, lr,
+                        name="single_sample_inner_lr" if single else "inner_lr")
+    return problems, tasks, jnp.asarray(x_te), jnp.asarray(y_te), description
 
 
-def run(config: dict, out_dir: Path, progress) -> dict:
-    config = {**DEFAULTS, **config}
-    for p in config["corruptions"]:
-        if not 0 <= p <= 1:
-            raise ValueError(f"corruptions must lie in [0, 1]; got {p!r}")
-    for key in ("seconds", "inner_lr", "single_inner_lr", "outer_lr", "eta"):
-        if not config[key] > 0:
-            raise ValueError(f"{key} must be > 0; got {config[key]!r}")
-    methods = {m: make_estimator(m, config) for m in config["methods"]}
-    problems = {m: make_problem(config["inner_steps"], config["single_inner_lr" if m in SINGLE else "inner_lr"],
-                                config["l2"]) for m in methods}
+def run(cfg: Config, ctx: RunContext) -> dict:
+    methods = {spec: estimators.parse(spec) for spec in cfg.methods}
+    data = {seed: prepare(cfg, seed, methods) for seed in cfg.seeds}  # step sizes checked before any run
     rows, curves = [], []
-    total = len(methods) * len(config["seeds"]) * len(config["corruptions"])
-    with progress(f"{NAME}: methods x p x seeds", total) as advance:
-        for seed in config["seeds"]:
-            x_tr, y_tr, x_va, y_va, x_te, y_te, description = load(config, seed)
-            x_te, y_te = jnp.asarray(x_te), jnp.asarray(y_te)
-            logits = lambda phi: x_te @ phi["w"] + phi["b"]
-            evaluate = jax.jit(lambda lam, phi: {"test_loss": cross_entropy(logits(phi), y_te),
-                                                 "test_acc": accuracy(logits(phi), y_te)})
-            for p in config["corruptions"]:
-                noisy = corrupt(y_tr, p, np.random.default_rng([seed, int(round(p * 1000))]))
-                n, features = x_tr.shape
-                task = {"train": (jnp.asarray(x_tr), jnp.asarray(noisy), jnp.arange(n)),
-                        "val": (jnp.asarray(x_va), jnp.asarray(y_va)),
-                        "w0": {"w": jnp.zeros((features, 10), jnp.float32), "b": jnp.zeros(10, jnp.float32)}}
-                for name, est in methods.items():
-                    r = timed_run(problems[name], est, optax.adam(config["outer_lr"]), jnp.zeros(n, jnp.float32), task,
-                                  key=jax.random.PRNGKey(seed), seconds=config["seconds"],
-                                  steps=config["outer_steps"], eval_fn=evaluate, evals=config["evals"])
-                    last = r.curve[-1]
-                    rows.append(dict(method=name, p=p, seed=seed, test_loss=last["test_loss"],
-                                     test_acc=last["test_acc"], steps=r.steps, seconds=r.seconds,
-                                     function_calls=r.function_calls, samples=r.samples,
-                                     warmup_seconds=r.warmup_seconds, diverged=r.diverged))
-                    curves.append(dict(method=name, p=p, seed=seed, points=r.curve))
+    total = len(methods) * len(cfg.seeds) * len(cfg.corruptions)
+    with ctx.progress(f"{NAME}: methods x p x seeds", total) as advance:
+        for seed, (problems, tasks, x_te, y_te, description) in data.items():
+            evaluate = lambda phi: {"test_loss": cross_entropy(mlp_apply(phi, x_te), y_te),
+                                    "test_acc": accuracy(mlp_apply(phi, x_te), y_te)}
+            for p, task in tasks.items():
+                lam0 = jnp.zeros(task["train"]["y"].shape[0], jnp.float32)
+                for spec, est in methods.items():
+                    lr = cfg.single_sample_inner_lr if est.name in SINGLE_SAMPLE else cfg.inner_lr
+                    curve, r = wallclock_run(problems[lr], est, optax.adam(cfg.outer_lr), lam0, task,
+                                             key=jax.random.PRNGKey(seed), seconds=cfg.seconds,
+                                             steps=cfg.outer_steps, eval_every=cfg.eval_every, evaluate=evaluate,
+                                             ctx=ctx, label=f"{NAME} {spec} p {p:g} seed {seed}")
+                    rows.append(result_row(curve, r, method=spec, p=p, seed=seed))
+                    curves.append(dict(method=spec, p=p, seed=seed, points=curve))
                     advance(1)
-    out_dir = Path(out_dir)
-    write_csv(out_dir / "curves.csv", curve_rows(curves, ("method", "p", "seed")))
-    for p in config["corruptions"]:
-        plot_curves([c for c in curves if c["p"] == p], out_dir / f"test_vs_time_p{p:g}.png",
-                    f"Hypercleaning, corruption p = {p:g} (paper 004 Fig. 4)")
-    notes = (f"Data: {description}; labels corrupted with probability p.\n\nProtocol: T = {config['inner_steps']} "
-             f"warm-started inner steps (lr {config['inner_lr']}; BSA/TTSA {config['single_inner_lr']}), outer Adam (lr {config['outer_lr']}), C_r = "
-             f"{config['l2']}, eta = {config['eta']}, Q = N = {config['Q']}, batches: stocBiO {config['batch']}, "
-             f"BSA/TTSA {config['single_batch']}, HOAG the whole data; budget {config['seconds']} s of outer-step "
-             "time per run (compilation and evaluation excluded). test_loss/test_acc: each method's current inner "
-             f"iterate on the test set.\n\n{PAPER_NOTE}\n\nCurves: curves.csv; plots: test_vs_time_p*.png.")
-    write_markdown(out_dir / "results.md", "Stochastic data hypercleaning (paper 004 §A.2)", rows,
-                   ["method", "p", "seed", "test_loss", "test_acc", "steps", "seconds", "function_calls", "samples",
-                    "diverged"], notes)
-    write_summary(out_dir, NAME, config, rows)
-    return {"experiment": NAME, "config": config, "results": rows}
+    write_csv(ctx.out / "curves.csv", curve_rows(curves, ("method", "p", "seed")))
+    real = cfg.data_dir is not None
+    for p in cfg.corruptions:
+        plot_curves([c for c in curves if c["p"] == p], ctx.out / f"test_vs_time_p{p:g}.png",
+                    f"Hypercleaning on {'MNIST' if real else 'digits'}, corruption p = {p:g}")
+    smoke = smoke_note(cfg)
+    paper = paper_note(PAPER_NOTE, "Paper 004 Figure 4", "MNIST", real, cfg.smoke)
+    protocol = (f"T = {cfg.inner_steps} inner steps (lr {cfg.inner_lr}; BSA/TTSA {cfg.single_sample_inner_lr}), "
+                f"warm-started by every method that carries its iterate, outer Adam (lr {cfg.outer_lr}), C_r = "
+                f"{cfg.l2}; methods {', '.join(methods)}.")
+    notes = (f"{smoke}Data: {description}; labels corrupted with probability p.\n\nProtocol: {protocol} "
+             f"{protocol_note(cfg)}\n\n{paper}\n\nCurves: curves.csv; plots: test_vs_time_p*.png.")
+    write_markdown(ctx.out / "results.md", "Stochastic data hypercleaning (paper 004 §A.2)", rows,
+                   ["method", "p", "seed", "test_loss", "test_acc", "steps", "seconds", "function_calls"], notes)
+    return json.loads(write_summary(ctx.out, NAME, {**cfg.as_dict(), "data": description}, rows).read_text())
 
 
-register(Experiment(NAME, run, DEFAULTS, TINY, "MNIST hypercleaning, 20,000 images, p = 0.1 / 0.4: stocBiO vs BSA, "
+register(Experiment(NAME, run, Config, TINY, "MNIST hypercleaning, 20,000 images, p = 0.1 / 0.4: stocBiO vs BSA, "
                     "TTSA, HOAG, test loss against time (004 §A.2, Fig. 4)"))

@@ -19,35 +19,86 @@ For each α on 10 log-spaced values in [1e-3, 5e-2]:
 
 At α = ``alpha_curve`` (0.01) the same runs give convergence curves for q = 0 (FOM), q_theory, 1.
 Implementation: α enters as a field of the task (inner loss α f_i with unit GD step, identical
-dynamics), so every (α, q, seed) run is one lane of a single jitted, vmapped ``lax.scan``; the
-random branch of UFOM is computed on every lane there but counted only when drawn.
+dynamics), so for one q every (α, seed) run is a lane of one jitted ``outer.scan`` of
+``outer.make_step`` (optax SGD with γ_k = γ0/(k+1)), vmapped over α and seeds; UFOM's random
+branch is computed on every lane there but counted only when drawn. The q values > 0 are one
+more vmapped axis (q is a traced value of ``UFOM(q=...)``): the whole grid compiles once; q = 0
+is FOM, run apart.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..estimators import FOM, Reverse
-from ..estimators.debiased import ufom_step
-from ..estimators.unrolled import Recompute
+from .. import estimators, outer
+from ..estimators import FOM, UFOM, Reverse
 from ..inner import gd
 from ..problem import BilevelProblem
 from ..results import save_figure, write_csv, write_markdown, write_summary
 from ..theory import bias_variance, cost_model, q_star
-from . import Experiment, register
-from .counterexample import piecewise_f
+from . import Experiment, RunContext, register
+from . import counterexample
+from ._notes import smoke_note, smoke_option
+from .config import ConfigError, ExperimentConfig, option
+
+NAME = "synthetic-q"
+
+
+@dataclass(frozen=True)
+class Config(ExperimentConfig):
+    seeds: tuple[int, ...] = option(tuple(range(16)), "seeds: each draws its θ_0 and its tasks", low=0, min_len=1,
+                                    unique=True)
+    outer_steps: int = option(12_000, "outer SGD steps (rounded down to a multiple of record_every)", low=1,
+                              high=10_000_000)
+    r: int = option(10, "inner GD steps r", low=1, high=1000)
+    a: tuple[float, ...] = option((0.5, 1.5), "curvatures a_1, a_2 of the two tasks", low=0, low_open=True)
+    b: tuple[float, ...] = option((0.0, 10.0), "minimisers times curvature b_1, b_2 of the two tasks")
+    A: float = option(400.0, "half-width A of the quadratic region of f_i", low=0, low_open=True)
+    alpha_range: tuple[float, ...] = option((1e-3, 5e-2), "inner step sizes α: lo, hi (log-spaced)", low=0,
+                                            low_open=True)
+    n_alpha: int = option(10, "number of α values", low=1, high=1000)
+    alpha_curve: float = option(0.01, "α of the convergence curves (added to the α values)", low=0, low_open=True)
+    theta_grid_range: tuple[float, ...] = option((-50.0, 50.0), "θ grid for D², V²: lo, hi")
+    theta_grid_points: int = option(101, "points of the θ grid", low=2, high=100_000)
+    q_grid_range: tuple[float, ...] = option((0.05, 1.0), "q grid searched: lo, hi (in (0, 1])", low=0, high=1,
+                                             low_open=True)
+    q_grid_points: int = option(20, "points of the q grid", low=1, high=1000)
+    C1: float = option(1.0, "cost of a gradient evaluation in q* (Prop. 1)", low=0, low_open=True)
+    C2: float = option(1.0, "cost of an HVP in q* (Prop. 1)", low=0, low_open=True)
+    eps: float = option(0.0, "ε of eq. 21", low=0)
+    gamma0: float = option(2.0, "outer step size γ_0 of γ_k = γ_0/(k+1)", low=0, low_open=True)
+    theta0_range: tuple[float, ...] = option((-50.0, 50.0), "θ_0 ~ U(lo, hi): lo, hi")
+    target: float = option(0.05, "target of sqrt(E|∂M/∂θ|²)", low=0, low_open=True)
+    record_every: int = option(10, "outer steps between recorded gradient norms", low=1)
+    smoke: bool = smoke_option()
+
+    def validate(self):
+        for key in ("a", "b"):
+            if len(getattr(self, key)) != 2:
+                raise ConfigError(f"{key}: give 2 numbers (two tasks); got {list(getattr(self, key))!r}")
+        for key in ("alpha_range", "theta_grid_range", "q_grid_range", "theta0_range"):
+            v = getattr(self, key)
+            if len(v) != 2 or not v[0] <= v[1]:
+                raise ConfigError(f"{key}: give lo, hi with lo <= hi; got {list(v)!r}")
+        if self.record_every > self.outer_steps:
+            raise ConfigError(f"record_every: {self.record_every} exceeds outer_steps = {self.outer_steps}")
+
+
+TINY = dict(smoke=True, seeds=(0, 1), outer_steps=30, n_alpha=2, q_grid_range=(0.1, 1.0), q_grid_points=2,
+            theta_grid_points=5, record_every=5)
 
 
 def make_problem(r: int):
     """V(θ) = θ, L_in = α f_i(φ) stepped with unit GD (= GD of size α on f_i), L_out = f_i(φ);
     a task is (a_i, b_i, A, α)."""
-    inner = lambda theta, phi, task: task[3] * piecewise_f(phi, task[:3])
-    outer = lambda theta, phi, task: piecewise_f(phi, task[:3])
-    return BilevelProblem(inner, outer, gd(1.0), int(r))
+    f = counterexample.piecewise_f
+    return BilevelProblem(lambda theta, phi, task: task[3] * f(phi, task[:3]),
+                          lambda theta, phi, task: f(phi, task[:3]), gd(1.0), int(r))
 
 
 def make_tasks(a, b, A, alpha):
@@ -55,54 +106,59 @@ def make_tasks(a, b, A, alpha):
     return a, jnp.asarray(b, float), jnp.full_like(a, float(A)), jnp.full_like(a, float(alpha))
 
 
-def measure_d2_v2(problem, tasks, thetas):
-    """(D², V²) as maxima over ``thetas`` of the per-θ task means (eq. 14, 16)."""
-    per_task = lambda est: jax.vmap(lambda th: jax.vmap(lambda t: est.estimate(problem, th, t, (), None)[0])(tasks))
-    g_fo, g_ex = jax.jit(per_task(FOM()))(thetas), jax.jit(per_task(Reverse()))(thetas)
-    pairs = [bias_variance(np.asarray(g_fo[i])[:, None], np.asarray(g_ex[i])[:, None]) for i in range(len(thetas))]
-    d2, v2 = np.max(np.asarray(pairs), axis=0)
-    return float(d2), float(v2)
+def measure_d2_v2(problem, task_sets, thetas):
+    """[(D², V²) per task set] as maxima over ``thetas`` of the per-θ task means (eq. 14, 16);
+    ``task_sets`` stacked on axis 0 (one per α), one jit."""
+    per_task = lambda est, tasks: jax.vmap(lambda th: jax.vmap(lambda t: est.estimate(problem, th, t, (), None)[0])(
+        tasks))(thetas)
+    both = jax.jit(jax.vmap(lambda tasks: (per_task(FOM(), tasks), per_task(Reverse(), tasks))))
+    g_fo, g_ex = map(np.asarray, both(task_sets))
+    return [tuple(float(x) for x in np.max([bias_variance(fo[i][:, None], ex[i][:, None]) for i in range(len(thetas))],
+                                           axis=0)) for fo, ex in zip(g_fo, g_ex)]
 
 
-def sgd_grad_norms(problem, tasks, theta0, q, key, steps: int, gamma0: float, every: int):
-    """One UFOM-SGD run (q may be traced; q = 0 is FOM), γ_k = γ0/(k+1): the exact ‖∂M/∂θ(θ_k)‖ and
-    the cumulative function calls at k = every, 2·every, ..., steps."""
-    n_tasks = tasks[0].shape[0]
-    exact = Recompute()
-    grad_M = jax.grad(lambda th: jnp.mean(jax.vmap(lambda t: problem.objective(th, t))(tasks)))
+def _curves(problem, estimator, task_sets, theta0, keys, cfg: Config):
+    """Traceable part of :func:`expected_curves`: |∂M/∂θ(θ_k)| and cumulative calls every
+    ``record_every`` steps for every α (axis 0) and seed (axis 1), and the divergence flags."""
+    every = cfg.record_every
+    steps = every * (cfg.outer_steps // every)
 
-    def step(carry, k):
-        theta, calls, key = carry
-        key, kt, ke = jax.random.split(key, 3)
-        task = jax.tree_util.tree_map(lambda x: x[jax.random.randint(kt, (), 0, n_tasks)], tasks)
-        g, _, _, _, c = ufom_step(problem, theta, task, exact, q, ke)  # q = 0: ξ is never 1
-        return (theta - gamma0 / (k + 1.0) * g, calls + c.function_calls, key), None
+    def one(tasks, theta0, key):
+        m = counterexample.sgd_scan(problem, estimator, tasks, theta0, key, cfg.gamma0, steps)
+        grad_M = jax.grad(lambda th: jnp.mean(jax.vmap(lambda t: problem.objective(th, t))(tasks)))
+        gn = jax.vmap(lambda th: jnp.abs(grad_M(th)))(m["theta"][every - 1::every])
+        flags = {k: v for k, v in m.items() if k == "nonfinite" or k.startswith("bad_")}
+        return gn, jnp.cumsum(m["function_calls"])[every - 1::every], flags
 
-    def chunk(carry, k0):
-        carry, _ = jax.lax.scan(step, carry, k0 + jnp.arange(1, every + 1))
-        return carry, (jnp.abs(grad_M(carry[0])), carry[1])
-
-    _, (gn, calls) = jax.lax.scan(chunk, (theta0, jnp.zeros(()), key), jnp.arange(0, steps, every))
-    return gn, calls
+    return jax.vmap(jax.vmap(one, in_axes=(None, 0, 0)), in_axes=(0, None, None))(task_sets, theta0, keys)
 
 
-def expected_curves(problem, task_sets, qs, seeds, steps, gamma0, theta0_range, every):
-    """For every α (task set) and q: sqrt(mean over seeds of ‖∂M/∂θ(θ_k)‖²) and the mean cumulative
-    function calls at every ``every``-th step, each of shape (n_alpha, n_q, steps // every). One jit."""
-    lo, hi = theta0_range
-    keys = jnp.stack([jax.random.PRNGKey(s) for s in seeds])
+def _summarise(gn, calls, flags, label):
+    outer.raise_if_diverged(flags, label)
+    return np.sqrt(np.mean(np.asarray(gn) ** 2, axis=-2)), np.mean(np.asarray(calls, float), axis=-2)
 
-    def per_seed(tasks, q, key):
-        theta0 = jax.random.uniform(jax.random.fold_in(key, 1), (), minval=lo, maxval=hi)
-        return sgd_grad_norms(problem, tasks, theta0, q, key, steps, gamma0, every)
 
-    def per_q(tasks, q):
-        gn, calls = jax.vmap(per_seed, in_axes=(None, None, 0))(tasks, q, keys)
-        return jnp.sqrt(jnp.mean(gn ** 2, axis=0)), jnp.mean(calls, axis=0)
+def expected_curves(problem, estimator, task_sets, theta0, keys, cfg: Config, label: str):
+    """Outer SGD with ``estimator`` (one task per step, γ_k = γ0/(k+1)) for every α (task set,
+    axis 0) and seed (``theta0``, ``keys``): ``outer.make_step`` under ``outer.scan``, vmapped
+    over both, one jit. Returns sqrt(mean over seeds of |∂M/∂θ(θ_k)|²) and the mean cumulative
+    function calls at k = every, 2·every, ..., each (n_alpha, steps // every);
+    :class:`ablo.outer.Diverged` names the first non-finite step."""
+    run = jax.jit(lambda: _curves(problem, estimator, task_sets, theta0, keys, cfg))
+    return _summarise(*run(), label)
 
-    f = jax.jit(jax.vmap(jax.vmap(per_q, in_axes=(None, 0)), in_axes=(0, None)))
-    rms, calls = f(task_sets, jnp.asarray(qs, float))
-    return np.asarray(rms), np.asarray(calls)
+
+def ufom_sweep(problem, qs, task_sets, theta0, keys, cfg: Config, label: str):
+    """:func:`expected_curves` of UFOM for every q in ``qs`` at once: q is a traced value of
+    ``UFOM(q=...)``, vmapped, so the whole sweep compiles once. Under vmap UFOM's branch on ξ
+    becomes a select (both branches computed, the estimates and counts unchanged). Returns arrays
+    of shape (n_alpha, n_q, records)."""
+    sweep = jax.jit(jax.vmap(lambda q: _curves(problem, UFOM(q=q), task_sets, theta0, keys, cfg)))
+    gn, calls, flags = sweep(jnp.asarray(qs, jnp.result_type(float)))
+    for i, q in enumerate(qs):  # name the first diverging q as its spec
+        outer.raise_if_diverged(jax.tree_util.tree_map(lambda x: x[i], flags), f"{label}:q={float(q)!r}")
+    rms, calls = _summarise(gn, calls, flags, label)
+    return np.moveaxis(rms, 0, 1), np.moveaxis(calls, 0, 1)
 
 
 def calls_to_target(rms, calls, target):
@@ -111,40 +167,50 @@ def calls_to_target(rms, calls, target):
     return float(calls[hit[0]]) if hit.size else float("inf")
 
 
-def run(config: dict, out_dir: Path, progress) -> dict:
-    cfg = {**DEFAULTS, **config}
-    out_dir = Path(out_dir)
-    r = int(cfg["r"])
+def run(cfg: Config, ctx: RunContext) -> dict:
+    r = cfg.r
     problem = make_problem(r)
-    alphas = np.geomspace(cfg["alpha_range"][0], cfg["alpha_range"][1], int(cfg["n_alpha"]))
-    if cfg["alpha_curve"] not in alphas:
-        alphas = np.sort(np.r_[alphas, cfg["alpha_curve"]])
-    c_det, c_rnd = cost_model(r, cfg["C1"], cfg["C2"])
-    thetas = jnp.linspace(cfg["theta_grid"][0], cfg["theta_grid"][1], int(cfg["theta_grid"][2]))
-    task_list = [make_tasks(cfg["a"], cfg["b"], cfg["A"], al) for al in alphas]
-    with progress("synthetic-q: D2, V2", len(alphas)) as advance:
-        stats = []
-        for tasks in task_list:
-            stats.append(measure_d2_v2(problem, tasks, thetas))
-            advance()
-    q_theory = [q_star(d2, v2, c_det, c_rnd, cfg["eps"]) for d2, v2 in stats]
-    q_grid_values = np.linspace(cfg["q_grid"][0], cfg["q_grid"][1], int(cfg["q_grid"][2]))
-    i_curve = int(np.argmin(np.abs(alphas - cfg["alpha_curve"])))
-    qs = np.r_[q_grid_values, 0.0, q_theory[i_curve], 1.0]  # the last three: curves at alpha_curve
-    task_sets = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *task_list)
-    every = int(cfg["record_every"])
-    steps, target = every * max(1, int(cfg["outer_steps"]) // every), float(cfg["target"])
-    with progress("synthetic-q: SGD runs", 1) as advance:
-        rms, calls = expected_curves(problem, task_sets, qs, list(cfg["seeds"]), steps, cfg["gamma0"],
-                                     cfg["theta0_range"], every)
+    alphas = np.geomspace(cfg.alpha_range[0], cfg.alpha_range[1], cfg.n_alpha)
+    if cfg.alpha_curve not in alphas:
+        alphas = np.sort(np.r_[alphas, cfg.alpha_curve])
+    # L_in = α f_i with unit GD is GD of size α on f_i: α must be below 2/a_i at every α
+    counterexample.check_alpha(counterexample.make_problem(float(alphas[-1]), r),
+                               counterexample.stack_tasks(cfg.a, cfg.b, cfg.A), float(alphas[-1]), name="alpha")
+    c_det, c_rnd = cost_model(r, cfg.C1, cfg.C2)
+    thetas = jnp.linspace(*cfg.theta_grid_range, cfg.theta_grid_points)
+    task_sets = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[make_tasks(cfg.a, cfg.b, cfg.A, al) for al in alphas])
+    with ctx.progress(f"{NAME}: D2, V2", 1) as advance:
+        stats = measure_d2_v2(problem, task_sets, thetas)
         advance()
+    q_theory = [q_star(d2, v2, c_det, c_rnd, cfg.eps) for d2, v2 in stats]
+    q_grid_values = np.linspace(*cfg.q_grid_range, cfg.q_grid_points)
+    i_curve = int(np.argmin(np.abs(alphas - cfg.alpha_curve)))
+    qs = np.r_[q_grid_values, 0.0, q_theory[i_curve], 1.0]  # the last three: curves at alpha_curve
+    keys = jnp.stack([jax.random.PRNGKey(s) for s in cfg.seeds])
+    k_theta, run_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+    theta0 = jax.vmap(lambda k: jax.random.uniform(k, (), minval=cfg.theta0_range[0], maxval=cfg.theta0_range[1]))(
+        k_theta)
+    every, target = cfg.record_every, cfg.target
+    steps = every * (cfg.outer_steps // every)
+    with ctx.progress(f"{NAME}: SGD runs over q (one vmapped sweep) and q = 0", 2) as advance:
+        positive = qs > 0
+        rms_q, calls_q = ufom_sweep(problem, qs[positive], task_sets, theta0, run_keys, cfg, f"{NAME} ufom")
+        advance()
+        rms_0, calls_0 = expected_curves(problem, estimators.parse("fom"), task_sets, theta0, run_keys, cfg,
+                                         f"{NAME} fom")
+        advance()
+    shape = (len(alphas), len(qs), rms_q.shape[-1])
+    rms, calls = np.empty(shape), np.empty(shape)  # (n_alpha, n_q, records)
+    rms[:, positive], calls[:, positive] = rms_q, calls_q
+    rms[:, ~positive], calls[:, ~positive] = rms_0[:, None], calls_0[:, None]
     ng = len(q_grid_values)
     rows, grid_rows = [], []
     for i, al in enumerate(alphas):
         to_target = [calls_to_target(rms[i, j], calls[i, j], target) for j in range(ng)]
         j_best = int(np.argmin(to_target))
-        row = {"method": "ufom", "seed": None, "seeds": len(cfg["seeds"]), "alpha": float(al), "D2": stats[i][0], "V2": stats[i][1],
-               "q_theory": q_theory[i], "q_grid": float(q_grid_values[j_best]) if np.isfinite(to_target[j_best]) else None,
+        row = {"method": "ufom", "seed": None, "seeds": len(cfg.seeds), "alpha": float(al), "D2": stats[i][0],
+               "V2": stats[i][1], "q_theory": q_theory[i],
+               "q_grid": float(q_grid_values[j_best]) if np.isfinite(to_target[j_best]) else None,
                "calls_to_target_q_grid": to_target[j_best]}
         if i == i_curve:
             row.update({f"calls_to_target_{name}": calls_to_target(rms[i, ng + k], calls[i, ng + k], target)
@@ -155,20 +221,20 @@ def run(config: dict, out_dir: Path, progress) -> dict:
     curves = [{"alpha": float(alphas[i_curve]), "q_label": name, "q": float(qs[ng + k]), "step": (s + 1) * every,
                "function_calls": float(calls[i_curve, ng + k, s]), "rms_grad": float(rms[i_curve, ng + k, s])}
               for k, name in enumerate(("q=0", "q*", "q=1")) for s in range(calls.shape[2])]
-    write_csv(out_dir / "curves.csv", curves)
-    write_csv(out_dir / "grid_search.csv", grid_rows)
-    write_csv(out_dir / "d2_v2.csv", [{k: r[k] for k in ("alpha", "D2", "V2", "q_theory", "q_grid")} for r in rows])
-    _write_figures(out_dir, rows, alphas, i_curve, qs[ng:], rms[i_curve, ng:], calls[i_curve, ng:], target)
+    write_csv(ctx.out / "curves.csv", curves)
+    write_csv(ctx.out / "grid_search.csv", grid_rows)
+    write_csv(ctx.out / "d2_v2.csv", [{k: r[k] for k in ("alpha", "D2", "V2", "q_theory", "q_grid")} for r in rows])
+    _write_figures(ctx.out, rows, alphas, i_curve, qs[ng:], rms[i_curve, ng:], calls[i_curve, ng:], target)
     c = rows[i_curve]
-    notes = (f"C_det = {c_det}, C_rnd = {c_rnd} (C1 = {cfg['C1']}, C2 = {cfg['C2']}), eps = {cfg['eps']}; "
-             f"target sqrt(E|dM/dθ|²) <= {target}; {len(cfg['seeds'])} seeds, {steps} steps, γ_k = {cfg['gamma0']}/(k+1). "
-             f"At α = {alphas[i_curve]:.4g}: expected function calls to the target: q = 0: {c['calls_to_target_q0']}, "
-             f"q* = {c['q_theory']:.4f}: {c['calls_to_target_qstar']}, q = 1: {c['calls_to_target_q1']} (inf = never).")
-    write_markdown(out_dir / "results.md", "Optimal q: theory against grid search (paper 000 Fig. 1d-f)", rows,
+    notes = (smoke_note(cfg) + f"C_det = {c_det}, C_rnd = {c_rnd} (C1 = {cfg.C1}, C2 = {cfg.C2}), eps = "
+             f"{cfg.eps}; target sqrt(E|dM/dθ|²) <= {target}; {len(cfg.seeds)} seeds, {steps} steps, γ_k = "
+             f"{cfg.gamma0}/(k+1). At α = {alphas[i_curve]:.4g}: expected function calls to the target: q = 0: "
+             f"{c['calls_to_target_q0']}, q* = {c['q_theory']:.4f}: {c['calls_to_target_qstar']}, q = 1: "
+             f"{c['calls_to_target_q1']} (inf = never).")
+    write_markdown(ctx.out / "results.md", "Optimal q: theory against grid search (paper 000 Fig. 1d-f)", rows,
                    ["alpha", "D2", "V2", "q_theory", "q_grid", "calls_to_target_q_grid"], notes=notes)
-    config_out = {**cfg, "alphas": alphas.tolist(), "C_det": c_det, "C_rnd": c_rnd}
-    write_summary(out_dir, "synthetic-q", config_out, rows)
-    return {"experiment": "synthetic-q", "config": config_out, "results": rows}
+    config_out = {**cfg.as_dict(), "alphas": alphas.tolist(), "C_det": c_det, "C_rnd": c_rnd}
+    return json.loads(write_summary(ctx.out, NAME, config_out, rows).read_text())
 
 
 def _write_figures(out_dir, rows, alphas, i_curve, q_curve, rms, calls, target):
@@ -199,12 +265,5 @@ def _write_figures(out_dir, rows, alphas, i_curve, q_curve, rms, calls, target):
     save_figure(fig, out_dir / "fig_convergence.png")
 
 
-DEFAULTS = {"methods": ["ufom"], "seeds": list(range(16)), "outer_steps": 12000, "r": 10, "a": [0.5, 1.5],
-            "b": [0.0, 10.0], "A": 400.0, "alpha_range": [1e-3, 5e-2], "n_alpha": 10, "alpha_curve": 0.01,
-            "theta_grid": [-50.0, 50.0, 101], "q_grid": [0.05, 1.0, 20], "C1": 1.0, "C2": 1.0, "eps": 0.0,
-            "gamma0": 2.0, "theta0_range": [-50.0, 50.0], "target": 0.05, "record_every": 10}
-
-register(Experiment("synthetic-q", run, DEFAULTS,
-                    tiny={"seeds": [0, 1], "outer_steps": 30, "n_alpha": 2, "q_grid": [0.1, 1.0, 3],
-                          "theta_grid": [-50.0, 50.0, 5], "record_every": 5},
-                    summary="paper 000 §4.4 / Fig. 1d-f: V², D² against α, q* theory vs grid search, convergence"))
+register(Experiment(NAME, run, Config, TINY,
+                    "paper 000 §4.4 / Fig. 1d-f: V², D² against α, q* theory vs grid search, convergence"))

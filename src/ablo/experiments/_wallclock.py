@@ -1,0 +1,110 @@
+"""The wall-clock protocol of paper 004 §A.2 (Figures 2-4), shared by ``newsgroups`` and
+``stochastic-hypercleaning``: test loss and accuracy of each method's current inner iterate
+against running time.
+
+:func:`wallclock_run` is :func:`ablo.outer.run` with ``Budget(seconds=..., steps=...)`` and
+``log_losses=False``: its clock runs over outer steps only (the step is compiled before the
+clock starts; evaluation and checkpoints are not timed) and no extra inner run per step is
+made for logging, which would swamp a stochastic method's step time. The model evaluated is
+y_k^T, the inner iterate the method carries in its estimator state (ITD-BiO's and AID-BiO's
+warm start, stocBiO's, BSA's, TTSA's); an estimator without one (``reverse``) is evaluated at
+the iterate its own next inner run would reach, φ_r from V, computed outside the clock.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from .. import outer
+
+
+def current_iterate(problem, estimator_state, theta, task):
+    """y_k^T: the φ (or, for TTSA, the inner optimizer state around it) in the estimator state,
+    told apart from an optimizer state by its structure; without one, φ_r = params(run(θ))."""
+    phi0 = problem.init(theta, task)
+    held = getattr(estimator_state, "phi", getattr(estimator_state, "inner", None))
+    if held is None:
+        return problem.optimizer.params(problem.run(theta, task))
+    same = jax.tree_util.tree_structure(held) == jax.tree_util.tree_structure(phi0)
+    return held if same else problem.optimizer.params(held)
+
+
+def wallclock_run(problem, estimator, optimizer, theta0, task, *, key, seconds: float, steps: int, eval_every: int,
+                  evaluate, ctx, label: str):
+    """Outer optimization of θ on the one task ``task`` (the dataset; stochastic estimators draw
+    their mini-batches from it) until ``seconds`` of outer-step time or ``steps`` steps.
+    ``evaluate(φ) -> {metric: value}`` is applied to y_k^T at step 0 and every ``eval_every``
+    steps (and at the end). Returns (curve: [{step, seconds, function_calls, **metrics}],
+    :class:`ablo.outer.RunResult`); a non-finite step raises :class:`ablo.outer.Diverged`."""
+    iterate = jax.jit(lambda theta, est_state: evaluate(current_iterate(problem, est_state, theta, task)))
+
+    def eval_fn(theta, state):
+        return {k: float(v) for k, v in iterate(theta, state.estimator_state).items()}
+
+    state0 = outer.init(problem, estimator, optimizer, theta0, task)
+    curve = [{"step": 0, "seconds": 0.0, "function_calls": 0.0, **eval_fn(theta0, state0)}]
+    budget = outer.Budget(seconds=seconds, steps=steps)
+    result = outer.run(problem, estimator, optimizer, theta0, lambda k: task, key=key, budget=budget,
+                       log_every=eval_every, eval_fn=eval_fn, eval_every=eval_every, log_losses=False,
+                       **ctx.outer_options(label))
+    names = [k for k in curve[0] if k not in ("step", "seconds", "function_calls")]
+    curve += [{"step": e["step"], "seconds": e["seconds"], "function_calls": e["function_calls"],
+               **{k: e[k] for k in names}} for e in result.log if names[0] in e]
+    return curve, result
+
+
+def protocol_note(cfg) -> str:
+    """The sentences of results.md on the budget and on what is evaluated."""
+    return (f"Budget: {cfg.seconds} s of outer-step time or {cfg.outer_steps} outer steps per run, whichever comes "
+            "first (compilation and evaluation not timed). test_loss/test_acc: each method's current inner iterate "
+            "y_k^T on the test set.")
+
+
+def result_row(curve: list, result, **ident) -> dict:
+    """A results row: ``ident`` (method, seed, ...), the last evaluation's test loss and accuracy,
+    and the run's steps, outer-step seconds, function calls and compile seconds."""
+    return dict(**ident, test_loss=curve[-1]["test_loss"], test_acc=curve[-1]["test_acc"], steps=result.steps,
+                seconds=result.seconds, function_calls=result.function_calls, compile_seconds=result.compile_seconds)
+
+
+def plot_curves(curves: list, path, title: str, group_key: str = "method") -> None:
+    """Paper 004 Figures 2-4 style: test loss (left) and test accuracy (right) against running
+    time, one colour per ``group_key`` value, one line per seed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..results import save_figure
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    groups = list(dict.fromkeys(c[group_key] for c in curves))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, name in enumerate(groups):
+        for j, c in enumerate(x for x in curves if x[group_key] == name):
+            t = [p["seconds"] for p in c["points"]]
+            for ax, key in zip(axes, ("test_loss", "test_acc")):
+                ax.plot(t, [p[key] for p in c["points"]], color=colors[i % len(colors)],
+                        label=name if j == 0 else None, alpha=0.9 if j == 0 else 0.5)
+    for ax, label in zip(axes, ("test loss", "test accuracy")):
+        ax.set_xlabel("running time / s")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title)
+    save_figure(fig, path)
+
+
+def curve_rows(curves: list, keys: tuple) -> list:
+    """Flatten curves to CSV rows: the identifying ``keys`` of each curve, then its points."""
+    return [{**{k: c[k] for k in keys}, **p} for c in curves for p in c["points"]]
+
+
+def seeded_split(n: int, sizes: tuple, seed: int) -> list:
+    """Disjoint random index sets of the given sizes from range(n)."""
+    if sum(sizes) > n:
+        raise ValueError(f"the splits need {sum(sizes)} examples but the data has {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    cuts = np.cumsum((0,) + tuple(sizes))
+    return [perm[a:b] for a, b in zip(cuts[:-1], cuts[1:])]
