@@ -1,36 +1,78 @@
-"""The benchmark problems of ablo.bench written in PyTorch (float32, same data and constants):
-hypercleaning (φ = (W, b), inner mean σ(θ_i) CE_i + 0.001‖W‖²) and newsgroups (φ = W, inner
-CE + ½ mean(W² e^λ)); outer loss validation CE; φ_0 = 0; inner GD with step data["lr"]."""
+"""ablo.bench's problems in PyTorch (float32, the same .npz): data hypercleaning
+(ablo.problems.hypercleaning) with inner loss mean_i σ(θ_i) CE_i + λ Σ_layers ‖W‖² (weights, not
+biases), outer loss validation CE, inner GD with step α, for the dense ReLU network
+(ablo.models.mlp_apply) stored as w0, b0, w1, ... (one layer: the linear model).
+
+Written the way PyTorch's documentation writes a dense layer: ``nn.Linear`` (modules, for higher
+and TorchOpt) or ``F.linear`` with the weight stored (out, in) (functional, plain autograd). The
+``matmul`` form ``x @ W + b`` with W stored (in, out) is also offered, labelled as such: it is
+what a transcription of the JAX code gives, and it is slower in PyTorch."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
-def setup(spec, data):
-    """-> (θ leaf requiring grad, φ_0 list, inner(θ, φ), outer(φ), lr)."""
-    torch.set_num_threads(1)  # single-threaded like every worker (ablo.bench.ENV)
-    t = {k: torch.from_numpy(data[k]) for k in ("x_tr", "x_val")}
-    y_tr, y_val = (torch.from_numpy(data[k]).long() for k in ("y_tr", "y_val"))
-    theta = torch.from_numpy(data["theta"]).clone().requires_grad_(True)
-    d, c = t["x_tr"].shape[1], int(data["n_classes"])
-    if spec["problem"] == "hypercleaning":
-        phi0 = [torch.zeros(d, c), torch.zeros(c)]
-        logits = lambda phi, x: x @ phi[0] + phi[1]
+class Data:
+    """Tensors of the problem: ``x_tr, y_tr, x_val, y_val, theta`` (a leaf requiring grad), ``lr``,
+    ``l2`` and ``layers``, the initial [(W (in, out), b)] as stored."""
 
-        def inner(th, phi):
-            ce = F.cross_entropy(logits(phi, t["x_tr"]), y_tr, reduction="none")
-            return (torch.sigmoid(th) * ce).mean() + 1e-3 * (phi[0] ** 2).sum()
-    else:
-        phi0 = [torch.zeros(d, c)]
-        logits = lambda phi, x: x @ phi[0]
+    def __init__(self, data):
+        torch.set_num_threads(1)  # single-threaded like every worker (ablo.bench.worker.ENV)
+        for k in ("x_tr", "x_val"):
+            setattr(self, k, torch.from_numpy(data[k]))
+        self.y_tr, self.y_val = (torch.from_numpy(data[k]).long() for k in ("y_tr", "y_val"))
+        self.theta = torch.from_numpy(data["theta"]).clone().requires_grad_(True)
+        self.lr, self.l2 = float(data["lr"]), float(data["l2"])
+        n = sum(1 for k in data if k.startswith("w") and k[1:].isdigit())
+        self.layers = [(torch.from_numpy(data[f"w{i}"]), torch.from_numpy(data[f"b{i}"])) for i in range(n)]
 
-        def inner(th, phi):
-            return F.cross_entropy(logits(phi, t["x_tr"]), y_tr) + 0.5 * (phi[0] ** 2 * torch.exp(th)[:, None]).mean()
+    def inner(self, theta, logits, params):
+        """``params``: [W, b, W, b, ...] in layer order (as ``Module.parameters()`` of ``Net``)."""
+        ce = F.cross_entropy(logits, self.y_tr, reduction="none")
+        return (torch.sigmoid(theta) * ce).mean() + self.l2 * sum((w * w).sum() for w in list(params)[::2])
 
-    outer = lambda phi: F.cross_entropy(logits(phi, t["x_val"]), y_val)
-    return theta, phi0, inner, outer, float(data["lr"])
+    def outer(self, logits):
+        return F.cross_entropy(logits, self.y_val)
+
+
+def initial_params(d: Data, form: str = "linear") -> list:
+    """[W, b, W, b, ...] as fresh tensors: W (out, in) for ``F.linear``, (in, out) for ``matmul``."""
+    out = []
+    for w, b in d.layers:
+        out += [(w.T if form == "linear" else w).contiguous().clone(), b.clone()]
+    return out
+
+
+def apply(params: list, x, form: str = "linear"):
+    """Logits of the functional network: ReLU after every layer but the last."""
+    n = len(params) // 2
+    for i in range(n):
+        w, b = params[2 * i], params[2 * i + 1]
+        x = F.linear(x, w, b) if form == "linear" else x @ w + b
+        if i < n - 1:
+            x = torch.relu(x)
+    return x
+
+
+class Net(nn.Module):
+    """The same network as ``nn.Linear`` layers and ``nn.ReLU``, weights copied from the data."""
+
+    def __init__(self, d: Data):
+        super().__init__()
+        mods = []
+        for i, (w, b) in enumerate(d.layers):
+            lin = nn.Linear(w.shape[0], w.shape[1])
+            with torch.no_grad():
+                lin.weight.copy_(w.T)
+                lin.bias.copy_(b)
+            mods += [lin] + ([nn.ReLU()] if i < len(d.layers) - 1 else [])
+        self.net = nn.Sequential(*mods)
+
+    def forward(self, x):
+        return self.net(x)
 
 
 def hypergrad(loss, theta):

@@ -1,26 +1,26 @@
-"""Plain PyTorch autograd, the floor: "reverse" unrolls r GD steps with create_graph=True and
+"""Plain PyTorch autograd: "reverse" unrolls r GD steps with create_graph=True and
 back-propagates the outer loss to θ; "fom" runs the steps without a graph and keeps only
-∂L_out/∂θ (+ nothing through V, which is constant)."""
+∂L_out/∂θ (V is constant). spec["variant"]: "linear" (F.linear, default) or "matmul" (x @ W + b)."""
 
 import torch
 from _common import main
-from _torch import hypergrad, setup
+from _torch import Data, apply, hypergrad, initial_params
 
 
 def hypergradient(spec, data):
-    theta, phi0, inner, outer, lr = setup(spec, data)
-    r, exact = int(spec["r"]), spec["method"] == "reverse"
+    d = Data(data)
+    r, exact, form = int(spec["r"]), spec["method"] == "reverse", spec.get("variant") or "linear"
     if spec["method"] not in ("reverse", "fom"):
         raise ValueError(f"torch_plain does 'reverse' and 'fom'; got {spec['method']!r}")
 
     def f():
-        phi = [p.clone().requires_grad_(True) for p in phi0]
+        params = [p.requires_grad_(True) for p in initial_params(d, form)]
         for _ in range(r):
-            g = torch.autograd.grad(inner(theta, phi), phi, create_graph=exact)
-            phi = [p - lr * gi for p, gi in zip(phi, g)]
+            g = torch.autograd.grad(d.inner(d.theta, apply(params, d.x_tr, form), params), params, create_graph=exact)
+            params = [p - d.lr * gi for p, gi in zip(params, g)]
             if not exact:
-                phi = [p.detach().requires_grad_(True) for p in phi]
-        return hypergrad(outer(phi), theta).numpy()
+                params = [p.detach().requires_grad_(True) for p in params]
+        return hypergrad(d.outer(apply(params, d.x_val, form)), d.theta).numpy()
 
     return f
 

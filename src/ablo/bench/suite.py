@@ -1,0 +1,205 @@
+"""The driver: every configuration (problem, library, method, r) in a fresh subprocess per
+round, rounds interleaved so that repeats of different configurations spread over the machine's
+load, medians over rounds, results written as JSON, Markdown and PNG plots."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .problems import AID_ITERS, CHECK_R, LR, SIZES, available_methods, estimator, make_data
+from .worker import ENV, compare
+
+#: r values of the sweep (time and memory against r) per size.
+SWEEP = {"full": (10, 30, 100, 300, 1000), "smoke": (3, 6)}
+#: A configuration is timed when it counts at most max(MAX_CALLS_PER_STEP·(r + 1), MAX_CALLS)
+#: function calls; the others (recompute beyond r = 30, forward with dim θ tangents, one-level
+#: checkpointing at large r) are compiled for their temp memory only.
+MAX_CALLS_PER_STEP, MAX_CALLS = 8, 600
+#: Repeats (alternating estimator/reference calls) per process at the check r.
+CHECK_PAIRS = 3
+
+
+def planned_calls(method: str, r: int, theta_dim: int) -> float:
+    """Function calls the estimator will count at r (gradient evaluations + HVPs + JVPs)."""
+    est = estimator(method, r)
+    if hasattr(est, "backward_cost"):
+        return float(est.backward_cost(r).function_calls) + r + 1
+    if method == "forward":
+        return (r + 1) * (theta_dim + 1)
+    return 3.0 * (r + 1)  # fom, ufom, truncated, aid-cg: O(r)
+
+
+def sweep(problem: str, rs, size: str) -> tuple:
+    """The r values run on ``problem``: ``rs``, or by default ``SWEEP[size]`` on hypercleaning and
+    the check r alone on mlp."""
+    return tuple(rs) if rs is not None else (SWEEP[size] if problem == "hypercleaning" else (CHECK_R[problem],))
+
+
+def check_r(problem: str, rs, size: str) -> int:
+    """The r of ``problem``'s checks: ``CHECK_R`` if it is run, else the largest r run."""
+    s = sweep(problem, rs, size)
+    return CHECK_R[problem] if CHECK_R[problem] in s else max(s)
+
+
+def plan(problems, methods, rs, size: str, rounds: int) -> list:
+    """ablo configurations as (spec, rounds). ``rs``: the sweep's r values (None: ``SWEEP[size]``
+    for hypercleaning and the check r alone for mlp). The check r of each problem (``CHECK_R``, or
+    the largest r) gets ``rounds`` rounds of ``CHECK_PAIRS`` pairs; other r one round of one pair,
+    after a warm-up call up to r = 30. Only configurations within ``MAX_CALLS_PER_STEP``, ``MAX_CALLS`` are timed
+    (the rest are compiled, for temp memory): recompute beyond small r, forward with dim θ = n
+    tangents, one-level checkpointing at large r."""
+    jobs = []
+    for p in problems:
+        check, n = check_r(p, rs, size), SIZES[size][p]["n"]
+        for r in sweep(p, rs, size):
+            for m in methods:
+                at_check = r == check
+                run = size == "smoke" or planned_calls(m, r, n) <= max(MAX_CALLS_PER_STEP * (r + 1), MAX_CALLS)
+                jobs.append(({"problem": p, "method": m, "r": r, "run": run, "check": at_check,
+                              "warmup": at_check or r <= 30 or size == "smoke", "pairs": CHECK_PAIRS if at_check else 1},
+                             rounds if at_check and run else 1))
+    return jobs
+
+
+def call(cmd: list, timeout: float = 3600, env: dict | None = None) -> dict:
+    """Run one worker command (environment: ours, ``ENV`` and ``env``); its last stdout line is its
+    JSON result."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **ENV, **(env or {})})
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+    return json.loads(lines[-1])
+
+
+def job_name(spec: dict) -> str:
+    form = spec.get("variant", "").replace(".", "_")
+    return f"{spec['problem']}-{spec.get('library', 'ablo')}{'-' + form if form else ''}-{spec['method']}-r{spec['r']}"
+
+
+def run_rounds(jobs: list, out_dir: Path, log=print, parallel: int = 1) -> list:
+    """Run every job once per round, rounds interleaved, ``parallel`` worker processes at a time
+    (times are per-process CPU time); -> one merged record per job.
+
+    A job is ``(spec, rounds)`` for ablo or ``(spec, rounds, cmd)`` for a peer; ``spec`` gets
+    ``data`` (the problem's .npz) and ``grad_out`` (where the worker saves its hypergradient)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    records = [dict(spec, runs=[]) for spec, *_ in jobs]
+
+    def one(k, job, rec):
+        spec, rounds, *cmd = job
+        name = job_name(spec)
+        spec = dict(spec, data=str(out_dir / f"{spec['problem']}.npz"),
+                    grad_out=str(out_dir / "grads" / f"{name}.npy") if k == 0 else None)
+        argv = (cmd[0] if cmd else [sys.executable, "-m", "ablo.bench", "worker"]) + [json.dumps(spec)]
+        res = call(argv)
+        if "error" in res:
+            rec["error"] = res["error"]
+            log(f"  {name}: ERROR {res['error']}")
+            return
+        rec["runs"].append(res)
+        log(f"  round {k + 1} {name}: " + ", ".join(
+            f"{a}={res[a]:.4g}" for a in ("time_s", "ref_s", "ratio", "temp_mb", "ref_temp_mb", "peak_rss_mb")
+            if isinstance(res.get(a), (int, float))))
+
+    with ThreadPoolExecutor(max(1, parallel)) as pool:
+        for k in range(max(j[1] for j in jobs)):
+            todo = [(job, rec) for job, rec in zip(jobs, records) if k < job[1] and "error" not in rec]
+            list(pool.map(lambda jr: one(k, *jr), todo))
+    return [merge(rec, out_dir) for rec in records]
+
+
+def merge(rec: dict, out_dir: Path) -> dict:
+    """Medians over rounds (of each process's medians), and the hypergradient file of round 1."""
+    runs = rec.pop("runs")
+    out = {k: v for k, v in rec.items() if k not in ("data", "grad_out")}
+    numeric = sorted({k for x in runs for k, v in x.items() if isinstance(v, (int, float)) and not isinstance(v, bool)})
+    for key in numeric:
+        out[key] = statistics.median(x[key] for x in runs if isinstance(x.get(key), (int, float)))
+    for key in ("ref", "cost"):
+        if runs and key in runs[0]:
+            out[key] = runs[0][key]
+    times = [x["time_s"] for x in runs if "time_s" in x]
+    out["rounds_run"] = len(times)
+    if len(times) > 1:
+        out["spread"] = (max(times) - min(times)) / statistics.median(times)
+    out["round_ratios"] = [x["ratio"] for x in runs if "ratio" in x]
+    grad = out_dir / "grads" / f"{job_name(rec)}.npy"
+    out["grad_file"] = str(grad) if grad.exists() else None
+    return out
+
+
+def analyse(rows: list) -> list:
+    """Add the agreement of every hypergradient with ablo's exact (reverse) one at the same r, and
+    of every peer's with ablo's of the same method."""
+    ablo = {(r["problem"], r["method"], r["r"]): r for r in rows if r.get("library", "ablo") == "ablo"}
+    for row in rows:
+        if not row.get("grad_file"):
+            continue
+        g = np.load(row["grad_file"])
+        exact = ablo.get((row["problem"], "reverse", row["r"]), {}).get("grad_file")
+        if exact:
+            row["vs_exact"] = compare(g, np.load(exact))
+        own = ablo.get((row["problem"], row["method"], row["r"]), {}).get("grad_file")
+        if row.get("library", "ablo") != "ablo" and own:
+            row["vs_ablo_same"] = compare(g, np.load(own))
+    return rows
+
+
+def peer_ratios(rows: list) -> list:
+    """For each peer row: its CPU time against ablo's same (problem, method, r) and against the
+    hand-written JAX reference timed in ablo's process, its peak RSS against ablo's."""
+    ablo = {(r["problem"], r["method"], r["r"]): r for r in rows if r.get("library", "ablo") == "ablo"}
+    out = []
+    for p in rows:
+        a = ablo.get((p["problem"], p["method"], p["r"]))
+        if p.get("library", "ablo") == "ablo" or a is None or "time_s" not in p or "time_s" not in a:
+            continue
+        out.append({"problem": p["problem"], "peer": p["library"], "variant": p.get("variant", ""),
+                    "method": p["method"], "r": p["r"], "peer_s": p["time_s"], "vs_ablo": p["time_s"] / a["time_s"],
+                    "vs_jax_ref": p["time_s"] / a["ref_s"] if "ref_s" in a else None,
+                    "peak_rss_ratio": p["peak_rss_mb"] / a["peak_rss_mb"] if "peak_rss_mb" in a else None,
+                    "cos_same": p.get("vs_ablo_same", {}).get("cos")})
+    return out
+
+
+def run_suite(out_dir, problems=("hypercleaning", "mlp"), methods=None, rs=None, size: str = "full",
+              rounds: int = 3, peers: list = (), log=print, parallel: int = 1, mnist_dir=None) -> dict:
+    """Write each problem's data, run ablo's configurations (``plan``) and ``peers`` (jobs of the
+    form ``(spec, rounds, cmd)``) interleaved, and write results.json, results.md and the plots
+    to ``out_dir``."""
+    from . import report
+
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}; got {size!r}")
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1; got {rounds}")
+    out_dir = Path(out_dir)
+    data = {p: make_data(p, size, mnist_dir=mnist_dir) for p in problems}  # validates names first
+    (out_dir / "grads").mkdir(parents=True, exist_ok=True)
+    for p, arrays in data.items():
+        np.savez(out_dir / f"{p}.npz", **arrays)
+    methods = available_methods() if methods is None else list(methods)
+    jobs = plan(problems, methods, rs, size, rounds) + list(peers)
+    t0 = time.perf_counter()
+    rows = analyse(run_rounds(jobs, out_dir, log, parallel))
+    ratios = peer_ratios(rows)
+    summary = {"experiment": "bench",
+               "config": {"problems": list(problems), "methods": methods, "rs": None if rs is None else list(rs),
+                          "size": size, "rounds": rounds, "sizes": {p: SIZES[size][p] for p in problems},
+                          "lr": LR, "aid_iters": AID_ITERS, "parallel": parallel,
+                          "mnist": mnist_dir is not None, "seconds": time.perf_counter() - t0},
+               "machine": report.machine(), "results": rows, "peer_ratios": ratios,
+               "checks": report.checks(rows)}
+    summary["plots"] = report.plots(rows, out_dir)
+    (out_dir / "results.json").write_text(json.dumps(summary, indent=1))
+    (out_dir / "results.md").write_text(report.markdown(summary))
+    return summary
