@@ -9,6 +9,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from _cli_run import ablo
 
 from ablo import cli
 
@@ -16,13 +17,7 @@ PREV = "PREV"  # replaced by the previous run's folder
 
 
 def call(args, capsys):
-    try:
-        cli.main(args)
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
+    return ablo(*args)
 
 
 def snapshot(folder: Path) -> dict:
@@ -84,7 +79,7 @@ CASES = [
     (TOY + ["-m", "truncated-5.5"], "option K must be an integer"),
     (TOY + ["-m", "fom-3"], "fom takes no shorthand value"),
     (TOY + ["-m", "no-such-method"], "unknown estimator 'no-such-method'"),
-    (TOY + ["-m", "ufom:q=2"], "must be in (0, 1]"),
+    (TOY + ["-m", "ufom:q=2"], "q (probability of the exact branch) must be a number in (0, 1]"),
     (TOY + ["-m", "reverse:K=3"], "reverse has no option 'K'"),
     (TOY + ["-m", "truncated:K=200"], "K (truncation depth) must be an integer in [0, r]"),
     (TOY + ["-m", "aid-cg:warm_start=maybe"], "option warm_start must be true or false"),

@@ -112,6 +112,7 @@ class AdaptiveUFOM(Estimator):
         return expected(self.cheap.expected_cost(r), self.exact.expected_cost(r), q)
 
     def init(self, problem, theta, task):
+        """Zero statistics, k_upd = 0 (so the first step is exact, q = 1), the cheap state."""
         z = jnp.zeros((), dtype=jnp.result_type(float))
         cheap = () if self.cheap is None else self.cheap.init(problem, theta, task)
         return AdaptiveState(z, z, jnp.zeros((), jnp.int32), jnp.ones_like(z), cheap)
@@ -147,6 +148,8 @@ class AdaptiveUFOM(Estimator):
         return g, tree_sq_norm(tree_sub(g_ch, g_ex)), tree_sq_norm(g_ex), xi, cheap_state, c
 
     def estimate(self, problem, theta, task, state, key):
+        """One draw of UFOM (or Debiased) at q = max(q*, q_min) from the current statistics (eq. 21-22),
+        then the statistics updated when ξ = 1 (eq. 23-24)."""
         self.check(problem)
         q = self.q_of(state, problem.steps)
         g, d2, v2, xi, cheap_state, c = self._draw(problem, theta, task, state.cheap, q, key)

@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Tuple
 import jax
 import jax.extend
 import jax.numpy as jnp
+import optax
 
 from ..cost import Cost, batch_total, cost, is_nonfinite
 from ..problem import BilevelProblem
@@ -36,15 +37,18 @@ tree_map = jax.tree_util.tree_map
 
 
 def tree_add(a, b):
-    return tree_map(jnp.add, a, b)
+    """a + b leaf by leaf (``optax.tree.add``)."""
+    return optax.tree.add(a, b)
 
 
 def tree_sub(a, b):
-    return tree_map(jnp.subtract, a, b)
+    """a − b leaf by leaf (``optax.tree.sub``)."""
+    return optax.tree.sub(a, b)
 
 
 def tree_scale(c, a):
-    return tree_map(lambda x: c * x, a)
+    """c · a for a scalar c (``optax.tree.scale``)."""
+    return optax.tree.scale(c, a)
 
 
 def add_cotangents(a, b):
@@ -53,7 +57,8 @@ def add_cotangents(a, b):
 
 
 def tree_sq_norm(a) -> jax.Array:
-    return sum(jnp.vdot(x, x).real for x in jax.tree_util.tree_leaves(a))
+    """‖a‖² over all leaves (``optax.tree.norm(a, squared=True)``)."""
+    return optax.tree.norm(a, squared=True)
 
 
 def outer_cotangents(problem: BilevelProblem, theta, s_r, task):
@@ -189,9 +194,12 @@ class Estimator:
         jax.tree_util.register_pytree_node(cls, _flatten, functools.partial(_unflatten, cls))
 
     def init(self, problem: BilevelProblem, theta, task) -> Any:
+        """The estimator state before the first call (``()`` for stateless estimators)."""
         return ()
 
     def estimate(self, problem: BilevelProblem, theta, task, state, key) -> Tuple[Any, Any, Cost]:
+        """(hypergradient estimate of ∂M^(r)/∂θ for ``task``, new state, Cost); ``key`` feeds any
+        randomness. Pure and jit-able; subclasses implement it."""
         raise NotImplementedError
 
     def __call__(self, problem, theta, task, state, key):
@@ -225,4 +233,5 @@ class Estimator:
 
 
 def zero_cost() -> Cost:
+    """A Cost of zeros (nothing spent)."""
     return cost()

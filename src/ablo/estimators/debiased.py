@@ -37,6 +37,7 @@ def check_q(q) -> None:
 
 
 def check_exact(exact) -> None:
+    """ValueError unless ``exact`` is an exact unrolled estimator (Recompute, Checkpointed, Binomial, Reverse)."""
     if not isinstance(exact, ExactUnrolled):
         raise ValueError(f"exact must be an unrolled exact estimator (Recompute(), Binomial(s), Checkpointed(M) "
                          f"or Reverse()); got {exact!r}")
@@ -92,6 +93,7 @@ class UFOM(Estimator):
         return {"q": float(self.q)}
 
     def estimate(self, problem, theta, task, state, key):
+        """One draw of eq. 12-13: G_FO + (ξ/q)(G_exact − G_FO), ξ ~ Bernoulli(q), sharing the forward pass."""
         self.check(problem)
         g, _, _, _, c = ufom_step(problem, theta, task, self.exact, self.q, key)
         return g, state, c
@@ -107,6 +109,7 @@ def ufom_expected_cost(exact: ExactUnrolled, r: int, q):
 
 
 def check_estimator(name: str, est) -> None:
+    """ValueError naming ``name`` unless ``est`` is an estimator."""
     if not isinstance(est, Estimator):
         raise ValueError(f"{name} must be an estimator (e.g. Truncated(K=5), Recompute()); got {est!r}")
 
@@ -154,12 +157,14 @@ class Debiased(Estimator):
         self.exact.check(problem)
 
     def init(self, problem, theta, task):
+        """The cheap estimator's state."""
         return self.cheap.init(problem, theta, task)
 
     def describe_state(self, state):
         return {"q": float(self.q), **self.cheap.describe_state(state)}
 
     def estimate(self, problem, theta, task, state, key):
+        """One draw of G_cheap + (ξ/q)(G_exact − G_cheap); the exact branch runs only when ξ = 1."""
         self.check(problem)
         g, _, _, _, state, c = debiased_step(problem, theta, task, self.cheap, state, self.exact, self.q, key)
         return g, state, c

@@ -19,9 +19,14 @@ def first_order(problem, theta, task, s_r):
 
 @dataclass(frozen=True)
 class FOM(Estimator):
+    """The first-order method (paper 000 Alg. 3): run the r inner steps, then
+    G_FO = ∂L_out/∂θ + (∂V/∂θ)ᵀ ∂L_out/∂φ at φ_r. Biased, O(1) memory; cost r + 1 gradient
+    evaluations (+ one JVP of V when V depends on θ)."""
+
     name: ClassVar[str] = "fom"
 
     def estimate(self, problem, theta, task, state, key):
+        """G_FO of eq. 10-11 with its Cost."""
         s_r = problem.run(theta, task)
         g, _ = first_order(problem, theta, task, s_r)
         c = self.expected_cost(problem.steps)

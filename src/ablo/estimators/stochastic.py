@@ -275,6 +275,7 @@ class BSA(_SingleSample):
         return StochasticState(problem.optimizer.params(problem.initial_state(theta, task)), jnp.asarray(0, jnp.int32))
 
     def inner_steps_for(self, r):
+        """The largest number of inner steps one call takes for r (BSA: r)."""
         return r
 
     def inner_steps(self, problem, step):
@@ -307,6 +308,7 @@ class TTSA(_SingleSample):
                                   "ablo.hypergradient_batch with state")
 
     def inner_steps_for(self, r):
+        """Inner steps per call: TTSA takes one."""
         return 1
 
     def init(self, problem, theta, task):

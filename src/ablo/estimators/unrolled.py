@@ -55,6 +55,7 @@ class ExactUnrolled(Estimator):
         return c._replace(grad_evals=c.grad_evals + r + 1)
 
     def estimate(self, problem, theta, task, state, key):
+        """Forward half, outer gradient, backward half: the exact hypergradient and its Cost."""
         self.check(problem)
         s_r, aux = self.forward(problem, theta, task)
         b_theta, b_s = outer_cotangents(problem, theta, s_r, task)
@@ -208,6 +209,7 @@ class Truncated(Estimator):
             raise ValueError(f"K (truncation depth) must be an integer in [0, r] = [0, {problem.steps}]; got {self.K!r}")
 
     def estimate(self, problem, theta, task, state, key):
+        """K-RMD of eq. 8: r forward steps, reverse through the last K, close with V's Jacobian."""
         self.check(problem)
         r, K = problem.steps, int(self.K)
         s = problem.run(theta, task, 0, r - K)
@@ -236,6 +238,7 @@ class Forward(Estimator):
     name: ClassVar[str] = "forward"
 
     def estimate(self, problem, theta, task, state, key):
+        """FMD of eq. 7: Z carried through the loop as dim θ tangents, then ∂_θL_out + Z ∂_φL_out."""
         flat, unravel = jax.flatten_util.ravel_pytree(theta)
         n = flat.shape[0]
         basis = jax.vmap(unravel)(jnp.eye(n, dtype=flat.dtype))

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from ..cost import cost
 from ..problem import constant_init
-from .base import Estimator, outer_cotangents, with_finite_flag
+from .base import Estimator, charge_v, outer_cotangents, with_finite_flag
 from .implicit import AID, aid_cg
 from .unrolled import ExactUnrolled, Reverse
 
@@ -82,8 +82,7 @@ class WarmStart(Estimator):
         if isinstance(self.base, ExactUnrolled):
             s_r, aux = self.base.forward(warm, theta, task)
             g = self.base.backward(warm, theta, task, aux, *outer_cotangents(warm, theta, s_r, task))
-            c = self.base.backward_cost(warm.steps)
-            c = with_finite_flag(g, c._replace(grad_evals=c.grad_evals + warm.steps + 1), s_r)
+            c = with_finite_flag(g, charge_v(self.base.expected_cost(warm.steps), warm, theta, task), s_r)
             return g, WarmState(warm.optimizer.params(s_r), state.base), c
         g, base_state, c = self.base.estimate(warm, theta, task, state.base, key)
         s_r = warm.run(theta, task)
