@@ -25,6 +25,7 @@ from typing import Any, Callable, ClassVar, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 tree_map = jax.tree_util.tree_map
 
@@ -43,12 +44,12 @@ class SolveInfo(NamedTuple):
 
 def tree_vdot(a, b) -> jax.Array:
     """Σ over leaves of ⟨a, b⟩ (real part): the inner product of two pytrees of one structure."""
-    return sum(jnp.vdot(x, y).real for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    return jnp.real(optax.tree.vdot(a, b))
 
 
 def tree_norm(a) -> jax.Array:
     """‖a‖₂ over all leaves of a pytree."""
-    return jnp.sqrt(tree_vdot(a, a))
+    return optax.tree.norm(a)
 
 
 def _axpy(alpha, x, y):

@@ -242,7 +242,7 @@ def make_step(problem, estimator, optimizer, sampler, meta_batch: int = 1, mesh=
             l_in = l_out = jnp.asarray(jnp.nan, jnp.float32)
         updates, new_opt = optimizer.update(g, opt_state, theta)
         new_theta = optax.apply_updates(theta, updates)
-        same = lambda new, old: jax.tree_util.tree_map(lambda a, b: a.astype(b.dtype), new, old)
+        same = optax.tree.cast_like
         new_theta, new_opt, new_est = same(new_theta, theta), same(new_opt, opt_state), same(new_est, est_state)
         grad_norm = optax.tree.norm(g)
         bad = {"inner_loss": is_nonfinite(l_in) if log_losses else jnp.asarray(False),

@@ -22,6 +22,7 @@ from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from ..checks import check_number
 from ..cost import cost, expected
@@ -43,12 +44,6 @@ def check_exact(exact) -> None:
                          f"or Reverse()); got {exact!r}")
 
 
-def like(ref, tree):
-    """``tree`` in ``ref``'s dtypes: 1/q may be float64 while θ is float32, and both branches of
-    the ξ-cond must agree."""
-    return jax.tree_util.tree_map(lambda x, r: x.astype(r.dtype), tree, ref)
-
-
 def ufom_step(problem, theta, task, exact: ExactUnrolled, q, key):
     """One draw of eq. 12-13 for a (possibly traced) q. Returns (G_UFO, G_FO, G_exact or G_FO,
     ξ, Cost): the last two let adaptive schemes update their statistics (eq. 23-24)."""
@@ -60,7 +55,7 @@ def ufom_step(problem, theta, task, exact: ExactUnrolled, q, key):
 
     def exact_branch(_):
         g_ex = exact.backward(problem, theta, task, aux, b_theta, b_s)
-        return like(g_fo, tree_add(g_fo, tree_scale(1.0 / q, tree_sub(g_ex, g_fo)))), g_ex
+        return optax.tree.cast_like(tree_add(g_fo, tree_scale(1.0 / q, tree_sub(g_ex, g_fo))), g_fo), g_ex  # 1/q may be f64
 
     g, g_ex = jax.lax.cond(xi, exact_branch, lambda _: (g_fo, g_fo), None)
     x = xi.astype(jnp.float32)
@@ -124,7 +119,8 @@ def debiased_step(problem, theta, task, cheap: Estimator, cheap_state, exact: Es
 
     def exact_branch(_):
         g_ex, _, c_ex = exact.estimate(problem, theta, task, exact.init(problem, theta, task), k_exact)
-        return like(g_ch, tree_add(g_ch, tree_scale(1.0 / q, tree_sub(g_ex, g_ch)))), like(g_ch, g_ex), c_ex
+        return (optax.tree.cast_like(tree_add(g_ch, tree_scale(1.0 / q, tree_sub(g_ex, g_ch))), g_ch),
+                optax.tree.cast_like(g_ex, g_ch), c_ex)
 
     def cheap_branch(_):
         _, _, c_ex = jax.eval_shape(exact_branch, None)
