@@ -163,8 +163,10 @@ class RunFolder:
             self._lock.close()
             self._lock = None
 
-    def checkpoint_dir(self, label: str) -> Path:
-        """Where the outer run called ``label`` keeps its checkpoint."""
-        return self.path / "checkpoints" / label.replace("/", "_").replace(":", "_").replace(",", "_")
+
+
+def checkpoint_dir(root, label: str) -> Path:
+    """``root/checkpoints/<label>`` with the characters of a spec that paths dislike replaced."""
+    return Path(root) / "checkpoints" / label.replace("/", "_").replace(":", "_").replace(",", "_")
 
 

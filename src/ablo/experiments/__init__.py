@@ -10,7 +10,7 @@ the config's specs (:func:`ablo.estimators.parse`), trains with :mod:`ablo.outer
 
 :func:`execute` is the one way to run an experiment (the CLI uses it): it claims the out folder
 (:class:`~ablo.runfolder.RunFolder`: manifest, lock, no mixing or silent replacing) and hands
-``run`` a :class:`RunContext` with the folder, the progress factory and the resume flag.
+``run`` a :class:`RunContext` with the folder's path, the progress factory and the resume flag.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional
 
-from ..runfolder import RunFolder
+from ..runfolder import RunFolder, checkpoint_dir
 from .config import ExperimentConfig, build
 
 
@@ -56,12 +56,10 @@ class RunContext:
     out: Path
     progress: Callable = null_progress
     resume: bool = False
-    folder: Optional[RunFolder] = None
     note: Callable[[str], None] = lambda message: None
 
     def checkpoint_dir(self, label: str) -> Path:
-        return (self.folder.checkpoint_dir(label) if self.folder is not None
-                else self.out / "checkpoints" / label.replace("/", "_").replace(":", "_").replace(",", "_"))
+        return checkpoint_dir(self.out, label)
 
     def outer_options(self, label: str) -> dict:
         """Keyword arguments of :func:`ablo.outer.run` for the run called ``label``: its checkpoint
@@ -100,4 +98,4 @@ def execute(exp: Experiment, cfg: ExperimentConfig, out, *, resume: bool = False
             progress: Callable = null_progress, note: Callable[[str], None] = lambda m: None) -> dict:
     """Run ``exp`` with ``cfg`` into the folder ``out`` (claimed by a RunFolder for the run)."""
     with RunFolder(out, exp.name, cfg, getattr(cfg, "data_dir", None), resume=resume, overwrite=overwrite) as folder:
-        return exp.run(cfg, RunContext(folder.path, progress, resume, folder, note))
+        return exp.run(cfg, RunContext(folder.path, progress, resume, note))

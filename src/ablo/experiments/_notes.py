@@ -14,11 +14,12 @@ def smoke_option():
 
 
 def smoke_note(cfg) -> str:
-    """A paragraph saying that this is a smoke run (``cfg.smoke``), or ''."""
-    if not cfg.smoke:
+    """A paragraph saying that this is a smoke run (``cfg.smoke``, or ``cfg["smoke"]`` for a
+    resolved dict), or ''."""
+    if not (cfg["smoke"] if isinstance(cfg, dict) else cfg.smoke):
         return ""
-    return ("**Smoke run** (--tiny: smoke = true): it checks that the pipeline runs; its numbers reproduce nothing "
-            "and say nothing about the paper's claims.\n\n")
+    return ("**Smoke run** (--tiny: smoke = true): it checks that the pipeline runs; its numbers prove nothing "
+            "about the methods or the paper's claims.\n\n")
 
 
 def paper_note(quote: str, figure: str, dataset: str, real_data: bool, smoke: bool) -> str:

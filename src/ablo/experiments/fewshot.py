@@ -48,7 +48,8 @@ import numpy as np
 import optax
 
 from . import Experiment, RunContext, register
-from .hypercleaning import SMOKE_NOTE, curve_rows, plot_curves
+from ._notes import smoke_note, smoke_option
+from .hypercleaning import curve_rows, plot_curves
 from .. import estimators, outer
 from ..meta import Reptile, maml, merge_support_query
 from ..models import convnet_apply, convnet_init, cross_entropy
@@ -94,7 +95,7 @@ class Config(ExperimentConfig):
     eval_tasks: int = option(1000, "held-out tasks of the final evaluation", low=2)
     curve_tasks: int = option(200, "held-out tasks per curve point", low=2)
     devices: Optional[int] = option(None, "shard each meta-batch over N devices", low=1, hashed=False)
-    smoke: bool = option(False, "a smoke run (set by --tiny): results.md says its numbers prove nothing")
+    smoke: bool = smoke_option()
 
     def resolved(self) -> "Config":
         """This config with ``ways`` and ``size`` filled: 20 and 14 on Omniglot, 3 and 8 on digits."""
@@ -264,7 +265,7 @@ def _write_table(cfg: dict, rows: list, out_dir: Path) -> None:
     paper = ("Likhosherstov et al. 2021, Table 2 (Omniglot 1-shot, 28x28, 64 filters, the paper's budget) is not "
              f"shown: {withheld}." if withheld else "paper_test_acc: Likhosherstov et al. 2021, Table 2 at this "
              "many ways.")
-    notes = ([SMOKE_NOTE] if cfg["smoke"] else []) + [
+    notes = ([smoke_note(cfg).strip()] if cfg["smoke"] else []) + [
         f"Data: {data}. {cfg['shots']}-shot {cfg['ways']}-way, images {cfg['size']}x{cfg['size']}, conv "
         f"{cfg['blocks']} x {cfg['filters']} filters (stride 2, batch norm, ReLU) + dense, r = {cfg['steps']} inner "
         f"SGD steps (lr {cfg['inner_lr']}), meta-batch {cfg['meta_batch']}, outer Adam lr {cfg['outer_lr']}{clip}, "

@@ -46,6 +46,7 @@ from ..models import cross_entropy, linear_init, mlp_apply, mlp_init
 from ..problems.hypercleaning import f1_corrupted, make_problem
 from ..results import save_figure, write_csv, write_markdown, write_summary
 from ._paper import hypercleaning_figures_withheld, reference
+from ._notes import smoke_note, smoke_option
 from .config import ConfigError, ExperimentConfig, option
 
 NAME = "hypercleaning"
@@ -100,7 +101,7 @@ class Config(ExperimentConfig):
                                            low=0, low_open=True)
     outer_lr: float = option(0.3, "outer Adam step size (the papers give none)", low=0, low_open=True)
     eval_every: int = option(10, "outer steps between evaluations and checkpoints", low=1)
-    smoke: bool = option(False, "a smoke run (set by --tiny): results.md says its numbers prove nothing")
+    smoke: bool = smoke_option()
 
     def resolved(self) -> "Config":
         """This config with every field left None filled from :data:`MODEL_DEFAULTS` (sizes:
@@ -309,10 +310,6 @@ def plot_curves(rows: list, path: Path, x: str, ys: list, group: tuple, title: s
     save_figure(fig, path)
 
 
-SMOKE_NOTE = ("**Smoke run** (--tiny): tiny data, few steps; it checks that the pipeline runs, and its numbers "
-              "prove nothing about the methods.")
-
-
 def describe_dataset(d: dict) -> str:
     """One phrase naming the data read and its sizes."""
     if d["name"] == "MNIST":
@@ -343,7 +340,7 @@ def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
     Ls = ", ".join(f"{r['L']:.4g}" for r in rows if r["method"] == rows[0]["method"])
     alpha = (f"inner GD α = 1/L (inner_lr = auto; L = {Ls} per seed, the top eigenvalue of the inner Hessian at φ_0)"
              if cfg["inner_lr"] is None else f"inner GD α = {cfg['inner_lr']} (below 2/L; L = {Ls} per seed at φ_0)")
-    notes = ([SMOKE_NOTE] if cfg["smoke"] else []) + [
+    notes = ([smoke_note(cfg).strip()] if cfg["smoke"] else []) + [
         f"Data: {describe_dataset(cfg['dataset'])}; corrupted fraction {cfg['corrupt']}, r = {cfg['steps']}, "
         f"{alpha}, λ = {cfg['l2']}, outer Adam lr {cfg['outer_lr']} (the papers give none), seeds "
         f"{list(cfg['seeds'])}. The inner loss is the mean weighted cross-entropy (the papers' sum with α = 1 "
