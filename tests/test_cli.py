@@ -59,6 +59,7 @@ def test_run_writes_every_result_file(toy_run):
 
 #: A hypercleaning summary's config on the papers' data and protocol (their figures apply).
 PAPER_HYPERCLEANING = {"model": "linear", "n_train": 5000, "n_val": 5000, "corrupt": 0.5, "steps": 100,
+                       "corruption": "uniform", "test_set": "rest", "outer_steps": 1000,
                        "dataset": {"name": "MNIST", "train_images": 60000, "test_images": 10000, "image_size": 28}}
 
 
@@ -94,15 +95,16 @@ def test_compare_refuses_a_seed_pooled_twice(tmp_path, capsys):
 
 
 def test_compare_keeps_different_settings_apart(tmp_path, capsys):
-    for name, model, acc in (("lin", "linear", 88.0), ("mlp", "mlp", 92.0)):
-        write_summary(tmp_path / name, "hypercleaning", {**PAPER_HYPERCLEANING, "model": model, "seeds": [0]},
+    for name, model, acc, corruption in (("lin", "linear", 88.0, "uniform"), ("mlp", "mlp", 92.0, "wrong")):
+        write_summary(tmp_path / name, "hypercleaning", {**PAPER_HYPERCLEANING, "model": model, "seeds": [0],
+                                                         "corruption": corruption},
                       [{"method": "recompute", "seed": 0, "test_acc": acc, "steps": 7}])
     code, out, err = call(["compare", str(tmp_path / "lin"), str(tmp_path / "mlp")], capsys)
     assert code == 0, err
-    header = next(l for l in out.splitlines() if l.startswith("| config.model"))
+    header = next(l for l in out.splitlines() if l.startswith("| config.corruption | config.model"))
     assert "| steps |" in header and "paper_test_acc" in header
-    lin = next(l for l in out.splitlines() if l.startswith("| linear"))
-    mlp = next(l for l in out.splitlines() if l.startswith("| mlp"))
+    lin = next(l for l in out.splitlines() if l.startswith("| uniform | linear"))
+    mlp = next(l for l in out.splitlines() if l.startswith("| wrong | mlp"))
     assert "| 88 |" in lin and "88.33" in lin  # exact on the linear model: paper 001 Table 2, K = T
     assert "| 92 |" in mlp and "90.82" in mlp  # exact on the MLP: paper 000 Table 1
 

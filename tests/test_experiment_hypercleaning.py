@@ -2,6 +2,7 @@
 check, divergence and the result files, mostly through ``ablo run`` as a user calls it."""
 
 import csv
+import dataclasses
 import json
 import os
 import sys
@@ -61,16 +62,60 @@ def no_env_data_dir(monkeypatch):
 
 
 # --- data and problem ----------------------------------------------------------------------------
-def test_corruption_is_exactly_the_requested_fraction_and_classes_are_balanced():
-    d = hc.make_data(small_cfg(n_train=300, n_val=200, corrupt=0.5), seed=3)
+def test_wrong_corruption_is_exactly_the_requested_fraction_and_each_split_is_class_balanced():
+    d = hc.make_data(small_cfg(n_train=300, n_val=200, corrupt=0.5, corruption="wrong"), seed=3)
     t = d["task"]
     changed = np.asarray(t["y"] != d["clean_y"])
     assert changed.sum() == 150
     np.testing.assert_array_equal(changed, np.asarray(d["corrupted"]))
-    counts = np.bincount(np.concatenate([np.asarray(d["clean_y"]), np.asarray(t["y_val"])]), minlength=10)
-    assert counts.max() - counts.min() <= 1
+    for labels, n in ((d["clean_y"], 300), (t["y_val"], 200)):
+        np.testing.assert_array_equal(np.bincount(np.asarray(labels), minlength=10), [n // 10] * 10)
     assert t["x"].shape == (300, 64) and t["x_val"].shape == (200, 64)
     assert d["dataset"]["name"] == "scikit-learn digits" and d["dataset"]["n_train"] == 300
+
+
+def test_uniform_corruption_replaces_with_probability_p_and_may_keep_the_true_label():
+    """Shaban et al. 2019, App. G.1: with probability 1/2 a uniformly random label, so about
+    p·9/10 of the labels end up wrong; 'corrupted' marks exactly those."""
+    d = hc.make_data(small_cfg(n_train=600, n_val=100, corrupt=0.5, corruption="uniform"), seed=1)
+    changed = np.asarray(d["task"]["y"] != d["clean_y"])
+    np.testing.assert_array_equal(changed, np.asarray(d["corrupted"]))
+    assert abs(changed.mean() - 0.45) < 4 * np.sqrt(0.45 * 0.55 / 600)
+    assert d["dataset"]["corrupted"] == changed.sum()
+
+
+def test_test_set_rest_is_every_image_not_drawn_for_train_or_val():
+    cfg = small_cfg(n_train=300, n_val=200)
+    rest, held = hc.make_data(cfg, seed=0), hc.make_data(dataclasses.replace(cfg, test_set="test"), seed=0)
+    n_images = 1797  # scikit-learn digits
+    assert rest["dataset"]["n_test"] == n_images - 500 and held["dataset"]["n_test"] == n_images // 4
+    rows = lambda x: {r.tobytes() for r in np.asarray(x)}
+    x_test, x_train = rows(rest["test"][0]), rows(rest["task"]["x"]) | rows(rest["task"]["x_val"])
+    assert len(x_test & x_train) <= 5  # digits has a few duplicate images; drawn indices are disjoint
+    assert rows(held["test"][0]) <= x_test
+
+
+def test_first_step_norm_sets_eta0_per_method_so_the_first_update_has_that_norm():
+    """Paper 001 App. G.1: η_0 adjusted per K so the first update's norm is the same."""
+    cfg = small_cfg(n_train=200, n_val=200, first_step_norm=3.0, schedule="constant")
+    data = hc.make_data(cfg, seed=0)
+    problem = make_problem(steps=5, phi0=linear_init(64, 10), l2=cfg.l2, decay_bias=True)
+    theta0, key = jnp.zeros(200), jax.random.PRNGKey(0)
+    import optax
+    from ablo import Truncated
+
+    etas = []
+    for est in (Truncated(K=1), Reverse()):
+        opt, eta0 = hc.outer_optimizer(cfg, problem, est, theta0, data["task"], key)
+        g = est.estimate(problem, theta0, data["task"], (), key)[0]
+        u = opt.update(g, opt.init(theta0), theta0)[0]
+        assert float(optax.tree.norm(u)) == pytest.approx(3.0, rel=1e-4)
+        etas.append(eta0)
+    assert len(etas) == 2
+    # FOM's estimate is 0 here: no η_0 gives it that norm, it takes Adam's √n for a gradient without zeros
+    assert hc.outer_optimizer(cfg, problem, FOM(), theta0, data["task"], key)[1] == pytest.approx(3.0 / np.sqrt(200))
+    explicit = dataclasses.replace(cfg, outer_lr=0.25, first_step_norm=None)
+    assert hc.outer_optimizer(explicit, problem, Reverse(), theta0, data["task"], key)[1] == 0.25
 
 
 def test_f1_of_the_threshold_rule_matches_a_hand_count():
@@ -97,10 +142,17 @@ def test_model_defaults_are_resolved_in_one_place():
     lin = build(hc.Config, {"data_dir": "/mnist"}).resolved()
     assert lin.methods == ("truncated-1", "truncated-5", "truncated-25", "truncated-50", "reverse")
     assert (lin.n_train, lin.steps, lin.pool, lin.hidden, lin.outer_steps, lin.budget_calls) == (5000, 100, 1, None,
-                                                                                                  60, None)
+                                                                                                  1000, None)
+    # Shaban et al. 2019, App. G.1: uniform corruption, test on the rest, 0.001 on the summed loss
+    assert (lin.corruption, lin.test_set, lin.decay_bias, lin.schedule) == ("uniform", "rest", True, "inv-sqrt")
+    assert lin.l2 == pytest.approx(0.001 / 5000) and lin.first_step_norm == pytest.approx(np.sqrt(5000))
+    assert lin.outer_lr is None
+    assert build(hc.Config, {"data_dir": "/mnist", "outer_lr": "0.1"}).resolved().first_step_norm is None
     mlp = build(hc.Config, {"model": "mlp"}).resolved()
     assert mlp.methods == ("recompute", "fom", "adaptive-ufom") and mlp.seeds == (0, 1, 2)
     assert (mlp.n_train, mlp.steps, mlp.pool, mlp.hidden, mlp.budget_calls) == (600, 20, None, 32, 10_000)
+    assert (mlp.corruption, mlp.test_set, mlp.decay_bias, mlp.l2, mlp.outer_lr) == ("wrong", "test", False, 1e-3, 0.3)
+    assert build(hc.Config, {"model": "mlp", "first_step_norm": "5"}).resolved().outer_lr is None
     assert build(hc.Config, {"inner_lr": "auto"}).inner_lr is None
     assert build(get("demo").config, {}).resolved().methods == ("recompute", "fom", "ufom", "adaptive-ufom")
 
@@ -110,7 +162,9 @@ def test_model_defaults_are_resolved_in_one_place():
     ({"n_train": "0"}, "n_train"), ({"methods": "truncated-99"}, "methods: truncated-99"),
     ({"methods": "truncated-5.5"}, "truncated-5.5"), ({"hidden": "16"}, "hidden is not used"),
     ({"pool": "2"}, "pool is not used"), ({"seeds": "0,0"}, "seeds"), ({"inner_lr": "0"}, "inner_lr"),
-    ({"inner_lr": "[1, 2]"}, "inner_lr"), ({"model": "mlp", "hidden": "0"}, "hidden")])
+    ({"inner_lr": "[1, 2]"}, "inner_lr"), ({"model": "mlp", "hidden": "0"}, "hidden"),
+    ({"corruption": "flip"}, "corruption"), ({"test_set": "val"}, "test_set"),
+    ({"outer_lr": "0.1", "first_step_norm": "3"}, "first_step_norm"), ({"first_step_norm": "0"}, "first_step_norm")])
 def test_bad_config_names_the_key(bad, match):
     with pytest.raises(ConfigError, match=match):
         build(hc.Config, bad, hc.TINY)
@@ -138,6 +192,10 @@ def test_tiny_linear_run_writes_summary_curves_table_and_plot(tmp_path, capsys):
     assert (tmp_path / "curves.png").stat().st_size > 0
     md = (tmp_path / "results.md").read_text()
     assert "Smoke run" in md and "prove nothing" in md
+    # Shaban et al. 2019, Fig. 5: the exact hypergradient's norm along the run; the ratio is 1 for exact
+    assert all(float(row["true_grad_norm"]) > 0 for row in rows)
+    assert all(float(row["descent_ratio"]) == pytest.approx(1.0, abs=1e-4) for row in rows if row["method"] == "reverse")
+    assert (tmp_path / "true_gradient.png").stat().st_size > 0
     assert "scikit-learn digits" in md and "MNIST from" not in md
     assert "Shaban et al. 2019, Table 2" in md and "are not shown" in md and "paper_" not in md
     assert (tmp_path / "checkpoints" / "reverse seed 0").is_dir()
@@ -195,8 +253,8 @@ def test_a_run_that_diverges_after_passing_the_check_stops_with_one_line(tmp_pat
     """The step-size check passes at φ_0, but an outer Adam step of 1e38 walks θ (float32) past
     the largest float within a few steps. ``ablo run`` stops: exit 2, one line naming the step, the
     run and the cause, and the last good checkpoint is kept with a finite θ."""
-    code, _, err = call(["run", "hypercleaning", "--tiny", "--outer-lr", "1e38", "--steps", "20", "-m", "truncated-1",
-                         "--out", str(tmp_path)], capsys)
+    code, _, err = call(["run", "hypercleaning", "--tiny", "--outer-lr", "1e38", "--set", "schedule=constant",
+                         "--steps", "20", "-m", "truncated-1", "--out", str(tmp_path)], capsys)
     assert code == 2 and len(err) == 1, err
     assert "of truncated-1 seed 0: the theta is not finite" in err[0] and "Traceback" not in err[0]
     step = int(err[0].split("outer step ")[1].split()[0])
@@ -211,18 +269,22 @@ def test_a_run_that_diverges_after_passing_the_check_stops_with_one_line(tmp_pat
 
 # --- the papers' figures ---------------------------------------------------------------------------
 def paper_config(**kw):
-    cfg = {"model": "linear", "n_train": 5000, "n_val": 5000, "corrupt": 0.5, "steps": 100,
-           "dataset": {"name": "MNIST", "train_images": 60000, "test_images": 10000, "image_size": 28}}
+    cfg = {"model": "linear", "n_train": 5000, "n_val": 5000, "corrupt": 0.5, "steps": 100, "corruption": "uniform",
+           "test_set": "rest", "outer_steps": 1000, "dataset": {"name": "MNIST", "train_images": 60000, "test_images": 10000, "image_size": 28}}
     return {**cfg, **kw}
 
 
 def test_papers_figures_only_on_their_data_and_protocol():
     row = {"method": "truncated-5", "estimator": "truncated", "K": 5}
     assert _paper.hypercleaning_figures_withheld(paper_config()) == ""
-    assert _paper.reference("hypercleaning", paper_config(), row) == {"paper_test_acc": 88.05, "paper_f1": 0.89}
-    assert _paper.reference("hypercleaning", paper_config(model="mlp"), {"method": "recompute"})["paper_test_acc"] \
-        == 90.82
+    assert _paper.reference("hypercleaning", paper_config(), row) == {
+        "paper_test_acc": 88.05, "paper_val_acc": 89.90, "paper_val_ce": 0.383, "paper_f1": 0.89}
+    assert _paper.reference("hypercleaning", paper_config(model="mlp", corruption="wrong"),
+                            {"method": "recompute"})["paper_test_acc"] == 90.82
     for cfg, why in [(paper_config(steps=20), "steps = 20 (paper: 100)"),
+                     (paper_config(corruption="wrong"), "corruption = wrong (paper: uniform)"),
+                     (paper_config(outer_steps=60), "outer_steps = 60 (paper: 1000)"),
+                     (paper_config(model="mlp"), "corruption = uniform (paper: wrong)"),
                      (paper_config(n_train=1000), "n_train = 1000"),
                      (paper_config(dataset={"name": "MNIST", "train_images": 300, "test_images": 100,
                                             "image_size": 28}), "300/100 images"),

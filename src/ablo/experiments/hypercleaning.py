@@ -52,15 +52,20 @@ from .config import ConfigError, ExperimentConfig, option
 NAME = "hypercleaning"
 
 #: The fields of every summary.json row.
-ROW_KEYS = ("method", "estimator", "K", "seed", "inner_lr", "L", "train_clean_acc", "test_acc", "test_ce", "val_ce",
-            "f1", "steps", "function_calls", "seconds")
+ROW_KEYS = ("method", "estimator", "K", "seed", "inner_lr", "L", "outer_lr", "train_clean_acc", "test_acc", "test_ce",
+            "val_acc", "val_ce", "f1", "true_grad_norm", "descent_ratio", "steps", "function_calls", "seconds")
 
-#: The values of the config fields left None, per model (n_train/n_val: on MNIST).
+#: The values of the config fields left None, per model (n_train/n_val: on MNIST; l2 None on the
+#: linear model: 0.001/n_train, Shaban et al.'s weight on their summed loss in the mean's units).
 MODEL_DEFAULTS = {
     "linear": dict(methods=("truncated-1", "truncated-5", "truncated-25", "truncated-50", "reverse"), seeds=(0,),
-                   outer_steps=60, budget_calls=None, steps=100, hidden=None, pool=1, n_train=5000, n_val=5000),
+                   outer_steps=1000, budget_calls=None, steps=100, hidden=None, pool=1, n_train=5000, n_val=5000,
+                   corruption="uniform", l2=None, decay_bias=True, test_set="rest", schedule="inv-sqrt",
+                   first_step_norm=None, outer_lr=None, eval_every=25, track_true_grad=True),
     "mlp": dict(methods=("recompute", "fom", "adaptive-ufom"), seeds=(0, 1, 2), outer_steps=None,
-                budget_calls=10_000.0, steps=20, hidden=32, pool=2, n_train=1000, n_val=1000),
+                budget_calls=10_000.0, steps=20, hidden=32, pool=2, n_train=1000, n_val=1000, corruption="wrong",
+                l2=1e-3, decay_bias=False, test_set="test", schedule="constant", first_step_norm=None,
+                outer_lr=0.3, eval_every=10, track_true_grad=False),
 }
 #: n_train and n_val on scikit-learn digits (1,347 examples left after the test quarter).
 DIGITS_SIZE = 600
@@ -79,14 +84,23 @@ class Config(ExperimentConfig):
                                     "MNIST, 600 on digits", low=1)
     n_val: Optional[int] = option(None, "clean validation examples; default 5000 (linear) / 1000 (mlp) on MNIST, "
                                   "600 on digits", low=1)
-    corrupt: float = option(0.5, "fraction of training labels replaced by a wrong class", low=0, high=1,
-                            high_open=True)
+    corrupt: float = option(0.5, "corruption probability p (uniform) or fraction (wrong) of the training labels",
+                            low=0, high=1, high_open=True)
+    corruption: Optional[str] = option(None, "uniform: each training label replaced with probability p by a "
+                                       "uniformly random class, which may be the true one (paper 001 App. G.1; "
+                                       "default, linear); wrong: exactly ⌊p·n⌋ labels replaced by a wrong class "
+                                       "(paper 000 §5.2; default, mlp)", choices=("uniform", "wrong"))
     steps: Optional[int] = option(None, "inner GD steps r; default 100 (linear) / 20 (mlp)", low=1, high=100_000)
     inner_lr: Optional[float] = option(1.0, "inner GD step size α, refused at or above 2/L (L: top eigenvalue of "
                                        "the inner Hessian at φ_0); auto = 1/L", low=0, low_open=True,
                                        none_word="auto")
-    l2: float = option(1e-3, "weight decay λ on the weight matrices, added to the mean weighted loss (the "
-                       "papers' ratio to their summed loss would be 0.001/n_train)", low=0)
+    l2: Optional[float] = option(None, "weight decay λ added to the mean weighted loss; default 0.001/n_train "
+                                 "(linear: paper 001's 0.001 on its summed loss) / 0.001 (mlp)", low=0)
+    decay_bias: Optional[bool] = option(None, "decay the biases too; default true (linear: paper 001's W ∈ "
+                                        "R^{10×785} holds the bias column) / false (mlp)")
+    test_set: Optional[str] = option(None, "rest: every image of the 70k not drawn for train/val (paper 001 App. "
+                                     "G.1; default, linear); test: the 10k test images (default, mlp)",
+                                     choices=("rest", "test"))
     hidden: Optional[int] = option(None, "hidden width of the MLP; default 32 (mlp)", low=1, high=100_000)
     pool: Optional[int] = option(None, "average-pool the MNIST images pool x pool; default 1 (linear) / 2 (mlp)",
                                  choices=(1, 2, 4, 7, 14))
@@ -95,24 +109,44 @@ class Config(ExperimentConfig):
         "recompute,fom,adaptive-ufom (mlp)", estimators=True, min_len=1)
     seeds: Optional[tuple[int, ...]] = option(None, "seeds (split, corruption, MLP init, estimator keys); default "
                                               "0 (linear) / 0,1,2 (mlp)", low=0, unique=True, min_len=1)
-    outer_steps: Optional[int] = option(None, "outer Adam steps per run; default 60 (linear) / no limit (mlp)",
-                                        low=1, high=10_000_000)
+    outer_steps: Optional[int] = option(None, "outer Adam steps per run; default 1000 (linear, paper 001 Table 2) "
+                                        "/ no limit (mlp)", low=1, high=10_000_000)
     budget_calls: Optional[float] = option(None, "function calls per run; default no limit (linear) / 10000 (mlp)",
                                            low=0, low_open=True)
-    outer_lr: float = option(0.3, "outer Adam step size (the papers give none)", low=0, low_open=True)
-    eval_every: int = option(10, "outer steps between evaluations and checkpoints", low=1)
+    schedule: Optional[str] = option(None, "outer Adam step size: inv-sqrt η_τ = η_0/√τ (default, linear) or "
+                                     "constant η_0 (default, mlp)", choices=("inv-sqrt", "constant"))
+    outer_lr: Optional[float] = option(None, "outer Adam step size η_0; default 0.3 (mlp) / set per method from "
+                                       "first_step_norm (linear)", low=0, low_open=True)
+    first_step_norm: Optional[float] = option(None, "when outer_lr is not given: η_0 is set per method so the "
+                                              "first outer update ‖θ_1 − θ_0‖ has this norm (paper 001 App. G.1); "
+                                              "default √n_train (linear: Adam's first update at unit step has norm ≈ √n, so η_0 ≈ 1)", low=0, low_open=True)
+    eval_every: Optional[int] = option(None, "outer steps between evaluations and checkpoints; default 25 "
+                                       "(linear) / 10 (mlp)", low=1)
+    track_true_grad: Optional[bool] = option(None, "at every evaluation also compute the exact hypergradient "
+                                             "(reverse): its norm (paper 001 Fig. 5) and the descent ratio "
+                                             "hᵀd/‖d‖² of the method's estimate h; default true (linear) / false "
+                                             "(mlp)")
     smoke: bool = smoke_option()
 
     def resolved(self) -> "Config":
         """This config with every field left None filled from :data:`MODEL_DEFAULTS` (sizes:
         :data:`DIGITS_SIZE` without ``data_dir``) and the fields it does not use set to None; in the
-        result, None budgets mean no limit."""
+        result, None budgets mean no limit, and ``first_step_norm`` is None when ``outer_lr`` is set."""
         defaults = dict(MODEL_DEFAULTS[self.model])
         if self.data_dir is None:
             defaults.update(n_train=DIGITS_SIZE, n_val=DIGITS_SIZE)
+        if self.outer_lr is not None:  # an explicit step size or first-step norm wins over the other's default
+            defaults["first_step_norm"] = None
+        elif self.first_step_norm is not None:
+            defaults["outer_lr"] = None
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         unused = {k: None for k in self.inactive()}  # e.g. --tiny's hidden width on a linear model
-        return dataclasses.replace(self, **{**filled, **unused})
+        out = dataclasses.replace(self, **{**filled, **unused})
+        if out.l2 is None:
+            out = dataclasses.replace(out, l2=0.001 / out.n_train)
+        if out.model == "linear" and out.outer_lr is None and out.first_step_norm is None:
+            out = dataclasses.replace(out, first_step_norm=float(np.sqrt(out.n_train)))
+        return out
 
     def validate(self) -> None:
         r = self.resolved()
@@ -122,6 +156,9 @@ class Config(ExperimentConfig):
                 estimators.parse(spec).check(problem)
             except ValueError as e:
                 raise ConfigError(f"methods: {spec}: {e}") from None
+        if self.outer_lr is not None and self.first_step_norm is not None:
+            raise ConfigError(f"first_step_norm: {self.first_step_norm} sets the outer step size that outer_lr = "
+                              f"{self.outer_lr} sets too; give only one of them")
 
     def inactive(self) -> dict:
         out = {}
@@ -162,32 +199,44 @@ def load_splits(cfg: Config, rng):
 
 def make_data(cfg: Config, seed: int) -> dict:
     """The task {"x", "y" (corrupted), "x_val", "y_val"}, the clean training labels, the mask of
-    corrupted examples, the test set and the description of the data read. Train and val are
-    class-balanced draws from the training pool."""
+    corrupted examples (labels that differ from the true one), the test set and the description of
+    the data read. Train and val are class-balanced draws from the training pool; the test set is
+    the held-out images (``test_set = test``) or those plus the rest of the pool (``rest``)."""
     rng = np.random.default_rng(seed)
     (x, y), (xt, yt), described = load_splits(cfg, rng)
     n, n_val = cfg.n_train, cfg.n_val
-    idx = _balanced(y, n + n_val, rng)
-    if len(idx) < n + n_val:
-        raise ValueError(f"n_train + n_val = {n + n_val} exceeds the {len(idx)} examples of {described['name']}; "
-                         "lower n_train or n_val")
-    tr, va = idx[:n], idx[n:n + n_val]
+    tr, va = _balanced_splits(y, (n, n_val), rng, described["name"])
     y_tr = y[tr].copy()
-    bad = rng.permutation(n)[: int(cfg.corrupt * n)]
-    y_tr[bad] = (y_tr[bad] + rng.integers(1, 10, size=len(bad))) % 10
-    corrupted = np.zeros(n, bool)
-    corrupted[bad] = True
+    if cfg.corruption == "uniform":
+        hit = rng.random(n) < cfg.corrupt
+        y_tr[hit] = rng.integers(0, 10, size=int(hit.sum()))
+    else:
+        bad = rng.permutation(n)[: int(cfg.corrupt * n)]
+        y_tr[bad] = (y_tr[bad] + rng.integers(1, 10, size=len(bad))) % 10
+    corrupted = y_tr != y[tr]
+    if cfg.test_set == "rest":
+        rest = np.setdiff1d(np.arange(len(y)), np.concatenate([tr, va]))
+        xt, yt = np.concatenate([x[rest], xt]), np.concatenate([y[rest], yt])
     f = jnp.asarray
     task = {"x": f(x[tr]), "y": f(y_tr), "x_val": f(x[va]), "y_val": f(y[va])}
     return {"task": task, "clean_y": f(y[tr]), "corrupted": f(corrupted), "test": (f(xt), f(yt)),
-            "dataset": {**described, "n_train": n, "n_val": n_val}}
+            "dataset": {**described, "n_train": n, "n_val": n_val, "n_test": len(yt),
+                        "corrupted": int(corrupted.sum())}}
 
 
-def _balanced(y: np.ndarray, m: int, rng) -> np.ndarray:
-    """m indices, shuffled, with as equal class counts as the data allow."""
-    per = -(-m // len(np.unique(y)))
-    idx = np.concatenate([rng.permutation(np.flatnonzero(y == c))[:per] for c in np.unique(y)])
-    return rng.permutation(idx)[:m]
+def _balanced_splits(y: np.ndarray, sizes: tuple, rng, name: str) -> list:
+    """Disjoint index sets of the given sizes, each shuffled and class-balanced (⌈size/classes⌉
+    per class, trimmed at random to size)."""
+    classes = np.unique(y)
+    per = [-(-m // len(classes)) for m in sizes]
+    have = min(np.sum(y == c) for c in classes)
+    if sum(per) > have:
+        raise ValueError(f"n_train + n_val = {sum(sizes)} needs {sum(per)} examples of every class but "
+                         f"{name} has {have} of its rarest; lower n_train or n_val")
+    by_class = [rng.permutation(np.flatnonzero(y == c)) for c in classes]
+    starts = np.cumsum([0] + per)
+    return [rng.permutation(np.concatenate([ix[starts[i]:starts[i + 1]] for ix in by_class]))[:m]
+            for i, m in enumerate(sizes)]
 
 
 def init_model(cfg: Config, d: int, seed: int, dtype=jnp.float32) -> list:
@@ -200,21 +249,25 @@ def init_model(cfg: Config, d: int, seed: int, dtype=jnp.float32) -> list:
 
 def step_size(cfg: Config, task, phi0, theta0) -> tuple:
     """(α, L): the configured α after :func:`check_step_size` refused α ≥ 2/L, or α = 1/L for auto."""
-    probe = make_problem(steps=cfg.steps, phi0=phi0, l2=cfg.l2)
+    probe = make_problem(steps=cfg.steps, phi0=phi0, l2=cfg.l2, decay_bias=cfg.decay_bias)
     if cfg.inner_lr is None:
         L = top_eigenvalue(probe, theta0, task)
         return 1.0 / L, L
     return cfg.inner_lr, check_step_size(probe, theta0, task, cfg.inner_lr)
 
 
-#: What make_eval's function returns.
-METRICS = ("train_clean_acc", "test_acc", "test_ce", "val_ce", "f1")
+#: What make_eval's function returns (with ``estimator``: also ``true_grad_norm``, ``descent_ratio``).
+METRICS = ("train_clean_acc", "test_acc", "test_ce", "val_acc", "val_ce", "f1")
+TRUE_GRAD = ("true_grad_norm", "descent_ratio")
 
 
-def make_eval(problem, data: dict):
-    """θ -> metrics of the classifier φ_r(θ) trained by the inner loop."""
+def make_eval(problem, data: dict, estimator=None, key=None):
+    """θ -> metrics of the classifier φ_r(θ) trained by the inner loop. With ``estimator``, also
+    the norm of the exact hypergradient d = ∂M^(r)/∂θ (reverse mode; paper 001 Fig. 5) and the
+    descent ratio hᵀd/‖d‖² of the estimator's h at θ (paper 001 Fig. 2, Lemma 3.2), drawn with ``key``."""
     task, (xt, yt) = data["task"], data["test"]
     clean = ~data["corrupted"]
+    exact = estimators.parse("reverse")
 
     @jax.jit
     def evaluate(theta):
@@ -222,13 +275,38 @@ def make_eval(problem, data: dict):
         phi = problem.optimizer.params(problem.run(theta, task_))
         hit_tr = jnp.argmax(mlp_apply(phi, task_["x"]), 1) == data["clean_y"]
         logits = mlp_apply(phi, xt_)
-        return {"train_clean_acc": 100 * jnp.sum(hit_tr & clean) / jnp.sum(clean),
-                "test_acc": 100 * jnp.mean(jnp.argmax(logits, 1) == yt),
-                "test_ce": cross_entropy(logits, yt),
-                "val_ce": problem.outer_loss(theta, phi, task_),
-                "f1": f1_corrupted(theta, data["corrupted"])}
+        out = {"train_clean_acc": 100 * jnp.sum(hit_tr & clean) / jnp.sum(clean),
+               "test_acc": 100 * jnp.mean(jnp.argmax(logits, 1) == yt),
+               "test_ce": cross_entropy(logits, yt),
+               "val_acc": 100 * jnp.mean(jnp.argmax(mlp_apply(phi, task_["x_val"]), 1) == task_["y_val"]),
+               "val_ce": problem.outer_loss(theta, phi, task_),
+               "f1": f1_corrupted(theta, data["corrupted"])}
+        if estimator is not None:
+            d = exact.estimate(problem, theta, task_, exact.init(problem, theta, task_), key)[0]
+            h = estimator.estimate(problem, theta, task_, estimator.init(problem, theta, task_), key)[0]
+            out.update(true_grad_norm=jnp.linalg.norm(d), descent_ratio=jnp.vdot(h, d) / jnp.vdot(d, d))
+        return out
 
     return lambda theta: {k: float(v) for k, v in evaluate(theta).items()}
+
+
+def outer_optimizer(cfg: Config, problem, estimator, theta0, task, key) -> tuple:
+    """(optax Adam, η_0): η_0 = ``outer_lr``, or else first_step_norm / ‖u_1‖ with u_1 the first
+    Adam update at unit step size from the estimator's hypergradient at θ_0 (paper 001 App. G.1:
+    the first update has the same norm for every K; one estimate, not charged to the run; an
+    estimate of 0, as FOM's here, takes the norm √n of Adam's update of a gradient without zeros). Step
+    size η_τ = η_0/√τ (``schedule = inv-sqrt``, paper 001 Thm 3.3) or η_0."""
+    eta0 = cfg.outer_lr
+    if eta0 is None:
+        g = estimator.estimate(problem, theta0, task, estimator.init(problem, theta0, task), key)[0]
+        unit = optax.adam(1.0)
+        norm = float(optax.tree.norm(unit.update(g, unit.init(theta0), theta0)[0]))
+        if not np.isfinite(norm):
+            raise ValueError(f"first_step_norm: the first hypergradient of {estimator.name} at θ_0 is not finite; "
+                             "lower inner_lr or give outer_lr")
+        eta0 = cfg.first_step_norm / (norm or np.sqrt(theta0.size))  # an estimate of 0 (FOM here): Adam's √n
+    lr = (lambda count: eta0 / jnp.sqrt(count + 1.0)) if cfg.schedule == "inv-sqrt" else eta0
+    return optax.adam(lr), eta0
 
 
 # --- experiment ------------------------------------------------------------------------------
@@ -240,7 +318,7 @@ def prepare(cfg: Config, seed: int) -> dict:
     phi0 = init_model(cfg, x.shape[1], seed, x.dtype)
     theta0 = jnp.zeros(x.shape[0], x.dtype)
     alpha, L = step_size(cfg, data["task"], phi0, theta0)
-    problem = make_problem(steps=cfg.steps, inner_lr=alpha, l2=cfg.l2, phi0=phi0)
+    problem = make_problem(steps=cfg.steps, inner_lr=alpha, l2=cfg.l2, phi0=phi0, decay_bias=cfg.decay_bias)
     return {"data": data, "theta0": theta0, "alpha": alpha, "L": L, "problem": problem}
 
 
@@ -251,27 +329,44 @@ def run(config: Config, ctx: RunContext) -> dict:
     rows, curves = [], []
     for seed, s in seeds.items():
         problem, task = s["problem"], s["data"]["task"]
-        evaluate = make_eval(problem, s["data"])
         sampler = lambda key: jax.lax.optimization_barrier(task)  # |Ω_T| = 1; barrier: no constant folding
+        key = jax.random.PRNGKey(seed)
         for spec in cfg.methods:
             est = estimators.parse(spec)
-            res = outer.run(problem, est, optax.adam(cfg.outer_lr), s["theta0"], sampler,
-                            key=jax.random.PRNGKey(seed), budget=budget, eval_fn=evaluate,
-                            eval_every=cfg.eval_every, checkpoint_every=cfg.eval_every,
-                            **ctx.outer_options(f"{spec} seed {seed}"))
-            final = {k: res.log[-1][k] for k in METRICS}  # outer.run evaluates the last step
+            evaluate = make_eval(problem, s["data"], est if cfg.track_true_grad else None, key)
+            optimizer, eta0 = outer_optimizer(cfg, problem, est, s["theta0"], task, key)
+            res = outer.run(problem, est, optimizer, s["theta0"], sampler, key=key, budget=budget,
+                            eval_fn=evaluate, eval_every=cfg.eval_every, checkpoint_every=cfg.eval_every,
+                            log_losses=False, **ctx.outer_options(f"{spec} seed {seed}"))
+            final = {k: res.log[-1].get(k) for k in METRICS + TRUE_GRAD}  # outer.run evaluates the last step
             ids = {"method": spec, "estimator": est.name, "K": getattr(est, "K", None), "seed": seed}
-            rows.append({**ids, "inner_lr": s["alpha"], "L": s["L"], **final, "steps": int(res.steps),
+            rows.append({**ids, "inner_lr": s["alpha"], "L": s["L"], "outer_lr": eta0, **final, "steps": int(res.steps),
                          "function_calls": float(res.function_calls), "seconds": float(res.seconds)})
             curves += curve_rows(res.log, **ids)
     dataset = seeds[cfg.seeds[-1]]["data"]["dataset"]
     summary_cfg = {**cfg.as_dict(), "inner_lr": config.inner_lr, "dataset": dataset}
-    write_csv(ctx.out / "curves.csv", curves)
-    plot_curves(curves, ctx.out / "curves.png", x="function_calls", ys=["test_acc", "val_ce", "f1"],
-                group=("method",), title=f"hypercleaning ({cfg.model}, {dataset['name']})")
-    _write_tables(summary_cfg, rows, ctx.out)
+    report(summary_cfg, rows, curves, ctx.out)
     write_summary(ctx.out, NAME, summary_cfg, rows)
     return {"experiment": NAME, "config": summary_cfg, "results": rows}
+
+
+def report(cfg: dict, rows: list, curves: list, out_dir: Path) -> None:
+    """Write curves.csv, curves.png, (with the true gradient tracked) true_gradient.png and
+    results.md of a run from its resolved config (a summary's), result rows and curve rows; also
+    what merges runs of one protocol that ran their methods in separate processes."""
+    write_csv(out_dir / "curves.csv", curves)
+    linear = cfg["model"] == "linear"
+    x = "step" if linear else "function_calls"
+    order = [(m,) for m in cfg["methods"]]
+    plot_curves(curves, out_dir / "curves.png", x=x, ys=["test_acc", "val_ce", "f1"], group=("method",), order=order,
+                title=f"Hypercleaning ({cfg['model']}, {cfg['dataset']['name']}): test accuracy on the "
+                      f"{cfg['dataset'].get('n_test', 'held-out')} test images, mean over seeds {list(cfg['seeds'])}")
+    if cfg.get("track_true_grad"):
+        plot_curves(curves, out_dir / "true_gradient.png", x="step", ys=["true_grad_norm", "descent_ratio"],
+                    group=("method",), order=order, log_y=("true_grad_norm",),
+                    title="Exact hypergradient d along each method's iterates: ‖d‖ (Shaban et al. 2019, Fig. 5) "
+                          "and hᵀd/‖d‖² (their Fig. 2's ratio)")
+    _write_tables(cfg, rows, out_dir)
 
 
 def curve_rows(log: list, metric: str = "test_acc", **labels) -> list:
@@ -279,19 +374,44 @@ def curve_rows(log: list, metric: str = "test_acc", **labels) -> list:
     return [{**labels, **e} for e in log if metric in e]
 
 
-def plot_curves(rows: list, path: Path, x: str, ys: list, group: tuple, title: str) -> None:
-    """One panel per metric in ``ys`` against ``x``, one line per ``group`` value, mean over seeds."""
+#: Axis labels with units of the fields the experiments plot (others: the field name).
+AXIS_LABELS = {
+    "step": "hyperiteration (outer step)", "function_calls": "function calls (gradient evaluations + HVPs)",
+    "seconds": "wall time of the outer steps (s)", "test_acc": "test accuracy (%)", "val_acc": "validation accuracy (%)",
+    "train_clean_acc": "accuracy on the clean training part (%)", "test_ce": "test cross-entropy (nats)",
+    "val_ce": "validation cross-entropy (nats)", "test_loss": "test loss (nats)", "outer_loss": "outer loss (nats)",
+    "f1": "F1 of θ_i < −3 as 'corrupted'", "true_grad_norm": "‖d‖, exact hypergradient norm",
+    "descent_ratio": "hᵀd / ‖d‖²", "grad_norm": "‖h‖, estimate norm"}
+
+
+def natural_key(label) -> tuple:
+    """Sort key that orders numbers inside labels numerically ("truncated-5" before "truncated-25")."""
+    import re
+
+    parts = re.split(r"(\d+(?:\.\d+)?)", " ".join(str(v) for v in (label if isinstance(label, tuple) else (label,))
+                                                  if v is not None))
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts))
+
+
+def plot_curves(rows: list, path: Path, x: str, ys: list, group: tuple, title: str, log_y: tuple = (),
+                order: Optional[list] = None) -> None:
+    """One panel per metric in ``ys`` against ``x`` (axis labels with units from :data:`AXIS_LABELS`),
+    one line per ``group`` value (in ``order``, a list of group tuples, else in natural order), mean
+    over seeds, one legend for the figure; panels named in ``log_y`` on a log scale."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(ys), figsize=(4.2 * len(ys), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(ys), figsize=(4.4 * len(ys), 3.6), squeeze=False)
     lines: dict = {}
     for r in rows:
         lines.setdefault(tuple(r.get(g) for g in group), []).append(r)
+    handles: dict = {}
     for ax, y in zip(axes[0], ys):
-        for i, (label, rs) in enumerate(sorted(lines.items(), key=lambda kv: str(kv[0]))):
+        rank = {g: i for i, g in enumerate(order or ())}
+        for i, (label, rs) in enumerate(sorted(lines.items(), key=lambda kv: (rank.get(kv[0], len(rank)),
+                                                                               natural_key(kv[0])))):
             by_seed: dict = {}
             for r in rs:
                 if r.get(y) is not None:
@@ -301,12 +421,17 @@ def plot_curves(rows: list, path: Path, x: str, ys: list, group: tuple, title: s
             n = min(len(v) for v in by_seed.values())
             xs = np.mean([[p[0] for p in v[:n]] for v in by_seed.values()], 0)
             ys_ = np.mean([[p[1] for p in v[:n]] for v in by_seed.values()], 0)
-            ax.plot(xs, ys_, label=" ".join(str(v) for v in label if v is not None), color=f"C{i}")
-        ax.set_xlabel(x.replace("_", " "))
-        ax.set_ylabel(y.replace("_", " "))
+            name = " ".join(str(v) for v in label if v is not None)
+            handles[name] = ax.plot(xs, ys_, label=name, color=f"C{i % 10}", marker="." if n < 30 else None)[0]
+        ax.set_xlabel(AXIS_LABELS.get(x, x.replace("_", " ")))
+        ax.set_ylabel(AXIS_LABELS.get(y, y.replace("_", " ")))
+        if y in log_y:
+            ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle(title)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6), fontsize=8,
+               frameon=False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, 0.1 + 0.04 * (len(handles) > 6), 1, 0.95))
     save_figure(fig, path)
 
 
@@ -322,17 +447,19 @@ def describe_dataset(d: dict) -> str:
 
 
 def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
-    keys = ["train_clean_acc", "test_acc", "test_ce", "f1", "function_calls", "seconds"]
+    linear = cfg["model"] == "linear"
+    keys = (["test_acc", "val_acc", "val_ce", "f1", "true_grad_norm", "train_clean_acc"] if linear
+            else ["train_clean_acc", "test_acc", "test_ce", "f1"]) + ["outer_lr", "function_calls", "seconds"]
     withheld = hypercleaning_figures_withheld(cfg)
     groups: dict = {}
     for r in rows:
         groups.setdefault(r["method"], []).append(r)
     table = []
     for method, rs in groups.items():
-        t = {"method": method, "seeds": len(rs), "inner_lr": float(np.mean([r["inner_lr"] for r in rs]))}
+        t = {"method": method, "seeds": len(rs)}
         for k in keys:
-            v = np.array([r[k] for r in rs], float)
-            t[k] = float(v.mean())
+            v = np.array([np.nan if r.get(k) is None else r[k] for r in rs], float)
+            t[k] = None if np.isnan(v).all() else float(v.mean())
             if k in ("test_acc", "train_clean_acc") and len(rs) > 1:
                 t[k + "_std"] = float(v.std(ddof=1))
         t.update(reference(NAME, cfg, rs[0]))
@@ -340,28 +467,43 @@ def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
     Ls = ", ".join(f"{r['L']:.4g}" for r in rows if r["method"] == rows[0]["method"])
     alpha = (f"inner GD α = 1/L (inner_lr = auto; L = {Ls} per seed, the top eigenvalue of the inner Hessian at φ_0)"
              if cfg["inner_lr"] is None else f"inner GD α = {cfg['inner_lr']} (below 2/L; L = {Ls} per seed at φ_0)")
+    d = cfg["dataset"]
+    corrupted = (f"each training label replaced with probability {cfg['corrupt']} by a uniformly random class, "
+                 f"which may be the true one ({d.get('corrupted', '?')} of {d['n_train']} labels wrong, seed "
+                 f"{cfg['seeds'][-1]})" if cfg["corruption"] == "uniform" else
+                 f"{int(cfg['corrupt'] * d['n_train'])} training labels replaced by a wrong class")
+    test = ("test set: every image not drawn for train/val" if cfg["test_set"] == "rest" else "test set: the "
+            "held-out test images") + f" ({d.get('n_test', '?')})"
+    step = (f"η_0 set per method so the first update has norm {cfg['first_step_norm']} (outer_lr column)"
+            if cfg.get("first_step_norm") else f"η_0 = {cfg['outer_lr']}")
+    schedule = "η_τ = η_0/√τ" if cfg["schedule"] == "inv-sqrt" else "constant"
     notes = ([smoke_note(cfg).strip()] if cfg["smoke"] else []) + [
-        f"Data: {describe_dataset(cfg['dataset'])}; corrupted fraction {cfg['corrupt']}, r = {cfg['steps']}, "
-        f"{alpha}, λ = {cfg['l2']}, outer Adam lr {cfg['outer_lr']} (the papers give none), seeds "
-        f"{list(cfg['seeds'])}. The inner loss is the mean weighted cross-entropy (the papers' sum with α = 1 "
-        "overshoots: it is the sum with α/n); the corrupted labels are replaced by a wrong one.",
-        f"Budget per run: {cfg['outer_steps'] or '-'} outer steps / {cfg['budget_calls'] or '-'} function calls."]
-    paper = ("Shaban et al. 2019, Table 2 (K-RMD after 1000 hyperiterations)" if cfg["model"] == "linear"
+        f"Data: {describe_dataset(d)}; {corrupted}; {test}. r = {cfg['steps']}, {alpha}, λ = {cfg['l2']:.3g} on the "
+        f"weights{' and biases' if cfg['decay_bias'] else ''}, added to the mean weighted cross-entropy (the papers "
+        "write the sum, which overshoots with α = 1 on [0, 1] pixels; the mean is the sum with α/n, and λ = "
+        "0.001/n keeps Shaban et al.'s ratio of data term to regulariser). Outer: Adam, "
+        f"{step}, {schedule}; seeds {list(cfg['seeds'])}.",
+        f"Budget per run: {cfg['outer_steps'] or '-'} outer steps / {cfg['budget_calls'] or '-'} function calls; "
+        "seconds count the outer steps only (not compilation or evaluation)."]
+    if cfg.get("track_true_grad"):
+        notes.append("true_grad_norm: ‖d‖ of the exact hypergradient d = ∂M^(r)/∂θ (reverse mode) at the final θ "
+                     "(Shaban et al. 2019, Fig. 5: true_gradient.png has it along the run, with hᵀd/‖d‖² of the "
+                     "method's own estimate h).")
+    paper = ("Shaban et al. 2019, Table 2 (K-RMD after 1000 hyperiterations)" if linear
              else "Likhosherstov et al. 2021, Table 1 (28x28 MNIST, n = 5000, r = 100)")
     if withheld:
         notes.append(f"The figures of {paper} are not shown: {withheld}.")
-    elif cfg["model"] == "linear":
-        notes.append(f"paper_* columns: {paper}. Ours: {cfg['outer_steps']} hyperiterations "
-                     "(Shaban et al. 2019, App. G.1: F1 has converged by 150).")
+    elif linear:
+        notes.append(f"paper_* columns: {paper}.")
     else:
         notes.append(f"paper_* columns: {paper}; hidden width {cfg['hidden']} (the paper gives none), all "
                      "methods at the same function-call budget.")
-    if cfg["model"] == "mlp":
+    if not linear:
         notes.append("'recompute' is the paper's memory-efficient exact estimator. FOM's hypergradient is exactly 0 "
                      "here (V, L_out independent of θ), so FOM is training on uncleaned data.")
     cols = ["method", "seeds"]
     for t in table:
-        cols += [c for c in t if c not in cols]
+        cols += [c for c in t if c not in cols and t[c] is not None]
     write_markdown(out_dir / "results.md", f"Hypercleaning ({cfg['model']})", table, cols, "\n\n".join(notes))
 
 

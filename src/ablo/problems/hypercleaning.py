@@ -5,11 +5,12 @@ A classifier g(φ, x) (``ablo.models.mlp_apply``: linear for ``sizes = [d, k]``,
 otherwise) is trained on n examples with possibly corrupted labels ỹ; θ ∈ R^n weighs each
 training loss by σ(θ_i); the outer loss is the cross-entropy on a clean validation set:
 
-    L_in(θ, φ)  = (1/n) Σ_i σ(θ_i) l_CE(g(φ, x_i), ỹ_i) + λ Σ_layers ‖W‖_F²,
+    L_in(θ, φ)  = (1/n) Σ_i σ(θ_i) l_CE(g(φ, x_i), ỹ_i) + λ Σ_layers ‖W‖_F² (+ ‖b‖² with decay_bias),
     L_out(θ, φ) = (1/n_val) Σ_v l_CE(g(φ, x_v), y_v).
 
-The papers write the sum over i with λ = 0.001; the mean with λ/n keeps their ratio of data
-term to regulariser (the sum itself overshoots with α = 1 on [0, 1] pixels).
+Shaban et al. write the sum over i with 0.001‖W‖_F², W ∈ R^{10×785} holding the bias column;
+the mean with λ = 0.001/n and ``decay_bias`` keeps their ratio of data term to regulariser (the
+sum itself overshoots with α = 1 on [0, 1] pixels).
 
 A task is a dict ``{"x", "y", "x_val", "y_val"}``; with ``"idx"`` (indices of the rows of ``x``
 among the n training examples) the weights are σ(θ[idx]), so a mini-batch task works too; with
@@ -29,15 +30,16 @@ from ..models import cross_entropy, mlp_apply
 from ..problem import BilevelProblem, constant_init
 
 
-def weight_decay(phi) -> jax.Array:
-    """Σ over layers of ‖W‖_F² (biases are not regularised)."""
-    return sum(jnp.sum(layer["w"] ** 2) for layer in phi)
+def weight_decay(phi, bias: bool = False) -> jax.Array:
+    """Σ over layers of ‖W‖_F², plus ‖b‖² when ``bias``."""
+    return sum(jnp.sum(layer["w"] ** 2) + (jnp.sum(layer["b"] ** 2) if bias else 0.0) for layer in phi)
 
 
 def make_problem(*, steps: int, inner_lr: float = 1.0, l2: float = 1e-3, phi0=None,
-                 optimizer: Optional[InnerOptimizer] = None) -> BilevelProblem:
+                 optimizer: Optional[InnerOptimizer] = None, decay_bias: bool = False) -> BilevelProblem:
     """The hypercleaning :class:`BilevelProblem` with r = ``steps`` inner steps of GD at
-    ``inner_lr`` (or the given inner ``optimizer``) and regularisation weight λ = ``l2``.
+    ``inner_lr`` (or the given inner ``optimizer``) and regularisation weight λ = ``l2`` on the
+    weights (and biases with ``decay_bias``).
     ``phi0``: the model's starting parameters in ``ablo.models.mlp_init`` layout, or None to
     read them from ``task["phi0"]``."""
 
@@ -46,7 +48,7 @@ def make_problem(*, steps: int, inner_lr: float = 1.0, l2: float = 1e-3, phi0=No
 
     def inner_loss(theta, phi, task):
         logits = mlp_apply(phi, task["x"])
-        return cross_entropy(logits, task["y"], weights(theta, task)) + l2 * weight_decay(phi)
+        return cross_entropy(logits, task["y"], weights(theta, task)) + l2 * weight_decay(phi, decay_bias)
 
     def outer_loss(theta, phi, task):
         return cross_entropy(mlp_apply(phi, task["x_val"]), task["y_val"])
