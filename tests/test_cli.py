@@ -129,6 +129,13 @@ def test_errors_are_one_line_and_exit_2(args, message, capsys, tmp_path):
     assert len(lines) == 1 and message in lines[0], err
 
 
+def test_ablo_traceback_raises_the_error_with_its_traceback(monkeypatch, tmp_path):
+    """One line is for users; ABLO_TRACEBACK=1 gives the traceback a bug report needs."""
+    monkeypatch.setenv("ABLO_TRACEBACK", "1")
+    with pytest.raises(ValueError, match="summary.json"):
+        cli.main(["compare", str(tmp_path / "no-such-run")])
+
+
 def test_environment_data_dir_is_dropped_for_experiments_without_data(tmp_path, monkeypatch):
     from ablo.experiments import get
 

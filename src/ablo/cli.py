@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -436,7 +437,8 @@ def _interrupted(e: BaseException):
 
 def main(argv: Optional[List[str]] = None) -> None:
     """Console entry point: user errors (bad names, values, options) become one line on stderr and
-    exit code 2; click's own usage errors too, with a pointer to --help."""
+    exit code 2; click's own usage errors too, with a pointer to --help. With the environment
+    variable ABLO_TRACEBACK=1 the error is raised with its traceback instead (to report a bug)."""
     from .api import NonFiniteHypergradient
 
     args = sys.argv[1:] if argv is None else list(argv)
@@ -453,6 +455,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         command = ctx.command_path if ctx is not None else "ablo"
         _fail(f"{getattr(e, 'format_message', e.__str__)()} (see '{command} --help')", getattr(e, "exit_code", 2) or 2)
     except (ValueError, OSError, NonFiniteHypergradient) as e:
+        if os.environ.get("ABLO_TRACEBACK", "") not in ("", "0"):
+            raise
         _fail(str(e) or type(e).__name__)
     if isinstance(code, int) and code:
         sys.exit(code)
