@@ -480,8 +480,9 @@ def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
     notes = ([smoke_note(cfg).strip()] if cfg["smoke"] else []) + [
         f"Data: {describe_dataset(d)}; {corrupted}; {test}. r = {cfg['steps']}, {alpha}, λ = {cfg['l2']:.3g} on the "
         f"weights{' and biases' if cfg['decay_bias'] else ''}, added to the mean weighted cross-entropy (the papers "
-        "write the sum, which overshoots with α = 1 on [0, 1] pixels; the mean is the sum with α/n, and λ = "
-        "0.001/n keeps Shaban et al.'s ratio of data term to regulariser). Outer: Adam, "
+        "write the sum, which overshoots with α = 1 on [0, 1] pixels; the mean is the sum with α/n"
+        + ("; λ = 0.001/n keeps Shaban et al.'s ratio of data term to regulariser" if np.isclose(
+            cfg["l2"], 0.001 / d["n_train"]) else "") + "). Outer: Adam, "
         f"{step}, {schedule}; seeds {list(cfg['seeds'])}.",
         f"Budget per run: {cfg['outer_steps'] or '-'} outer steps / {cfg['budget_calls'] or '-'} function calls; "
         "seconds count the outer steps only (not compilation or evaluation)."]
