@@ -127,23 +127,22 @@ def test_errors_are_one_line_and_exit_2(args, message, capsys, tmp_path):
     assert len(lines) == 1 and message in lines[0], err
 
 
-def test_environment_data_dir_is_dropped_for_experiments_without_data(tmp_path, monkeypatch):
+def test_environment_data_dir_is_the_cache_not_an_option(tmp_path, monkeypatch):
+    """ABLO_DATA_DIR names the fetch cache (tests/test_data_cache.py): an experiment reading no data
+    ignores it, a missing or empty folder falls back to the built-in data, and only --data-dir
+    itself is refused where the experiment takes no data."""
     from ablo.experiments import get
 
-    build = lambda data_dir, from_env: cli.build_config(get("toy2d"), None, None, None, data_dir, None, None, [], [],
-                                                        True, None, data_dir_from_env=from_env)
-    cfg = build(tmp_path, True)
-    assert not hasattr(cfg, "data_dir") and cfg.steps == get("toy2d").tiny["steps"]
-    build(tmp_path / "missing", True)  # not even checked for existence there
-    with pytest.raises(ValueError, match="does not take --data-dir"):  # from --data-dir itself it is an error
-        build(tmp_path, False)
-    # the source is read from click: ABLO_DATA_DIR (a missing folder, a trailing slash) reaches no check
     seen = []
     monkeypatch.setattr(cli, "run_experiment", lambda exp, cfg, out, resume, overwrite: seen.append(cfg))
     for value in (str(tmp_path / "missing"), str(tmp_path) + "/"):
         monkeypatch.setenv("ABLO_DATA_DIR", value)
         cli.main(["run", "toy2d", "--tiny", "--out", str(tmp_path / "out")])
         assert not hasattr(seen.pop(), "data_dir")
+        cli.main(["run", "hypercleaning", "--out", str(tmp_path / "out")])
+        assert seen.pop().data_dir is None
+    with pytest.raises(ValueError, match="does not take --data-dir"):
+        cli.build_config(get("toy2d"), None, None, None, tmp_path, None, None, [], [], True, None)
 
 
 def test_overrides_are_texts_for_the_typed_config():

@@ -70,6 +70,7 @@ PAPER_TABLE4 = (("1-RMD", 95.6, "5K", 0.4), ("10-RMD", 96.3, "5K", 0.7), ("25-RM
 
 @dataclass(frozen=True)
 class Config(ExperimentConfig):
+    DATASET = "omniglot"  # data_dir defaults to the fetched omniglot (config.build)
     data_dir: Optional[str] = option(None, "Omniglot folder (images_*.npz or PNG folders); none = generated stand-in")
     size: int = option(14, "image side after area resampling (paper: 28)", low=4, high=105)
     filters: int = option(16, "filters of every conv layer (paper: 64)", low=1, high=256)

@@ -66,6 +66,7 @@ class Config(ExperimentConfig):
                                        "adaptive-ufom"),
                                       "estimator specs (K-RMD as truncated-K; reverse is full RMD, K = T)",
                                       estimators=True, min_len=1)
+    DATASET = "20newsgroups"  # data_dir defaults to the fetched 20newsgroups (config.build)
     data_dir: Optional[str] = option(None, "folder with 20news-bydate.tar.gz; none = generated TF-IDF-like data")
     max_features: int = option(500, "TF-IDF features (most frequent words) or generated vocabulary size",
                                low=CLASSES, high=100_000)
