@@ -42,7 +42,7 @@ def toy_run(tmp_path_factory):
 
 def test_run_writes_every_result_file(toy_run):
     for name in ("summary.json", "results.md", "bound.csv", "trajectories.csv", "bound.png", "trajectories_f.png",
-                 "trajectories_f_tilde.png"):
+                 "trajectories_f_tilde.png", "descent_ratio.csv", "descent_ratio.png"):
         assert (toy_run / name).stat().st_size > 0, name
     doc = json.loads((toy_run / "summary.json").read_text())
     assert doc["experiment"] == "toy2d"
@@ -50,6 +50,8 @@ def test_run_writes_every_result_file(toy_run):
     # defaults < tiny < --set / --key value and named options
     assert cfg["outer_steps"] == 12 and cfg["first_step_norm"] == 0.3
     assert cfg["steps"] == 6 and cfg["methods"] == ["truncated-2", "reverse"]
+    ratio = cfg["descent_ratio_min"]  # Fig. 2 along a K = 1 trajectory the run adds itself
+    assert set(ratio["f"]) == {"2", "6"} and abs(ratio["f"]["6"] - 1) < 1e-4 and ratio["f"]["2"] > 0
     assert {(r["objective"], r["method"], r["K"]) for r in doc["results"]} == {
         (o, m, k) for o in ("f", "f_tilde") for m, k in (("truncated-2", 2), ("reverse", None))}
     manifest = json.loads((toy_run / "manifest.json").read_text())

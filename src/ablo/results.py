@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -95,3 +96,26 @@ def save_figure(fig, path) -> Path:
 
     plt.close(fig)
     return atomic_write(path, buf.getvalue())
+
+
+def natural_key(label) -> tuple:
+    """Sort key ordering the numbers inside labels by value, so K = 1, 5, 25, 50 rather than
+    string order 1, 25, 5, 50: ``sorted(specs, key=natural_key)`` puts "truncated-5" before
+    "truncated-25" and "q = 0.05" before "q = 0.1"."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", str(label))
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts))
+
+
+def figure_legend(fig, axes=None, ncol: int | None = None, fontsize: float = 8):
+    """One legend for the whole figure, below its panels, holding every labelled line of every
+    panel in ``axes`` (default all) once, in order of first appearance: so no panel's legend covers
+    its data and no line is missing from the legend. Lays the panels out first (tight_layout)
+    so the legend overlaps nothing; :func:`save_figure` keeps it (bbox_inches="tight").
+    Returns the Legend."""
+    entries: dict = {}
+    for ax in (fig.axes if axes is None else axes):
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.tight_layout()
+    return fig.legend(list(entries.values()), list(entries), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                      ncol=ncol or min(len(entries), 4) or 1, fontsize=fontsize, frameon=False)
