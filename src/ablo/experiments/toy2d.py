@@ -262,7 +262,8 @@ def run(cfg: Config, ctx: RunContext) -> dict:
              "Paper 001 Fig. 2 (descent_ratio.png / descent_ratio.csv): h_{T−K}ᵀ d_λ / ‖d_λ‖² at each λ_τ of the "
              "K = 1 trajectory; its minimum over τ per K: "
              + "; ".join(f"{obj}: " + ", ".join(f"K = {K}: {v:.3g}" for K, v in m.items()) for obj, m in ratio_min.items())
-             + ". Positive on f (Lemma 3.2: −h_{T−K} is a descent direction), may be negative on f_tilde; 1 at K = T.")
+             + ". Lemma 3.2 keeps it positive on f (−h_{T−K} a descent direction); the paper finds it can turn "
+             "negative on f_tilde; it is 1 at K = T.")
     cols = ["objective", "method", "K", "lambda_1", "lambda_2", "outer_value", "true_grad_norm", "distance_to_exact",
             "function_calls", "seconds"]
     write_markdown(out_dir / "results.md", "toy2d (Shaban et al. 2019, §4.1)", rows, cols, notes)
