@@ -98,6 +98,28 @@ def save_figure(fig, path) -> Path:
     return atomic_write(path, buf.getvalue())
 
 
+#: Axis labels with units for the fields of the result rows and curves (see :func:`axis_label`).
+AXIS_LABELS = {
+    "function_calls": "function calls (gradient evaluations + HVPs + JVPs)",
+    "test_acc": "test accuracy (%)",
+    "val_acc": "validation accuracy (%)",
+    "train_clean_acc": "accuracy on the clean training examples (%)",
+    "test_ce": "test cross-entropy (nats)",
+    "val_ce": "validation cross-entropy (nats)",
+    "val_loss": "validation loss (nats)",
+    "f1": "F1 score of the detected corrupted examples (0-1)",
+    "seconds": "wall time (s)",
+    "step": "outer step",
+    "hyper_iterations": "hyper-iterations (outer steps)",
+}
+
+
+def axis_label(field: str) -> str:
+    """The axis label, with its unit, of a result field (:data:`AXIS_LABELS`), else the field's
+    name with spaces."""
+    return AXIS_LABELS.get(field, field.replace("_", " "))
+
+
 def natural_key(label) -> tuple:
     """Sort key ordering the numbers inside labels by value, so K = 1, 5, 25, 50 rather than
     string order 1, 25, 5, 50: ``sorted(specs, key=natural_key)`` puts "truncated-5" before
