@@ -2,6 +2,7 @@
 every line and overlaps no panel, axis labels with units."""
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -40,3 +41,21 @@ def test_axis_labels_carry_units():
     assert axis_label("test_acc") == "test accuracy (%)"
     assert "nats" in axis_label("val_ce") and "HVPs" in axis_label("function_calls")
     assert axis_label("some_field") == "some field"
+
+
+def test_counterexample_zoom_leaves_out_the_early_excursion():
+    from ablo.experiments.counterexample import zoom_window
+
+    steps = np.arange(1000)
+    theta = np.where(steps < 50, 150.0, 5.76 + 0.01 * np.sin(steps))[None]  # an excursion, then FOM's fixed point
+    start, end, lo, hi = zoom_window({"fom": ("fom", theta, steps, None)}, [5.759, 2.840])
+    assert (start, end) == (100, 1000)
+    assert lo < 2.840 and 5.77 < hi < 7  # both marked points in view, the excursion to 150 out of it
+
+
+def test_toy2d_legend_order_is_numeric_in_K():
+    from ablo.experiments.toy2d import method_label, plot_order
+
+    order = plot_order(["truncated-25", "reverse", "truncated-5", "truncated-1"], 100)
+    assert order == ["truncated-1", "truncated-5", "truncated-25", "reverse"]
+    assert [method_label(s, 100) for s in order] == ["K = 1", "K = 5", "K = 25", "K = T = 100 (exact)"]

@@ -211,6 +211,19 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     return json.loads(summary.read_text())
 
 
+def zoom_window(trajectories, points) -> tuple:
+    """(first step, last step, θ low, θ high) of fig_theta's zoomed panel: the last 90% of the
+    steps, and the θ range of every seed's iterates there and of ``points`` (the fixed and
+    stationary points), padded by 10%. ``trajectories``: {method: (name, θ (seeds, steps), recorded
+    step indices, ...)}."""
+    steps = max(int(tr[2][-1]) + 1 for tr in trajectories.values())
+    start = max(1, steps // 10)
+    late = np.concatenate([tr[1][:, tr[2][tr[2] + 1 >= start]].ravel() for tr in trajectories.values()]
+                          + [np.asarray(points, float)])
+    pad = 0.1 * max(float(np.ptp(late)), 0.5)
+    return start, steps, float(late.min()) - pad, float(late.max()) + pad
+
+
 def _write_figures(out_dir, tasks, M, trajectories, fixed, stat):
     """fig_tasks.png (Fig. 1a), fig_landscape.png (M with the final iterates), fig_theta.png (θ_k:
     all steps, and a second panel zoomed on the last 90% of steps so that FOM's fixed point and
@@ -254,11 +267,8 @@ def _write_figures(out_dir, tasks, M, trajectories, fixed, stat):
     for x, c, label in marks:
         for ax in (full, end):
             ax.axhline(x, color=c, ls=":", lw=1.2, label=label)
-    steps = max(int(tr[2][-1]) + 1 for tr in trajectories.values())
-    start = max(1, steps // 10)
-    late = np.concatenate([tr[1][:, tr[2][tr[2] + 1 >= start]].ravel() for tr in trajectories.values()] + [fixed, stat])
-    pad = 0.1 * max(float(np.ptp(late)), 0.5)
-    end.set(xlim=(start, steps), ylim=(float(late.min()) - pad, float(late.max()) + pad))
+    start, steps, lo, hi = zoom_window(trajectories, [x for x, _, _ in marks])
+    end.set(xlim=(start, steps), ylim=(lo, hi))
     full.set(xscale="log", xlabel="outer SGD step k (log scale)", ylabel=r"meta-parameter $\theta_k$",
              title="θ_k, every step (one line per seed)")
     end.set(xlabel="outer SGD step k", title=f"zoom on steps {start}..{steps}")

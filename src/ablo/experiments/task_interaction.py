@@ -361,8 +361,6 @@ def fig6(path: Path, curves, order, cfg: Config) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from matplotlib.ticker import FormatStrFormatter
-
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     panels = (("val_loss", "validation cross-entropy (nats)", "upper-level objective"),
               ("true_grad_norm", r"$\|d_\theta f\|$ (exact reverse; nats per unit θ)", "norm of the true hypergradient"),
@@ -379,8 +377,6 @@ def fig6(path: Path, curves, order, cfg: Config) -> None:
         ax.set(xlabel="hyper-iteration τ (outer steps)", ylabel=ylabel, title=title)
         if k == "true_grad_norm":
             ax.set_yscale("log")
-            ax.yaxis.set_major_formatter(FormatStrFormatter("%.2g"))  # a narrow range gets readable minor labels
-            ax.yaxis.set_minor_formatter(FormatStrFormatter("%.2g"))
     axes[2].axhline(0.0, color="grey", lw=0.5)
     fig.suptitle(f"Task interaction (paper 001 Fig. 6 analogue), mean over {cfg.trials} trials, validation set "
                  "of each trial")
