@@ -42,7 +42,7 @@ def toy_run(tmp_path_factory):
 
 def test_run_writes_every_result_file(toy_run):
     for name in ("summary.json", "results.md", "bound.csv", "trajectories.csv", "bound.png", "trajectories_f.png",
-                 "trajectories_f_tilde.png"):
+                 "trajectories_f_tilde.png", "descent_ratio.csv", "descent_ratio.png"):
         assert (toy_run / name).stat().st_size > 0, name
     doc = json.loads((toy_run / "summary.json").read_text())
     assert doc["experiment"] == "toy2d"
@@ -50,6 +50,8 @@ def test_run_writes_every_result_file(toy_run):
     # defaults < tiny < --set / --key value and named options
     assert cfg["outer_steps"] == 12 and cfg["first_step_norm"] == 0.3
     assert cfg["steps"] == 6 and cfg["methods"] == ["truncated-2", "reverse"]
+    ratio = cfg["descent_ratio_min"]  # Fig. 2 along a K = 1 trajectory the run adds itself
+    assert set(ratio["f"]) == {"2", "6"} and abs(ratio["f"]["6"] - 1) < 1e-4 and ratio["f"]["2"] > 0
     assert {(r["objective"], r["method"], r["K"]) for r in doc["results"]} == {
         (o, m, k) for o in ("f", "f_tilde") for m, k in (("truncated-2", 2), ("reverse", None))}
     manifest = json.loads((toy_run / "manifest.json").read_text())
@@ -136,23 +138,22 @@ def test_ablo_traceback_raises_the_error_with_its_traceback(monkeypatch, tmp_pat
         cli.main(["compare", str(tmp_path / "no-such-run")])
 
 
-def test_environment_data_dir_is_dropped_for_experiments_without_data(tmp_path, monkeypatch):
+def test_environment_data_dir_is_the_cache_not_an_option(tmp_path, monkeypatch):
+    """ABLO_DATA_DIR names the fetch cache (tests/test_data_cache.py): an experiment reading no data
+    ignores it, a missing or empty folder falls back to the built-in data, and only --data-dir
+    itself is refused where the experiment takes no data."""
     from ablo.experiments import get
 
-    build = lambda data_dir, from_env: cli.build_config(get("toy2d"), None, None, None, data_dir, None, None, [], [],
-                                                        True, None, data_dir_from_env=from_env)
-    cfg = build(tmp_path, True)
-    assert not hasattr(cfg, "data_dir") and cfg.steps == get("toy2d").tiny["steps"]
-    build(tmp_path / "missing", True)  # not even checked for existence there
-    with pytest.raises(ValueError, match="does not take --data-dir"):  # from --data-dir itself it is an error
-        build(tmp_path, False)
-    # the source is read from click: ABLO_DATA_DIR (a missing folder, a trailing slash) reaches no check
     seen = []
     monkeypatch.setattr(cli, "run_experiment", lambda exp, cfg, out, resume, overwrite: seen.append(cfg))
     for value in (str(tmp_path / "missing"), str(tmp_path) + "/"):
         monkeypatch.setenv("ABLO_DATA_DIR", value)
         cli.main(["run", "toy2d", "--tiny", "--out", str(tmp_path / "out")])
         assert not hasattr(seen.pop(), "data_dir")
+        cli.main(["run", "hypercleaning", "--out", str(tmp_path / "out")])
+        assert seen.pop().data_dir is None
+    with pytest.raises(ValueError, match="does not take --data-dir"):
+        cli.build_config(get("toy2d"), None, None, None, tmp_path, None, None, [], [], True, None)
 
 
 def test_overrides_are_texts_for_the_typed_config():

@@ -191,7 +191,10 @@ def test_cli_fetch_writes_what_the_loaders_read(server, tmp_path, monkeypatch, c
     monkeypatch.setenv("ABLO_DATA_DIR", str(root))  # the default data directory
     code, out, err = call(["data", "fetch", "all"], capsys)
     assert code == 0, err
-    assert "ABLO_DATA_DIR" in out and str(root / "mnist") in out
+    assert "by default" in out and str(root / "mnist") in out
+    from ablo.experiments import get
+
+    assert get("hypercleaning").make_config().data_dir == str(root / "mnist")  # what runs now read
     x, y = load_mnist(root)["train"]
     np.testing.assert_allclose(x * 255, arrays["train-images-idx3-ubyte"].reshape(6, -1), atol=1e-4)
     np.testing.assert_array_equal(y, np.arange(6))

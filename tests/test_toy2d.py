@@ -53,6 +53,26 @@ def test_one_rmd_converges_to_a_biased_point_on_f_tilde():
     assert float(calls) == 300 * (c.steps + 1 + 1)  # r + 1 gradients, 1 HVP; the start is constant: no JVP
 
 
+def test_descent_ratio_is_positive_on_f_and_one_at_K_equal_T():
+    """Paper 001 Fig. 2 / Lemma 3.2: along the K = 1 trajectory on f (∇_λ f = 0) h_{T−K}ᵀ d_λ stays a
+    positive fraction of ‖d_λ‖² for every K, and K = T is exact (ratio 1); on f̃ the guarantee is gone
+    and 1-RMD's ratio falls to 0 where it stalls."""
+    c = cfg(outer_steps=200)
+    key = jax.random.PRNGKey(0)
+    Ks = (1, 5, c.steps)
+    mins = {}
+    for penalty in (0.0, 5.0):
+        p = toy2d.make_problem(c, penalty)
+        traj, _, _ = toy2d.descend(p, Truncated(1), c, key, "truncated-1")
+        r = toy2d.descent_ratios(p, traj, Ks, key)
+        assert r.shape == (len(Ks), c.outer_steps + 1) and np.all(np.isfinite(r))
+        np.testing.assert_allclose(r[-1], 1.0, rtol=1e-9)  # K = T: h_0 = d_λ
+        mins[penalty] = r.min(axis=1)
+    assert np.all(mins[0.0][:2] > 0.02), mins[0.0]  # bounded away from 0, as Lemma 3.2 states
+    assert np.all(np.diff(mins[0.0]) > 0)  # and closer to 1 for larger K
+    assert mins[5.0][0] < 1e-3 < mins[0.0][0]  # on f̃ 1-RMD's ratio vanishes at its biased fixed point
+
+
 def test_first_step_has_the_prescribed_norm():
     c = cfg(outer_steps=3, steps=10)
     traj, _, _ = toy2d.descend(toy2d.make_problem(c), Truncated(2), c, jax.random.PRNGKey(0), "truncated-2")

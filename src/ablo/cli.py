@@ -4,7 +4,9 @@
 ``tiny`` overrides (``--tiny``), ``--set key=value`` and ``--key value`` pairs for any config key
 (values parsed as JSON, else comma lists, else strings), and the named options (``--method``,
 ``--seed(s)``, ``--data-dir``, ``--budget-calls``, ``--steps`` = outer steps, ``--resume``,
-``--devices``). Errors in names and values end in one line on stderr and exit code 2.
+``--devices``). Without ``--data-dir`` a run reads its dataset from the ``ablo data fetch`` cache
+when it has been fetched there (:func:`ablo.experiments.config.build`; ``--data-dir none`` refuses
+it). Errors in names and values end in one line on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -92,12 +94,13 @@ NAMED = {"methods": "--method", "seeds": "--seed(s)", "data_dir": "--data-dir", 
          "outer_steps": "--steps", "devices": "--devices"}
 
 
-def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets, extra, tiny, devices,
-                 data_dir_from_env: bool = False):
+def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets, extra, tiny, devices):
     """The experiment's typed config from the command line: defaults, ``--tiny``, ``--set``/``--KEY``
-    and the named options, all parsed and checked by the experiment's config class. A data dir
-    from ABLO_DATA_DIR (``data_dir_from_env``) is ignored by experiments that read no data."""
+    and the named options, all parsed and checked by the experiment's config class (which also
+    defaults data_dir to the fetched dataset)."""
     import dataclasses
+
+    from .experiments.config import parse_value
 
     keys = {f.name for f in dataclasses.fields(exp.config)}
     overrides = parse_overrides(sets, extra)
@@ -112,7 +115,7 @@ def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets,
         if "seeds" not in keys:
             raise CLIError(f"{exp.name} runs one seed: give --seed N, not --seeds")
         named["seeds"] = seeds
-    if data_dir is not None and not (data_dir_from_env and "data_dir" not in keys):
+    if data_dir is not None:
         named["data_dir"] = str(data_dir)
     if budget_calls is not None:
         named["budget_calls"] = budget_calls
@@ -127,8 +130,9 @@ def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets,
         if key in overrides:
             raise CLIError(f"config key {key} given twice (as {NAMED.get(key, key)} and as --{key}/--set)")
         overrides[key] = value
-    if "data_dir" in overrides and overrides["data_dir"] is not None and not Path(overrides["data_dir"]).exists():
-        raise CLIError(f"data_dir: {overrides['data_dir']} does not exist (from --data-dir, --set or ABLO_DATA_DIR)")
+    given = parse_value(exp.config, "data_dir", overrides["data_dir"]) if "data_dir" in overrides else None
+    if given is not None and not Path(given).exists():
+        raise CLIError(f"data_dir: {given} does not exist (from --data-dir or --set; none: the built-in data)")
     return exp.make_config(overrides, tiny=tiny)
 
 
@@ -282,7 +286,9 @@ def run(ctx: typer.Context,
                                                    help="estimator spec NAME or NAME:key=value,..., repeatable"),
         seed: Optional[int] = typer.Option(None, help="one seed"),
         seeds: Optional[str] = typer.Option(None, help="comma-separated seeds, e.g. 0,1,2"),
-        data_dir: Optional[Path] = typer.Option(None, envvar="ABLO_DATA_DIR", help="dataset directory"),
+        data_dir: Optional[Path] = typer.Option(
+            None, help="dataset directory; default: the dataset's folder in the `ablo data fetch` cache if it "
+                       "was fetched, else the built-in data; none: the built-in data"),
         budget_calls: Optional[float] = typer.Option(None, help="function-call budget per run"),
         steps: Optional[int] = typer.Option(None, help="outer steps per run (config key outer_steps)"),
         set_: Optional[List[str]] = typer.Option(None, "--set", help="config override key=value, repeatable"),
@@ -295,11 +301,14 @@ def run(ctx: typer.Context,
     `ablo config EXPERIMENT` lists the keys with their types, ranges and help."""
     from .experiments import get
 
+    from .experiments.config import cached_data_dir
+
     exp = get(experiment)
-    # click's ParameterSource (typer may vendor click: compare by name)
-    from_env = getattr(ctx.get_parameter_source("data_dir"), "name", None) == "ENVIRONMENT"
     cfg = build_config(exp, method, seed, seeds, data_dir, budget_calls, steps, set_ or [], list(ctx.args), tiny,
-                       devices, data_dir_from_env=from_env)
+                       devices)
+    if getattr(cfg, "data_dir", None) is not None and cfg.data_dir == cached_data_dir(exp.config):
+        typer.echo(f"ablo: reading {exp.config.DATASET} from the data cache {cfg.data_dir} "
+                   f"(--data-dir none: the built-in data)", err=True)
     try:
         run_experiment(exp, cfg, out if out is not None else str(Path("runs") / experiment), resume, overwrite)
     except KeyboardInterrupt as e:  # typer would swallow it silently
@@ -321,6 +330,9 @@ def config_cmd(experiment: str = typer.Argument(..., help="experiment name (see 
                   f"one of {', '.join(map(str, m['choices']))}" if m.get("choices") else ""]
         extra = "; ".join(b for b in bounds if b)
         typer.echo(f"{f.name} = {f.default!r}{f'  [{extra}]' if extra else ''}\n    {m.get('help', '')}")
+        if f.name == "data_dir" and exp.config.DATASET:
+            typer.echo(f"    default when not given: the fetched {exp.config.DATASET} "
+                       f"(`ablo data fetch {exp.config.DATASET}`) if it is in the cache, except in --tiny runs")
 
 
 @app.command()
@@ -356,7 +368,11 @@ def data_fetch(datasets: List[str] = typer.Argument(..., help="mnist, omniglot, 
         folders = [fetch_mod.fetch(n, root, sources=fetch_mod.SOURCES, progress=progress) for n in names]
     for folder in folders:
         typer.echo(f"{folder.name}: {folder}")
-    typer.echo(f"read by: ablo run EXPERIMENT --data-dir {root}  (or export ABLO_DATA_DIR={root})")
+    if Path(root).expanduser().resolve() == fetch_mod.default_data_dir().resolve():
+        typer.echo("ablo run reads it from there by default (no --data-dir needed; --data-dir none: the built-in data)")
+    else:
+        typer.echo(f"read by: ablo run EXPERIMENT --data-dir {root}  (or export ABLO_DATA_DIR={root} to make it "
+                   f"the default)")
 
 
 @app.command()

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import math
+import re
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -95,3 +96,48 @@ def save_figure(fig, path) -> Path:
 
     plt.close(fig)
     return atomic_write(path, buf.getvalue())
+
+
+#: Axis labels with units for the fields of the result rows and curves (see :func:`axis_label`).
+AXIS_LABELS = {
+    "function_calls": "function calls (gradient evaluations + HVPs + JVPs)",
+    "test_acc": "test accuracy (%)",
+    "val_acc": "validation accuracy (%)",
+    "train_clean_acc": "accuracy on the clean training examples (%)",
+    "test_ce": "test cross-entropy (nats)",
+    "val_ce": "validation cross-entropy (nats)",
+    "val_loss": "validation loss (nats)",
+    "f1": "F1 score of the detected corrupted examples (0-1)",
+    "seconds": "wall time (s)",
+    "step": "outer step",
+    "hyper_iterations": "hyper-iterations (outer steps)",
+}
+
+
+def axis_label(field: str) -> str:
+    """The axis label, with its unit, of a result field (:data:`AXIS_LABELS`), else the field's
+    name with spaces."""
+    return AXIS_LABELS.get(field, field.replace("_", " "))
+
+
+def natural_key(label) -> tuple:
+    """Sort key ordering the numbers inside labels by value, so K = 1, 5, 25, 50 rather than
+    string order 1, 25, 5, 50: ``sorted(specs, key=natural_key)`` puts "truncated-5" before
+    "truncated-25" and "q = 0.05" before "q = 0.1"."""
+    parts = re.split(r"(\d+(?:\.\d+)?)", str(label))
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts))
+
+
+def figure_legend(fig, axes=None, ncol: int | None = None, fontsize: float = 8):
+    """One legend for the whole figure, below its panels, holding every labelled line of every
+    panel in ``axes`` (default all) once, in order of first appearance: so no panel's legend covers
+    its data and no line is missing from the legend. Lays the panels out first (tight_layout)
+    so the legend overlaps nothing; :func:`save_figure` keeps it (bbox_inches="tight").
+    Returns the Legend."""
+    entries: dict = {}
+    for ax in (fig.axes if axes is None else axes):
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            entries.setdefault(label, handle)
+    fig.tight_layout()
+    return fig.legend(list(entries.values()), list(entries), loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                      ncol=ncol or min(len(entries), 4) or 1, fontsize=fontsize, frameon=False)

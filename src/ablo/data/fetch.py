@@ -94,6 +94,22 @@ def default_data_dir() -> Path:
     return Path(cache).expanduser() / "ablo"
 
 
+def cached(dataset: str, data_dir=None) -> Optional[Path]:
+    """``<data_dir>/<dataset>/`` when :func:`fetch` has put the whole dataset there (every file of
+    ``SOURCES[dataset]`` present; an Omniglot zip may be replaced by the ``.npz`` decoded from it),
+    else None. Only names are checked (the run's manifest fingerprints the contents).
+
+    Args:
+        dataset: a key of :data:`SOURCES`.
+        data_dir: the data directory, default :func:`default_data_dir`.
+    """
+    if dataset not in SOURCES:
+        raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(SOURCES)}")
+    folder = Path(data_dir if data_dir is not None else default_data_dir()).expanduser() / dataset
+    present = lambda name: (folder / name).is_file() or (name in DECODED and (folder / DECODED[name]).is_file())
+    return folder if all(present(remote.name) for remote in SOURCES[dataset]) else None
+
+
 def sha256_of(path) -> str:
     """Hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
     h = hashlib.sha256()
@@ -198,14 +214,17 @@ def _no_progress(description, total):
 
 def _omniglot_npz(folder: Path, fetched: bool, progress) -> None:
     """Decode each downloaded Omniglot zip once into the npz the loader reads fastest."""
-    from .omniglot import SPLITS, zip_to_npz
+    from .omniglot import zip_to_npz
 
-    for split in SPLITS:
-        archive, npz = folder / f"images_{split}.zip", folder / f"images_{split}.npz"
+    for zip_name, npz_name in DECODED.items():
+        archive, npz = folder / zip_name, folder / npz_name
         if archive.is_file() and (fetched or not npz.is_file()):
             with progress(f"omniglot: decoding {archive.name}", None):
                 zip_to_npz(archive, npz)
 
+
+#: downloaded file -> the file :data:`CONVERSIONS` decodes from it, which the loader reads instead.
+DECODED = {f"images_{split}.zip": f"images_{split}.npz" for split in ("background", "evaluation")}
 
 #: dataset -> ``convert(folder, fetched, progress)`` run after its files are in place: the
 #: formats the loaders read fastest, derived from the verified downloads.

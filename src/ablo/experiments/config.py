@@ -23,7 +23,7 @@ import json
 import math
 import re
 import typing
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, ClassVar, Dict, Mapping, Optional
 
 _INT = re.compile(r"[+-]?\d+")
 
@@ -49,7 +49,13 @@ def option(default, help: str, *, low=None, high=None, low_open: bool = False, h
 @dataclasses.dataclass(frozen=True)
 class ExperimentConfig:
     """Base of every experiment's config. Subclasses declare fields with :func:`option` and may
-    override :meth:`validate` (relations between fields) and :meth:`inactive`."""
+    override :meth:`validate` (relations between fields) and :meth:`inactive`. A config with a
+    ``data_dir`` field names the dataset it reads in :attr:`DATASET`."""
+
+    #: The ``ablo data fetch`` dataset ("mnist", "omniglot", "20newsgroups") that ``data_dir`` is
+    #: for: a run that does not set data_dir reads it from the fetch cache when it is there (see
+    #: :func:`build`). None: the experiment reads no fetched data.
+    DATASET: ClassVar[Optional[str]] = None
 
     def validate(self) -> None:
         """Raise ConfigError when fields do not fit together (called after each field is checked)."""
@@ -221,15 +227,37 @@ def check(cfg: ExperimentConfig, explicit=()) -> ExperimentConfig:
     return cfg
 
 
+def cached_data_dir(cls) -> Optional[str]:
+    """The folder of ``cls.DATASET`` in the ``ablo data fetch`` cache
+    (:func:`ablo.data.fetch.default_data_dir`) when it has been fetched there, else None."""
+    if not cls.DATASET:
+        return None
+    from ..data.fetch import cached
+
+    folder = cached(cls.DATASET)
+    return None if folder is None else str(folder)
+
+
 def build(cls, overrides: Optional[Mapping[str, Any]] = None, tiny: Optional[Mapping[str, Any]] = None):
     """``cls`` from its defaults, then ``tiny`` (the experiment's smoke-run values), then the user's
-    ``overrides`` (text or Python values), checked by :func:`check`."""
+    ``overrides`` (text or Python values), checked by :func:`check`.
+
+    ``data_dir`` defaults to :func:`cached_data_dir` (the fetched ``cls.DATASET``) when neither
+    ``overrides`` nor ``tiny`` set it and this is not a smoke run (``tiny`` None: smoke runs are
+    sized for the built-in data); ``data_dir=none`` refuses the cache. The folder chosen is the
+    config's ``data_dir``, so the manifest and summary.json record it."""
     values: Dict[str, Any] = {}
     for source in (tiny or {}, overrides or {}):
         for key, value in source.items():
             values[key] = parse_value(cls, key, value)
+    cache = cached_data_dir(cls) if tiny is None and "data_dir" not in values else None
+    if cache is not None:
+        values["data_dir"] = cache
+    cfg = cls(**values)
     try:
-        cfg = cls(**values)
-    except ConfigError:
-        raise
-    return check(cfg, explicit=tuple(overrides or ()))
+        return check(cfg, explicit=tuple(overrides or ()))
+    except ConfigError as e:
+        if cache is None:
+            raise
+        raise ConfigError(f"{e} (data_dir defaults to the fetched {cls.DATASET} in {cache}; data_dir=none reads "
+                          f"the built-in data instead)") from None

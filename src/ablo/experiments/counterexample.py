@@ -33,7 +33,7 @@ from .. import estimators, outer
 from ..curvature import check_step_size
 from ..inner import gd
 from ..problem import BilevelProblem
-from ..results import save_figure, write_csv, write_markdown, write_summary
+from ..results import figure_legend, save_figure, write_csv, write_markdown, write_summary
 from . import Experiment, RunContext, register
 from ._notes import smoke_note, smoke_option
 from .config import ConfigError, ExperimentConfig, option
@@ -211,55 +211,78 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     return json.loads(summary.read_text())
 
 
+def zoom_window(trajectories, points) -> tuple:
+    """(first step, last step, θ low, θ high) of fig_theta's zoomed panel: the last 90% of the
+    steps, and the θ range of every seed's iterates there and of ``points`` (the fixed and
+    stationary points), padded by 10%. ``trajectories``: {method: (name, θ (seeds, steps), recorded
+    step indices, ...)}."""
+    steps = max(int(tr[2][-1]) + 1 for tr in trajectories.values())
+    start = max(1, steps // 10)
+    late = np.concatenate([tr[1][:, tr[2][tr[2] + 1 >= start]].ravel() for tr in trajectories.values()]
+                          + [np.asarray(points, float)])
+    pad = 0.1 * max(float(np.ptp(late)), 0.5)
+    return start, steps, float(late.min()) - pad, float(late.max()) + pad
+
+
 def _write_figures(out_dir, tasks, M, trajectories, fixed, stat):
+    """fig_tasks.png (Fig. 1a), fig_landscape.png (M with the final iterates), fig_theta.png (θ_k:
+    all steps, and a second panel zoomed on the last 90% of steps so that FOM's fixed point and
+    the stationary point, 3 apart, are told apart after the early excursion), fig_grad.png (Fig. 1c)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colors = {"fom": "tab:red", "ufom": "tab:blue"}
+    marks = [(x, "tab:red", f"FOM fixed point, θ = {x:.3f}") for x in fixed] + \
+            [(x, "tab:blue", f"stationary point ∂M/∂θ = 0, θ = {x:.3f}") for x in stat]
     # (a) the two tasks' inner losses
     phi = np.linspace(-40, 60, 1000)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     f = jax.jit(jax.vmap(lambda t: piecewise_f(jnp.asarray(phi), t)))(tasks)
     for i, fi in enumerate(np.asarray(f)):
-        ax.plot(phi, fi, label=f"f_{i + 1}")
-    ax.set(xlabel="φ", ylabel="f_i(φ)", title="(a) task losses")
-    ax.legend()
+        ax.plot(phi, fi, label=f"$f_{i + 1}$ (minimum at φ = {float(tasks[1][i] / tasks[0][i]):.2f})")
+    ax.set(xlabel="inner parameter φ", ylabel=r"inner = outer loss $f_i(\varphi)$", title="(a) the two task losses")
+    ax.legend(fontsize=8)
     save_figure(fig, out_dir / "fig_tasks.png")
     # (b) landscape M(θ) with final iterates and FOM's fixed point
     grid = np.linspace(-10, 30, 801)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    ax.plot(grid, np.asarray(M(grid)), "k-", lw=1, label="M(θ)")
+    fig, ax = plt.subplots(figsize=(6, 3.8))
+    ax.plot(grid, np.asarray(M(grid)), "k-", lw=1, label="M(θ) (exact, mean over the two tasks)")
     for method, (name, thetas, _, _) in trajectories.items():
         fin = thetas[:, -1]
-        ax.plot(fin, np.asarray(M(fin)), "o", color=colors.get(name), ms=6,
-                alpha=0.7, label=f"{method} final θ")
-    for x in fixed:
-        ax.axvline(x, color="tab:red", ls=":", lw=1)
-    for x in stat:
-        ax.axvline(x, color="tab:blue", ls=":", lw=1)
-    ax.set(xlabel="θ", ylabel="M(θ)", title="(b) M(θ); dotted: FOM fixed point (red), ∂M/∂θ = 0 (blue)")
-    ax.legend(fontsize=8)
+        ax.plot(fin, np.asarray(M(fin)), "o", color=colors.get(name), ms=6, alpha=0.7, label=f"{method}: final θ per seed")
+    for x, c, label in marks:
+        ax.axvline(x, color=c, ls=":", lw=1, label=label)
+    ax.set(xlabel="meta-parameter θ", ylabel="meta-objective M(θ) (loss after r inner steps)",
+           title="(b) M(θ) and where each seed ends")
+    figure_legend(fig, ncol=2)
     save_figure(fig, out_dir / "fig_landscape.png")
-    # trajectories and (c) |∂M/∂θ| over steps
-    for name, col, ylabel, title, log in (("fig_theta.png", 1, "θ_k", "θ trajectories", False),
-                                          ("fig_grad.png", 3, "|∂M/∂θ(θ_k)|", "(c) exact gradient norm", True)):
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for method, tr in trajectories.items():
-            idx = tr[2]
-            ys = tr[1][:, idx] if col == 1 else tr[3]
-            for i, y in enumerate(ys):
-                ax.plot(idx + 1, y, color=colors.get(tr[0]), alpha=0.5, lw=0.8, label=method if i == 0 else None)
-        if col == 1:
-            for xs, c in ((fixed, "tab:red"), (stat, "tab:blue")):
-                for x in xs:
-                    ax.axhline(x, color=c, ls=":", lw=1)
-        ax.set(xscale="log", xlabel="outer step k", ylabel=ylabel, title=title)
-        if log:
-            ax.set_yscale("log")
-        ax.legend()
-        save_figure(fig, out_dir / name)
+    # θ_k over steps: all of them, then the end, zoomed
+    fig, (full, end) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for method, (name, thetas, idx, _) in trajectories.items():
+        for i, y in enumerate(thetas[:, idx]):
+            for ax in (full, end):
+                ax.plot(idx + 1, y, color=colors.get(name), alpha=0.5, lw=0.8, label=method if i == 0 else None)
+    for x, c, label in marks:
+        for ax in (full, end):
+            ax.axhline(x, color=c, ls=":", lw=1.2, label=label)
+    start, steps, lo, hi = zoom_window(trajectories, [x for x, _, _ in marks])
+    end.set(xlim=(start, steps), ylim=(lo, hi))
+    full.set(xscale="log", xlabel="outer SGD step k (log scale)", ylabel=r"meta-parameter $\theta_k$",
+             title="θ_k, every step (one line per seed)")
+    end.set(xlabel="outer SGD step k", title=f"zoom on steps {start}..{steps}")
+    figure_legend(fig, ncol=2)
+    save_figure(fig, out_dir / "fig_theta.png")
+    # (c) |∂M/∂θ| over steps
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for method, (name, _, idx, grads) in trajectories.items():
+        for i, y in enumerate(grads):
+            ax.plot(idx + 1, y, color=colors.get(name), alpha=0.5, lw=0.8, label=method if i == 0 else None)
+    ax.set(xscale="log", yscale="log", xlabel="outer SGD step k (log scale)",
+           ylabel=r"exact $|\partial M/\partial\theta\,(\theta_k)|$ (log scale)", title="(c) exact gradient norm")
+    ax.legend()
+    save_figure(fig, out_dir / "fig_grad.png")
 
 
 register(Experiment(NAME, run, Config, TINY,

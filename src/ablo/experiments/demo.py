@@ -26,8 +26,10 @@ def _default(name: str, value):
 @dataclass(frozen=True)
 class Config(hypercleaning.Config):
     """hypercleaning's config with the demo's defaults: the MLP on digits, one seed, exact, FOM,
-    UFOM and Adaptive UFOM at 12,000 function calls each."""
+    UFOM and Adaptive UFOM at 12,000 function calls each; digits even when MNIST is fetched (it
+    is the no-download demo: give data_dir to run it on MNIST)."""
 
+    DATASET = None
     model: str = _default("model", "mlp")
     n_train: Optional[int] = _default("n_train", 600)
     n_val: Optional[int] = _default("n_val", 600)

@@ -68,6 +68,7 @@ class Config(ExperimentConfig):
     """The settings of a few-shot run; ``ways`` and ``size`` left None take the data's default
     (:meth:`resolved`)."""
 
+    DATASET = "omniglot"  # data_dir defaults to the fetched omniglot (config.build)
     data_dir: Optional[str] = option(None, "Omniglot folder (images_*.npz or the PNG folders); none = scikit-learn "
                                      "digits, a smoke-scale stand-in (8x8, classes 7-9 held out)")
     ways: Optional[int] = option(None, "classes per task m; default 20 (Omniglot) / 3 (digits, at most 3)", low=2)

@@ -54,7 +54,7 @@ from .. import estimators, outer
 from ..inner import gd
 from ..models import batch_norm, cross_entropy
 from ..problem import BilevelProblem
-from ..results import save_figure, write_csv, write_markdown, write_summary
+from ..results import axis_label, figure_legend, natural_key, save_figure, write_csv, write_markdown, write_summary
 
 NAME = "hyper-representation"
 N_CHARACTERS = 1623  # Omniglot: 964 background + 659 evaluation characters
@@ -70,6 +70,7 @@ PAPER_TABLE4 = (("1-RMD", 95.6, "5K", 0.4), ("10-RMD", 96.3, "5K", 0.7), ("25-RM
 
 @dataclass(frozen=True)
 class Config(ExperimentConfig):
+    DATASET = "omniglot"  # data_dir defaults to the fetched omniglot (config.build)
     data_dir: Optional[str] = option(None, "Omniglot folder (images_*.npz or PNG folders); none = generated stand-in")
     size: int = option(14, "image side after area resampling (paper: 28)", low=4, high=105)
     filters: int = option(16, "filters of every conv layer (paper: 64)", low=1, high=256)
@@ -388,27 +389,30 @@ def notes(cfg: Config, n_train: int, n_val: int, n_test: int) -> str:
 
 
 def plot_curves(curves: list, path: Path, cfg: Config) -> None:
-    """Test accuracy against hyper-iterations (Table 4 part) and function calls (equal-calls part),
-    one figure legend for every line."""
+    """Test accuracy against hyper-iterations (Table 4 part, K in numeric order) and function
+    calls (equal-calls part), one figure legend for every line; the caption says the curves use
+    the first ``curve_tasks`` of the table's ``eval_tasks`` test tasks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    panels = (("table4", "hyper_iterations", "hyper-iterations", "K-RMD at equal hyper-iterations (Table 4)", "o-"),
-              ("calls", "function_calls", "function calls (gradients + HVPs + JVPs)", "equal function calls", "s--"))
+    panels = (("table4", "hyper_iterations", axis_label("hyper_iterations"), "K-RMD at equal hyper-iterations (Table 4)",
+               "o-"),
+              ("calls", "function_calls", axis_label("function_calls"), "equal function calls", "s--"))
     colors = iter(plt.get_cmap("tab20").colors)  # one color per line across both panels
     for ax, (part, x, xlabel, title, style) in zip(axes, panels):
-        for method in dict.fromkeys(c["method"] for c in curves if c["part"] == part):
+        methods = list(dict.fromkeys(c["method"] for c in curves if c["part"] == part))
+        for method in sorted(methods, key=natural_key) if part == "table4" else methods:  # 1-, 5-, 25-RMD, Full
             pts = [c for c in curves if c["part"] == part and c["method"] == method]
             ax.plot([c[x] for c in pts], [c["test_acc"] for c in pts], style, ms=3, color=next(colors),
                     label=f"{'A' if part == 'table4' else 'B'}: {method}")
         ax.set(xlabel=xlabel, ylabel=f"test accuracy (%), {cfg.curve_tasks} test tasks", title=title)
-    handles = [h for ax in axes for h in ax.get_lines()]
-    fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=5, fontsize=8,
-               bbox_to_anchor=(0.5, -0.12))
-    fig.suptitle(f"Omniglot {cfg.ways}-way {cfg.shots}-shot, hyper-representation (test characters)")
+    fig.suptitle(f"Omniglot {cfg.ways}-way {cfg.shots}-shot, hyper-representation (test characters)\n"
+                 f"curves: the first {cfg.curve_tasks} of the table's {cfg.eval_tasks} test tasks, so their last "
+                 "points differ from the table", fontsize=10)
+    figure_legend(fig, ncol=5)
     save_figure(fig, path)
 
 

@@ -78,6 +78,7 @@ class Config(ExperimentConfig):
 
     model: str = option("linear", "classifier: linear (paper 001 Table 2) or mlp, two layers with ReLU "
                         "(paper 000 Table 1)", choices=("linear", "mlp"))
+    DATASET = "mnist"  # data_dir defaults to the fetched mnist (config.build)
     data_dir: Optional[str] = option(None, "folder with the MNIST IDX files; none = scikit-learn's 8x8 digits "
                                      "(a scaled-down stand-in)")
     n_train: Optional[int] = option(None, "training examples n (θ ∈ R^n); default 5000 (linear) / 1000 (mlp) on "

@@ -55,6 +55,7 @@ class Config(ExperimentConfig):
                                       "estimator specs compared", estimators=True, min_len=1)
     seeds: tuple[int, ...] = option((0,), "seeds: each splits the training posts and seeds the estimators", low=0,
                                     min_len=1, unique=True)
+    DATASET = "20newsgroups"  # data_dir defaults to the fetched 20newsgroups (config.build)
     data_dir: Optional[str] = option(None, "folder holding 20newsgroups/ (none: generated documents)")
     max_features: int = option(5000, "TF-IDF vocabulary: the most frequent words kept", low=1, high=200_000)
     seconds: float = option(120.0, "budget of outer-step time per run (s)", low=0, low_open=True)

@@ -60,6 +60,7 @@ class Config(ExperimentConfig):
                                             unique=True)
     seeds: tuple[int, ...] = option((0,), "seeds: each draws the splits, the corruption and the batches", low=0,
                                     min_len=1, unique=True)
+    DATASET = "mnist"  # data_dir defaults to the fetched mnist (config.build)
     data_dir: Optional[str] = option(None, "folder holding mnist/ (none: scikit-learn digits)")
     n_train: int = option(20_000, "MNIST: training images (corrupted)", low=1)
     n_val: int = option(5_000, "MNIST: clean validation images", low=1)

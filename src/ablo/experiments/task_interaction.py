@@ -42,7 +42,7 @@ from ..estimators import Reverse
 from ..inner import gd
 from ..models import accuracy, cross_entropy
 from ..problem import BilevelProblem, constant_init
-from ..results import save_figure, write_csv, write_markdown, write_summary
+from ..results import figure_legend, save_figure, write_csv, write_markdown, write_summary
 from .config import ConfigError, ExperimentConfig, option
 
 NAME = "task-interaction"
@@ -66,6 +66,7 @@ class Config(ExperimentConfig):
                                        "adaptive-ufom"),
                                       "estimator specs (K-RMD as truncated-K; reverse is full RMD, K = T)",
                                       estimators=True, min_len=1)
+    DATASET = "20newsgroups"  # data_dir defaults to the fetched 20newsgroups (config.build)
     data_dir: Optional[str] = option(None, "folder with 20news-bydate.tar.gz; none = generated TF-IDF-like data")
     max_features: int = option(500, "TF-IDF features (most frequent words) or generated vocabulary size",
                                low=CLASSES, high=100_000)
@@ -362,8 +363,8 @@ def fig6(path: Path, curves, order, cfg: Config) -> None:
 
     fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
     panels = (("val_loss", "validation cross-entropy (nats)", "upper-level objective"),
-              ("true_grad_norm", "‖d_θ f‖ (exact reverse; nats per unit θ)", "norm of the true hypergradient"),
-              ("cosine", "cos(estimate, d_θ f) (unitless)", "cosine to the true hypergradient"))
+              ("true_grad_norm", r"$\|d_\theta f\|$ (exact reverse; nats per unit θ)", "norm of the true hypergradient"),
+              ("cosine", r"cos(estimate, $d_\theta f$) (unitless)", "cosine to the true hypergradient"))
     styles = ("-", "--", "-.", ":")  # lines that coincide (e.g. K-RMD and full RMD early on) stay visible
     for n, spec in enumerate(order):
         pts = [c for c in curves if c["method"] == spec]
@@ -377,10 +378,9 @@ def fig6(path: Path, curves, order, cfg: Config) -> None:
         if k == "true_grad_norm":
             ax.set_yscale("log")
     axes[2].axhline(0.0, color="grey", lw=0.5)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=len(order), fontsize=8, frameon=False)
-    fig.suptitle(f"Task interaction (paper 001 Fig. 6 analogue), mean over {cfg.trials} trials")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.suptitle(f"Task interaction (paper 001 Fig. 6 analogue), mean over {cfg.trials} trials, validation set "
+                 "of each trial")
+    figure_legend(fig, ncol=len(order))
     save_figure(fig, path)
 
 
@@ -396,7 +396,7 @@ def heatmap(path: Path, learned_C: dict, order, names, cfg: Config) -> None:
     n = len(order)
     cols = min(n, 4)
     rows = -(-n // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.4 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.4 * rows + 0.6), squeeze=False, layout="constrained")
     mats = {s: np.where(np.eye(len(names), dtype=bool), np.nan, learned_C[s])[np.ix_(idx, idx)] for s in order}
     vmax = max(float(np.nanmax(m)) for m in mats.values())
     image = None
@@ -411,7 +411,7 @@ def heatmap(path: Path, learned_C: dict, order, names, cfg: Config) -> None:
             ax.axvline(b - 0.5, color="white", lw=0.6)
     for ax in axes.ravel()[n:]:
         ax.axis("off")
-    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label="C_ij (learned, mean over trials)")
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.8, label=r"learned coupling $C_{ij}$ (mean over trials)")
     fig.suptitle("Learned task interaction C, classes grouped by newsgroup hierarchy (comp, rec, sci, talk, others)"
                  if hierarchical else "Learned task interaction C (generated classes: no hierarchy)")
     save_figure(fig, path)

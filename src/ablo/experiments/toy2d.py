@@ -7,13 +7,17 @@
 
     ‖h_{T−K} − d_λ f‖ ≤ (1 − γα)^K / (γα) · ‖∇_ŵ f‖ · M_B,   M_B = ‖γG‖ = γ.
 
-Three parts, all with ablo's ``Truncated(K)`` against the exact ``Reverse``:
+Four parts, all with ablo's ``Truncated(K)`` against the exact ``Reverse``:
 
 1. ``bound``: measured error and the bound at λ = (1, 1) for K = 1..T (paper 001 Fig. 1);
 2. ``f``: outer GD on f from λ_0 with η_τ = η_0/√τ, η_0 chosen so that the first step has norm
    0.6 (paper 001 footnote 4), for each K in ``Ks`` and each other method (Fig. 4);
 3. ``f_tilde``: the same on f̃ = f + 5‖λ − (1, 0)‖², where ∇_λ f̃ ≠ 0 and 1-RMD converges to a
-   biased point (Theorem 3.3; Fig. 3).
+   biased point (Theorem 3.3; Fig. 3);
+4. ``descent_ratio``: h_{T−K}ᵀ d_λ / ‖d_λ‖² at each λ_τ of the K = 1 trajectory, for each K of
+   the truncated methods and K = T, on f and on f̃ (Fig. 2). Lemma 3.2 (∇_λ f = 0, g strongly
+   convex) keeps it positive on f, h_{T−K} being a sufficient descent direction; on f̃ it may
+   turn negative. At K = T it is 1 (h_0 = d_λ).
 
 The outer loop is a ``lax.scan`` over τ (deterministic: no tasks, the seed only feeds the
 estimators' keys). Rows: one per objective and method (and K); fields in docs/results-format.md.
@@ -37,7 +41,7 @@ from ..curvature import check_step_size
 from ..estimators import Reverse, Truncated
 from ..inner import gd
 from ..problem import BilevelProblem, constant_init
-from ..results import save_figure, write_csv, write_markdown, write_summary
+from ..results import figure_legend, natural_key, save_figure, write_csv, write_markdown, write_summary
 from ._notes import smoke_note, smoke_option
 from .config import ConfigError, ExperimentConfig, option
 
@@ -153,6 +157,37 @@ def descend(problem, estimator, cfg: Config, key, label: str):
     return traj, np.append(float(jnp.linalg.norm(exact(lam0))), np.asarray(gnorm)), float(state.function_calls)
 
 
+def descent_ratios(problem, lams, Ks, key) -> np.ndarray:
+    """Paper 001 Fig. 2: r_K(λ) = h_{T−K}(λ)ᵀ d_λ / ‖d_λ‖² for each K in ``Ks`` (rows) at each λ
+    of ``lams`` (n, 2) (columns), h_{T−K} the K-RMD estimate and d_λ the exact hypergradient
+    (reverse mode) of ``problem``'s outer objective. r_K > 0: −h_{T−K} descends; r_T = 1. NaN
+    where d_λ = 0. Cost: one jit per K of the estimator vmapped over the n points."""
+    lams = jnp.asarray(lams)
+    per_point = lambda est: jax.jit(jax.vmap(lambda lam: est.estimate(problem, lam, None, (), key)[0]))(lams)
+    exact = per_point(Reverse())
+    sq = jnp.sum(exact ** 2, axis=1)
+    safe = jnp.where(sq > 0, sq, 1.0)
+    return np.array([np.asarray(jnp.where(sq > 0, jnp.sum(per_point(Truncated(int(K))) * exact, axis=1) / safe, jnp.nan))
+                     for K in Ks])
+
+
+def method_label(spec: str, T: int) -> str:
+    """A method's legend label: "K = 5" for K-RMD, "K = T = 100 (exact)" for reverse mode."""
+    est = estimators.parse(spec)
+    K = T if est.name == "reverse" else getattr(est, "K", None)
+    return spec if K is None else f"K = {K}" if K < T else f"K = T = {T} (exact)"
+
+
+def plot_order(specs, T: int) -> list:
+    """``specs`` in increasing K (reverse mode as K = T), the other methods after them by name."""
+    def key(spec):
+        est = estimators.parse(spec)
+        K = T if est.name == "reverse" else getattr(est, "K", None)
+        return (K is None, K or 0, natural_key(spec))
+
+    return sorted(specs, key=key)
+
+
 def run(cfg: Config, ctx: RunContext) -> dict:
     out_dir = ctx.out
     specs = list(cfg.methods)
@@ -198,55 +233,109 @@ def run(cfg: Config, ctx: RunContext) -> dict:
                                                 float(np.hypot(row["lambda_1"] - exact_final[0],
                                                                row["lambda_2"] - exact_final[1])))
     write_csv(out_dir / "trajectories.csv", curves)
+    Ks = sorted({K for K in (getattr(estimators.parse(sp), "K", None) for sp in specs) if K is not None} | {cfg.steps})
+    ratios, ratio_rows = {}, []
+    with ctx.progress("toy2d: descent ratio along the K = 1 trajectory (Fig. 2)", len(objectives)) as advance:
+        for obj, penalty in objectives.items():
+            problem = make_problem(cfg, penalty)
+            traj = next((t for (o, sp), t in trajs.items() if o == obj and getattr(estimators.parse(sp), "K", 0) == 1),
+                        None)
+            if traj is None:  # no truncated-1 among the methods: the K = 1 trajectory is still Fig. 2's path
+                traj = descend(problem, Truncated(1), cfg, jax.random.PRNGKey(cfg.seed), f"{obj} truncated-1")[0]
+            ratios[obj] = descent_ratios(problem, traj, Ks, jax.random.PRNGKey(cfg.seed))
+            ratio_rows += [{"objective": obj, "K": K, "step": i, "lambda_1": float(lam[0]), "lambda_2": float(lam[1]),
+                            "ratio": r} for K, rs in zip(Ks, ratios[obj]) for i, (lam, r) in enumerate(zip(traj, rs))]
+            advance()
+    write_csv(out_dir / "descent_ratio.csv", ratio_rows)
     _figures(out_dir, cfg, errors, bounds, trajs)
+    _ratio_figure(out_dir / "descent_ratio.png", cfg, Ks, ratios)
+    ratio_min = {obj: {str(K): float(np.nanmin(r)) for K, r in zip(Ks, rs)} for obj, rs in ratios.items()}
 
     summary = write_summary(out_dir, NAME, {**cfg.as_dict(), "bound_holds": bool(np.all(errors <= bounds)),
-                                            "max_error_over_bound": float(np.max(errors / bounds))}, rows)
+                                            "max_error_over_bound": float(np.max(errors / bounds)),
+                                            "descent_ratio_min": ratio_min}, rows)
     notes = smoke_note(cfg) + (f"Prop. 3.1 eq. (10) at λ = {tuple(cfg.lambda_bound)}, K = 1..{cfg.steps}: measured K-RMD error "
              f"≤ bound for every K: {bool(np.all(errors <= bounds))} (max error/bound {np.max(errors / bounds):.3g}); "
              f"see bound.png / bound.csv. Outer GD from λ_0 = {tuple(cfg.lambda0)}, {cfg.outer_steps} steps, "
              f"η_τ = η_0/√τ with a first step of norm {cfg.first_step_norm}. true_grad_norm is ‖d_λ‖ (exact) at "
-             "the final λ: near 0 for the exact method; on f_tilde, 1-RMD stops where it is not (Theorem 3.3).")
+             "the final λ: near 0 for the exact method; on f_tilde, 1-RMD stops where it is not (Theorem 3.3).\n\n"
+             "Paper 001 Fig. 2 (descent_ratio.png / descent_ratio.csv): h_{T−K}ᵀ d_λ / ‖d_λ‖² at each λ_τ of the "
+             "K = 1 trajectory; its minimum over τ per K: "
+             + "; ".join(f"{obj}: " + ", ".join(f"K = {K}: {v:.3g}" for K, v in m.items()) for obj, m in ratio_min.items())
+             + ". Lemma 3.2 keeps it positive on f (−h_{T−K} a descent direction); the paper finds it can turn "
+             "negative on f_tilde; it is 1 at K = T.")
     cols = ["objective", "method", "K", "lambda_1", "lambda_2", "outer_value", "true_grad_norm", "distance_to_exact",
             "function_calls", "seconds"]
     write_markdown(out_dir / "results.md", "toy2d (Shaban et al. 2019, §4.1)", rows, cols, notes)
     return json.loads(summary.read_text())
 
 
-def _figures(out_dir: Path, cfg: Config, errors, bounds, trajs) -> None:
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def _figures(out_dir: Path, cfg: Config, errors, bounds, trajs) -> None:
+    """bound.png (Fig. 1 right) and trajectories_{f,f_tilde}.png (Figs. 3-4): the outer iterates
+    on the contours of the objective and their distance to the exact method's final λ."""
+    plt = _pyplot()
     Ks = np.arange(1, len(errors) + 1)
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.semilogy(Ks, bounds, "--", label="Prop. 3.1 bound (eq. 10)")
     pos = errors > 0  # K = T is exact: error 0, off a log scale
-    ax.semilogy(Ks[pos], errors[pos], label=r"$\|h_{T-K} - d_\lambda f\|$")
-    ax.set(xlabel="K", ylabel="error", title=f"K-RMD error at λ = {tuple(cfg.lambda_bound)}")
+    ax.semilogy(Ks[pos], errors[pos], label=r"measured $\|h_{T-K} - d_\lambda f\|$")
+    ax.set(xlabel="K (inner steps back-propagated)", ylabel="hypergradient error (norm, log scale)",
+           title=f"K-RMD error at λ = {tuple(cfg.lambda_bound)}, T = {cfg.steps}")
     ax.legend()
     save_figure(fig, out_dir / "bound.png")
 
+    titles = {"f": "f", "f_tilde": f"f̃ = f + {cfg.penalty:g}‖λ − {tuple(cfg.penalty_center)}‖²"}
     for obj in ("f", "f_tilde"):
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
-        lo, hi = -0.5, 1.5
-        xs = np.linspace(lo, hi, 200)
-        X, Y = np.meshgrid(xs, xs)
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
+        points = np.concatenate([t for (o, _), t in trajs.items() if o == obj] + [[[-0.5, -0.5], [1.5, 1.5]]])
+        (x0, y0), (x1, y1) = points.min(0) - 0.1, points.max(0) + 0.1  # every iterate on the contours
+        X, Y = np.meshgrid(np.linspace(x0, x1, 200), np.linspace(y0, y1, 200))
         pen = 0.0 if obj == "f" else cfg.penalty
         lam = jnp.stack([X.ravel(), Y.ravel()], 1)
         Z = np.asarray(jax.vmap(lambda l: f_outer(None, w_hat(cfg, l), None)
                                 + pen * jnp.sum((l - jnp.asarray(cfg.penalty_center)) ** 2))(lam)).reshape(X.shape)
         a1.contour(X, Y, Z, 30, cmap="Greys", linewidths=0.6)
-        for (o, label), t in trajs.items():
-            if o == obj:
-                a1.plot(t[:, 0], t[:, 1], ".-", ms=2, lw=0.8, label=label)
-                ref = trajs.get((obj, "reverse"), t)[-1]
-                a2.semilogy(np.maximum(np.linalg.norm(t - ref, axis=1), 1e-16), label=label)
-        a1.set(xlabel="λ1", ylabel="λ2", title=f"outer trajectories on {obj}")
-        a1.legend(fontsize=7)
-        a2.set(xlabel="outer step τ", ylabel="‖λ_τ − λ_exact‖", title="distance to the exact method's final λ")
+        specs = plot_order([sp for o, sp in trajs if o == obj], cfg.steps)
+        exact = next((sp for sp in specs if estimators.parse(sp).name == "reverse"), None)
+        for spec in specs:
+            t = trajs[(obj, spec)]
+            label = method_label(spec, cfg.steps)
+            a1.plot(t[:, 0], t[:, 1], ".-", ms=2, lw=0.8, label=label)
+            ref = trajs[(obj, exact)][-1] if exact else t[-1]
+            dist = np.linalg.norm(t - ref, axis=1)
+            a2.semilogy(np.where(dist > 0, dist, np.nan), lw=1, label=label)  # λ* itself is off a log scale
+        a1.set(xlabel="λ₁", ylabel="λ₂", title=rf"outer iterates $\lambda_\tau$ on the contours of {titles[obj]}")
+        a2.set(xlabel=r"outer step $\tau$", ylabel=r"$\|\lambda_\tau - \lambda^*\|$ (log scale)",
+               title="distance to λ* = " + ("the exact method's final λ" if exact else "each method's own final λ"))
+        figure_legend(fig, ncol=len(specs))
         save_figure(fig, out_dir / f"trajectories_{obj}.png")
+
+
+def _ratio_figure(path: Path, cfg: Config, Ks, ratios) -> None:
+    """Paper 001 Fig. 2: the descent ratio along the K = 1 trajectory, f left, f̃ right."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    titles = {"f": r"f ($\nabla_\lambda f = 0$: Lemma 3.2 applies)",
+              "f_tilde": f"f̃ = f + {cfg.penalty:g}‖λ − {tuple(cfg.penalty_center)}‖²" + r" ($\nabla_\lambda \tilde f \neq 0$)"}
+    for ax, (obj, rs) in zip(axes, ratios.items()):
+        for K, r in zip(Ks, rs):
+            ax.plot(np.arange(len(r)), r, lw=1.2 if K < cfg.steps else 1.0, ls="-" if K < cfg.steps else "--",
+                    label=f"K = {K}" if K < cfg.steps else f"K = T = {K} (exact)")
+        ax.axhline(0.0, color="grey", lw=0.6)
+        ax.set_xscale("symlog", linthresh=10)  # the ratio moves in the first steps, then holds
+        ax.set(xlabel=r"outer step $\tau$ along the K = 1 trajectory (linear to 10, log beyond)", title=titles[obj])
+    axes[0].set_ylabel(r"$h_{T-K}^\top d_\lambda / \|d_\lambda\|^2$ (ratio)")
+    figure_legend(fig, ncol=len(Ks))
+    save_figure(fig, path)
 
 
 register(Experiment(NAME, run, Config, TINY,
