@@ -111,6 +111,11 @@ AXIS_LABELS = {
     "seconds": "wall time (s)",
     "step": "outer step",
     "hyper_iterations": "hyper-iterations (outer steps)",
+    "outer_loss": "outer loss (nats)",
+    "test_loss": "test loss (nats)",
+    "true_grad_norm": "‖d‖, norm of the exact hypergradient",
+    "descent_ratio": "hᵀd / ‖d‖² (estimate h, exact d)",
+    "grad_norm": "‖h‖, norm of the estimate",
 }
 
 

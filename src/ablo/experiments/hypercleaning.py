@@ -44,7 +44,7 @@ from .. import estimators, outer
 from ..curvature import check_step_size, top_eigenvalue
 from ..models import cross_entropy, linear_init, mlp_apply, mlp_init
 from ..problems.hypercleaning import f1_corrupted, make_problem
-from ..results import save_figure, write_csv, write_markdown, write_summary
+from ..results import axis_label, figure_legend, natural_key, save_figure, write_csv, write_markdown, write_summary
 from ._paper import hypercleaning_figures_withheld, reference
 from ._notes import smoke_note, smoke_option
 from .config import ConfigError, ExperimentConfig, option
@@ -375,28 +375,9 @@ def curve_rows(log: list, metric: str = "test_acc", **labels) -> list:
     return [{**labels, **e} for e in log if metric in e]
 
 
-#: Axis labels with units of the fields the experiments plot (others: the field name).
-AXIS_LABELS = {
-    "step": "hyperiteration (outer step)", "function_calls": "function calls (gradient evaluations + HVPs)",
-    "seconds": "wall time of the outer steps (s)", "test_acc": "test accuracy (%)", "val_acc": "validation accuracy (%)",
-    "train_clean_acc": "accuracy on the clean training part (%)", "test_ce": "test cross-entropy (nats)",
-    "val_ce": "validation cross-entropy (nats)", "test_loss": "test loss (nats)", "outer_loss": "outer loss (nats)",
-    "f1": "F1 of θ_i < −3 as 'corrupted'", "true_grad_norm": "‖d‖, exact hypergradient norm",
-    "descent_ratio": "hᵀd / ‖d‖²", "grad_norm": "‖h‖, estimate norm"}
-
-
-def natural_key(label) -> tuple:
-    """Sort key that orders numbers inside labels numerically ("truncated-5" before "truncated-25")."""
-    import re
-
-    parts = re.split(r"(\d+(?:\.\d+)?)", " ".join(str(v) for v in (label if isinstance(label, tuple) else (label,))
-                                                  if v is not None))
-    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts))
-
-
 def plot_curves(rows: list, path: Path, x: str, ys: list, group: tuple, title: str, log_y: tuple = (),
                 order: Optional[list] = None) -> None:
-    """One panel per metric in ``ys`` against ``x`` (axis labels with units from :data:`AXIS_LABELS`),
+    """One panel per metric in ``ys`` against ``x`` (axis labels with units: :func:`ablo.results.axis_label`),
     one line per ``group`` value (in ``order``, a list of group tuples, else in natural order), mean
     over seeds, one legend for the figure; panels named in ``log_y`` on a log scale."""
     import matplotlib
@@ -408,11 +389,10 @@ def plot_curves(rows: list, path: Path, x: str, ys: list, group: tuple, title: s
     lines: dict = {}
     for r in rows:
         lines.setdefault(tuple(r.get(g) for g in group), []).append(r)
-    handles: dict = {}
     for ax, y in zip(axes[0], ys):
         rank = {g: i for i, g in enumerate(order or ())}
         for i, (label, rs) in enumerate(sorted(lines.items(), key=lambda kv: (rank.get(kv[0], len(rank)),
-                                                                               natural_key(kv[0])))):
+                                                                               natural_key(" ".join(map(str, kv[0])))))):
             by_seed: dict = {}
             for r in rs:
                 if r.get(y) is not None:
@@ -423,16 +403,14 @@ def plot_curves(rows: list, path: Path, x: str, ys: list, group: tuple, title: s
             xs = np.mean([[p[0] for p in v[:n]] for v in by_seed.values()], 0)
             ys_ = np.mean([[p[1] for p in v[:n]] for v in by_seed.values()], 0)
             name = " ".join(str(v) for v in label if v is not None)
-            handles[name] = ax.plot(xs, ys_, label=name, color=f"C{i % 10}", marker="." if n < 30 else None)[0]
-        ax.set_xlabel(AXIS_LABELS.get(x, x.replace("_", " ")))
-        ax.set_ylabel(AXIS_LABELS.get(y, y.replace("_", " ")))
+            ax.plot(xs, ys_, label=name, color=f"C{i % 10}", marker="." if n < 30 else None)
+        ax.set_xlabel(axis_label(x))
+        ax.set_ylabel(axis_label(y))
         if y in log_y:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 6), fontsize=8,
-               frameon=False)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout(rect=(0, 0.1 + 0.04 * (len(handles) > 6), 1, 0.95))
+    figure_legend(fig, ncol=min(len(lines), 6))
     save_figure(fig, path)
 
 
