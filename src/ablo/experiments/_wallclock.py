@@ -96,12 +96,12 @@ def plot_curves(curves: list, path, title: str, group_key: str = "method") -> No
             for ax, key in zip(axes, ("test_loss", "test_acc")):
                 ax.plot(t, [p[key] for p in c["points"]], color=colors[i % len(colors)],
                         label=name if j == 0 else None, alpha=0.9 if j == 0 else 0.5)
-    for ax, label in zip(axes, ("test loss", "test accuracy")):
+    for ax, label in zip(axes, ("test loss (cross-entropy, nats)", "test accuracy (fraction)")):
         ax.set_xlabel("running time / s")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(title)
+    axes[0].legend(title="one line per seed" if any(c.get("seed", 0) for c in curves) else None)
+    fig.suptitle(f"{title}\nevery point: the full test set")
     save_figure(fig, path)
 
 

@@ -61,7 +61,7 @@ import optax
 
 from . import Experiment, RunContext, register
 from ._notes import smoke_note, smoke_option
-from .hypercleaning import curve_rows, plot_curves
+from .hypercleaning import curve_rows
 from .. import estimators, inner, outer
 from ..meta import Reptile, maml, merge_support_query
 from ..models import convnet_apply, convnet_init, cross_entropy
@@ -302,11 +302,47 @@ def run(config: Config, ctx: RunContext) -> dict:
             curves += curve_rows(res.log, method=spec, seed=seed)
     summary_cfg = {**cfg.as_dict(), "dataset": dataset}
     write_csv(ctx.out / "curves.csv", curves)
-    plot_curves(curves, ctx.out / "curves.png", x="function_calls", ys=["test_acc"], group=("method",),
-                title=f"few-shot {cfg.shots}-shot {cfg.ways}-way ({dataset['name']})")
+    plot_fewshot(curves, ctx.out / "curves.png", f"few-shot {cfg.shots}-shot {cfg.ways}-way ({dataset['name']})",
+                 cfg.curve_tasks)
     _write_table(summary_cfg, rows, ctx.out)
     write_summary(ctx.out, NAME, summary_cfg, rows)
     return {"experiment": NAME, "config": summary_cfg, "results": rows}
+
+
+def plot_fewshot(curves: list, path: Path, title: str, curve_tasks: int) -> None:
+    """Test accuracy (%) against function calls, one colour per method (thin lines: each seed;
+    thick: their mean where every seed has a point), one legend for every line. The points are
+    evaluated on ``curve_tasks`` held-out tasks, not the final table's tasks (the caption says so)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..results import save_figure
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, method in enumerate(dict.fromkeys(c["method"] for c in curves)):
+        runs = {}
+        for c in curves:
+            if c["method"] == method:
+                runs.setdefault(c["seed"], []).append((c["function_calls"], c["test_acc"]))
+        for seed, pts in runs.items():
+            single = len(runs) == 1
+            ax.plot(*zip(*pts), color=f"C{i}", lw=1.6 if single else 0.8, alpha=1.0 if single else 0.5,
+                    ls="-" if single else ("--", ":", "-.")[seed % 3],
+                    label=method if single else f"{method} seed {seed}")
+        if len(runs) > 1:
+            n = min(len(p) for p in runs.values())
+            mean = np.mean([[v for _, v in p[:n]] for p in runs.values()], 0)
+            ax.plot([x for x, _ in next(iter(runs.values()))[:n]], mean, color=f"C{i}", lw=2.2,
+                    label=f"{method} mean of {len(runs)} seeds")
+    ax.set_xlabel("function calls (gradient evaluations + HVPs + JVPs)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(f"{title}\ncurve points: {curve_tasks} held-out tasks each (the table: its own larger set)",
+                 fontsize=9)
+    save_figure(fig, path)
 
 
 def _mean_of(entries: list, key: str):
