@@ -48,19 +48,41 @@ def test_sampler_rejects_more_ways_than_classes():
         fs.make_sampler(fake_images(classes=3), ways=5, shots=1)
 
 
-def test_reptile_direction_uses_support_and_query():
-    """The 'reptile' method is θ − φ_r with φ_r trained on D_tr ∪ D_te (paper 002 §5 baseline)."""
-    theta = convnet_init(jax.random.PRNGKey(0), 3, 8, filters=4)
-    x = jax.random.uniform(jax.random.PRNGKey(1), (3, 8, 8, 1))
-    problem = fs.make_problem(steps=3, inner_lr=0.1)
-    task = {"support": (x, jnp.arange(3)), "query": (x[::-1], jnp.arange(3)[::-1])}
-    g, _, c = fs.make_estimator("reptile").estimate(problem, theta, task, (), jax.random.PRNGKey(2))
-    both = {"support": (jnp.concatenate([x, x[::-1]]), jnp.concatenate([jnp.arange(3), jnp.arange(3)[::-1]])),
-            "query": task["query"]}
-    phi = problem.run(theta, both)
-    for a, b, p in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(phi)):
-        np.testing.assert_allclose(a, b - p, atol=1e-12)
+def test_reptile_runs_nichols_protocol():
+    """Reptile (Nichol et al. 2018, their 1-shot 20-way code settings): training tasks of
+    train_shots drawings per class in a shuffled order, r inner Adam steps (β1 = 0) on one pass of
+    consecutive mini-batches, direction θ − φ_r, outer SGD annealed linearly from 1 to 0 over the
+    outer steps the budget allows, and its own test-time adaptation."""
+    imgs = fake_images(classes=6, examples=12)
+    cfg = build(fs.Config, {"ways": "3", "steps": "3", "reptile_train_shots": "4", "budget_calls": "150",
+                            "meta_batch": "2", "reptile_eval_steps": "7"}, fs.TINY).resolved()
+    setup = fs.reptile_setup(cfg, imgs, imgs)
+    task = setup["sampler"](jax.random.PRNGKey(0))
+    x, y = task["support"]
+    assert x.shape[0] == 12 and sorted(np.bincount(np.asarray(y)).tolist()) == [4, 4, 4]
+    assert not np.array_equal(np.asarray(y), np.sort(np.asarray(y)))  # shuffled, not class-major
+    problem = setup["problem"]
+    assert problem.batch == 4 and problem.steps == 3  # 3 steps x 4 = one pass over 12 examples
+    theta = convnet_init(jax.random.PRNGKey(1), 3, 8, filters=2)
+    g, _, c = setup["estimator"].estimate(problem, theta, task, (), jax.random.PRNGKey(2))
     assert float(c.function_calls) == 3
+    phi, m, v = theta, *(jax.tree_util.tree_map(jnp.zeros_like, theta),) * 2  # Adam(β1 = 0) by hand
+    for t in range(3):
+        batch = {**task, "support": (x[4 * t:4 * t + 4], y[4 * t:4 * t + 4])}
+        grad = jax.grad(lambda p: problem.inner_loss(theta, p, batch))(phi)
+        v = jax.tree_util.tree_map(lambda vi, gi: 0.999 * vi + 0.001 * gi ** 2, v, grad)
+        phi = jax.tree_util.tree_map(lambda p, gi, vi: p - 5e-4 * gi / (jnp.sqrt(vi / (1 - 0.999 ** (t + 1)) + 1e-16)
+                                                                         + 1e-8), phi, grad, v)
+    for a, b, p in zip(jax.tree_util.tree_leaves(g), jax.tree_util.tree_leaves(theta), jax.tree_util.tree_leaves(phi)):
+        np.testing.assert_allclose(a, b - p, rtol=1e-6, atol=1e-9)
+    assert setup["outer_steps"] == 25  # 150 calls / (2 tasks x 3 steps)
+    tx, z = setup["tx"], jnp.zeros(())
+    opt, steps = tx.init(z), []
+    for _ in range(26):
+        u, opt = tx.update(jnp.ones(()), opt, z)
+        steps.append(-float(u))
+    np.testing.assert_allclose(steps, np.maximum(1 - np.arange(26) / 25, 0), atol=1e-6)
+    assert setup["test_problem"].steps == 7 and setup["test_problem"].batch == 1  # m·K/2 = 1 at 3-way 1-shot
 
 
 def test_eval_interval_is_the_normal_95_percent_half_width():

@@ -119,7 +119,7 @@ def test_plan_lists_every_method_of_both_comparisons():
     table = [r.name for r in runs if r.part == "table4"]
     calls = [r.name for r in runs if r.part == "calls"]
     assert table == ["1-RMD", "5-RMD", "Full RMD", "Short horizon (T = 1)"]
-    assert calls == ["ITD-BiO (reverse)", "AID-BiO (CG)", "FOM", "UFOM", "Adaptive UFOM", "ANIL"]
+    assert calls == ["ITD-BiO", "AID-BiO (CG)", "FOM", "UFOM", "Adaptive UFOM", "ANIL"]
     assert all(r.budget.steps == cfg.hyper_iterations for r in runs if r.part == "table4")
     assert all(r.budget.function_calls == cfg.budget_calls for r in runs if r.part == "calls")
     anil = runs[-1]

@@ -10,10 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from ablo import estimators
 from ablo.estimators import StocBiO
 from ablo.experiments import get
 from ablo.experiments.config import ConfigError
-from ablo.experiments.stochastic_hypercleaning import corrupt, make_problem, unit_rows
+from ablo.experiments.stochastic_hypercleaning import corrupt, make_problem, outer_optimizer, unit_rows
 from ablo.models import linear_init
 from ablo.problems import hypercleaning
 from _cli_run import ablo, one_error_line
@@ -37,6 +38,8 @@ def test_writes_summary_curves_plots_and_table(out):
         for key in ("test_loss", "test_acc", "seconds", "function_calls", "steps", "compile_seconds"):
             assert row[key] is not None, key
         assert row["steps"] == cfg.outer_steps and row["seconds"] > 0 and row["function_calls"] > 0
+    hoag = next(r for r in doc["results"] if r["method"].startswith("hoag"))
+    assert 0 <= hoag["cg_cap_hits"] <= cfg.outer_steps and 0 < hoag["tol"] <= 1e-3  # HOAG's schedule reported
     text = (d / "results.md").read_text()
     assert "digits" in text and "not MNIST" in text and "Smoke run" in text and "not quoted" in text
 
@@ -52,6 +55,24 @@ def test_curves_start_at_uniform_prediction(out):
         assert [float(p["seconds"]) for p in mine] == sorted(float(p["seconds"]) for p in mine)
     hoag = [p for p in points if p["method"] == "hoag:maxiter=3"]
     assert float(hoag[-1]["test_loss"]) < math.log(10)
+
+
+def test_defaults_run_the_papers_corruption_rates_hoag_schedule_and_ttsa_time_scales():
+    cfg = get("stochastic-hypercleaning").make_config()
+    assert {0.1, 0.2} <= set(cfg.corruptions)  # paper 004 Fig. 4 (a), (b)
+    parsed = {estimators.parse(m).name: estimators.parse(m) for m in cfg.methods}
+    assert float(parsed["hoag"].tolerance(0)) == pytest.approx(1e-3) and parsed["hoag"].maxiter >= 1000
+
+    def steps(est):  # Adam on a constant gradient moves by its step size α_k
+        tx, x = outer_optimizer(est, 0.1), jnp.zeros(())
+        opt, out = tx.init(x), []
+        for _ in range(4):
+            u, opt = tx.update(jnp.ones(()), opt, x)
+            out.append(-float(u))
+        return np.array(out)
+
+    np.testing.assert_allclose(steps(parsed["ttsa"]), 0.1 * np.arange(1, 5.0) ** -0.6, rtol=1e-4)
+    np.testing.assert_allclose(steps(parsed["stocbio"]), 0.1, rtol=1e-4)
 
 
 def test_problem_is_the_shared_hypercleaning_problem_on_split_tasks():

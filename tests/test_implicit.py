@@ -149,6 +149,49 @@ def test_hoag_tolerance_decreases():
         assert float(state.residual) <= tol * b_norm * 1.001
         errs.append(rel_err(g, true_hypergradient(THETA, task)))
     assert errs[-1] < 0.1 * errs[0]
+    assert int(state.cap_hits) == 0
+
+
+def test_hoag_defaults_are_pedregosas_schedule():
+    """ε_0 = 1e-3 decreasing by 0.9 per outer step (fabianp/hoag defaults), the other summable
+    sequences, the floor, and a safety cap far above the iterations a solve needs."""
+    est = HOAG()
+    assert est.tolerance(0) == pytest.approx(1e-3) and est.maxiter >= 1000
+    eps = np.array([float(est.tolerance(k)) for k in range(50)])
+    np.testing.assert_allclose(eps, 1e-3 * 0.9 ** np.arange(50), rtol=1e-12)
+    assert float(HOAG(schedule="quadratic").tolerance(3)) == pytest.approx(1e-3 / 16)
+    assert float(HOAG(schedule="cubic").tolerance(1)) == pytest.approx(1e-3 / 8)
+    assert float(HOAG(floor=1e-5).tolerance(1000)) == pytest.approx(1e-5)
+    assert float(HOAG().tolerance(10_000, jnp.float32)) == pytest.approx(10 * np.finfo(np.float32).eps)
+
+
+def test_hoag_cg_iterations_rise_as_tolerance_tightens():
+    """The tolerance is traced state: one jitted step serves every k, and the CG work per outer
+    step grows as ε_k shrinks (cold v, so each solve starts from the same residual)."""
+    task = make_task(np.geomspace(1.0, 1e3, 40), seed=3)
+    prob = problem(40, 1e-3, 50)
+    est = HOAG(tol=1e-1, decay=0.1, warm_start=False)
+    step = jax.jit(functools.partial(est.estimate, prob))
+    state = est.init(prob, THETA, task)
+    tols, iters = [], []
+    for k in range(6):
+        tols.append(est.describe_state(state)["tol"])
+        _, state, c = step(THETA, task, state, jax.random.PRNGKey(k))
+        iters.append(int(state.matvecs))
+        assert float(c.hvps) == iters[-1] + 1
+    assert all(b < a for a, b in zip(tols, tols[1:]))
+    assert all(b >= a for a, b in zip(iters, iters[1:])) and iters[-1] >= iters[0] + 10
+    assert int(state.step) == 6 and int(state.cap_hits) == 0
+
+
+def test_hoag_counts_safety_cap_hits():
+    task = make_task(np.geomspace(1.0, 1e3, 40), seed=3)
+    prob = problem(40, 1e-3, 50)
+    est = HOAG(tol=1e-8, maxiter=3, warm_start=False)
+    state = est.init(prob, THETA, task)
+    for k in range(2):
+        _, state, _ = run(est, prob, THETA, task, state)
+    assert int(state.cap_hits) == 2 and est.describe_state(state)["cg_cap_hits"] == 2.0
 
 
 def temp_bytes(est, prob, task):
@@ -187,6 +230,7 @@ def test_registered_names_and_batch():
     (lambda: Neumann(Q=2.5), "Q"), (lambda: FixedPoint(eta=0.0), "eta"), (lambda: FixedPoint(N=0), "N"),
     (lambda: AID(solver=3), "solver"), (lambda: AID(warm_start="yes"), "warm_start"),
     (lambda: HOAG(tol=0.0), "tol"), (lambda: HOAG(decay=1.5), "decay"), (lambda: HOAG(maxiter=0), "maxiter"),
+    (lambda: HOAG(decay=1.0), "decay"), (lambda: HOAG(schedule="linear"), "schedule"), (lambda: HOAG(floor=0.0), "floor"),
     (lambda: get("aid-cg", tol=-1.0), "tol"), (lambda: get("aid-neumann", Q=-2), "Q"),
 ])
 def test_bad_inputs_name_the_parameter(build, param):

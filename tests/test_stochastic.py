@@ -9,6 +9,7 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import ablo
@@ -109,6 +110,37 @@ def test_costs_and_samples():
     assert float(c.grad_evals) == 2 and int(state.step) == 1
 
 
+def test_ttsa_two_time_scales():
+    """Inner step β_k = β_0 (k+1)^(-2/5) (checked on data whose single samples all give the same
+    gradient) and outer step α_k = α_0 (k+1)^(-3/5) through optax.sgd, so α_k/β_k falls."""
+    full = make_task()
+    same = {**full, "train": jax.tree_util.tree_map(lambda x: jnp.repeat(x[:1], N_TRAIN, 0), full["train"])}
+    prob, est = problem(1), TTSA(eta=ETA, N=3)
+    state = est.init(prob, THETA, same)
+    step = jax.jit(functools.partial(est.estimate, prob))
+    grad = jax.grad(inner_loss, argnums=1)
+    betas = []
+    for k in range(5):
+        y = state.inner
+        _, state, _ = step(THETA, same, state, jax.random.PRNGKey(k))
+        h = grad(THETA, y, same)
+        betas.append(float(jnp.vdot(y - state.inner, h) / jnp.vdot(h, h)))
+        np.testing.assert_allclose(state.inner, y - betas[-1] * h, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(betas, 0.2 * (np.arange(5) + 1.0) ** -0.4, rtol=1e-10)
+    alpha = est.outer_schedule(0.5)
+    tx = optax.sgd(alpha)
+    x, opt = jnp.zeros(()), tx.init(jnp.zeros(()))
+    alphas = []
+    for k in range(5):
+        u, opt = tx.update(jnp.ones(()), opt, x)
+        alphas.append(-float(u))
+    np.testing.assert_allclose(alphas, 0.5 * (np.arange(5) + 1.0) ** -0.6, rtol=1e-6)
+    ratio = np.array(alphas) / np.array(betas)
+    assert np.all(np.diff(ratio) < 0)
+    const = TTSA(eta=ETA, N=3, inner_decay=0.0, outer_decay=0.0)
+    assert float(const.inner_scale(7)) == 1.0 and float(const.outer_schedule(0.5)(7)) == 0.5
+
+
 def test_decaying_sizes():
     assert decaying_sizes(100, 1.0, 10) == [(100, 0, 10)]
     segs = decaying_sizes(1000, 0.9, 1000)
@@ -182,6 +214,8 @@ def test_registered_names():
     (lambda: StocBiO(warm_start=None), "warm_start"),
     (lambda: BSA(eta=-1.0), "eta"), (lambda: BSA(N=0), "N"), (lambda: BSA(batch=0), "batch"),
     (lambda: BSA(t0=0.0), "t0"), (lambda: BSA(power=-1.0), "power"), (lambda: TTSA(N=0), "N"),
+    (lambda: TTSA(inner_decay=-0.1), "inner_decay"), (lambda: TTSA(outer_decay=2.0), "outer_decay"),
+    (lambda: TTSA().outer_schedule(0.0), "lr"),
     (lambda: get("stocbio", Q=-2), "Q"),
 ])
 def test_bad_inputs_name_the_parameter(build, param):

@@ -1,4 +1,4 @@
-"""Implicit differentiation, AID-BiO (paper 004 Alg. 1, eq. 3) and HOAG (paper 004 §A.2).
+"""Implicit differentiation, AID-BiO (paper 004 Alg. 1, eq. 3) and HOAG (Pedregosa 2016; paper 004 §A.2).
 
 With x = θ, y = φ, g = L_in, f = L_out and y_k^T the inner iterate after T = r steps:
 
@@ -29,13 +29,13 @@ iterations (``lax`` loops).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 
 from ..cost import cost
-from ..linear_solvers import CG, FixedPoint, Neumann, check_int, check_positive
+from ..linear_solvers import CG, FixedPoint, Neumann, check_int, check_positive, tree_norm
 from .base import Estimator, tree_sub, with_finite_flag
 
 tree_map = jax.tree_util.tree_map
@@ -117,9 +117,14 @@ class AID(Estimator):
         f_theta, f_phi, matvec = implicit_parts(problem, theta, phi, task, task)
         v, info = self.solve(matvec, f_phi, state.v if self.warm_start else None, state.step)
         g = tree_sub(f_theta, mixed_product(problem, theta, phi, task, v))
-        new = ImplicitState(phi, v, state.step + 1, info.matvecs, info.residual.astype(state.residual.dtype))
         c = cost(grad_evals=T + 1, hvps=info.matvecs + 1, states=1)
-        return g, new, with_finite_flag(g, c)
+        return g, self.next_state(state, phi, v, info, f_phi), with_finite_flag(g, c)
+
+    def next_state(self, state, phi, v, info, b):
+        """The state after one call: warm starts y_k^T, v_k^N, step k + 1, the solve's report
+        (``b`` = ∇_φ L_out, the right-hand side, is unused here; HOAG reads it)."""
+        return state._replace(phi=phi, v=v, step=state.step + 1, matvecs=info.matvecs,
+                              residual=info.residual.astype(state.residual.dtype))
 
     def expected_cost(self, r):
         """An upper bound: r + 1 gradient evaluations and the solver's matvec cap + 1 HVPs (CG
@@ -129,38 +134,92 @@ class AID(Estimator):
         return cost(grad_evals=r + 1, hvps=cap + int(self.warm_start) + 1, states=1)
 
 
+class HOAGState(NamedTuple):
+    """:class:`ImplicitState` plus ``cap_hits``: the outer steps whose CG stopped at ``maxiter``
+    before reaching that step's tolerance (HOAG's safety cap; 0 when the schedule ruled)."""
+
+    phi: object
+    v: object
+    step: jax.Array
+    matvecs: jax.Array
+    residual: jax.Array
+    cap_hits: jax.Array
+
+
+#: HOAG's tolerance sequences ε_k (Pedregosa 2016, §3 and its code's ``tolerance_decrease``),
+#: all summable: Σ_k ε_k < ∞ is the condition of its convergence theorem (Theorem 2).
+SCHEDULES = ("exponential", "quadratic", "cubic")
+
+
 @dataclass(frozen=True)
 class HOAG(AID):
-    """HOAG (Pedregosa 2016; paper 004 §A.2 baseline): AID-CG with warm starts whose CG
-    tolerance decreases over outer steps, tol_k = tol · decay^k (k in the state), so early
-    outer steps are cheap and later ones accurate. Simplification: Pedregosa also stops the
-    inner solver at tolerance ε_k and adapts the outer step size; here the inner loop runs the
-    problem's r steps (warm-started) and the outer step size is the outer optimizer's."""
+    """HOAG (Pedregosa 2016, Alg. 1; paper 004 §A.2 baseline): AID-CG with warm starts of y and v
+    whose CG runs at outer step k to the relative tolerance
 
-    tol: float = 1e-2
+        ε_k = max(tol · decay^k, floor)   (``schedule="exponential"``, HOAG's default),
+        ε_k = max(tol / (k+1)^2, floor)   ("quadratic"),   ε_k = max(tol / (k+1)^3, floor)   ("cubic"),
+
+    ‖∇²_y g v − ∇_y f‖ ≤ ε_k ‖∇_y f‖. Defaults are those of Pedregosa's code (fabianp/hoag:
+    ``epsilon_tol_init=1e-3``, ``exponential_decrease_factor=0.9``): a summable sequence, so early
+    outer steps are cheap and later ones accurate. k lives in the estimator state (pure, traced:
+    one compiled step serves every k). CG runs until ε_k; ``maxiter`` is only a safety cap, and
+    every outer step that hits it before ε_k is counted in the state (``cap_hits``, reported by
+    ``describe_state``). ``floor`` (default: 10 × the machine epsilon of ∇_y f's dtype, 1.2e-6
+    in float32) keeps ε_k where a relative residual can still be certified in that precision.
+    Simplification: Pedregosa also stops the inner solver at ε_k and adapts the outer step size;
+    here the inner loop runs the problem's r steps (warm-started) and the outer step size is the
+    outer optimizer's. Cost per call as AID-CG: r + 1 gradients, CG matvecs + 2 HVPs."""
+
+    tol: float = 1e-3
     decay: float = 0.9
-    maxiter: int = 100
+    schedule: str = "exponential"
+    maxiter: int = 10_000
+    floor: Optional[float] = None
     solver: object = None
     name: ClassVar[str] = "hoag"
 
     def __post_init__(self):
-        check_positive("tol", self.tol, " (initial CG tolerance tol_0 of HOAG)")
-        if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float)) or not 0 < self.decay <= 1:
-            raise ValueError(f"decay must be in (0, 1] (tol_k = tol * decay^k); got {self.decay!r}")
+        check_positive("tol", self.tol, " (initial CG tolerance ε_0 of HOAG)")
+        if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float)) or not 0 < self.decay < 1:
+            raise ValueError(f"decay must be in (0, 1) (ε_k = tol * decay^k, summable); got {self.decay!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
         check_int("maxiter", self.maxiter, 1)
+        if self.floor is not None:
+            check_positive("floor", self.floor, " (smallest CG tolerance; none = 10 machine epsilons)")
         object.__setattr__(self, "solver", CG(tol=self.tol, maxiter=self.maxiter))
         super().__post_init__()
 
-    def tolerance(self, step):
-        """tol_k = tol · decay^k at outer step k."""
-        return self.tol * jnp.asarray(self.decay, jnp.result_type(float)) ** step
+    def init(self, problem, theta, task):
+        """AID's first warm starts (y_0 = V(θ, T), v_0 = 0, k = 0) and no cap hits."""
+        return HOAGState(*super().init(problem, theta, task), jnp.asarray(0, jnp.int32))
+
+    def tolerance(self, step, dtype=None):
+        """ε_k of the schedule at outer step k (traced k is fine), floored."""
+        dtype = jnp.result_type(float) if dtype is None else dtype
+        k = jnp.asarray(step, dtype)
+        eps = {"exponential": lambda: self.tol * jnp.asarray(self.decay, dtype) ** k,
+               "quadratic": lambda: self.tol / (k + 1) ** 2, "cubic": lambda: self.tol / (k + 1) ** 3}[self.schedule]()
+        floor = 10 * jnp.finfo(dtype).eps if self.floor is None else self.floor
+        return jnp.maximum(eps, jnp.asarray(floor, dtype))
 
     def solve(self, matvec, b, x0, step):
-        """CG from the warm start to the tolerance of outer step ``step``."""
-        return self.solver(matvec, b, x0, tol=self.tolerance(step))
+        """CG from the warm start to the tolerance ε_k of outer step ``step`` (cap ``maxiter``)."""
+        return self.solver(matvec, b, x0, tol=self.tolerance(step, _dtype(b)))
+
+    def next_state(self, state, phi, v, info, b):
+        """AID's next state; a solve that ended above ε_k·‖b‖ (stopped by ``maxiter``) adds a cap hit."""
+        capped = info.residual > self.tolerance(state.step, _dtype(b)) * tree_norm(b)
+        return super().next_state(state, phi, v, info, b)._replace(cap_hits=state.cap_hits + capped.astype(jnp.int32))
 
     def describe_state(self, state):
-        return {**super().describe_state(state), "tol": float(self.tolerance(state.step))}
+        """AID's solver report plus the tolerance ε_k of the next call and the cap hits so far."""
+        return {**super().describe_state(state), "tol": float(self.tolerance(state.step)),
+                "cg_cap_hits": float(state.cap_hits)}
+
+
+def _dtype(tree):
+    return jnp.result_type(*jax.tree_util.tree_leaves(tree))
 
 
 def aid_cg(tol: float = 1e-10, maxiter: int = 10, warm_start: bool = True) -> AID:

@@ -298,28 +298,58 @@ class BSA(_SingleSample):
 @dataclass(frozen=True)
 class TTSA(_SingleSample):
     """TTSA (Hong et al. 2020; paper 004 §A.2): two time scales, one single-sample inner step per
-    outer step. The inner optimizer state is the estimator state; call k takes inner step t = k,
-    y_{k+1} = Ξ(x_k, y_k; ξ_k), so the inner optimizer's schedule lr(t) is the fast time scale
-    α_k (Hong et al.: α_k ∝ k^{−2/5}) and the outer optimizer's the slow one (β_k ∝ k^{−3/5});
-    then the hypergradient at (x_k, y_{k+1}) as in BSA. Cost: 2 gradients, p + 1 HVPs."""
+    outer step. In Hong et al.'s notation (x outer, y inner):
 
+        y_{k+1} = y_k − β_k h_g^k,   x_{k+1} = x_k − α_k h_f^k,
+        β_k = β_0 (k+1)^{−inner_decay},   α_k = α_0 (k+1)^{−outer_decay},   defaults 2/5 and 3/5,
+
+    so α_k/β_k = (k+1)^{−1/5} → 0: y moves on the fast time scale and tracks y*(x_k). (Hong et
+    al.'s non-convex analysis sets α ∝ K^{−3/5}, β ∝ K^{−2/5} for a horizon K; the decaying
+    (k+1)-powers keep the same exponents without fixing K.) The inner optimizer state is the
+    estimator state; call k scales the single-sample gradient h_g^k by (k+1)^{−inner_decay}
+    before the problem's optimizer update at t = k, so for ``gd(β_0)`` the inner step is exactly
+    β_k. The outer step size belongs to the outer optimizer: build it with
+    :meth:`outer_schedule` (``optax.sgd(ttsa.outer_schedule(α_0))`` is Hong et al.'s update). The
+    hypergradient h_f^k is taken at (x_k, y_{k+1}) as in BSA. Cost: 2 gradients, p + 1 HVPs."""
+
+    inner_decay: float = 0.4
+    outer_decay: float = 0.6
     name: ClassVar[str] = "ttsa"
     not_in_solve: ClassVar[str] = ("its inner iterate is its state, advanced one step per call; use "
                                   "ablo.hypergradient_batch with state")
 
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("inner_decay", "outer_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"{name} must be a number in [0, 1] (step size ∝ (k+1)^-{name}); got {value!r}")
+
     def inner_steps_for(self, r):
         """Inner steps per call: TTSA takes one."""
         return 1
+
+    def inner_scale(self, step):
+        """β_k / β_0 = (k+1)^{−inner_decay} at outer step k (traced k is fine)."""
+        return (jnp.asarray(step, jnp.result_type(float)) + 1.0) ** -self.inner_decay
+
+    def outer_schedule(self, lr: float):
+        """The optax schedule α_k = lr · (k+1)^{−outer_decay} of the outer optimizer (k = its update count)."""
+        check_positive("lr", lr, " (outer step size α_0 of TTSA)")
+        return lambda count: lr * (jnp.asarray(count, jnp.result_type(float)) + 1.0) ** -self.outer_decay
 
     def init(self, problem, theta, task):
         """The inner optimizer state s_0 (the fast iterate), outer step 0."""
         return StochasticState(problem.initial_state(theta, task), jnp.asarray(0, jnp.int32))
 
     def estimate(self, problem, theta, task, state, key):
-        """One single-sample inner step y_{k+1} = Ξ(x_k, y_k; ξ_k), then the single-sample
-        implicit hypergradient at (x_k, y_{k+1}). Cost: 2 gradients, the HVPs drawn."""
+        """One single-sample inner step y_{k+1} = y_k − β_k h_g^k, then the single-sample implicit
+        hypergradient at (x_k, y_{k+1}). Cost: 2 gradients, the HVPs drawn."""
         k_in, k_g = jax.random.split(key)
-        s = self.sgd(problem, theta, task, state.inner, k_in, state.step, state.step + 1, self.batch)
+        batch = draw(task, self.inner_part, k_in, self.batch, "inner_part")
+        h = jax.grad(problem.inner_loss, argnums=1)(theta, problem.optimizer.params(state.inner), batch)
+        scale = self.inner_scale(state.step)
+        s = problem.optimizer.update(tree_map(lambda x: scale.astype(x.dtype) * x, h), state.inner, theta, state.step)
         phi = problem.optimizer.params(s)
         g, hvps, samples = self.implicit_step(problem, theta, phi, task, k_g)
         c = cost(grad_evals=2, hvps=hvps, states=1, samples=self.batch + samples)

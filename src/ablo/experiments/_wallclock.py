@@ -50,8 +50,14 @@ def wallclock_run(problem, estimator, optimizer, theta0, task, *, key, seconds: 
                        **ctx.outer_options(label))
     names = [k for k in curve[0] if k not in ("step", "seconds", "function_calls")]
     curve += [{"step": e["step"], "seconds": e["seconds"], "function_calls": e["function_calls"],
-               **{k: e[k] for k in names}} for e in result.log if names[0] in e]
+               **{k: e[k] for k in names}, **{k: e[k] for k in SOLVER_REPORT if k in e}}
+              for e in result.log if names[0] in e]
     return curve, result
+
+
+#: What an implicit estimator's state reports (``describe_state``) and the curves and rows keep:
+#: the last CG solve's matvecs and residual, HOAG's next tolerance ε_k and its safety-cap hits.
+SOLVER_REPORT = ("solver_matvecs", "solver_residual", "tol", "cg_cap_hits")
 
 
 def protocol_note(cfg) -> str:
@@ -63,9 +69,12 @@ def protocol_note(cfg) -> str:
 
 def result_row(curve: list, result, **ident) -> dict:
     """A results row: ``ident`` (method, seed, ...), the last evaluation's test loss and accuracy,
-    and the run's steps, outer-step seconds, function calls and compile seconds."""
+    the run's steps, outer-step seconds, function calls and compile seconds, and for HOAG its
+    last tolerance ε_k (``tol``) and the outer steps whose CG hit the safety cap (``cg_cap_hits``)."""
+    last = result.log[-1] if result.log else {}
     return dict(**ident, test_loss=curve[-1]["test_loss"], test_acc=curve[-1]["test_acc"], steps=result.steps,
-                seconds=result.seconds, function_calls=result.function_calls, compile_seconds=result.compile_seconds)
+                seconds=result.seconds, function_calls=result.function_calls, compile_seconds=result.compile_seconds,
+                **{k: last[k] for k in ("tol", "cg_cap_hits") if k in last})
 
 
 def plot_curves(curves: list, path, title: str, group_key: str = "method") -> None:
@@ -87,12 +96,12 @@ def plot_curves(curves: list, path, title: str, group_key: str = "method") -> No
             for ax, key in zip(axes, ("test_loss", "test_acc")):
                 ax.plot(t, [p[key] for p in c["points"]], color=colors[i % len(colors)],
                         label=name if j == 0 else None, alpha=0.9 if j == 0 else 0.5)
-    for ax, label in zip(axes, ("test loss", "test accuracy")):
+    for ax, label in zip(axes, ("test loss (cross-entropy, nats)", "test accuracy (fraction)")):
         ax.set_xlabel("running time / s")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend()
-    fig.suptitle(title)
+    axes[0].legend(title="one line per seed" if any(c.get("seed", 0) for c in curves) else None)
+    fig.suptitle(f"{title}\nevery point: the full test set")
     save_figure(fig, path)
 
 

@@ -7,10 +7,21 @@ K for training and one for testing (s = mK, t = m). With V(θ, T) = θ,
 
 r steps of inner SGD, an outer Adam over meta-batches of tasks, every method stopped at the same
 budget of function calls (Proposition 1's counts: r + 1 gradients for FOM, plus r(r − 1)/2
-gradients and r HVPs for the memory-efficient exact ``recompute``). Reptile (Nichol et al.
-2018; paper 002 §5; :class:`ablo.meta.Reptile`) is the direction θ − φ_r of an r-step inner run
-on all of the task's data (D_tr ∪ D_te), fed to the same outer optimizer: r gradient
-evaluations per task.
+gradients and r HVPs for the memory-efficient exact ``recompute``).
+
+Reptile (Nichol et al. 2018; :class:`ablo.meta.Reptile`) runs with its own authors' settings,
+as Likhosherstov et al. 2020 (UFO-BLO, App. B) did ("as in 1-shot 20-way experiment in the
+implementation of [Nichol et al.]": openai/supervised-reptile, transductive 1-shot 20-way
+Omniglot): each training task has ``reptile_train_shots`` = 10 drawings of each of its m classes
+(the task's data, shuffled once), the inner run is r = 10 Adam steps (β1 = 0, step 5e-4) on
+consecutive mini-batches of m·10/r (20 at 20-way: one pass over the task), the direction θ − φ_r
+of a meta-batch of 5 tasks is averaged and applied with outer SGD whose step (meta step size)
+falls linearly from 1 to 0 over the run's outer steps (theirs: over 200,000 steps; here over the
+steps the call budget allows). At test time Reptile adapts as its authors' evaluation does: 50
+Adam steps on mini-batches of m/2 support images (cycled in one shuffled order; theirs reshuffles
+each pass). Differences from their code: the Adam moments restart with every task (theirs persist
+across tasks), and the net is this experiment's (14x14, 3 blocks, 16 filters). Cost: r gradient
+evaluations per task, each on a mini-batch as large as FOM's support set at 1-shot.
 
 g(φ, x): ``blocks`` blocks of [3x3 conv, stride 2, ``filters`` channels, batch norm with the batch's
 statistics (transductive, as MAML), ReLU], then a dense layer to m logits. Defaults, scaled down for two
@@ -38,6 +49,7 @@ invariant in most directions and the top eigenvalue at θ_0 (≈ 18) does not bo
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -49,8 +61,8 @@ import optax
 
 from . import Experiment, RunContext, register
 from ._notes import smoke_note, smoke_option
-from .hypercleaning import curve_rows, plot_curves
-from .. import estimators, outer
+from .hypercleaning import curve_rows
+from .. import estimators, inner, outer
 from ..meta import Reptile, maml, merge_support_query
 from ..models import convnet_apply, convnet_init, cross_entropy
 from ..problem import BilevelProblem
@@ -83,7 +95,7 @@ class Config(ExperimentConfig):
     clip: Optional[float] = option(None, "clip each hypergradient entry to ±clip before Adam; none = no clipping",
                                    low=0, low_open=True)
     methods: tuple[str, ...] = option(("fom", "recompute", "ufom", "adaptive-ufom", "reptile"),
-                                      "estimator specs (reptile: Nichol et al.'s direction on D_tr ∪ D_te)",
+                                      "estimator specs (reptile: Nichol et al.'s own protocol, the reptile_* keys)",
                                       estimators=True, min_len=1)
     seeds: tuple[int, ...] = option((0,), "seeds (network init, tasks, estimator keys)", low=0, unique=True,
                                     min_len=1)
@@ -96,6 +108,12 @@ class Config(ExperimentConfig):
     eval_tasks: int = option(1000, "held-out tasks of the final evaluation", low=2)
     curve_tasks: int = option(200, "held-out tasks per curve point", low=2)
     devices: Optional[int] = option(None, "shard each meta-batch over N devices", low=1, hashed=False)
+    reptile_train_shots: int = option(10, "Reptile: drawings per class of a training task (Nichol et al.: 10)", low=1)
+    reptile_inner_lr: float = option(5e-4, "Reptile: inner Adam step (β1 = 0; Nichol et al. 20-way: 5e-4)", low=0,
+                                     low_open=True)
+    reptile_meta_step: float = option(1.0, "Reptile: outer SGD step at the start, annealed linearly to 0", low=0,
+                                      low_open=True)
+    reptile_eval_steps: int = option(50, "Reptile: inner Adam steps at test time (Nichol et al.: 50)", low=1)
     smoke: bool = smoke_option()
 
     def resolved(self) -> "Config":
@@ -173,11 +191,59 @@ def make_problem(steps: int, inner_lr: float) -> BilevelProblem:
     return maml(convnet_apply, cross_entropy, inner_lr, steps)
 
 
-def make_estimator(spec: str):
-    """The estimator of ``spec``; Reptile's inner run sees all of a task's data (D_tr ∪ D_te), as
-    Nichol et al.'s Reptile needs no train/test split."""
-    est = estimators.parse(spec)
-    return dataclasses.replace(est, task_map=merge_support_query) if isinstance(est, Reptile) else est
+@dataclass(frozen=True, eq=False)
+class MiniBatched(BilevelProblem):
+    """A problem whose inner step t reads the mini-batch t of the support set: examples
+    (t·batch + i) mod n, i < batch, of ``task["support"]`` (n examples, in the task's order), so
+    r·batch = n is one pass. The query set is left whole."""
+
+    batch: int = 1
+
+    def step(self, theta, s, t, task):
+        """One inner step on mini-batch t (one gradient evaluation)."""
+        x, y = task["support"]
+        idx = (t * self.batch + jnp.arange(self.batch)) % x.shape[0]
+        return super().step(theta, s, t, {**task, "support": (x[idx], y[idx])})
+
+
+def minibatched(problem: BilevelProblem, batch: int) -> MiniBatched:
+    """``problem`` with its inner steps on mini-batches of ``batch`` support examples."""
+    return MiniBatched(**{f.name: getattr(problem, f.name) for f in dataclasses.fields(problem)}, batch=batch)
+
+
+def shuffled(sample, merge: bool = False):
+    """A sampler whose support set (with ``merge``: support ∪ query) comes in a random order
+    drawn from the task's key."""
+
+    def sample_shuffled(key):
+        k_task, k_perm = jax.random.split(key)
+        task = sample(k_task)
+        task = merge_support_query(task) if merge else task
+        x, y = task["support"]
+        perm = jax.random.permutation(k_perm, x.shape[0])
+        return {**task, "support": (x[perm], y[perm])}
+
+    return sample_shuffled
+
+
+def reptile_setup(cfg: "Config", train_images: np.ndarray, test_images: np.ndarray) -> dict:
+    """Nichol et al.'s Reptile protocol (module docstring) at this config: the training problem
+    (r Adam steps on one pass of mini-batches), the training sampler (``reptile_train_shots``
+    drawings per class, shuffled), the outer SGD with the meta step annealed linearly to 0 over
+    the outer steps the budget allows, and the test-time problem and sampler."""
+    n_task = cfg.ways * cfg.reptile_train_shots
+    adam = functools.partial(inner.adam, b1=0.0)
+    base = maml(convnet_apply, cross_entropy, cfg.reptile_inner_lr, cfg.steps, optimizer=adam)
+    train = minibatched(base, -(-n_task // cfg.steps))
+    per_step = cfg.meta_batch * cfg.steps  # r gradient evaluations per task
+    limits = [n for n in (cfg.outer_steps, cfg.budget_calls and -(-int(cfg.budget_calls) // per_step)) if n]
+    anneal = optax.linear_schedule(cfg.reptile_meta_step, 0.0, transition_steps=max(min(limits), 1))
+    test_base = maml(convnet_apply, cross_entropy, cfg.reptile_inner_lr, cfg.reptile_eval_steps, optimizer=adam)
+    test = minibatched(test_base, max(1, cfg.ways * cfg.shots // 2))
+    return {"problem": train, "estimator": Reptile(), "tx": optax.sgd(anneal),
+            "sampler": shuffled(make_sampler(train_images, cfg.ways, cfg.reptile_train_shots - 1), merge=True),
+            "test_problem": test, "test_sampler": shuffled(make_sampler(test_images, cfg.ways, cfg.shots)),
+            "outer_steps": max(min(limits), 1)}
 
 
 def make_eval(problem: BilevelProblem, sample, chunk: int = 200):
@@ -212,16 +278,22 @@ def run(config: Config, ctx: RunContext) -> dict:
     tx = optax.adam(cfg.outer_lr) if cfg.clip is None else optax.chain(optax.clip(cfg.clip), optax.adam(cfg.outer_lr))
     budget = outer.Budget(steps=cfg.outer_steps, function_calls=cfg.budget_calls)
     eval_calls = cfg.eval_calls or cfg.budget_calls / 10
-    evaluate = make_eval(problem, sample_test, min(cfg.curve_tasks, cfg.eval_tasks))
+    chunk = min(cfg.curve_tasks, cfg.eval_tasks)
+    maml_setup = {"problem": problem, "tx": tx, "sampler": sample_train,
+                  "evaluate": make_eval(problem, sample_test, chunk)}
+    reptile = reptile_setup(cfg, train_imgs, test_imgs)
+    reptile["evaluate"] = make_eval(reptile["test_problem"], reptile["test_sampler"], chunk)
     rows, curves = [], []
     for seed in cfg.seeds:
         theta0 = convnet_init(jax.random.PRNGKey(seed), cfg.ways, train_imgs.shape[-1], filters=cfg.filters,
                               blocks=cfg.blocks)
-        curve_eval = lambda th: evaluate(th, cfg.curve_tasks, jax.random.PRNGKey(7_000 + seed))
         for spec in cfg.methods:
-            est = make_estimator(spec)
-            res = outer.run(problem, est, tx, theta0, sample_train, key=jax.random.PRNGKey(seed), budget=budget,
-                            meta_batch=cfg.meta_batch, devices=cfg.devices, eval_fn=curve_eval,
+            est = estimators.parse(spec)
+            setup = reptile if isinstance(est, Reptile) else maml_setup
+            evaluate = setup["evaluate"]
+            curve_eval = lambda th: evaluate(th, cfg.curve_tasks, jax.random.PRNGKey(7_000 + seed))
+            res = outer.run(setup["problem"], est, setup["tx"], theta0, setup["sampler"], key=jax.random.PRNGKey(seed),
+                            budget=budget, meta_batch=cfg.meta_batch, devices=cfg.devices, eval_fn=curve_eval,
                             eval_every_calls=eval_calls, checkpoint_every=cfg.checkpoint_every,
                             **ctx.outer_options(f"{spec} seed {seed}"))
             final = evaluate(res.theta, cfg.eval_tasks, jax.random.PRNGKey(9_000 + seed))
@@ -231,11 +303,47 @@ def run(config: Config, ctx: RunContext) -> dict:
             curves += curve_rows(res.log, method=spec, seed=seed)
     summary_cfg = {**cfg.as_dict(), "dataset": dataset}
     write_csv(ctx.out / "curves.csv", curves)
-    plot_curves(curves, ctx.out / "curves.png", x="function_calls", ys=["test_acc"], group=("method",),
-                title=f"few-shot {cfg.shots}-shot {cfg.ways}-way ({dataset['name']})")
+    plot_fewshot(curves, ctx.out / "curves.png", f"few-shot {cfg.shots}-shot {cfg.ways}-way ({dataset['name']})",
+                 cfg.curve_tasks)
     _write_table(summary_cfg, rows, ctx.out)
     write_summary(ctx.out, NAME, summary_cfg, rows)
     return {"experiment": NAME, "config": summary_cfg, "results": rows}
+
+
+def plot_fewshot(curves: list, path: Path, title: str, curve_tasks: int) -> None:
+    """Test accuracy (%) against function calls, one colour per method (thin lines: each seed;
+    thick: their mean where every seed has a point), one legend for every line. The points are
+    evaluated on ``curve_tasks`` held-out tasks, not the final table's tasks (the caption says so)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..results import save_figure
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for i, method in enumerate(dict.fromkeys(c["method"] for c in curves)):
+        runs = {}
+        for c in curves:
+            if c["method"] == method:
+                runs.setdefault(c["seed"], []).append((c["function_calls"], c["test_acc"]))
+        for seed, pts in runs.items():
+            single = len(runs) == 1
+            ax.plot(*zip(*pts), color=f"C{i}", lw=1.6 if single else 0.8, alpha=1.0 if single else 0.5,
+                    ls="-" if single else ("--", ":", "-.")[seed % 3],
+                    label=method if single else f"{method} seed {seed}")
+        if len(runs) > 1:
+            n = min(len(p) for p in runs.values())
+            mean = np.mean([[v for _, v in p[:n]] for p in runs.values()], 0)
+            ax.plot([x for x, _ in next(iter(runs.values()))[:n]], mean, color=f"C{i}", lw=2.2,
+                    label=f"{method} mean of {len(runs)} seeds")
+    ax.set_xlabel("function calls (gradient evaluations + HVPs + JVPs)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_title(f"{title}\ncurve points: {curve_tasks} held-out tasks each (the table: its own larger set)",
+                 fontsize=9)
+    save_figure(fig, path)
 
 
 def _mean_of(entries: list, key: str):
@@ -273,7 +381,12 @@ def _write_table(cfg: dict, rows: list, out_dir: Path) -> None:
         f"budget per method and seed: {cfg['budget_calls'] or '-'} function calls / {cfg['outer_steps'] or '-'} "
         f"outer steps, seeds {list(cfg['seeds'])}; test accuracy over {cfg['eval_tasks']} held-out tasks with a 95% "
         "interval.",
-        paper + " 'recompute' is the paper's memory-efficient exact estimator."]
+        paper + " 'recompute' is the paper's memory-efficient exact estimator.",
+        f"Reptile runs Nichol et al.'s protocol (1-shot 20-way Omniglot settings of their code): "
+        f"{cfg['reptile_train_shots']} drawings per class per training task, r = {cfg['steps']} inner Adam steps "
+        f"(β1 = 0, lr {cfg['reptile_inner_lr']}) on one pass of mini-batches, outer SGD with meta step "
+        f"{cfg['reptile_meta_step']} annealed linearly to 0, meta-batch {cfg['meta_batch']}; evaluated after "
+        f"{cfg['reptile_eval_steps']} inner Adam steps on the support set (its authors' test-time protocol)."]
     write_markdown(out_dir / "results.md", f"Few-shot classification ({cfg['shots']}-shot {cfg['ways']}-way)", table,
                    notes="\n\n".join(notes))
 
