@@ -54,6 +54,24 @@ def test_d2_v2_and_q_star_match_direct_computation(result):
     assert res["q_star_function_calls"] == pytest.approx(q_star(D2, V2, *cost_model(R)))
 
 
+def test_branch_sets_c_rnd_and_q_star():
+    """branch=Checkpointed(): C_rnd is the two-level branch's backward cost (counting calls), not
+    recomputation's, and q* follows it."""
+    prob = _problems.problem("gd", R)
+    tasks = jax.vmap(_problems.make_task)(jax.random.split(jax.random.PRNGKey(2), 5))
+    res = diagnose(prob, _problems.make_theta(), tasks, jax.random.PRNGKey(0), n_samples=4, Ks=[1], repeats=2,
+                   branch=ablo.Checkpointed())
+    back = ablo.Checkpointed().backward_cost(R)
+    assert res["branch"] == "checkpointed" and "exact branch checkpointed" in format_diagnosis(res)
+    assert (res["C_det"], res["C_rnd"]) == pytest.approx(cost_model(R, res["C1"], res["C2"], exact=ablo.Checkpointed()))
+    assert res["C_rnd"] == pytest.approx(res["C1"] * back.grad_evals + res["C2"] * back.hvps)
+    cd, cr = cost_model(R, exact=ablo.Checkpointed())
+    assert cr < cost_model(R)[1]
+    assert res["q_star_function_calls"] == pytest.approx(q_star(res["D2"], res["V2"], cd, cr))
+    with pytest.raises(ValueError, match="exact"):
+        diagnose(prob, _problems.make_theta(), tasks, jax.random.PRNGKey(0), n_samples=2, branch=ablo.FOM())
+
+
 def test_sampler_input_and_markdown():
     prob = _problems.problem("gd", 4)
     res = diagnose(prob, _problems.make_theta(), _problems.make_task, jax.random.PRNGKey(1), n_samples=3, repeats=2)

@@ -87,3 +87,37 @@ def test_inner_step_above_two_over_L_is_refused(name, setting, alpha, tmp_path):
     code, _, err = ablo("run", name, "--tiny", "--out", tmp_path / "a", "--set", setting)
     line = one_error_line(err)
     assert code == 2 and f"alpha = {alpha}" in line and "L = 1.5" in line
+
+
+def test_synthetic_q_exact_branch_sets_q_star_and_the_counts(tmp_path):
+    """exact=checkpointed: C_rnd is the two-level branch's backward cost, q* follows it, and the
+    q = 1 curve is charged r + 2 + C_rnd + 1 function calls per step."""
+    import csv
+
+    from ablo import Checkpointed, theory
+
+    doc = tiny_run("synthetic-q", tmp_path, "--set", "exact=checkpointed")
+    cfg = doc["config"]
+    r = cfg["r"]
+    back = Checkpointed().backward_cost(r)
+    c_det, c_rnd = theory.cost_model(r, exact=Checkpointed())
+    assert cfg["exact"] == "checkpointed" and cfg["C_rnd"] == c_rnd == back.grad_evals + back.hvps
+    assert c_rnd < theory.cost_model(r)[1]  # cheaper than recomputation's r(r−1)/2 + r
+    below_one = 0
+    for row in doc["results"]:
+        assert row["exact"] == "checkpointed"
+        assert row["q_theory"] == pytest.approx(theory.q_star(row["D2"], row["V2"], c_det, c_rnd), rel=1e-12)
+        q_recompute = theory.q_star(row["D2"], row["V2"], *theory.cost_model(r))
+        if q_recompute < 1:  # a cheaper exact branch is drawn more often
+            below_one += 1
+            assert row["q_theory"] > q_recompute
+    assert below_one > 0
+    with open(tmp_path / "run" / "curves.csv") as f:
+        q1 = [x for x in csv.DictReader(f) if x["q_label"] == "q=1"]
+    assert q1 and all(float(x["function_calls"]) == pytest.approx(int(x["step"]) * (r + 2 + c_rnd + 1)) for x in q1)
+
+
+def test_synthetic_q_refuses_an_exact_branch_that_is_not_unrolled(tmp_path):
+    code, _, err = ablo("run", "synthetic-q", "--tiny", "--out", tmp_path / "a", "--set", "exact=fom")
+    line = one_error_line(err)
+    assert code == 2 and "exact" in line and "unrolled exact estimator" in line

@@ -24,6 +24,14 @@ def test_mlp_hidden_layer_is_relu():
     np.testing.assert_allclose(mlp_apply(params, jnp.array([[-1.0, 2.0]])), [[0.0, 2.0]])
 
 
+def test_mlp_activation_option():
+    params = [{"w": jnp.eye(2), "b": jnp.zeros(2)}, {"w": jnp.eye(2), "b": jnp.zeros(2)}]
+    x = jnp.array([[-1.0, 2.0]])
+    np.testing.assert_allclose(mlp_apply(params, x, activation=jnp.tanh), jnp.tanh(x), rtol=1e-12)
+    with pytest.raises(ValueError, match="activation"):
+        mlp_apply(params, x, activation="tanh")
+
+
 @pytest.mark.parametrize("size,side", [(28, 2), (84, 6), (5, 1)])
 def test_convnet_shapes(size, side):
     """Stride-2 SAME convs: 28 → 14 → 7 → 4 → 2 (shapes only: jax.eval_shape computes nothing)."""

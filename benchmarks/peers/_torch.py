@@ -1,7 +1,8 @@
 """ablo.bench's problems in PyTorch (float32, the same .npz): data hypercleaning
 (ablo.problems.hypercleaning) with inner loss mean_i σ(θ_i) CE_i + λ Σ_layers ‖W‖² (weights, not
-biases), outer loss validation CE, inner GD with step α, for the dense ReLU network
-(ablo.models.mlp_apply) stored as w0, b0, w1, ... (one layer: the linear model).
+biases), outer loss validation CE, inner GD with step α, for the dense network
+(ablo.models.mlp_apply) stored as w0, b0, w1, ... (one layer: the linear model), with the data's
+``activation`` (relu or tanh) between layers.
 
 Written the way PyTorch's documentation writes a dense layer: ``nn.Linear`` (modules, for higher
 and TorchOpt) or ``F.linear`` with the weight stored (out, in) (functional, plain autograd). The
@@ -17,7 +18,8 @@ from torch import nn
 
 class Data:
     """Tensors of the problem: ``x_tr, y_tr, x_val, y_val, theta`` (a leaf requiring grad), ``lr``,
-    ``l2`` and ``layers``, the initial [(W (in, out), b)] as stored."""
+    ``l2``, ``layers``, the initial [(W (in, out), b)] as stored, and ``activation``, the hidden
+    layers' nonlinearity as a module class (``nn.ReLU`` or ``nn.Tanh``)."""
 
     def __init__(self, data):
         torch.set_num_threads(1)  # single-threaded like every worker (ablo.bench.worker.ENV)
@@ -28,6 +30,7 @@ class Data:
         self.lr, self.l2 = float(data["lr"]), float(data["l2"])
         n = sum(1 for k in data if k.startswith("w") and k[1:].isdigit())
         self.layers = [(torch.from_numpy(data[f"w{i}"]), torch.from_numpy(data[f"b{i}"])) for i in range(n)]
+        self.activation = {"relu": nn.ReLU, "tanh": nn.Tanh}[str(data.get("activation", "relu"))]
 
     def inner(self, theta, logits, params):
         """``params``: [W, b, W, b, ...] in layer order (as ``Module.parameters()`` of ``Net``)."""
@@ -46,19 +49,19 @@ def initial_params(d: Data, form: str = "linear") -> list:
     return out
 
 
-def apply(params: list, x, form: str = "linear"):
-    """Logits of the functional network: ReLU after every layer but the last."""
+def apply(params: list, x, form: str = "linear", activation=torch.relu):
+    """Logits of the functional network: ``activation`` after every layer but the last."""
     n = len(params) // 2
     for i in range(n):
         w, b = params[2 * i], params[2 * i + 1]
         x = F.linear(x, w, b) if form == "linear" else x @ w + b
         if i < n - 1:
-            x = torch.relu(x)
+            x = activation(x)
     return x
 
 
 class Net(nn.Module):
-    """The same network as ``nn.Linear`` layers and ``nn.ReLU``, weights copied from the data."""
+    """The same network as ``nn.Linear`` layers and ``d.activation`` modules, weights copied from the data."""
 
     def __init__(self, d: Data):
         super().__init__()
@@ -68,7 +71,7 @@ class Net(nn.Module):
             with torch.no_grad():
                 lin.weight.copy_(w.T)
                 lin.bias.copy_(b)
-            mods += [lin] + ([nn.ReLU()] if i < len(d.layers) - 1 else [])
+            mods += [lin] + ([d.activation()] if i < len(d.layers) - 1 else [])
         self.net = nn.Sequential(*mods)
 
     def forward(self, x):

@@ -5,7 +5,9 @@ For n sampled tasks it computes the exact hypergradient and FOM's and K-RMD's (s
 for each cheap estimator, the mean per-task cosine with the exact one, the cosine of the task means,
 and the relative error sqrt(E‖G − G_exact‖² / E‖G_exact‖²). D² and V² (eq. 14, 16) are the task
 means at this θ (local values, as Adaptive UFOM uses them, not the sup over θ); C1, C2 are measured
-unit costs (seconds per gradient / per HVP), giving C_det, C_rnd (Proposition 1) and q* (eq. 21).
+unit costs (seconds per gradient / per HVP), giving C_det, C_rnd (Proposition 1, with C_rnd the
+backward cost of the exact branch UFOM would use: recomputation by default, any unrolled exact
+estimator via ``branch``) and q* (eq. 21).
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .estimators import FOM, Reverse, Truncated
+from .estimators import FOM, Recompute, Reverse, Truncated
 from .estimators.base import Estimator
+from .estimators.debiased import check_exact
+from .estimators.registry import spec_of
 from .results import markdown_table
 from .theory import bias_variance, condition_20, cost_model, measure_unit_costs, q_star
 
@@ -38,7 +42,7 @@ def _flat(g):
 
 
 def diagnose(problem, theta, tasks, key, n_samples: int | None = 16, Ks=None, exact: Estimator | None = None,
-             eps: float = 0.0, repeats: int = 11) -> dict:
+             eps: float = 0.0, repeats: int = 11, branch=None) -> dict:
     """Bias of FOM and K-RMD, D², V², unit costs and the recommended q* at ``theta``.
 
     With G_i the exact hypergradient of task i and Ĝ_i a cheap estimator's, it reports the mean
@@ -58,9 +62,11 @@ def diagnose(problem, theta, tasks, key, n_samples: int | None = 16, Ks=None, ex
         exact: the reference estimator (default ``Reverse()``).
         eps: the target accuracy ε in the condition and in q* (eq. 20-21).
         repeats: timing repeats for C1 and C2 (medians).
+        branch: UFOM's exact branch, an unrolled exact estimator (default ``Recompute()``, Prop. 1
+            verbatim); C_rnd = C1·(its backward gradient evaluations) + C2·(its HVPs).
 
     Returns:
-        A dict: ``r``, ``n_samples``, ``exact``, ``exact_function_calls``, ``estimators``
+        A dict: ``r``, ``n_samples``, ``exact``, ``branch`` (UFOM's exact branch), ``exact_function_calls``, ``estimators``
         ({name: cosine, cosine_of_means, relative_error, function_calls}), ``D2``, ``V2``, ``C1``,
         ``C2``, ``C_det``, ``C_rnd``, ``condition_20``, ``q_star`` (with measured unit costs) and
         ``q_star_function_calls`` (counting calls, C1 = C2 = 1). :func:`format_diagnosis` prints it.
@@ -75,6 +81,8 @@ def diagnose(problem, theta, tasks, key, n_samples: int | None = 16, Ks=None, ex
     problem.validate(theta, task0)
     Ks = sorted({k for k in (1, r // 4, r // 2) if 1 <= k < r}) if Ks is None else list(Ks)
     exact = Reverse() if exact is None else exact
+    branch = Recompute() if branch is None else branch
+    check_exact(branch)
     cheap = {"fom": FOM(), **{f"truncated-{k}": Truncated(K=int(k)) for k in Ks}}
     for est in (exact, *cheap.values()):
         est.check(problem)
@@ -101,9 +109,10 @@ def diagnose(problem, theta, tasks, key, n_samples: int | None = 16, Ks=None, ex
                         "function_calls": calls}
     D2, V2 = bias_variance(g_fo, g_ex)
     C1, C2 = measure_unit_costs(problem, theta, task0, repeats=repeats)
-    C_det, C_rnd = cost_model(r, C1, C2)
-    cd1, cr1 = cost_model(r)
-    return {"r": r, "n_samples": int(g_ex.shape[0]), "exact": exact.name, "exact_function_calls": calls_ex,
+    C_det, C_rnd = cost_model(r, C1, C2, exact=branch)
+    cd1, cr1 = cost_model(r, exact=branch)
+    return {"r": r, "n_samples": int(g_ex.shape[0]), "exact": exact.name, "branch": spec_of(branch),
+            "exact_function_calls": calls_ex,
             "estimators": report, "D2": D2, "V2": V2, "C1": C1, "C2": C2, "C_det": C_det, "C_rnd": C_rnd,
             "condition_20": condition_20(D2, V2, C_det, C_rnd, eps), "q_star": q_star(D2, V2, C_det, C_rnd, eps),
             "q_star_function_calls": q_star(D2, V2, cd1, cr1, eps)}
@@ -119,6 +128,7 @@ def format_diagnosis(result: dict) -> str:
     return (f"## Hypergradient diagnosis (r = {result['r']}, {result['n_samples']} tasks, exact = {result['exact']})\n\n"
             + markdown_table(rows, ["estimator", "cosine", "cosine_of_means", "relative_error", "function_calls"])
             + f"\nD² = {result['D2']:.4g}, V² = {result['V2']:.4g}; C1 = {result['C1']:.3g} s per gradient, "
-              f"C2 = {result['C2']:.3g} s per HVP (C_det = {result['C_det']:.3g}, C_rnd = {result['C_rnd']:.3g}).\n"
+              f"C2 = {result['C2']:.3g} s per HVP (C_det = {result['C_det']:.3g}, C_rnd = {result['C_rnd']:.3g} with UFOM's "
+              f"exact branch {result['branch']}).\n"
             + f"q* = {q:.4g} with measured costs, {result['q_star_function_calls']:.4g} counting function calls. "
             + advice + ".\n")

@@ -2,7 +2,7 @@
 ``apply(params, x) -> logits``. Parameters are plain dicts and lists, so θ and φ of a
 bilevel problem can be these pytrees directly (e.g. MAML's V(θ) = θ).
 
-* :func:`mlp_init`/:func:`mlp_apply` — dense layers with ReLU between them; ``sizes = [d, k]``
+* :func:`mlp_init`/:func:`mlp_apply` — dense layers with ReLU (or ``activation=``) between them; ``sizes = [d, k]``
   is a linear (multinomial logistic) model, ``[d, h, k]`` the two-layer ReLU net of Likhosherstov et al. 2021,
   §5.2.
 * :func:`convnet_init`/:func:`convnet_apply` — the few-shot network of Likhosherstov et al. 2021, §5.3
@@ -14,7 +14,7 @@ bilevel problem can be these pytrees directly (e.g. MAML's V(θ) = θ).
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -46,10 +46,13 @@ def linear_init(d: int, k: int, dtype=jnp.float32) -> list:
     return [{"w": jnp.zeros((d, k), dtype), "b": jnp.zeros(k, dtype)}]
 
 
-def mlp_apply(params: list, x: jax.Array) -> jax.Array:
-    """x (n, d) → logits (n, k); ReLU after every layer but the last."""
+def mlp_apply(params: list, x: jax.Array, *, activation: Callable[[jax.Array], jax.Array] = jax.nn.relu) -> jax.Array:
+    """x (n, d) → logits (n, k); ``activation`` (elementwise, default ReLU; e.g. ``jnp.tanh``)
+    after every layer but the last."""
+    if not callable(activation):
+        raise ValueError(f"activation must be an elementwise function such as jax.nn.relu or jnp.tanh; got {activation!r}")
     for layer in params[:-1]:
-        x = jax.nn.relu(x @ layer["w"] + layer["b"])
+        x = activation(x @ layer["w"] + layer["b"])
     return x @ params[-1]["w"] + params[-1]["b"]
 
 

@@ -1,16 +1,17 @@
 """The benchmark problems: data written once to an ``.npz`` that ablo and every peer read, the
 bilevel problem built from it, and the estimator configuration benchmarked under each name.
 
-Both problems are data hypercleaning as ``ablo.problems.hypercleaning`` builds it (paper 001
+Both problems are data hypercleaning with the losses of ``ablo.problems.hypercleaning`` (paper 001
 §4.2.1): θ ∈ R^n weights σ(θ_i) on each training example's cross-entropy, inner loss
 mean_i σ(θ_i) CE_i + λ Σ_layers ‖W‖², outer loss validation CE, inner GD with a fixed step α, half
-of the training labels replaced by random ones; the network is ``ablo.models.mlp_apply``.
+of the training labels replaced by random ones; the network is ``ablo.models.mlp_apply`` with the
+problem's activation (``ACTIVATION``).
 
 * ``hypercleaning``: a linear model φ = (W, b), n = 5000 examples, 784 features, 10 classes,
   synthetic Gaussian features / √784 (α = 1 is stable for r = 1000), φ_0 = 0, r = 100.
-* ``mlp``: two ReLU hidden layers of width 512 (``ablo.models``' MLP; issue 12 asks for tanh, which
-  ``ablo.models`` does not offer), n = 1000 MNIST-sized examples (784 features; real MNIST when a
-  data directory holds it, else synthetic), φ_0 ``ablo.models.mlp_init``'s He-normal draw, r = 50.
+* ``mlp``: two tanh hidden layers of width 512 (``ablo.models.mlp_apply(..., activation=jnp.tanh)``,
+  as issue 12 asks), n = 1000 MNIST-sized examples (784 features; real MNIST when a data directory
+  holds it, else synthetic), φ_0 ``ablo.models.mlp_init``'s normal draw (std √(2/fan-in)), r = 50.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ SIZES = {
     "smoke": {"hypercleaning": dict(n=64, d=16, c=3, hidden=()),
               "mlp": dict(n=32, d=16, c=3, hidden=(8, 8))},
 }
+#: Hidden-layer activation per problem (``ablo.models.mlp_apply``'s ``activation``), stored in the
+#: data as ``activation`` so that the peers build the same network.
+ACTIVATION = {"hypercleaning": "relu", "mlp": "tanh"}
 #: Inner step α and weight decay λ per problem.
 LR = {"hypercleaning": 1.0, "mlp": 0.1}
 L2 = 1e-3
@@ -41,7 +45,7 @@ AID_ITERS = 20
 def make_data(problem: str, size: str = "full", seed: int = 0, mnist_dir=None) -> dict:
     """Arrays of the problem (numpy, float32): ``x_tr, y_tr, x_val, y_val``, ``theta`` (where the
     hypergradient is taken), ``lr``, ``l2``, ``n_classes``, and φ_0 as ``w0, b0, w1, ...`` (layer i
-    maps ``w{i}.shape[0]`` inputs to ``w{i}.shape[1]`` outputs, ReLU between layers). ``mnist_dir``: take the
+    maps ``w{i}.shape[0]`` inputs to ``w{i}.shape[1]`` outputs, ``activation`` between layers). ``mnist_dir``: take the
     MLP problem's examples from MNIST there (first n training images, first n test images)."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}; got {size!r}")
@@ -63,7 +67,8 @@ def make_data(problem: str, size: str = "full", seed: int = 0, mnist_dir=None) -
     bad = rng.random(n) < 0.5  # corrupt half of the training labels (paper 001 §4.2.1)
     y_tr[bad] = rng.integers(0, c, bad.sum())
     out = dict(x_tr=x[:n], y_tr=y_tr, x_val=x[n:], y_val=y[n:], theta=rng.normal(size=n).astype(np.float32),
-               lr=np.float32(LR[problem]), l2=np.float32(L2), n_classes=np.int32(c))
+               lr=np.float32(LR[problem]), l2=np.float32(L2), n_classes=np.int32(c),
+               activation=np.str_(ACTIVATION[problem]))
     if hidden:  # ablo.models.mlp_init's draw (He normal), saved so that every peer starts from it
         import jax
 
@@ -84,10 +89,15 @@ def layers(data) -> int:
 
 def build(problem: str, data, r: int):
     """-> (BilevelProblem, θ, task) on ``data`` (as written by make_data), r inner steps: the
-    hypercleaning problem of ``ablo.problems.hypercleaning`` with ``ablo.models``' network."""
+    losses of ``ablo.problems.hypercleaning`` with ``ablo.models``' network and ``data``'s
+    activation, inner GD at ``data["lr"]``, V = φ_0 constant."""
     import jax
+    import jax.numpy as jnp
 
-    from ..problems.hypercleaning import make_problem
+    from ..inner import gd
+    from ..models import cross_entropy, mlp_apply
+    from ..problem import BilevelProblem, constant_init
+    from ..problems.hypercleaning import weight_decay
 
     if problem not in SIZES["full"]:
         raise ValueError(f"problem must be one of {sorted(SIZES['full'])}; got {problem!r}")
@@ -96,7 +106,17 @@ def build(problem: str, data, r: int):
     task = {k: jax.device_put(data[a]) for k, a in (("x", "x_tr"), ("y", "y_tr"), ("x_val", "x_val"),
                                                      ("y_val", "y_val"))}
     phi0 = [{"w": jax.device_put(data[f"w{i}"]), "b": jax.device_put(data[f"b{i}"])} for i in range(layers(data))]
-    prob = make_problem(steps=r, inner_lr=float(data["lr"]), l2=float(data["l2"]), phi0=phi0)
+    act = {"relu": jax.nn.relu, "tanh": jnp.tanh}[str(data.get("activation", "relu"))]
+    l2 = float(data["l2"])
+
+    def inner_loss(theta, phi, task):
+        ce = cross_entropy(mlp_apply(phi, task["x"], activation=act), task["y"], jax.nn.sigmoid(theta))
+        return ce + l2 * weight_decay(phi)
+
+    def outer_loss(theta, phi, task):
+        return cross_entropy(mlp_apply(phi, task["x_val"], activation=act), task["y_val"])
+
+    prob = BilevelProblem(inner_loss, outer_loss, gd(float(data["lr"])), r, constant_init(phi0))
     return prob, jax.device_put(data["theta"]), task
 
 

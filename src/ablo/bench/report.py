@@ -66,8 +66,11 @@ def checks(rows: list) -> list:
         rev = at.get("reverse", {})
         if "ratio" in rev:
             lim = REVERSE_MAX.get(p, 1.0)
+            work = (f"; XLA's flops (loop bodies counted once: one forward and one backward step and the outer "
+                    f"gradient) {rev['gflop']:.3g} vs {rev['ref_gflop']:.3g} GFLOP = {rev['gflop'] / rev['ref_gflop']:.2f}x"
+                    if rev.get("gflop") and rev.get("ref_gflop") else "")
             out.append(f"{ok(rev['ratio'] <= lim)} reverse time / jax.grad through lax.scan <= {lim}: {p} r={R}: "
-                       f"{rev['ratio']:.2f} ({rev['time_s']:.3g} s vs {rev['ref_s']:.3g} s)")
+                       f"{rev['ratio']:.2f} ({rev['time_s']:.3g} s vs {rev['ref_s']:.3g} s{work})")
         if rev.get("temp_mb") and rev.get("ref_temp_mb"):
             m = rev["ref_temp_mb"] / rev["temp_mb"]
             states = R * rev["state_mb"] if rev.get("state_mb") else None
@@ -122,20 +125,23 @@ def markdown(summary: dict) -> str:
              f"{mach.get('python')}, jax {mach.get('jax')}; load average at the end "
              f"{', '.join(f'{x:.1f}' for x in mach.get('loadavg', ()))}. Times: CPU seconds of a single-threaded "
              "process, medians over rounds of each process's median; time/ref: median of per-repeat ratios "
-             "against the hand-written JAX program of the same algorithm, timed alternately in the same process.",
+             "against the hand-written JAX program of the same algorithm, timed alternately in the same process. "
+             "flops/ref: XLA's flop counts (cost_analysis, loop bodies counted once) of estimator and reference.",
              ""]
     head = ("| problem | method | r | rounds | CPU s | ref | ref CPU s | time/ref | vs reverse | spread | temp MB "
-            "| ref temp MB | ref/ablo temp | grads | HVPs | compile s | peak RSS MB | cos vs ref | rel err vs ref |")
+            "| ref temp MB | ref/ablo temp | flops/ref | grads | HVPs | compile s | peak RSS MB | cos vs ref "
+            "| rel err vs ref |")
     for p in summary["config"]["problems"]:
         lines += [f"### {p}", "", head, "|" + "---|" * (head.count("|") - 1)]
         for r in sorted(_rows(rows, p), key=lambda r: (r["r"], r["method"])):
             c = r.get("cost", {})
             mem = r["ref_temp_mb"] / r["temp_mb"] if r.get("temp_mb") and r.get("ref_temp_mb") else None
+            flops = r["gflop"] / r["ref_gflop"] if r.get("gflop") and r.get("ref_gflop") else None
             lines.append("| " + " | ".join([
                 p, r["method"], str(r["r"]), str(r.get("rounds_run", 0)), _fmt(r.get("time_s")), str(r.get("ref", "-")),
                 _fmt(r.get("ref_s")), _fmt(r.get("ratio"), ".2f"), _fmt(r.get("vs_reverse"), ".2f"),
                 _fmt(r.get("spread"), ".0%"), _fmt(r.get("temp_mb"), ".1f"), _fmt(r.get("ref_temp_mb"), ".1f"),
-                _fmt(mem, ".1f"), _fmt(c.get("grad_evals"), ".0f"), _fmt(c.get("hvps"), ".0f"),
+                _fmt(mem, ".1f"), _fmt(flops, ".2f"), _fmt(c.get("grad_evals"), ".0f"), _fmt(c.get("hvps"), ".0f"),
                 _fmt(r.get("compile_s"), ".2f"), _fmt(r.get("peak_rss_mb"), ".0f"),
                 _fmt(r.get("vs_ref_cos"), ".6f"), _fmt(r.get("vs_ref_rel_err"), ".1e")]
                 + ([f"ERROR: {r['error']}"] if "error" in r else [])) + " |")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..results import write_csv
 from .problems import AID_ITERS, CHECK_R, LR, SIZES, available_methods, estimator, make_data
 from .worker import ENV, compare
 
@@ -175,7 +176,7 @@ def run_suite(out_dir, problems=("hypercleaning", "mlp"), methods=None, rs=None,
               rounds: int = 3, peers: list = (), log=print, parallel: int = 1, mnist_dir=None) -> dict:
     """Write each problem's data, run ablo's configurations (``plan``) and ``peers`` (jobs of the
     form ``(spec, rounds, cmd)``) interleaved, and write results.json, results.md and the plots
-    to ``out_dir``."""
+    to ``out_dir`` (and results.csv: one row per configuration, its scalar fields)."""
     from . import report
 
     if size not in SIZES:
@@ -202,4 +203,5 @@ def run_suite(out_dir, problems=("hypercleaning", "mlp"), methods=None, rs=None,
     summary["plots"] = report.plots(rows, out_dir)
     (out_dir / "results.json").write_text(json.dumps(summary, indent=1))
     (out_dir / "results.md").write_text(report.markdown(summary))
+    write_csv(out_dir / "results.csv", [{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in rows])
     return summary

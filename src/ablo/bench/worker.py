@@ -51,8 +51,17 @@ def temp_mb(compiled) -> float | None:
     return mem.temp_size_in_bytes / 2**20 if mem is not None else None
 
 
+def gflop(compiled) -> float | None:
+    """XLA's flop count of the compiled program (``cost_analysis``), GFLOP. XLA counts the body of
+    a loop once, whatever its trip count: for an unrolled estimator this is one forward step, one
+    backward step and the outer gradient, so two programs' counts compare their work per step."""
+    costs = compiled.cost_analysis()
+    costs = costs[0] if isinstance(costs, (list, tuple)) else costs
+    return costs["flops"] / 1e9 if costs and "flops" in costs else None
+
+
 def compile_estimator(method, problem, theta, task, r):
-    """-> (compiled call with no arguments, compile CPU s, temp MB); the call returns (g, cost)."""
+    """-> (compiled call with no arguments, compile CPU s, temp MB, GFLOP); the call returns (g, cost)."""
     import jax
 
     est = estimator(method, r)
@@ -62,11 +71,11 @@ def compile_estimator(method, problem, theta, task, r):
     # data enter as arguments, not closed-over constants (XLA would fold them into the program)
     fn = jax.jit(lambda th, tk, st, k: est.estimate(problem, th, tk, st, k)[::2])
     compiled = fn.lower(theta, task, state, key).compile()
-    return (lambda: compiled(theta, task, state, key)), cpu_clock() - t, temp_mb(compiled)
+    return (lambda: compiled(theta, task, state, key)), cpu_clock() - t, temp_mb(compiled), gflop(compiled)
 
 
 def compile_reference(method, problem, theta, task, r, lr):
-    """-> (reference name, compiled call, compile CPU s, temp MB)."""
+    """-> (reference name, compiled call, compile CPU s, temp MB, GFLOP)."""
     import jax
 
     from .references import program
@@ -74,7 +83,7 @@ def compile_reference(method, problem, theta, task, r, lr):
     name, f = program(method, problem, lr, r, AID_ITERS)
     t = cpu_clock()
     compiled = jax.jit(f).lower(theta, task).compile()
-    return name, (lambda: compiled(theta, task)), cpu_clock() - t, temp_mb(compiled)
+    return name, (lambda: compiled(theta, task)), cpu_clock() - t, temp_mb(compiled), gflop(compiled)
 
 
 def flat(g) -> np.ndarray:
@@ -89,7 +98,7 @@ def worker(spec: dict) -> dict:
 
     Returns CPU seconds per program (``time_s``, ``ref_s``, ``<other>_s``: medians), the median of
     the per-round ratios estimator/reference (``ratio``) and estimator/other (``vs_<other>``), temp
-    MB of each, the MB of one inner state, compile seconds, the cost record, the agreement of the estimate with the reference
+    MB of each, XLA's GFLOP of estimator and reference (``gflop``, ``ref_gflop``: loop bodies once), the MB of one inner state, compile seconds, the cost record, the agreement of the estimate with the reference
     (cos, relative error) and peak RSS read after the estimator's first call, before the others
     are compiled."""
     import jax
@@ -100,7 +109,7 @@ def worker(spec: dict) -> dict:
     jax.block_until_ready((theta, task))
     out = {"rss_base_mb": peak_rss_mb(),
            "state_mb": sum(x.nbytes for x in jax.tree_util.tree_leaves(problem.initial_state(theta, task))) / 2**20}
-    est, out["compile_s"], out["temp_mb"] = compile_estimator(method, problem, theta, task, r)
+    est, out["compile_s"], out["temp_mb"], out["gflop"] = compile_estimator(method, problem, theta, task, r)
     run = spec.get("run", True)
     if run:
         t = cpu_clock()
@@ -110,12 +119,12 @@ def worker(spec: dict) -> dict:
         if spec.get("grad_out"):
             np.save(spec["grad_out"], flat(g).astype(np.float32))
     out["peak_rss_mb"] = peak_rss_mb()
-    ref_name, ref, out["ref_compile_s"], out["ref_temp_mb"] = compile_reference(
+    ref_name, ref, out["ref_compile_s"], out["ref_temp_mb"], out["ref_gflop"] = compile_reference(
         method, problem, theta, task, r, float(data["lr"]))
     out["ref"] = ref_name
     programs = {"time_s": est, "ref_s": ref}
     for other in COMPARE.get(method, ()):
-        programs[f"{other}_s"], _, out[f"{other}_temp_mb"] = compile_estimator(other, problem, theta, task, r)
+        programs[f"{other}_s"], _, out[f"{other}_temp_mb"], _ = compile_estimator(other, problem, theta, task, r)
     if not run:
         return out
     t = cpu_clock()

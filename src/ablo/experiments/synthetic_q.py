@@ -7,13 +7,16 @@ For each α on 10 log-spaced values in [1e-3, 5e-2]:
 
 * D² and V² (eq. 14, 16): max over a grid of θ ∈ [−50, 50] of the task means of ‖G_FO − G_exact‖²
   and ‖G_exact‖² (measured with the FOM and Reverse estimators);
-* q_theory: q* of eq. 21 with these D², V² and Proposition 1's cost model (C1 = C2 = 1, ε = 0);
+* q_theory: q* of eq. 21 with these D², V² and Proposition 1's cost model (C1 = C2 = 1, ε = 0),
+  C_rnd taken from UFOM's exact branch (``exact``: Prop. 1 verbatim for the default
+  ``recompute``, r(r−1)/2 gradient evaluations and r HVPs; for e.g. ``checkpointed`` its own
+  ``backward_cost(r)``, ``theory.cost_model(r, exact=...)``);
 * q_grid: the q ∈ linspace(0.05, 1, 20) whose outer SGD (UFOM with that q, one task per step,
   γ_k = γ0/(k+1), θ_0 ~ U(−50, 50), the same number of steps for every q) first brings
   E‖∂M/∂θ(θ_k)‖² (mean over seeds, checked every ``record_every`` steps) to target² or below in the
   fewest expected function calls (mean over seeds of the counted gradient evaluations + HVPs + JVPs;
-  ablo also counts V's JVP, so a step costs r + 2 + ξ (r(r−1)/2 + r + 1), one more than eq. 19's
-  C_det + ξ C_rnd per step and per branch).
+  ablo also counts V's JVP, so a step costs r + 2 + ξ (C_rnd + 1), e.g. r + 2 + ξ (r(r−1)/2 + r + 1)
+  with recomputation, one more than eq. 19's C_det + ξ C_rnd per step and per branch).
   The criterion is the expectation that eq. 18 bounds; FOM (q = 0) stalls at its fixed point
   where ‖∂M/∂θ‖ stays above the target.
 
@@ -37,6 +40,7 @@ import numpy as np
 
 from .. import estimators, outer
 from ..estimators import FOM, UFOM, Reverse
+from ..estimators.unrolled import ExactUnrolled
 from ..inner import gd
 from ..problem import BilevelProblem
 from ..results import save_figure, write_csv, write_markdown, write_summary
@@ -68,6 +72,8 @@ class Config(ExperimentConfig):
     q_grid_range: tuple[float, ...] = option((0.05, 1.0), "q grid searched: lo, hi (in (0, 1])", low=0, high=1,
                                              low_open=True)
     q_grid_points: int = option(20, "points of the q grid", low=1, high=1000)
+    exact: str = option("recompute", "UFOM's exact branch, an unrolled exact estimator spec (recompute, checkpointed, "
+                                     "checkpointed:M=4, binomial, reverse): its backward cost is C_rnd in q*")
     C1: float = option(1.0, "cost of a gradient evaluation in q* (Prop. 1)", low=0, low_open=True)
     C2: float = option(1.0, "cost of an HVP in q* (Prop. 1)", low=0, low_open=True)
     eps: float = option(0.0, "ε of eq. 21", low=0)
@@ -85,6 +91,13 @@ class Config(ExperimentConfig):
             v = getattr(self, key)
             if len(v) != 2 or not v[0] <= v[1]:
                 raise ConfigError(f"{key}: give lo, hi with lo <= hi; got {list(v)!r}")
+        try:
+            branch = estimators.parse(self.exact)
+        except ValueError as e:
+            raise ConfigError(f"exact: {e}") from None
+        if not isinstance(branch, ExactUnrolled):
+            raise ConfigError(f"exact: UFOM's exact branch must be an unrolled exact estimator (recompute, checkpointed, "
+                              f"binomial, reverse); got {self.exact!r}")
         if self.record_every > self.outer_steps:
             raise ConfigError(f"record_every: {self.record_every} exceeds outer_steps = {self.outer_steps}")
 
@@ -149,11 +162,12 @@ def expected_curves(problem, estimator, task_sets, theta0, keys, cfg: Config, la
 
 
 def ufom_sweep(problem, qs, task_sets, theta0, keys, cfg: Config, label: str):
-    """:func:`expected_curves` of UFOM for every q in ``qs`` at once: q is a traced value of
-    ``UFOM(q=...)``, vmapped, so the whole sweep compiles once. Under vmap UFOM's branch on ξ
+    """:func:`expected_curves` of UFOM (exact branch ``cfg.exact``) for every q in ``qs`` at once: q
+    is a traced value of ``UFOM(q=...)``, vmapped, so the whole sweep compiles once. Under vmap UFOM's branch on ξ
     becomes a select (both branches computed, the estimates and counts unchanged). Returns arrays
     of shape (n_alpha, n_q, records)."""
-    sweep = jax.jit(jax.vmap(lambda q: _curves(problem, UFOM(q=q), task_sets, theta0, keys, cfg)))
+    branch = estimators.parse(cfg.exact)
+    sweep = jax.jit(jax.vmap(lambda q: _curves(problem, UFOM(q=q, exact=branch), task_sets, theta0, keys, cfg)))
     gn, calls, flags = sweep(jnp.asarray(qs, jnp.result_type(float)))
     for i, q in enumerate(qs):  # name the first diverging q as its spec
         outer.raise_if_diverged(jax.tree_util.tree_map(lambda x: x[i], flags), f"{label}:q={float(q)!r}")
@@ -176,7 +190,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     # L_in = α f_i with unit GD is GD of size α on f_i: α must be below 2/a_i at every α
     counterexample.check_alpha(counterexample.make_problem(float(alphas[-1]), r),
                                counterexample.stack_tasks(cfg.a, cfg.b, cfg.A), float(alphas[-1]), name="alpha")
-    c_det, c_rnd = cost_model(r, cfg.C1, cfg.C2)
+    c_det, c_rnd = cost_model(r, cfg.C1, cfg.C2, exact=estimators.parse(cfg.exact))
     thetas = jnp.linspace(*cfg.theta_grid_range, cfg.theta_grid_points)
     task_sets = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[make_tasks(cfg.a, cfg.b, cfg.A, al) for al in alphas])
     with ctx.progress(f"{NAME}: D2, V2", 1) as advance:
@@ -208,7 +222,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     for i, al in enumerate(alphas):
         to_target = [calls_to_target(rms[i, j], calls[i, j], target) for j in range(ng)]
         j_best = int(np.argmin(to_target))
-        row = {"method": "ufom", "seed": None, "seeds": len(cfg.seeds), "alpha": float(al), "D2": stats[i][0],
+        row = {"method": "ufom", "exact": cfg.exact, "seed": None, "seeds": len(cfg.seeds), "alpha": float(al), "D2": stats[i][0],
                "V2": stats[i][1], "q_theory": q_theory[i],
                "q_grid": float(q_grid_values[j_best]) if np.isfinite(to_target[j_best]) else None,
                "calls_to_target_q_grid": to_target[j_best]}
@@ -226,7 +240,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     write_csv(ctx.out / "d2_v2.csv", [{k: r[k] for k in ("alpha", "D2", "V2", "q_theory", "q_grid")} for r in rows])
     _write_figures(ctx.out, rows, alphas, i_curve, qs[ng:], rms[i_curve, ng:], calls[i_curve, ng:], target)
     c = rows[i_curve]
-    notes = (smoke_note(cfg) + f"C_det = {c_det}, C_rnd = {c_rnd} (C1 = {cfg.C1}, C2 = {cfg.C2}), eps = "
+    notes = (smoke_note(cfg) + f"UFOM's exact branch: {cfg.exact}. C_det = {c_det}, C_rnd = {c_rnd} (C1 = {cfg.C1}, C2 = {cfg.C2}), eps = "
              f"{cfg.eps}; target sqrt(E|dM/dθ|²) <= {target}; {len(cfg.seeds)} seeds, {steps} steps, γ_k = "
              f"{cfg.gamma0}/(k+1). At α = {alphas[i_curve]:.4g}: expected function calls to the target: q = 0: "
              f"{c['calls_to_target_q0']}, q* = {c['q_theory']:.4f}: {c['calls_to_target_qstar']}, q = 1: "
