@@ -305,3 +305,11 @@ def test_real_mnist_curvature_lets_alpha_one_pass():
     d = hc.make_data(cfg, 0)
     alpha, L = hc.step_size(cfg, d["task"], hc.init_model(cfg, 784, 0), jnp.zeros(5000))
     assert alpha == 1.0 and 1.5 < L < 2.0
+
+
+def test_paired_note_reports_per_seed_differences_against_the_first_method():
+    rows = [{"method": m, "seed": s, "test_acc": a} for m, accs in (("exact", (80, 81, 79)), ("aufom", (81, 81.5, 80)))
+            for s, a in enumerate(accs)]
+    note = hc.paired_note(rows, "test_acc")
+    se = np.std([1, 0.5, 1], ddof=1) / np.sqrt(3)
+    assert f"aufom − exact: +0.833 ± {se:.2g} (higher on 3 of 3 seeds)" in note

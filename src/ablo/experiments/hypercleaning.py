@@ -481,10 +481,30 @@ def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
     if not linear:
         notes.append("'recompute' is the paper's memory-efficient exact estimator. FOM's hypergradient is exactly 0 "
                      "here (V, L_out independent of θ), so FOM is training on uncleaned data.")
+    if len(cfg["seeds"]) > 1:
+        notes.append(paired_note(rows, "test_acc"))
     cols = ["method", "seeds"]
     for t in table:
         cols += [c for c in t if c not in cols and t[c] is not None]
     write_markdown(out_dir / "results.md", f"Hypercleaning ({cfg['model']})", table, cols, "\n\n".join(notes))
+
+
+def paired_note(rows: list, key: str) -> str:
+    """One sentence per method: its difference in ``key`` from the first method, paired by seed
+    (mean ± standard error over seeds, and on how many seeds it is higher): a difference smaller
+    than the seed spread can still be consistent seed by seed."""
+    by: dict = {}
+    for r in rows:
+        by.setdefault(r["method"], {})[r["seed"]] = r[key]
+    (ref, base), *others = by.items()
+    parts = []
+    for method, vals in others:
+        seeds = sorted(set(vals) & set(base))
+        diff = np.array([vals[s] - base[s] for s in seeds], float)
+        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+        parts.append(f"{method} − {ref}: {diff.mean():+.3g} ± {se:.2g} (higher on {int((diff > 0).sum())} of "
+                     f"{len(diff)} seeds)")
+    return f"{key} paired by seed (mean difference ± standard error): " + "; ".join(parts) + "."
 
 
 register(Experiment(NAME, run, Config, TINY,
