@@ -14,8 +14,8 @@ and the features TF-IDF (rows scaled to norm ``feature_scale``, see :class:`Conf
 Each of ``trials`` trials draws balanced, disjoint training and validation sets of m examples
 per class from the bydate training posts; the bydate test posts are the test set (the paper uses
 "the rest of the dataset"). For each method (an estimator spec; K-RMD = ``truncated-K``, full
-RMD = ``reverse``) θ is trained by Adam (G.2 names no outer optimizer) for ``outer_steps``
-hyper-iterations with :func:`ablo.outer.run`; every ``eval_every`` steps we record Fig. 6's
+RMD = ``reverse``) θ is trained by Adam (App. G: Adam for every upper level; the step size is
+ours) for ``outer_steps`` hyper-iterations with :func:`ablo.outer.run`; every ``eval_every`` steps we record Fig. 6's
 quantities at θ_τ: the validation loss, ‖d_θ f‖ by exact reverse mode and the cosine between a
 fresh draw of the method's estimate and d_θ f, plus the test accuracy (Table 3). Outputs:
 table3.csv (mean ± std over trials per method), curves.csv and fig6.png, learned_C.csv and
@@ -340,7 +340,7 @@ def notes(cfg: Config, description: str, L: float) -> str:
             f"Protocol: {cfg.trials} trials, m = {cfg.per_class} training and m validation examples per class; inner "
             f"T = {cfg.inner_steps} GD steps at {cfg.inner_lr:g} from W = 0, b = 0 (top inner Hessian eigenvalue at "
             f"the start L = {L:.3g}, so 2/L = {2 / L:.3g}); θ = (B, ν) from B = {cfg.B0:g}, ν = {cfg.nu0:g}, trained "
-            f"by Adam (step {cfg.outer_lr:g}; App. G.2 names no outer optimizer) for {cfg.outer_steps} "
+            f"by Adam (App. G; step {cfg.outer_lr:g} is ours, the paper gives none) for {cfg.outer_steps} "
             "hyper-iterations, no early stopping (the paper stops when the test error has not improved for 500 "
             "hyper-iterations).\n\n"
             "Columns: test_acc = test accuracy of ŵ(θ) at the last hyper-iteration (Table 3's Avg. Acc., as a "
