@@ -26,7 +26,7 @@ register("ufom", UFOM, "unbiased first-order method with fixed q (000 Alg. 4)", 
 register("aid-cg", aid_cg, "implicit differentiation, conjugate gradient, warm starts (004 Alg. 1, eq. 3)")
 register("aid-neumann", aid_neumann, "implicit differentiation, truncated Neumann series (004 eq. 5, deterministic)")
 register("aid-fp", aid_fp, "implicit differentiation, fixed-point iteration, AID-FP (004 §A.2)")
-register("itd-bio", itd_bio, "ITD-BiO: reverse mode through an inner loop warm-started at y_(k-1)^T (004 Alg. 1, eq. 4)")
+register("itd-bio", itd_bio, "ITD-BiO: reverse mode through an inner loop warm-started at y_(k-1)^T (004 Alg. 1, Prop. 2)")
 register("aid-bio", aid_bio, "AID-BiO: AID-CG with warm starts of y and v, paper 004's method (004 Alg. 1, eq. 3)")
 register("hoag", HOAG, "AID-CG with warm starts and tolerance tol*decay^k over outer steps (004 §A.2)")
 register("stocbio", StocBiO, "mini-batch stochastic AID, Neumann series over independent batches (004 Alg. 2-3, eq. 5-6)")

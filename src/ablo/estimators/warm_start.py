@@ -5,7 +5,7 @@ Paper 004 runs the inner loop of outer step k from the previous step's last iter
     y_k^0 = y_{k−1}^T,   y_k^t = y_k^{t−1} − α ∇_y g(x_k, y_k^{t−1}),   t = 1..T,
 
 and differentiates only through the T steps of step k: the start y_{k−1}^T is a constant of
-step k (Alg. 1 line 3; ITD-BiO back-propagates through the loop, eq. 4; AID-BiO solves the
+step k (Alg. 1 line 3; ITD-BiO back-propagates through the loop, Prop. 2; AID-BiO solves the
 linear system at y_k^T, eq. 3). :class:`WarmStart` adds this to any estimator ``base``: its
 state holds φ = y_{k−1}^T and the base's own state; each call hands ``base`` the problem with
 V(θ, T) = φ (so V does not depend on θ) and keeps the new y_k^T for the next call.
@@ -91,7 +91,7 @@ class WarmStart(Estimator):
 
 
 def itd_bio() -> WarmStart:
-    """ITD-BiO (paper 004 Alg. 1 with the hypergradient of eq. 4): the inner loop warm-started
+    """ITD-BiO (paper 004 Alg. 1 with the hypergradient of Prop. 2): the inner loop warm-started
     from y_{k−1}^T and differentiated exactly by reverse mode through its T steps."""
     return WarmStart(Reverse())
 
