@@ -409,8 +409,8 @@ def plot_curves(curves: list, path: Path, cfg: Config) -> None:
                     label=f"{'A' if part == 'table4' else 'B'}: {method}")
         ax.set(xlabel=xlabel, ylabel=f"test accuracy (%), {cfg.curve_tasks} test tasks", title=title)
     handles = [h for ax in axes for h in ax.get_lines()]
-    fig.legend(handles, [h.get_label() for h in handles], loc="lower center", ncol=5, fontsize=8,
-               bbox_to_anchor=(0.5, -0.12))
+    fig.legend(handles, [h.get_label() for h in handles], loc="upper center", ncol=5, fontsize=8,
+               bbox_to_anchor=(0.5, 0.0))  # below the axes' labels
     fig.suptitle(f"Omniglot {cfg.ways}-way {cfg.shots}-shot, hyper-representation (test characters)")
     save_figure(fig, path)
 
