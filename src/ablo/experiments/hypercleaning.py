@@ -361,7 +361,8 @@ def report(cfg: dict, rows: list, curves: list, out_dir: Path) -> None:
     order = [(m,) for m in cfg["methods"]]
     plot_curves(curves, out_dir / "curves.png", x=x, ys=["test_acc", "val_ce", "f1"], group=("method",), order=order,
                 title=f"Hypercleaning ({cfg['model']}, {cfg['dataset']['name']}): test accuracy on the "
-                      f"{cfg['dataset'].get('n_test', 'held-out')} test images, mean over seeds {list(cfg['seeds'])}")
+                      f"{cfg['dataset'].get('n_test', 'held-out')} test images, " + (
+                          f"seed {cfg['seeds'][0]}" if len(cfg["seeds"]) == 1 else f"mean over seeds {list(cfg['seeds'])}"))
     if cfg.get("track_true_grad"):
         plot_curves(curves, out_dir / "true_gradient.png", x="step", ys=["true_grad_norm", "descent_ratio"],
                     group=("method",), order=order, log_y=("true_grad_norm",),
