@@ -83,6 +83,10 @@ def test_reptile_runs_nichols_protocol():
         steps.append(-float(u))
     np.testing.assert_allclose(steps, np.maximum(1 - np.arange(26) / 25, 0), atol=1e-6)
     assert setup["test_problem"].steps == 7 and setup["test_problem"].batch == 1  # m·K/2 = 1 at 3-way 1-shot
+    assert problem.optimizer.name == "adam"
+    sgd = fs.reptile_setup(build(fs.Config, {"reptile_inner_optimizer": "sgd", "reptile_eval_batch": "3"},
+                                 fs.TINY).resolved(), imgs, imgs)
+    assert sgd["problem"].optimizer.name == "gd" and sgd["test_problem"].batch == 3
 
 
 def test_eval_interval_is_the_normal_95_percent_half_width():

@@ -114,6 +114,10 @@ class Config(ExperimentConfig):
     reptile_meta_step: float = option(1.0, "Reptile: outer SGD step at the start, annealed linearly to 0", low=0,
                                       low_open=True)
     reptile_eval_steps: int = option(50, "Reptile: inner Adam steps at test time (Nichol et al.: 50)", low=1)
+    reptile_inner_optimizer: str = option("adam", "Reptile: inner optimizer, adam (β1 = 0, Nichol et al.) or sgd",
+                                          choices=("adam", "sgd"))
+    reptile_eval_batch: Optional[int] = option(None, "Reptile: support images per test-time step; default m·K/2 "
+                                               "(Nichol et al.: 10 at 20-way 1-shot)", low=1)
     smoke: bool = smoke_option()
 
     def resolved(self) -> "Config":
@@ -232,14 +236,14 @@ def reptile_setup(cfg: "Config", train_images: np.ndarray, test_images: np.ndarr
     drawings per class, shuffled), the outer SGD with the meta step annealed linearly to 0 over
     the outer steps the budget allows, and the test-time problem and sampler."""
     n_task = cfg.ways * cfg.reptile_train_shots
-    adam = functools.partial(inner.adam, b1=0.0)
-    base = maml(convnet_apply, cross_entropy, cfg.reptile_inner_lr, cfg.steps, optimizer=adam)
+    opt = functools.partial(inner.adam, b1=0.0) if cfg.reptile_inner_optimizer == "adam" else inner.gd
+    base = maml(convnet_apply, cross_entropy, cfg.reptile_inner_lr, cfg.steps, optimizer=opt)
     train = minibatched(base, -(-n_task // cfg.steps))
     per_step = cfg.meta_batch * cfg.steps  # r gradient evaluations per task
     limits = [n for n in (cfg.outer_steps, cfg.budget_calls and -(-int(cfg.budget_calls) // per_step)) if n]
     anneal = optax.linear_schedule(cfg.reptile_meta_step, 0.0, transition_steps=max(min(limits), 1))
-    test_base = maml(convnet_apply, cross_entropy, cfg.reptile_inner_lr, cfg.reptile_eval_steps, optimizer=adam)
-    test = minibatched(test_base, max(1, cfg.ways * cfg.shots // 2))
+    test_base = maml(convnet_apply, cross_entropy, cfg.reptile_inner_lr, cfg.reptile_eval_steps, optimizer=opt)
+    test = minibatched(test_base, cfg.reptile_eval_batch or max(1, cfg.ways * cfg.shots // 2))
     return {"problem": train, "estimator": Reptile(), "tx": optax.sgd(anneal),
             "sampler": shuffled(make_sampler(train_images, cfg.ways, cfg.reptile_train_shots - 1), merge=True),
             "test_problem": test, "test_sampler": shuffled(make_sampler(test_images, cfg.ways, cfg.shots)),
@@ -383,10 +387,11 @@ def _write_table(cfg: dict, rows: list, out_dir: Path) -> None:
         "interval.",
         paper + " 'recompute' is the paper's memory-efficient exact estimator.",
         f"Reptile runs Nichol et al.'s protocol (1-shot 20-way Omniglot settings of their code): "
-        f"{cfg['reptile_train_shots']} drawings per class per training task, r = {cfg['steps']} inner Adam steps "
-        f"(β1 = 0, lr {cfg['reptile_inner_lr']}) on one pass of mini-batches, outer SGD with meta step "
-        f"{cfg['reptile_meta_step']} annealed linearly to 0, meta-batch {cfg['meta_batch']}; evaluated after "
-        f"{cfg['reptile_eval_steps']} inner Adam steps on the support set (its authors' test-time protocol)."]
+        f"{cfg['reptile_train_shots']} drawings per class per training task, r = {cfg['steps']} inner "
+        f"{cfg['reptile_inner_optimizer']} steps (Adam: β1 = 0; lr {cfg['reptile_inner_lr']}) on one pass of "
+        f"mini-batches, outer SGD with meta step {cfg['reptile_meta_step']} annealed linearly to 0, meta-batch "
+        f"{cfg['meta_batch']}; evaluated after {cfg['reptile_eval_steps']} inner steps on mini-batches of "
+        f"{cfg['reptile_eval_batch'] or max(1, cfg['ways'] * cfg['shots'] // 2)} support images."]
     write_markdown(out_dir / "results.md", f"Few-shot classification ({cfg['shots']}-shot {cfg['ways']}-way)", table,
                    notes="\n\n".join(notes))
 
