@@ -1,6 +1,7 @@
 """The benchmark harness (ablo.bench, benchmarks/): smoke sizes only, no timing assertions."""
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -144,3 +145,23 @@ def _has(name):
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+@pytest.mark.slow  # a synthetic-q run in a subprocess: ~20 s alone
+def test_ufom_exact_branch_table(tmp_path):
+    """benchmarks/ufom_exact_branch.py on a tiny synthetic-q run: the row carries the branch's own
+    C_rnd and q*, and UFOM's expected calls per step at that q*; the files are written."""
+    from ablo import Checkpointed, UFOM, theory
+
+    tiny = ["seeds=0,1", "outer_steps=30", "n_alpha=2", "q_grid_range=0.1,1", "q_grid_points=2", "theta_grid_points=5",
+            "record_every=5"]
+    code = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ufom_exact_branch.py"), "--out", str(tmp_path),
+                           "--branches", "checkpointed", "--set", *tiny], capture_output=True, text=True)
+    assert code.returncode == 0, code.stderr[-2000:]
+    (row,) = json.loads((tmp_path / "ufom_exact_branch.json").read_text())
+    c_det, c_rnd = theory.cost_model(10, exact=Checkpointed())
+    assert row["exact"] == "checkpointed" and row["C_rnd"] == c_rnd and row["states"] == 5
+    assert row["q_star"] == pytest.approx(theory.q_star(row["D2"], row["V2"], c_det, c_rnd))
+    expected = UFOM(q=row["q_star"], exact=Checkpointed()).expected_cost(10)
+    assert row["ufom_calls_per_step"] == pytest.approx(float(expected.function_calls))
+    assert all((tmp_path / f"ufom_exact_branch.{ext}").stat().st_size > 0 for ext in ("csv", "md", "png"))

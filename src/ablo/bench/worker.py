@@ -98,9 +98,10 @@ def worker(spec: dict) -> dict:
 
     Returns CPU seconds per program (``time_s``, ``ref_s``, ``<other>_s``: medians), the median of
     the per-round ratios estimator/reference (``ratio``) and estimator/other (``vs_<other>``), temp
-    MB of each, XLA's GFLOP of estimator and reference (``gflop``, ``ref_gflop``: loop bodies once), the MB of one inner state, compile seconds, the cost record, the agreement of the estimate with the reference
-    (cos, relative error) and peak RSS read after the estimator's first call, before the others
-    are compiled."""
+    MB of each, XLA's GFLOP of estimator and reference (``gflop``, ``ref_gflop``: loop bodies
+    counted once), the MB of one inner state, compile seconds, the cost record, the agreement of
+    the estimate with the reference (cos, relative error) and peak RSS read after the estimator's
+    first call, before the others are compiled."""
     import jax
 
     data = load_data(spec["data"])

@@ -72,18 +72,20 @@ class Reverse(ExactUnrolled):
     ``store="states"`` (default) keeps the r states only and recomputes each step's gradient
     inside its mixed-mode VJP (``base.step_vjp``); ``store="residuals"`` is plain ``jax.vjp``
     through a ``lax.scan`` of the steps, which keeps every step's residuals (the activations of
-    the inner loss and of its gradient). Measured (``tools/measure_reverse.py``, float32, temp
-    memory from XLA; times on a loaded 2-core VM, ±20 %; docs/estimators-tradeoffs.md):
+    the inner loss and of its gradient). Measured (``benchmarks/bench_estimators.py``, float32,
+    temp memory from XLA, CPU time against ``jax.grad`` through the scan in the same process;
+    docs/benchmarks.md):
 
-    =======================================  ===============  ===================  ============
-    problem                                  jax.grad/scan    store="states"       "residuals"
-    =======================================  ===============  ===================  ============
-    5000×784 linear (hypercleaning), r=100   42.6 MiB         3.7 MiB, 0.8-1.4×    42.6 MiB
-    MLP 784-512-512-10, 1000 ex., r=50       1154 MiB         148 MiB, 0.95-1.3×   1154 MiB
-    =======================================  ===============  ===================  ============
+    =========================================  ===============  =====================  ================
+    problem                                    jax.grad/scan    store="states"         "residuals"
+    =========================================  ===============  =====================  ================
+    5000×784 linear (hypercleaning), r=100     42.7 MiB         3.8 MiB, 1.14×         42.7 MiB, 1.00×
+    MLP 784-512-512-10 tanh, 1000 ex., r=50    1154 MiB         148 MiB, 1.04×         1154 MiB, 0.98×
+    =========================================  ===============  =====================  ================
 
-    "residuals" is as fast as ``jax.grad`` through the scan (it is that program); "states" trades
-    up to ~30 % time for 8-11× less memory."""
+    "residuals" is as fast as ``jax.grad`` through the scan (it is that program); "states" redoes
+    each step's forward pass in its backward sweep (XLA counts 1.17× the flops on both problems)
+    for 8-11× less memory, r states being its floor."""
 
     store: str = "states"
     name: ClassVar[str] = "reverse"
