@@ -114,7 +114,12 @@ def test_compare_keeps_different_settings_apart(tmp_path, capsys):
 def test_diagnose_runs_on_the_built_in_example(capsys):
     code, out, err = call(["diagnose", "--steps", "4", "--samples", "3"], capsys)
     assert code == 0, err
-    assert "q*" in out and "fom" in out
+    assert "q*" in out and "fom" in out and "exact branch recompute" in out
+    code, out, err = call(["diagnose", "--steps", "4", "--samples", "3", "--branch", "checkpointed"], capsys)
+    assert code == 0, err
+    assert "exact branch checkpointed" in out
+    code, out, err = call(["diagnose", "--steps", "4", "--samples", "3", "--branch", "fom"], capsys)
+    assert code == 2 and out == "" and err.strip().startswith("ablo: error: --branch fom: exact must be an unrolled")
 
 
 @pytest.mark.parametrize("args,message", [

@@ -378,11 +378,14 @@ def data_fetch(datasets: List[str] = typer.Argument(..., help="mnist, omniglot, 
 @app.command()
 def diagnose(steps: int = typer.Option(20, help="inner steps r of the example problem"),
              samples: int = typer.Option(16, help="tasks sampled"),
-             seed: int = typer.Option(0)):
+             seed: int = typer.Option(0),
+             branch: str = typer.Option("recompute", help="UFOM's exact branch whose cost sets C_rnd and q* "
+                                        "(an unrolled exact estimator spec, e.g. checkpointed, binomial:s=4)")):
     """Bias of FOM and K-RMD, D², V² and the recommended q on an example problem.
 
     On a built-in MAML linear-regression problem: the cheap estimators against the exact
-    hypergradient, and q* of Likhosherstov et al. 2021, §4.4."""
+    hypergradient, and q* of Likhosherstov et al. 2021, §4.4, for UFOM with the given exact branch."""
+    from . import estimators
     from .diagnose import diagnose as run_diagnosis
     from .diagnose import format_diagnosis
 
@@ -391,7 +394,13 @@ def diagnose(steps: int = typer.Option(20, help="inner steps r of the example pr
     import jax
 
     problem, theta, sampler = example_problem(steps)
-    typer.echo(format_diagnosis(run_diagnosis(problem, theta, sampler, jax.random.PRNGKey(seed), n_samples=samples)))
+    try:
+        exact_branch = estimators.parse(branch)
+        report = run_diagnosis(problem, theta, sampler, jax.random.PRNGKey(seed), n_samples=samples,
+                               branch=exact_branch)
+    except ValueError as e:
+        raise CLIError(f"--branch {branch}: {e}") from None
+    typer.echo(format_diagnosis(report))
 
 
 @app.command()
