@@ -13,18 +13,23 @@ curvature of L_in at φ_0 (:func:`ablo.curvature.check_step_size`: α ≥ 2/L is
 Hessian eigenvalue); ``inner_lr = auto`` sets α = 1/L. Outer optimizer: Adam, by
 :func:`ablo.outer.run` (divergence stops the run naming step, method and cause).
 
-``model = linear`` (paper 001): g = Wx + b from W = 0, K-RMD as ``truncated-K`` specs and
-``reverse`` (K = r), a fixed number of hyperiterations. ``model = mlp`` (paper 000): two layers
-with ReLU; methods (default exact = memory-efficient ``recompute``, ``fom``, ``adaptive-ufom``)
-at an equal budget of function calls. V and L_out do not depend on θ, so FOM's estimate is
-exactly zero and FOM is training on the uncleaned data.
+``model = linear`` (paper 001, App. G.1): g = Wx + b from W = 0, K-RMD as ``truncated-K`` specs
+and ``reverse`` (K = r), 1000 hyperiterations of Adam at η_τ = η_0/√τ with η_0 set per method so
+the first update has norm ``first_step_norm`` (:func:`outer_optimizer`), λ = 0.001/n on W and b
+(the paper's ratio to its summed loss), and at every evaluation the exact hypergradient's norm
+and the descent ratio of the method's estimate (paper 001 Fig. 5 and Fig. 2's ratio). ``model =
+mlp`` (paper 000): two layers with ReLU; methods (default exact = memory-efficient ``recompute``,
+``fom``, ``adaptive-ufom``) at an equal budget of function calls, constant Adam step. V and L_out
+do not depend on θ, so FOM's estimate is exactly zero and FOM is training on the uncleaned data.
 
-Data: MNIST IDX files from ``data_dir`` (train and val drawn from the 60k training images, test =
-the 10k test images), else scikit-learn's 8x8 digits (a scaled-down stand-in). Corruption:
-exactly ⌊corrupt·n⌋ training examples get a label drawn uniformly from the nine wrong ones; F1
-scores θ_i < −3 as "corrupted" (paper 001 §4.2.1). Rows: method (spec), estimator, K, seed,
-inner_lr, L, train_clean_acc (the uncorrupted part of the training set, paper 000 Table 1),
-test_acc, test_ce, val_ce, f1, steps, function_calls, seconds.
+Data: MNIST IDX files from ``data_dir``, else scikit-learn's 8x8 digits (a scaled-down stand-in);
+train and val are class-balanced draws from the 60k training images; the test set is the rest of
+the 70k images (``test_set = rest``, paper 001) or the 10k test images (``test``). Corruption:
+``uniform`` replaces each training label with probability ``corrupt`` by a uniformly random class
+(paper 001 App. G.1), ``wrong`` replaces exactly ⌊corrupt·n⌋ by a wrong one (paper 000); F1 scores
+θ_i < −3 as "corrupted" against the labels that are wrong (paper 001 §4.2.1). Rows:
+:data:`ROW_KEYS` (train_clean_acc: the uncorrupted part of the training set, paper 000 Table 1;
+outer_lr: the η_0 the method ran with).
 """
 
 from __future__ import annotations
