@@ -274,6 +274,7 @@ def make_eval(problem, data: dict, estimator=None, key=None):
     task, (xt, yt) = data["task"], data["test"]
     clean = ~data["corrupted"]
     exact = estimators.parse("reverse")
+    reuse = estimator is not None and estimators.spec_of(estimator) == estimators.spec_of(exact)  # h = d: one sweep
 
     @jax.jit
     def evaluate(theta):
@@ -289,7 +290,7 @@ def make_eval(problem, data: dict, estimator=None, key=None):
                "f1": f1_corrupted(theta, data["corrupted"])}
         if estimator is not None:
             d = exact.estimate(problem, theta, task_, exact.init(problem, theta, task_), key)[0]
-            h = estimator.estimate(problem, theta, task_, estimator.init(problem, theta, task_), key)[0]
+            h = d if reuse else estimator.estimate(problem, theta, task_, estimator.init(problem, theta, task_), key)[0]
             out.update(true_grad_norm=jnp.linalg.norm(d), descent_ratio=jnp.vdot(h, d) / jnp.vdot(d, d))
         return out
 
@@ -471,6 +472,8 @@ def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
         f"{step}, {schedule}; seeds {list(cfg['seeds'])}.",
         f"Budget per run: {cfg['outer_steps'] or '-'} outer steps / {cfg['budget_calls'] or '-'} function calls; "
         "seconds count the outer steps only (not compilation or evaluation)."]
+    if d.get("corrupted") == 0:
+        notes.append("f1 is NaN: no training label is corrupted, so there is nothing to detect and F1 is undefined.")
     if cfg.get("track_true_grad"):
         notes.append("true_grad_norm: ‖d‖ of the exact hypergradient d = ∂M^(r)/∂θ (reverse mode) at the final θ "
                      "(Shaban et al. 2019, Fig. 5: true_gradient.png has it along the run, with hᵀd/‖d‖² of the "

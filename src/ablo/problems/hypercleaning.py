@@ -59,7 +59,8 @@ def make_problem(*, steps: int, inner_lr: float = 1.0, l2: float = 1e-3, phi0=No
 
 def f1_corrupted(theta, corrupted, threshold: float = -3.0) -> jax.Array:
     """F1 score of the rule θ_i < ``threshold`` (σ(θ_i) < σ(−3)) for "label corrupted"
-    (Shaban et al. 2019, §4.2.1)."""
+    (Shaban et al. 2019, §4.2.1); NaN when no label is corrupted (nothing to detect: F1 is undefined)."""
     pred = theta < threshold
     tp = jnp.sum(pred & corrupted)
-    return 2.0 * tp / jnp.maximum(jnp.sum(pred) + jnp.sum(corrupted), 1)
+    n_bad = jnp.sum(corrupted)
+    return jnp.where(n_bad > 0, 2.0 * tp / jnp.maximum(jnp.sum(pred) + n_bad, 1), jnp.nan)
