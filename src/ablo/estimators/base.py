@@ -32,6 +32,7 @@ import optax
 
 from ..cost import Cost, batch_total, cost, is_nonfinite
 from ..problem import BilevelProblem
+from ..merge_products import merge_products
 
 tree_map = jax.tree_util.tree_map
 
@@ -90,7 +91,8 @@ def step_vjp(problem: BilevelProblem, theta, s_prev, t, task, b_theta, b_s):
     _, update_vjp = jax.vjp(lambda g_, s_, th: opt.update(g_, s_, th, t), g, s_prev, theta)
     v, d_s, d_theta = update_vjp(b_s)
     grads = jax.grad(problem.inner_loss, argnums=(0, 1))
-    _, (h_theta, h_phi) = jax.jvp(lambda ph: grads(theta, ph, task), (phi,), (v,))
+    hvp = lambda th, ph, v_, tk: jax.jvp(lambda p: grads(th, p, tk), (ph,), (v_,))[1]
+    h_theta, h_phi = merge_products(hvp)(theta, phi, v, task)
     (h_s,) = lift(h_phi)
     return tree_add(b_theta, tree_add(d_theta, h_theta)), add_cotangents(d_s, h_s)
 

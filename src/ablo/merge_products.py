@@ -1,0 +1,191 @@
+"""Merge matrix products that share a large operand, so that one pass over it serves them all.
+
+A states-only reverse sweep recomputes the forward work of each step inside its
+forward-over-reverse HVP (``estimators.base.step_vjp``): on a linear model the recomputed
+primal logits X·W_t and the tangent X·v are two products with the same data matrix X. When W is
+narrow (10 classes against 5000 × 785 data) each product is bound by the pass over X, and
+XLA's CPU pipeline does not merge products sharing an operand (its ``DotMerger`` pass runs in
+the GPU pipelines only). ``merge_products(f)`` does that merge on f's jaxpr:
+
+    dot(X, B_1), …, dot(X, B_k)  →  Z = dot(X, stack(B_1, …, B_k)),  dot(X, B_i) = Z[…, i, …]
+
+for products with the same dimension numbers whose other operands have the same shape and do
+not depend on one another's results. Stacking copies the B_i and slicing copies the results, so
+a group is merged only when the shared operand is larger than the stacked operands and results
+together (the narrow-product case; wide products of an MLP layer are left as they are). Dead
+equations are dropped first, so a product whose result is never used is never computed.
+Products inside nested ``jit`` calls are left alone. The values are the same products,
+reassociated by nothing: the result equals f's to rounding of the kernel, not bit for bit.
+"""
+from __future__ import annotations
+
+import heapq
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from jax import lax
+
+__all__ = ["merge_products"]
+
+
+def merge_products(fun: Callable) -> Callable:
+    """``fun`` with its shared-operand matrix products merged (see the module docstring).
+    Pytrees in and out; meant to be called under ``jit`` (it traces ``fun`` at every call)."""
+
+    def merged(*args):
+        flat, tree = jax.tree_util.tree_flatten(args)
+        closed, shape = jax.make_jaxpr(lambda *xs: fun(*jax.tree_util.tree_unflatten(tree, xs)),
+                                       return_shape=True)(*flat)
+        out = _evaluate(closed.jaxpr, closed.consts, flat)
+        return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(shape), out)
+
+    return merged
+
+
+def _is_var(atom) -> bool:
+    return isinstance(atom, jax.extend.core.Var)
+
+
+def _live(jaxpr) -> list:
+    """The equations that reach an output (or have effects), in order."""
+    needed = {v for v in jaxpr.outvars if _is_var(v)}
+    keep = []
+    for eqn in reversed(jaxpr.eqns):
+        if eqn.effects or any(v in needed for v in eqn.outvars):
+            keep.append(eqn)
+            needed.update(v for v in eqn.invars if _is_var(v))
+    return keep[::-1]
+
+
+def _size(aval) -> int:
+    return int(np.prod(aval.shape)) * np.dtype(aval.dtype).itemsize
+
+
+def _groups(eqns) -> list:
+    """Groups (shared side, [equation indices]) of mutually independent products to merge."""
+    producer = {v: i for i, e in enumerate(eqns) for v in e.outvars}
+    ancestors = []
+    for e in eqns:
+        mask = 0
+        for v in e.invars:
+            if _is_var(v) and v in producer:
+                j = producer[v]
+                mask |= ancestors[j] | (1 << j)
+        ancestors.append(mask)
+    independent = lambda i, j: not (ancestors[i] >> j & 1 or ancestors[j] >> i & 1)
+
+    open_groups: dict = {}
+    for i, e in enumerate(eqns):
+        if e.primitive.name != "dot_general":
+            continue
+        params = tuple(sorted((k, repr(v)) for k, v in e.params.items()))
+        for side in (0, 1):
+            shared, other = e.invars[side], e.invars[1 - side]
+            if not _is_var(shared):
+                continue
+            key = (shared, side, other.aval.shape, str(other.aval.dtype), params)
+            for group in open_groups.setdefault(key, []):
+                if all(independent(i, j) for j in group):
+                    group.append(i)
+                    break
+            else:
+                open_groups[key].append([i])
+    chosen, used = [], set()
+    for (shared, side, *_), groups in open_groups.items():
+        for group in groups:
+            group = [i for i in group if i not in used]
+            if len(group) < 2:
+                continue
+            e = eqns[group[0]]
+            stacked = len(group) * (_size(e.invars[1 - side].aval) + _size(e.outvars[0].aval))
+            if _size(shared.aval) > stacked:
+                chosen.append((side, group))
+                used.update(group)
+    return chosen
+
+
+def _stack_axis(rank: int, contract, batch) -> int:
+    """Where the new axis goes in the stacked operand: next to its free dimensions, on the side
+    that keeps them contiguous away from the contracting ones ((M, K) → (k, M, K); (K, N) →
+    (K, N, k))."""
+    free = [d for d in range(rank) if d not in contract and d not in batch]
+    if free and contract and max(free) < min(contract):
+        return free[0]
+    return free[-1] + 1 if free else rank
+
+
+def _merged_product(eqns, side: int, read) -> list:
+    """One dot_general for the group; the members' results sliced out of it."""
+    e = eqns[0]
+    (contract_l, contract_r), (batch_l, batch_r) = e.params["dimension_numbers"]
+    contract = (contract_l, contract_r)[1 - side]
+    batch = (batch_l, batch_r)[1 - side]
+    rank = len(e.invars[1 - side].aval.shape)
+    axis = _stack_axis(rank, contract, batch)
+    shift = lambda dims: tuple(d + (d >= axis) for d in dims)
+    stacked = jax.numpy.stack([read(q.invars[1 - side]) for q in eqns], axis=axis)
+    if side == 0:  # shared lhs, stacked rhs
+        operands = (read(e.invars[0]), stacked)
+        numbers = ((tuple(contract_l), shift(contract_r)), (tuple(batch_l), shift(batch_r)))
+        lhs_rank = len(e.invars[0].aval.shape)
+        lhs_free = lhs_rank - len(contract_l) - len(batch_l)
+        free_before = sum(1 for d in range(axis) if d not in contract_r and d not in batch_r)
+        out_axis = len(batch_l) + lhs_free + free_before
+    else:  # shared rhs, stacked lhs
+        operands = (stacked, read(e.invars[1]))
+        numbers = ((shift(contract_l), tuple(contract_r)), (shift(batch_l), tuple(batch_r)))
+        free_before = sum(1 for d in range(axis) if d not in contract_l and d not in batch_l)
+        out_axis = len(batch_l) + free_before
+    params = e.params
+    z = lax.dot_general(*operands, numbers, precision=params.get("precision"),
+                        preferred_element_type=params.get("preferred_element_type"),
+                        out_sharding=params.get("out_sharding"))
+    return [lax.index_in_dim(z, k, axis=out_axis, keepdims=False) for k in range(len(eqns))]
+
+
+def _evaluate(jaxpr, consts, args) -> list:
+    eqns = _live(jaxpr)
+    groups = _groups(eqns)
+    node_of = list(range(len(eqns)))  # equation index -> node id (a group takes its first member's)
+    members = {i: [i] for i in range(len(eqns))}
+    for _, group in groups:
+        for i in group[1:]:
+            node_of[i] = group[0]
+            del members[i]
+        members[group[0]] = group
+    side_of = {group[0]: side for side, group in groups}
+
+    producer = {v: node_of[i] for i, e in enumerate(eqns) for v in e.outvars}
+    needs = {n: {producer[v] for i in ms for v in eqns[i].invars if _is_var(v) and v in producer} - {n}
+             for n, ms in members.items()}
+    users: dict = {n: [] for n in members}
+    for n, deps in needs.items():
+        for d in deps:
+            users[d].append(n)
+    waiting = {n: len(deps) for n, deps in needs.items()}
+    ready = [n for n, k in waiting.items() if k == 0]
+    heapq.heapify(ready)
+
+    env: dict = {}
+    read = lambda v: env[v] if _is_var(v) else v.val
+    for v, x in zip(jaxpr.constvars, consts):
+        env[v] = x
+    for v, x in zip(jaxpr.invars, args):
+        env[v] = x
+    while ready:
+        n = heapq.heappop(ready)
+        if n in side_of:
+            group = [eqns[i] for i in members[n]]
+            for q, value in zip(group, _merged_product(group, side_of[n], read)):
+                env[q.outvars[0]] = value
+        else:
+            e = eqns[n]
+            out = e.primitive.bind(*map(read, e.invars), **e.primitive.get_bind_params(e.params))
+            for v, x in zip(e.outvars, out if e.primitive.multiple_results else [out]):
+                env[v] = x
+        for u in users[n]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    return [read(v) for v in jaxpr.outvars]

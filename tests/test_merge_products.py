@@ -1,0 +1,86 @@
+"""merge_products: products sharing a large operand become one product, with the same values."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ablo.merge_products import merge_products
+
+KEYS = jax.random.split(jax.random.PRNGKey(0), 8)
+
+
+def n_products(f, *args) -> int:
+    return jax.jit(f).lower(*args).as_text().count("stablehlo.dot_general")
+
+
+def close(a, b, tol=1e-12):
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=tol, atol=tol)
+
+
+@pytest.fixture(autouse=True)
+def x64():
+    with jax.enable_x64(True):
+        yield
+
+
+def test_hvp_of_weighted_softmax_regression_merges_primal_and_tangent_logits():
+    X = jax.random.normal(KEYS[0], (400, 30), jnp.float64)
+    y = jax.random.randint(KEYS[1], (400,), 0, 5)
+    w = jax.random.normal(KEYS[2], (400,), jnp.float64)
+
+    def loss(phi, w):
+        logp = jax.nn.log_softmax(X @ phi["W"] + phi["b"])
+        return -jnp.sum(jax.nn.sigmoid(w) * jnp.take_along_axis(logp, y[:, None], 1)[:, 0])
+
+    grads = jax.grad(loss, argnums=(0, 1))
+    hvp = lambda phi, w, v: jax.jvp(lambda p: grads(p, w), (phi,), (v,))[1]
+    phi = {"W": jax.random.normal(KEYS[3], (30, 5), jnp.float64), "b": jnp.zeros(5, jnp.float64)}
+    v = {"W": jax.random.normal(KEYS[4], (30, 5), jnp.float64), "b": jnp.ones(5, jnp.float64)}
+    close(jax.jit(merge_products(hvp))(phi, w, v), jax.jit(hvp)(phi, w, v))
+    # X·W (recomputed primal) and X·v (tangent) become one product; Xᵀ·(…) stays; the dead
+    # primal gradient Xᵀ·r is dropped instead of being merged into a live product.
+    assert n_products(merge_products(hvp), phi, w, v) == 2
+    assert n_products(hvp, phi, w, v) == 3
+
+
+def test_shared_right_operand_and_vectors():
+    X = jax.random.normal(KEYS[0], (300, 200), jnp.float64)
+    u, v = jax.random.normal(KEYS[1], (2, 300), jnp.float64)
+    f = lambda X, u, v: (u @ X, v @ X, jnp.sin(X) @ u[:200])
+    close(merge_products(f)(X, u, v), f(X, u, v))
+    assert n_products(merge_products(f), X, u, v) == 2
+
+
+def test_batch_dimensions():
+    A = jax.random.normal(KEYS[0], (4, 300, 50), jnp.float64)
+    B, C = jax.random.normal(KEYS[1], (2, 4, 50, 3), jnp.float64)
+    f = lambda A, B, C: (jnp.einsum("bij,bjk->bik", A, B), jnp.einsum("bij,bjk->bik", A, C))
+    close(merge_products(f)(A, B, C), f(A, B, C))
+    assert n_products(merge_products(f), A, B, C) == 1
+
+
+def test_dependent_products_are_not_merged():
+    X = jax.random.normal(KEYS[0], (300, 300), jnp.float64)
+    w = jax.random.normal(KEYS[1], (300,), jnp.float64)
+    f = lambda X, w: X @ jnp.tanh(X @ w)  # the second product needs the first one's result
+    close(merge_products(f)(X, w), f(X, w))
+    assert n_products(merge_products(f), X, w) == 2
+
+
+def test_wide_products_are_left_alone():
+    # Stacking two 200×200 operands and two 100×200 results costs more than a second pass over
+    # the 100×200 shared operand saves.
+    X = jax.random.normal(KEYS[0], (100, 200), jnp.float64)
+    B, C = jax.random.normal(KEYS[1], (2, 200, 200), jnp.float64)
+    f = lambda X, B, C: (X @ B, X @ C)
+    close(merge_products(f)(X, B, C), f(X, B, C))
+    assert n_products(merge_products(f), X, B, C) == 2
+
+
+def test_closed_over_operand_and_pytree_output():
+    X = jax.random.normal(KEYS[0], (500, 40), jnp.float64)
+    f = lambda ws: {k: X @ w for k, w in ws.items()}
+    ws = {"a": jnp.ones((40, 2)), "b": jnp.arange(80.0).reshape(40, 2), "c": -jnp.ones((40, 2))}
+    close(jax.jit(merge_products(f))(ws), f(ws))
+    assert n_products(merge_products(f), ws) == 1
