@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from .inner import InnerOptimizer
+from .products import optimize_products
 
 
 def identity_init(theta, task):
@@ -42,6 +43,10 @@ class BilevelProblem:
     optimizer: InnerOptimizer
     steps: int
     init: Callable[[Any, Any], Any] = field(default=identity_init)
+    #: Rewrite the matrix products of the inner gradient and of the reverse sweeps' HVPs for XLA's
+    #: CPU backend (``ablo.products``: merge products sharing a large operand, read narrow ones
+    #: along the large operand's rows); False keeps them as JAX emits them.
+    rewrite_products: bool = True
 
     def __post_init__(self):
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -49,6 +54,8 @@ class BilevelProblem:
         if not all(callable(getattr(self.optimizer, f, None)) for f in ("init", "update", "params")):
             raise ValueError(f"optimizer must be an inner optimizer (ablo.gd, momentum, adam or from_optax); "
                              f"got {self.optimizer!r}")
+        if not isinstance(self.rewrite_products, bool):
+            raise ValueError(f"rewrite_products must be True or False; got {self.rewrite_products!r}")
         for name in ("inner_loss", "outer_loss", "init"):
             if not callable(getattr(self, name)):
                 raise ValueError(f"{name} must be a function; got {getattr(self, name)!r}")
@@ -60,8 +67,16 @@ class BilevelProblem:
 
     def step(self, theta, s, t, task):
         """s_{t+1} = Ξ(θ, s_t, T): one inner gradient evaluation and one optimizer update."""
-        g = jax.grad(self.inner_loss, argnums=1)(theta, self.optimizer.params(s), task)
-        return self.optimizer.update(g, s, theta, t)
+        return self.optimizer.update(self.inner_grad(theta, self.optimizer.params(s), task), s, theta, t)
+
+    def inner_grad(self, theta, phi, task):
+        """∂L_in/∂φ at (θ, φ): one gradient evaluation."""
+        return self.products(jax.grad(self.inner_loss, argnums=1))(theta, phi, task)
+
+    def products(self, fun: Callable) -> Callable:
+        """``fun`` with its matrix products rewritten (``ablo.products``) unless
+        ``rewrite_products`` is False."""
+        return optimize_products(fun) if self.rewrite_products else fun
 
     def run(self, theta, task, start: int = 0, stop: Optional[int] = None, s=None):
         """s_stop from s_start (default: from s_0 through all r steps), never storing states."""

@@ -32,7 +32,6 @@ import optax
 
 from ..cost import Cost, batch_total, cost, is_nonfinite
 from ..problem import BilevelProblem
-from ..merge_products import merge_products
 
 tree_map = jax.tree_util.tree_map
 
@@ -87,12 +86,12 @@ def step_vjp(problem: BilevelProblem, theta, s_prev, t, task, b_theta, b_s):
     Returns (b_θ + (∂Ξ/∂θ)ᵀ b_s, (∂Ξ/∂s)ᵀ b_s)."""
     opt = problem.optimizer
     phi, lift = jax.vjp(opt.params, s_prev)
-    g = jax.grad(problem.inner_loss, argnums=1)(theta, phi, task)
+    g = problem.inner_grad(theta, phi, task)
     _, update_vjp = jax.vjp(lambda g_, s_, th: opt.update(g_, s_, th, t), g, s_prev, theta)
     v, d_s, d_theta = update_vjp(b_s)
     grads = jax.grad(problem.inner_loss, argnums=(0, 1))
     hvp = lambda th, ph, v_, tk: jax.jvp(lambda p: grads(th, p, tk), (ph,), (v_,))[1]
-    h_theta, h_phi = merge_products(hvp)(theta, phi, v, task)
+    h_theta, h_phi = problem.products(hvp)(theta, phi, v, task)
     (h_s,) = lift(h_phi)
     return tree_add(b_theta, tree_add(d_theta, h_theta)), add_cotangents(d_s, h_s)
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ablo.merge_products import merge_products
+from ablo.products import optimize_products as merge_products  # noqa: N813
 
 KEYS = jax.random.split(jax.random.PRNGKey(0), 8)
 
@@ -84,3 +84,27 @@ def test_closed_over_operand_and_pytree_output():
     ws = {"a": jnp.ones((40, 2)), "b": jnp.arange(80.0).reshape(40, 2), "c": -jnp.ones((40, 2))}
     close(jax.jit(merge_products(f))(ws), f(ws))
     assert n_products(merge_products(f), ws) == 1
+
+
+def test_non_array_leaves_stay_static():
+    """A task holding a Python int used as a shape (or a string) works as it does under jax.grad."""
+    task = {"x": jnp.ones((200, 30)), "k": 3, "name": "toy"}
+    f = lambda w, task: jax.grad(lambda w: jnp.sum(jnp.tile(task["x"] @ w, (task["k"], 1))))(w)
+    close(jax.jit(lambda w: merge_products(f)(w, task))(jnp.ones((30, 2))), f(jnp.ones((30, 2)), task))
+
+
+def test_narrow_gradient_reads_the_data_along_its_rows():
+    """Xᵀ·r (the gradient of X·W, W narrow) is computed as dot(r, X), transposed behind a barrier,
+    and the wide MLP-layer gradient is left as JAX emits it."""
+    X = jax.random.normal(KEYS[0], (2000, 300), jnp.float64)
+    W = jax.random.normal(KEYS[1], (300, 4), jnp.float64)
+    g = jax.grad(lambda W, X: jnp.sum(jnp.tanh(X @ W)))
+    close(jax.jit(merge_products(g))(W, X), jax.jit(g)(W, X))
+    assert "optimization_barrier" in jax.jit(merge_products(g)).lower(W, X).as_text()
+    wide = jnp.ones((300, 256), jnp.float64)
+    assert "optimization_barrier" not in jax.jit(merge_products(g)).lower(wide, X).as_text()
+    # X's rows contracted with X on the left (read against its layout): operands swapped
+    swapped = lambda X, r: jax.lax.dot_general(X, r, (((0,), (0,)), ((), ())))
+    r = jax.random.normal(KEYS[2], (2000, 4), jnp.float64)
+    close(jax.jit(merge_products(swapped))(X, r), swapped(X, r))
+    assert "optimization_barrier" in jax.jit(merge_products(swapped)).lower(X, r).as_text()
