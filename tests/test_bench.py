@@ -116,6 +116,30 @@ def test_checks_logic():
     assert "PASS estimate agrees with its reference" in text
 
 
+def test_a_nan_hypergradient_is_a_failed_check_not_a_time(tmp_path):
+    """A peer (or ablo) whose hypergradient holds NaN gets no cosine, a FAIL line and no valid
+    time ratio in the peers' table (a NaN run once stood in that table as 0.68x ablo's time)."""
+    from ablo.bench.worker import compare
+
+    assert compare(np.ones(3), np.ones(3))["cos"] == pytest.approx(1.0)
+    bad = compare(np.array([1.0, np.nan, 2.0]), np.ones(3))
+    assert bad["cos"] is None and bad["nonfinite"] == 1
+    nan, ok = tmp_path / "nan.npy", tmp_path / "ok.npy"
+    np.save(nan, np.full(4, np.nan)), np.save(ok, np.ones(4))
+    rows = [dict(problem="hypercleaning", method="reverse", r=100, check=True, grad_file=str(ok), time_s=1.0,
+                 ref_s=1.0, ratio=1.0, ref="reverse", peak_rss_mb=100.0),
+            dict(problem="hypercleaning", method="reverse", r=100, library="jaxopt", grad_file=str(nan),
+                 time_s=0.5, peak_rss_mb=300.0)]
+    rows = suite.analyse(rows)
+    peers = suite.peer_ratios(rows)
+    assert peers[0]["nonfinite"] == 4 and rows[1]["vs_ablo_same"]["cos"] is None
+    text = "\n".join(report.checks(rows))
+    assert "FAIL hypergradient is finite: hypercleaning jaxopt reverse r=100: 4 NaN/inf entries" in text
+    summary = {"results": rows, "peer_ratios": peers, "machine": {}, "config": {"problems": ["hypercleaning"]}}
+    md = report.markdown(summary)
+    assert "| invalid (NaN result; 0.50) |" in md and "NaN result |" in md
+
+
 def test_smoke_suite_with_a_peer(tmp_path):
     """The whole pipeline at tiny sizes: subprocess workers, a peer, the tables, the plots."""
     jobs = []

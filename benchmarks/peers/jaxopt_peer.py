@@ -21,16 +21,18 @@ def hypergradient(spec, data):
     solve = functools.partial(jaxopt.linear_solve.solve_cg, maxiter=int(spec.get("cg_iters", 10)), tol=1e-30)
     phi0 = problem.init(theta, task)
 
-    def objective(th, tk):  # data as an argument, as in ablo.bench.worker
+    # data and φ_0 as arguments: with φ_0 = 0 closed over as a constant, jaxopt 0.8.5's unrolled
+    # hypergradient on hypercleaning is NaN in every entry (jax 0.10.2); passed in, it is finite
+    def objective(th, tk, init):
         solver = jaxopt.GradientDescent(fun=lambda phi, t: problem.inner_loss(t, phi, tk), stepsize=float(data["lr"]),
                                         maxiter=int(spec["r"]), tol=0.0, acceleration=False,
                                         implicit_diff=implicit, implicit_diff_solve=solve)
-        return problem.outer_loss(th, solver.run(phi0, th).params, tk)
+        return problem.outer_loss(th, solver.run(init, th).params, tk)
 
     grad = jax.jit(jax.grad(objective))
 
     def f():
-        return np.asarray(jax.block_until_ready(grad(theta, task)))
+        return np.asarray(jax.block_until_ready(grad(theta, task, phi0)))
 
     return f
 

@@ -87,7 +87,14 @@ def checks(rows: list) -> list:
             if m == "reverse":
                 continue
             out.append(_other(p, R, m, row, rows))
+        for row in sorted((r for r in rows if r.get("problem") == p and r.get("nonfinite")),
+                          key=lambda r: (r.get("library", "ablo"), r["method"], r["r"])):
+            out.append(f"FAIL hypergradient is finite: {p} {row.get('library', 'ablo')} {row['method']} r={row['r']}: "
+                       f"{row['nonfinite']} NaN/inf entries; its time is not a result")
         for m, row in sorted(at.items()):
+            if row.get("vs_ref_nonfinite"):
+                out.append(f"FAIL estimate agrees with its reference: {p} {m} r={R}: {row['vs_ref_nonfinite']} "
+                           "NaN/inf entries in the estimate or the reference")
             cos = row.get("vs_ref_cos")
             if cos is not None:
                 out.append(f"{ok(cos >= AGREE_MIN_COS)} estimate agrees with its reference (cos >= "
@@ -151,8 +158,9 @@ def markdown(summary: dict) -> str:
         lines += ["### Peers", "", "| problem | peer | form | method | r | peer CPU s | peer / ablo | peer / JAX reference "
                   "| peer peak RSS / ablo | cos vs ablo same method |", "|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {x['problem']} | {x['peer']} | {x['variant'] or '-'} | {x['method']} | {x['r']} | "
-                  f"{x['peer_s']:.3g} | {x['vs_ablo']:.2f} | {_fmt(x['vs_jax_ref'], '.2f')} | "
-                  f"{_fmt(x['peak_rss_ratio'], '.2f')} | {_fmt(x['cos_same'], '.6f')} |" for x in peers]
+                  f"{x['peer_s']:.3g} | {_valid(x, x['vs_ablo'])} | {_valid(x, x['vs_jax_ref'])} | "
+                  f"{_fmt(x['peak_rss_ratio'], '.2f')} | "
+                  f"{_fmt(x['cos_same'], '.6f') if not x.get('nonfinite') else 'NaN result'} |" for x in peers]
         lines += [""] + [f"- {r['problem']} {r['library']} {r['method']} r={r['r']}: ERROR {r['error']}"
                          for r in rows if r.get("library", "ablo") != "ablo" and "error" in r]
         lines.append("")
@@ -161,6 +169,13 @@ def markdown(summary: dict) -> str:
     for path in summary.get("plots", []):
         lines += [f"![{Path(path).stem}]({Path(path).name})", ""]
     return "\n".join(lines)
+
+
+def _valid(peer: dict, ratio) -> str:
+    """A peer's time ratio, or why it is none: a run that returned NaN/inf timed nothing useful."""
+    if peer.get("nonfinite"):
+        return f"invalid (NaN result; {_fmt(ratio, '.2f')})"
+    return _fmt(ratio, ".2f")
 
 
 def plots(rows: list, out_dir: Path) -> list:

@@ -146,6 +146,7 @@ def analyse(rows: list) -> list:
         if not row.get("grad_file"):
             continue
         g = np.load(row["grad_file"])
+        row["nonfinite"] = int(np.size(g) - np.isfinite(g).sum())
         exact = ablo.get((row["problem"], "reverse", row["r"]), {}).get("grad_file")
         if exact:
             row["vs_exact"] = compare(g, np.load(exact))
@@ -168,7 +169,7 @@ def peer_ratios(rows: list) -> list:
                     "method": p["method"], "r": p["r"], "peer_s": p["time_s"], "vs_ablo": p["time_s"] / a["time_s"],
                     "vs_jax_ref": p["time_s"] / a["ref_s"] if "ref_s" in a else None,
                     "peak_rss_ratio": p["peak_rss_mb"] / a["peak_rss_mb"] if "peak_rss_mb" in a else None,
-                    "cos_same": p.get("vs_ablo_same", {}).get("cos")})
+                    "cos_same": p.get("vs_ablo_same", {}).get("cos"), "nonfinite": p.get("nonfinite", 0)})
     return out
 
 

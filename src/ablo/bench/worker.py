@@ -155,8 +155,13 @@ def worker(spec: dict) -> dict:
 
 
 def compare(g, ref, prefix: str = "") -> dict:
-    """Cosine and relative error of ``g`` against ``ref`` (None when ``ref`` is zero)."""
+    """Cosine and relative error of ``g`` against ``ref`` (None when ``ref`` is zero), and
+    ``nonfinite``: how many entries of ``g`` and ``ref`` are NaN or ±inf (then no cosine: a NaN
+    hypergradient agrees with nothing, and its time is not a result)."""
     g, ref = np.asarray(g, np.float64), np.asarray(ref, np.float64)
+    bad = int(np.size(g) - np.isfinite(g).sum() + np.size(ref) - np.isfinite(ref).sum())
+    if bad:
+        return {f"{prefix}cos": None, f"{prefix}rel_err": None, f"{prefix}nonfinite": bad}
     nr, ng = np.linalg.norm(ref), np.linalg.norm(g)
     cos = float(g @ ref / (ng * nr)) if ng > 0 and nr > 0 else None
     return {f"{prefix}cos": cos, f"{prefix}rel_err": float(np.linalg.norm(g - ref) / nr) if nr > 0 else None}
