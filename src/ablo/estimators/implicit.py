@@ -53,8 +53,8 @@ class ImplicitState(NamedTuple):
 
 
 def inner_grad(problem, theta, phi, task):
-    """∇_φ L_in(θ, φ, T): one gradient evaluation."""
-    return jax.grad(problem.inner_loss, argnums=1)(theta, phi, task)
+    """∇_φ L_in(θ, φ, T): one gradient evaluation (products rewritten as the problem says)."""
+    return problem.inner_grad(theta, phi, task)
 
 
 def implicit_parts(problem, theta, phi, outer_task, inner_task):
