@@ -117,11 +117,14 @@ def test_checks_logic():
 
 
 def test_a_nan_hypergradient_is_a_failed_check_not_a_time(tmp_path):
-    """A peer (or ablo) whose hypergradient holds NaN gets no cosine, a FAIL line and no valid
-    time ratio in the peers' table (a NaN run once stood in that table as 0.68x ablo's time)."""
+    """A peer (or ablo) whose hypergradient holds NaN, or a peer whose hypergradient is zero where
+    ablo's is not, gets a FAIL line and no valid time ratio in the peers' table (a NaN run once
+    stood in that table as 0.68x and 0.83x ablo's time; jaxopt's implicit diff now returns zero there)."""
     from ablo.bench.worker import compare
 
     assert compare(np.ones(3), np.ones(3))["cos"] == pytest.approx(1.0)
+    assert compare(np.zeros(3), np.ones(3)) == {"cos": 0.0, "rel_err": 1.0}  # zero is not agreement
+    assert compare(np.zeros(3), np.zeros(3))["cos"] is None
     bad = compare(np.array([1.0, np.nan, 2.0]), np.ones(3))
     assert bad["cos"] is None and bad["nonfinite"] == 1
     nan, ok = tmp_path / "nan.npy", tmp_path / "ok.npy"
@@ -138,6 +141,15 @@ def test_a_nan_hypergradient_is_a_failed_check_not_a_time(tmp_path):
     summary = {"results": rows, "peer_ratios": peers, "machine": {}, "config": {"problems": ["hypercleaning"]}}
     md = report.markdown(summary)
     assert "| invalid (NaN result; 0.50) |" in md and "NaN result |" in md
+    zero = tmp_path / "zero.npy"
+    np.save(zero, np.zeros(4))
+    rows[1]["grad_file"] = str(zero)
+    rows = suite.analyse(rows)
+    peers = suite.peer_ratios(rows)
+    assert "FAIL peer agrees with ablo's reverse (cos >= 0.9999): hypercleaning jaxopt r=100: cos 0.000000" \
+        in "\n".join(report.checks(rows))
+    md = report.markdown({**summary, "results": rows, "peer_ratios": peers})
+    assert "| invalid (wrong result, cos 0.00; 0.50) |" in md
 
 
 def test_smoke_suite_with_a_peer(tmp_path):

@@ -24,6 +24,11 @@ SAME_ALGORITHM = {"ufom": "fom", "reverse-residuals": "reverse"}
 #: indefinite, 20 CG iterations amplify rounding: AID-CG agrees to ~1e-5 in cosine, ~1e-2 in
 #: relative error).
 AGREE_MIN_COS = 1 - 1e-4
+#: Below this cosine with ablo's hypergradient of the same method, a peer's time is not shown as a
+#: ratio: it computed something else (a zero or NaN result once stood in the table as a speed-up).
+#: Looser than AGREE_MIN_COS: 20 float32 CG iterations on an indefinite Hessian legitimately
+#: differ in the third digit.
+PEER_VALID_COS = 0.9
 
 
 def machine() -> dict:
@@ -91,6 +96,12 @@ def checks(rows: list) -> list:
                           key=lambda r: (r.get("library", "ablo"), r["method"], r["r"])):
             out.append(f"FAIL hypergradient is finite: {p} {row.get('library', 'ablo')} {row['method']} r={row['r']}: "
                        f"{row['nonfinite']} NaN/inf entries; its time is not a result")
+        for row in sorted((r for r in rows if r.get("problem") == p and r.get("library", "ablo") != "ablo"
+                           and (r.get("vs_ablo_same") or {}).get("cos") is not None),
+                          key=lambda r: (r["library"], r["method"], r["r"])):
+            cos = row["vs_ablo_same"]["cos"]
+            out.append(f"{ok(cos >= AGREE_MIN_COS)} peer agrees with ablo's {row['method']} (cos >= "
+                       f"{AGREE_MIN_COS:.4f}): {p} {row['library']} r={row['r']}: cos {cos:.6f}")
         for m, row in sorted(at.items()):
             if row.get("vs_ref_nonfinite"):
                 out.append(f"FAIL estimate agrees with its reference: {p} {m} r={R}: {row['vs_ref_nonfinite']} "
@@ -172,9 +183,13 @@ def markdown(summary: dict) -> str:
 
 
 def _valid(peer: dict, ratio) -> str:
-    """A peer's time ratio, or why it is none: a run that returned NaN/inf timed nothing useful."""
+    """A peer's time ratio, or why it is none: a run that returned NaN/inf, or a hypergradient
+    pointing elsewhere than ablo's of the same method (cosine below PEER_VALID_COS), timed nothing
+    comparable."""
     if peer.get("nonfinite"):
         return f"invalid (NaN result; {_fmt(ratio, '.2f')})"
+    if peer.get("cos_same") is not None and peer["cos_same"] < PEER_VALID_COS:
+        return f"invalid (wrong result, cos {peer['cos_same']:.2f}; {_fmt(ratio, '.2f')})"
     return _fmt(ratio, ".2f")
 
 

@@ -155,7 +155,8 @@ def worker(spec: dict) -> dict:
 
 
 def compare(g, ref, prefix: str = "") -> dict:
-    """Cosine and relative error of ``g`` against ``ref`` (None when ``ref`` is zero), and
+    """Cosine and relative error of ``g`` against ``ref`` (None when both are zero; cosine 0 when
+    exactly one is: a zero hypergradient does not agree with a nonzero one), and
     ``nonfinite``: how many entries of ``g`` and ``ref`` are NaN or ±inf (then no cosine: a NaN
     hypergradient agrees with nothing, and its time is not a result)."""
     g, ref = np.asarray(g, np.float64), np.asarray(ref, np.float64)
@@ -163,5 +164,7 @@ def compare(g, ref, prefix: str = "") -> dict:
     if bad:
         return {f"{prefix}cos": None, f"{prefix}rel_err": None, f"{prefix}nonfinite": bad}
     nr, ng = np.linalg.norm(ref), np.linalg.norm(g)
+    if (ng > 0) != (nr > 0):  # one is exactly zero and the other is not: they do not agree
+        return {f"{prefix}cos": 0.0, f"{prefix}rel_err": 1.0 if nr > 0 else None}
     cos = float(g @ ref / (ng * nr)) if ng > 0 and nr > 0 else None
     return {f"{prefix}cos": cos, f"{prefix}rel_err": float(np.linalg.norm(g - ref) / nr) if nr > 0 else None}
