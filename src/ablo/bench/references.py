@@ -35,14 +35,20 @@ import jax.flatten_util
 import jax.numpy as jnp
 from jax import lax
 
+from ..products import optimize_products
+
 tree_map = jax.tree_util.tree_map
 
 
-def gd_step(problem, lr: float):
-    """(θ, φ, task) -> φ − α ∇_φ L_in(θ, φ, task)."""
+def gd_step(problem, lr: float, rewrite: bool = False):
+    """(θ, φ, task) -> φ − α ∇_φ L_in(θ, φ, task); ``rewrite``: the gradient's products rewritten
+    as ablo's inner gradient rewrites them (``ablo.products``), to separate what that buys from
+    what an estimator's algorithm costs (benchmarks/products_ablation.py)."""
+    grad = jax.grad(problem.inner_loss, argnums=1)
+    grad = optimize_products(grad) if rewrite else grad
+
     def step(th, phi, task):
-        g = jax.grad(problem.inner_loss, argnums=1)(th, phi, task)
-        return tree_map(lambda p, gi: p - lr * gi, phi, g)
+        return tree_map(lambda p, gi: p - lr * gi, phi, grad(th, phi, task))
 
     return step
 
@@ -61,8 +67,8 @@ def _plus_v_vjp(problem, th, task, g_theta, g_phi0):
     return tree_map(jnp.add, g_theta, vjp(g_phi0)[0])
 
 
-def reverse(problem, lr, r):
-    step = gd_step(problem, lr)
+def reverse(problem, lr, r, rewrite: bool = False):
+    step = gd_step(problem, lr, rewrite)
 
     def objective(th, task):
         return problem.outer_loss(th, _scan(step, th, problem.init(th, task), task, r), task)
@@ -121,8 +127,8 @@ def truncated(problem, lr, r, K):
     return hypergradient
 
 
-def fom(problem, lr, r):
-    step = gd_step(problem, lr)
+def fom(problem, lr, r, rewrite: bool = False):
+    step = gd_step(problem, lr, rewrite)
 
     def hypergradient(th, task):
         phi_r = _loop(step, th, problem.init(th, task), task, r)
