@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from ablo import bench
+from ablo.atomic import atomic_write
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / "peers"
@@ -80,7 +81,13 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=1, help="worker processes at a time (CPU time is per process)")
     ap.add_argument("--venv", default="/tmp/peers-venv", help="venv of the PyTorch peers")
     ap.add_argument("--mnist-dir", default=None, help="MNIST for the mlp problem (default: synthetic data)")
+    ap.add_argument("--rerender", metavar="DIR", default=None,
+                    help="redo a finished run's checks and tables in DIR with this version's rules (no timing)")
     a = ap.parse_args()
+    if a.rerender:
+        bench.suite.rerender(a.rerender)
+        print((Path(a.rerender) / "results.md").read_text())
+        return
     rs = tuple(int(x) for x in a.rs.split(",")) if a.rs else None
     rounds = 1 if a.smoke else a.rounds
     problems = tuple(a.problems.split(","))
@@ -93,7 +100,7 @@ def main() -> None:
                               mnist_dir=a.mnist_dir)
     summary["peer_install"] = {**installed, **{k: installed.get(k, "not installed") + (f" ({v})" if v else "")
                                                for k, v in NOT_DRIVEN.items() if k in installed}}
-    (Path(a.out) / "results.json").write_text(json.dumps(summary, indent=1))
+    atomic_write(Path(a.out) / "results.json", json.dumps(summary, indent=1))
     print((Path(a.out) / "results.md").read_text())
     print("peer installs:", json.dumps(summary["peer_install"], indent=1))
 

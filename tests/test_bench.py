@@ -172,6 +172,10 @@ def test_smoke_suite_with_a_peer(tmp_path):
     assert len(table) == 1 + len(s["results"]) and "temp_mb" in table[0] and "gflop" in table[0]
     assert sorted(Path(p).name for p in s["plots"]) == ["hypercleaning-memory.png", "hypercleaning-time.png"]
     assert all((tmp_path / Path(p).name).stat().st_size > 0 for p in s["plots"])
+    # a finished run's checks and tables redone from its files, the timings untouched
+    again = suite.rerender(tmp_path)
+    assert len(again["rerendered"]) == 1 and again["checks"] == s["checks"]
+    assert [r.get("time_s") for r in again["results"]] == [r.get("time_s") for r in s["results"]]
     if jobs:  # jaxopt differentiates the same unrolled loop: it must agree with ablo's exact
         assert rows[("jaxopt", "reverse", 6)]["vs_exact"]["cos"] > 1 - 1e-5
         assert s["peer_ratios"][0]["peer"] == "jaxopt" and s["peer_ratios"][0]["vs_jax_ref"] > 0

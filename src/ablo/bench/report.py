@@ -101,7 +101,8 @@ def checks(rows: list) -> list:
                           key=lambda r: (r["library"], r["method"], r["r"])):
             cos = row["vs_ablo_same"]["cos"]
             out.append(f"{ok(cos >= AGREE_MIN_COS)} peer agrees with ablo's {row['method']} (cos >= "
-                       f"{AGREE_MIN_COS:.4f}): {p} {row['library']} r={row['r']}: cos {cos:.6f}")
+                       f"{AGREE_MIN_COS:.4f}): {p} {row['library']}{' ' + row['variant'] if row.get('variant') else ''} "
+                       f"r={row['r']}: cos {cos:.6f}")
         for m, row in sorted(at.items()):
             if row.get("vs_ref_nonfinite"):
                 out.append(f"FAIL estimate agrees with its reference: {p} {m} r={R}: {row['vs_ref_nonfinite']} "

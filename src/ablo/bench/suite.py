@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_write
 from ..results import write_csv
 from .problems import AID_ITERS, CHECK_R, LR, SIZES, available_methods, estimator, make_data
 from .worker import ENV, compare
@@ -202,7 +203,34 @@ def run_suite(out_dir, problems=("hypercleaning", "mlp"), methods=None, rs=None,
                "machine": report.machine(), "results": rows, "peer_ratios": ratios,
                "checks": report.checks(rows)}
     summary["plots"] = report.plots(rows, out_dir)
-    (out_dir / "results.json").write_text(json.dumps(summary, indent=1))
-    (out_dir / "results.md").write_text(report.markdown(summary))
+    _write(summary, out_dir)
+    return summary
+
+
+def _write(summary: dict, out_dir: Path) -> None:
+    """results.json, results.md and results.csv, each written atomically."""
+    from . import report
+
+    atomic_write(out_dir / "results.json", json.dumps(summary, indent=1))
+    atomic_write(out_dir / "results.md", report.markdown(summary))
+    rows = summary["results"]
     write_csv(out_dir / "results.csv", [{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in rows])
+
+
+def rerender(out_dir) -> dict:
+    """Redo a finished run's analysis, checks and tables from its results.json and gradient files
+    with this version's rules (the timings are not touched), recording the rerender in the
+    summary. -> the new summary."""
+    from . import report
+
+    out_dir = Path(out_dir)
+    summary = json.loads((out_dir / "results.json").read_text())
+    for row in summary["results"]:  # grad files are named by configuration inside out_dir/grads;
+        if row.get("grad_file"):     # a row whose file is gone keeps its recorded comparisons
+            path = out_dir / "grads" / Path(row["grad_file"]).name
+            row["grad_file"] = str(path) if path.exists() else None
+    rows = analyse(summary["results"])
+    summary.update(results=rows, peer_ratios=peer_ratios(rows), checks=report.checks(rows))
+    summary.setdefault("rerendered", []).append(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    _write(summary, out_dir)
     return summary
