@@ -79,13 +79,15 @@ class Reverse(ExactUnrolled):
     =========================================  ===============  =====================  ================
     problem                                    jax.grad/scan    store="states"         "residuals"
     =========================================  ===============  =====================  ================
-    5000×784 linear (hypercleaning), r=100     42.7 MiB         3.8 MiB, 1.14×         42.7 MiB, 1.00×
-    MLP 784-512-512-10 tanh, 1000 ex., r=50    1154 MiB         148 MiB, 1.04×         1154 MiB, 0.98×
+    5000×784 linear (hypercleaning), r=100     42.7 MiB         3.9 MiB, 0.56×         42.7 MiB, 0.78×
+    MLP 784-512-512-10 tanh, 1000 ex., r=50    1154 MiB         148 MiB, 1.03×         1154 MiB, 0.99×
     =========================================  ===============  =====================  ================
 
-    "residuals" is as fast as ``jax.grad`` through the scan (it is that program); "states" redoes
-    each step's forward pass in its backward sweep (XLA counts 1.17× the flops on both problems)
-    for 8-11× less memory, r states being its floor."""
+    "states" redoes each step's forward pass in its backward sweep (XLA counts 1.17× the flops on
+    both problems) for 8-11× less memory, r states being its floor; on the linear model it is
+    still faster than the standard form because its step's gradient and HVP go through the
+    problem's product rewrite (``ablo.products``; 1.10× with ``rewrite_products=False``).
+    "residuals" is the standard form's program with a rewritten step gradient."""
 
     store: str = "states"
     name: ClassVar[str] = "reverse"
