@@ -202,7 +202,7 @@ def _evaluate(jaxpr, consts, args) -> list:
             env[e.outvars[0]] = _swapped_product(e, read)
         else:
             out = e.primitive.bind(*map(read, e.invars), **e.primitive.get_bind_params(e.params))
-            if e.outvars[0] in transposed and _folds_badly(e):
+            if len(e.outvars) == 1 and e.outvars[0] in transposed and _folds_badly(e):
                 out = lax.optimization_barrier(out)
             for v, x in zip(e.outvars, out if e.primitive.multiple_results else [out]):
                 env[v] = x
