@@ -31,7 +31,6 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
 from ablo.atomic import atomic_write  # noqa: E402
 from ablo.bench import CHECK_R, build, estimator, make_data, references  # noqa: E402

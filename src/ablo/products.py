@@ -29,7 +29,7 @@ turns the rewrite off. Measured in docs/benchmarks.md.
 from __future__ import annotations
 
 import heapq
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import numpy as np

@@ -29,7 +29,6 @@ from math import comb
 from typing import ClassVar
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ..cost import cost
