@@ -153,3 +153,22 @@ def test_estimators_agree_with_and_without_the_rewrite():
     for est in (ablo.estimators.Reverse(), ablo.estimators.Checkpointed(), ablo.estimators.FOM()):
         run = lambda p: jax.vmap(lambda t: est.estimate(p, theta, t, None, KEYS[3])[0])((X, y))
         close(jax.jit(lambda: run(on))(), jax.jit(lambda: run(off))(), tol=1e-12)
+
+
+@pytest.mark.parametrize("dtype, preferred", [(jnp.float64, None), (jnp.float32, jnp.float64), (jnp.int32, None)])
+def test_every_orientation_keeps_shape_dtype_and_value(dtype, preferred):
+    """Narrow and wide products in all four operand layouts, vectors included, a repeated product
+    (merged) and one whose result is transposed (fold guarded): same shapes, dtypes and values."""
+    for m, k, n in [(600, 50, 3), (3, 50, 600), (600, 3, 50), (1, 600, 40), (600, 40, 1)]:
+        for lhs_t, rhs_t in [(False, False), (False, True), (True, False), (True, True)]:
+            a = jax.random.normal(KEYS[0], (k, m) if lhs_t else (m, k)) * 3
+            b = jax.random.normal(KEYS[1], (n, k) if rhs_t else (k, n)) * 3
+            a, b = a.astype(dtype), b.astype(dtype)
+            dn = (((0 if lhs_t else 1,), (1 if rhs_t else 0,)), ((), ()))
+            dot = lambda x, y: jax.lax.dot_general(x, y, dn, preferred_element_type=preferred)
+            f = lambda a, b: (dot(a, b), dot(a, b * 2), dot(a, b).T)
+            for u, v in zip(jax.jit(f)(a, b), jax.jit(merge_products(f))(a, b)):
+                assert u.shape == v.shape and u.dtype == v.dtype
+                scale = float(np.max(np.abs(np.asarray(u, np.float64))))
+                np.testing.assert_allclose(np.asarray(v, np.float64), np.asarray(u, np.float64), rtol=1e-5,
+                                           atol=(1e-12 if dtype != jnp.float32 else 1e-5) * scale)
