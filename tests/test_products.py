@@ -86,11 +86,18 @@ def test_closed_over_operand_and_pytree_output():
     assert n_products(merge_products(f), ws) == 1
 
 
-def test_non_array_leaves_stay_static():
-    """A task holding a Python int used as a shape (or a string) works as it does under jax.grad."""
-    task = {"x": jnp.ones((200, 30)), "k": 3, "name": "toy"}
-    f = lambda w, task: jax.grad(lambda w: jnp.sum(jnp.tile(task["x"] @ w, (task["k"], 1))))(w)
-    close(jax.jit(lambda w: merge_products(f)(w, task))(jnp.ones((30, 2))), f(jnp.ones((30, 2)), task))
+def test_concrete_leaves_stay_static():
+    """A task holding a Python int used as a shape, a string, or a concrete array read by Python
+    control flow works as it does under jax.grad, under jit and eagerly."""
+    task = {"x": jnp.ones((200, 30)), "k": 3, "name": "toy", "flip": np.array(1.0)}
+
+    def f(w, task):
+        sign = -1.0 if task["flip"] > 0 else 1.0  # Python control flow on a concrete array
+        return jax.grad(lambda w: sign * jnp.sum(jnp.tile(task["x"] @ w, (task["k"], 1))))(w)
+
+    w = jnp.ones((30, 2))
+    close(jax.jit(lambda w: merge_products(f)(w, task))(w), f(w, task))
+    close(merge_products(f)(w, task), f(w, task))
 
 
 def test_narrow_gradient_reads_the_data_along_its_rows():

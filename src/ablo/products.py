@@ -44,8 +44,10 @@ def optimize_products(fun: Callable) -> Callable:
 
     def rewritten(*args):
         flat, tree = jax.tree_util.tree_flatten(args)
-        # arrays are traced; other leaves (Python numbers, strings) stay static, as for jax.grad
-        dynamic = [i for i, x in enumerate(flat) if isinstance(x, (jax.Array, np.ndarray, np.generic))]
+        # leaves already traced by an enclosing jit/vmap/grad are traced here; concrete ones (arrays,
+        # Python numbers, strings) stay the values they are, so Python control flow on them works
+        # as it does under jax.grad
+        dynamic = [i for i, x in enumerate(flat) if isinstance(x, jax.core.Tracer)]
 
         def traced(*xs):
             leaves = list(flat)
