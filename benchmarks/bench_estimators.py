@@ -85,6 +85,8 @@ def main() -> None:
                     help="redo a finished run's checks and tables in DIR with this version's rules (no timing)")
     a = ap.parse_args()
     if a.rerender:
+        if not (Path(a.rerender) / "results.json").is_file():
+            raise SystemExit(f"--rerender: no results.json in {a.rerender}; give the --out folder of a finished run")
         bench.suite.rerender(a.rerender)
         print((Path(a.rerender) / "results.md").read_text())
         return
