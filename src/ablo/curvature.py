@@ -28,7 +28,7 @@ def top_eigenvalue(problem, theta, task, *, iterations: int = 30, key=None) -> f
 
     @jax.jit  # θ, φ_0 and the task are arguments: as closed-over constants XLA would fold a dataset at compile time
     def power(v, theta, flat, task):
-        grad = lambda f: ravel_pytree(jax.grad(problem.inner_loss, argnums=1)(theta, unravel(f), task))[0]
+        grad = lambda f: ravel_pytree(problem.inner_grad(theta, unravel(f), task))[0]
 
         def body(_, carry):
             v, _ = carry

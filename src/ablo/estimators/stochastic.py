@@ -347,7 +347,7 @@ class TTSA(_SingleSample):
         hypergradient at (x_k, y_{k+1}). Cost: 2 gradients, the HVPs drawn."""
         k_in, k_g = jax.random.split(key)
         batch = draw(task, self.inner_part, k_in, self.batch, "inner_part")
-        h = jax.grad(problem.inner_loss, argnums=1)(theta, problem.optimizer.params(state.inner), batch)
+        h = problem.inner_grad(theta, problem.optimizer.params(state.inner), batch)
         scale = self.inner_scale(state.step)
         s = problem.optimizer.update(tree_map(lambda x: scale.astype(x.dtype) * x, h), state.inner, theta, state.step)
         phi = problem.optimizer.params(s)
