@@ -200,11 +200,11 @@ def _evaluate(jaxpr, consts, args) -> list:
             group = [eqns[i] for i in members[n]]
             for q, value in zip(group, _merged_product(group, side_of[n], read)):
                 env[q.outvars[0]] = value
-        elif _swappable(e):
+        elif _orientation(e) == "swap":
             env[e.outvars[0]] = _swapped_product(e, read)
         else:
             out = e.primitive.bind(*map(read, e.invars), **e.primitive.get_bind_params(e.params))
-            if len(e.outvars) == 1 and e.outvars[0] in transposed and _folds_badly(e):
+            if len(e.outvars) == 1 and e.outvars[0] in transposed and _orientation(e) == "guard":
                 out = lax.optimization_barrier(out)
             for v, x in zip(e.outvars, out if e.primitive.multiple_results else [out]):
                 env[v] = x
@@ -234,26 +234,17 @@ def _big_operand(e):
     return (lhs, cl, True) if _size(lhs) >= _size(rhs) else (rhs, cr, False)
 
 
-def _swappable(e) -> bool:
-    """The large operand is read against its layout in its role and along it in the other one
-    (dot(X, r) contracting X's rows: dot(r, X) reads X row by row)."""
+def _orientation(e):
+    """"swap" when the product's large operand is read against its layout in its role and along it
+    in the other one (dot(X, r) contracting X's rows: dot(r, X) reads X row by row); "guard" when
+    it is read along its layout but XLA folding a transpose of the result into the product
+    (transpose(dot(A, B)) = dot(B, A)) would read it against it; else None."""
     big = _big_operand(e)
     if big is None:
-        return False
+        return None
     aval, contract, is_lhs = big
-    rank = len(aval.shape)
-    return not _natural(rank, contract, is_lhs) and _natural(rank, contract, not is_lhs)
-
-
-def _folds_badly(e) -> bool:
-    """The large operand is read along its layout, but XLA folding the transpose of the result
-    into the product (transpose(dot(A, B)) = dot(B, A)) would read it against it."""
-    big = _big_operand(e)
-    if big is None:
-        return False
-    aval, contract, is_lhs = big
-    rank = len(aval.shape)
-    return _natural(rank, contract, is_lhs) and not _natural(rank, contract, not is_lhs)
+    here, there = (_natural(len(aval.shape), contract, lhs) for lhs in (is_lhs, not is_lhs))
+    return "swap" if there and not here else "guard" if here and not there else None
 
 
 def _swapped_product(e, read):

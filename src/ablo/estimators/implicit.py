@@ -52,23 +52,18 @@ class ImplicitState(NamedTuple):
     residual: jax.Array
 
 
-def inner_grad(problem, theta, phi, task):
-    """∇_φ L_in(θ, φ, T): one gradient evaluation (products rewritten as the problem says)."""
-    return problem.inner_grad(theta, phi, task)
-
-
 def implicit_parts(problem, theta, phi, outer_task, inner_task):
     """(∇_x f, ∇_y f, matvec v ↦ ∇²_y g v) at (θ, φ): one gradient evaluation. The outer gradient
     reads ``outer_task``; the second derivatives of g read ``inner_task`` (the same task for
     deterministic AID, independent mini-batches for stocBiO, eq. 6)."""
     f_theta, f_phi = jax.grad(problem.outer_loss, argnums=(0, 1))(theta, phi, outer_task)
-    _, matvec = jax.linearize(lambda p: inner_grad(problem, theta, p, inner_task), phi)
+    _, matvec = jax.linearize(lambda p: problem.inner_grad(theta, p, inner_task), phi)
     return f_theta, f_phi, matvec
 
 
 def mixed_product(problem, theta, phi, task, v):
     """∇_x∇_y g(θ, φ) v = (∂∇_φ g/∂θ)ᵀ v: one reverse pass through ∇_φ g (one HVP)."""
-    _, vjp = jax.vjp(lambda th: inner_grad(problem, th, phi, task), theta)
+    _, vjp = jax.vjp(lambda th: problem.inner_grad(th, phi, task), theta)
     return vjp(v)[0]
 
 

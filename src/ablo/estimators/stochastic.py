@@ -29,7 +29,7 @@ import numpy as np
 from ..cost import cost
 from ..linear_solvers import check_int, check_positive
 from .base import Estimator, tree_sub, with_finite_flag
-from .implicit import inner_grad, mixed_product
+from .implicit import mixed_product
 
 tree_map = jax.tree_util.tree_map
 Part = Optional[Union[str, int]]
@@ -99,7 +99,7 @@ class _Stochastic(Estimator):
     def hvp(self, problem, theta, phi, task, key, size, v):
         """∇²_φ G(θ, φ; B) v on a fresh batch B of ``size`` examples (one HVP)."""
         batch = draw(task, self.inner_part, key, size, "inner_part")
-        return jax.jvp(lambda p: inner_grad(problem, theta, p, batch), (phi,), (v,))[1]
+        return jax.jvp(lambda p: problem.inner_grad(theta, p, batch), (phi,), (v,))[1]
 
     def sgd(self, problem, theta, task, s, key, start, stop, size):
         """Inner mini-batch SGD (paper 004 Alg. 2 lines 4-7): steps start..stop−1 of the problem's
