@@ -75,3 +75,26 @@ def test_result_files_honour_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE(p.stat().st_mode) == 0o640
+
+
+def test_overwrite_that_fails_before_writing_puts_the_old_run_back(tmp_path):
+    """`--overwrite` with a config the run then refuses must not cost the old results; once the
+    new run has written its own files, or ends, the old ones are gone."""
+    out = tmp_path / "r"
+    with RunFolder(out, "exp", Cfg()) as f:
+        finish(f.path)
+        (f.path / "checkpoints").mkdir()
+    with pytest.raises(ValueError, match="refused"):
+        with RunFolder(out, "exp", Cfg(lr=0.5), overwrite=True):
+            raise ValueError("refused by the experiment's own check")
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoints", "manifest.json", "summary.json"]
+    assert json.loads((out / "manifest.json").read_text())["config"]["lr"] == 0.1
+    with pytest.raises(KeyboardInterrupt):  # failed after writing: the new run's files stay, resumable
+        with RunFolder(out, "exp", Cfg(lr=0.5), overwrite=True) as f:
+            atomic_write(f.path / "curves.csv", "x\n")
+            raise KeyboardInterrupt
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "curves.csv", "manifest.json"]
+    with RunFolder(out, "exp", Cfg(lr=0.7), overwrite=True) as f:
+        assert (out / ".replaced" / "curves.csv").exists()  # aside while the run is going
+        finish(f.path)
+    assert sorted(p.name for p in out.iterdir()) == [".lock", "manifest.json", "summary.json"]

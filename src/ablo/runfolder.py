@@ -6,8 +6,10 @@ refuses anything that would mix, lose or silently replace results:
 * ``--out`` empty, or a path that is a file: refused;
 * a second process writing the same folder: refused (an exclusive ``flock`` on ``.lock``);
 * a fresh run into a folder that holds anything (another run's results or checkpoints, other
-  files): refused unless ``overwrite``, which removes a previous ablo run's files (never a
-  folder without an ablo manifest);
+  files): refused unless ``overwrite``, which replaces a previous ablo run's files (never a
+  folder without an ablo manifest). They are moved aside into ``.replaced`` and deleted when
+  the new run ends; a new run that fails before writing any file of its own (a config its data
+  refuses, say) puts them back, so a refused command loses nothing;
 * ``resume`` into a folder whose manifest has another experiment, config or data: refused,
   naming the keys that differ.
 
@@ -29,6 +31,7 @@ from .atomic import atomic_write
 
 MANIFEST = "manifest.json"
 LOCK = ".lock"
+REPLACED = ".replaced"
 
 
 class RunFolderError(ValueError):
@@ -148,16 +151,31 @@ class RunFolder:
                 if old is None and self.holds_results():
                     raise RunFolderError(f"--overwrite: {self.path} holds files that no ablo run wrote (no {MANIFEST}); "
                                          "refusing to delete them, choose another --out")
-                for p in self.path.iterdir():
-                    if p.name != LOCK:
-                        shutil.rmtree(p) if p.is_dir() else p.unlink()
+                aside = self.path / REPLACED
+                if aside.exists():  # left by a run killed before it could clear it
+                    shutil.rmtree(aside)
+                old_files = [p for p in self.path.iterdir() if p.name not in (LOCK, REPLACED)]
+                if old_files:
+                    aside.mkdir()
+                    for p in old_files:
+                        p.rename(aside / p.name)
             atomic_write(self.path / MANIFEST, json.dumps(new, indent=2) + "\n")
-        except BaseException:
-            self.__exit__(None, None, None)
+        except BaseException as e:
+            self.__exit__(type(e), e, None)
             raise
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
+        aside = self.path / REPLACED
+        if aside.exists():
+            own = [p for p in self.path.iterdir() if p.name not in (LOCK, REPLACED, MANIFEST)]
+            if exc_type is not None and not own:  # the new run failed before writing anything: undo
+                (self.path / MANIFEST).unlink(missing_ok=True)
+                for p in aside.iterdir():
+                    p.rename(self.path / p.name)
+                aside.rmdir()
+            else:
+                shutil.rmtree(aside)
         if self._lock is not None:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             self._lock.close()
