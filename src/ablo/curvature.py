@@ -28,11 +28,9 @@ def top_eigenvalue(problem, theta, task, *, iterations: int = 30, key=None) -> f
 
     @jax.jit  # θ, φ_0 and the task are arguments: as closed-over constants XLA would fold a dataset at compile time
     def power(v, theta, flat, task):
-        grad = lambda f: ravel_pytree(problem.inner_grad(theta, unravel(f), task))[0]
-
         def body(_, carry):
             v, _ = carry
-            w = jax.jvp(grad, (flat,), (v,))[1]
+            w = ravel_pytree(problem.inner_hvp(theta, unravel(flat), unravel(v), task))[0]
             lam = jnp.vdot(v, w)
             return w / jnp.maximum(jnp.linalg.norm(w), jnp.finfo(w.dtype).tiny), lam
 

@@ -73,6 +73,14 @@ class BilevelProblem:
         """∂L_in/∂φ at (θ, φ): one gradient evaluation."""
         return self.products(jax.grad(self.inner_loss, argnums=1))(theta, phi, task)
 
+    def inner_hvp(self, theta, phi, v, task, mixed: bool = False):
+        """∇²_φφ L_in v, or with ``mixed`` the pair (∇²_θφ L_in v, ∇²_φφ L_in v): one forward-over-
+        reverse product (by the Hessian's symmetry, ∂/∂ε ∇ L_in(θ, φ + εv)), products rewritten
+        like the gradient's (the estimators' HVP, and the one ``theory`` times as C2)."""
+        grads = jax.grad(self.inner_loss, argnums=(0, 1) if mixed else 1)
+        hvp = lambda th, ph, v_, tk: jax.jvp(lambda p: grads(th, p, tk), (ph,), (v_,))[1]
+        return self.products(hvp)(theta, phi, v, task)
+
     def products(self, fun: Callable) -> Callable:
         """``fun`` with its matrix products rewritten (``ablo.products``) unless
         ``rewrite_products`` is False."""

@@ -154,13 +154,9 @@ def measure_unit_costs(problem, theta, task, repeats: int = 21) -> Tuple[float, 
     if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
         raise ValueError(f"repeats must be an integer >= 1; got {repeats!r}")
     phi = problem.init(theta, task)
-    grad_phi = problem.inner_grad  # as the estimators evaluate it (products rewritten unless turned off)
-    g = jax.jit(grad_phi)
-    b = grad_phi(theta, phi, task)
-
-    @jax.jit
-    def hvp(theta, phi, task, b):
-        _, vjp = jax.vjp(lambda th, ph: grad_phi(th, ph, task), theta, phi)
-        return vjp(b)
+    # the gradient and the HVP pair as the estimators evaluate them (problem.inner_grad/inner_hvp)
+    g = jax.jit(problem.inner_grad)
+    b = problem.inner_grad(theta, phi, task)
+    hvp = jax.jit(lambda theta, phi, task, b: problem.inner_hvp(theta, phi, b, task, mixed=True))
 
     return _median_seconds(g, (theta, phi, task), repeats), _median_seconds(hvp, (theta, phi, task, b), repeats)

@@ -89,9 +89,7 @@ def step_vjp(problem: BilevelProblem, theta, s_prev, t, task, b_theta, b_s):
     g = problem.inner_grad(theta, phi, task)
     _, update_vjp = jax.vjp(lambda g_, s_, th: opt.update(g_, s_, th, t), g, s_prev, theta)
     v, d_s, d_theta = update_vjp(b_s)
-    grads = jax.grad(problem.inner_loss, argnums=(0, 1))
-    hvp = lambda th, ph, v_, tk: jax.jvp(lambda p: grads(th, p, tk), (ph,), (v_,))[1]
-    h_theta, h_phi = problem.products(hvp)(theta, phi, v, task)
+    h_theta, h_phi = problem.inner_hvp(theta, phi, v, task, mixed=True)
     (h_s,) = lift(h_phi)
     return tree_add(b_theta, tree_add(d_theta, h_theta)), add_cotangents(d_s, h_s)
 

@@ -99,7 +99,7 @@ class _Stochastic(Estimator):
     def hvp(self, problem, theta, phi, task, key, size, v):
         """∇²_φ G(θ, φ; B) v on a fresh batch B of ``size`` examples (one HVP)."""
         batch = draw(task, self.inner_part, key, size, "inner_part")
-        return jax.jvp(lambda p: problem.inner_grad(theta, p, batch), (phi,), (v,))[1]
+        return problem.inner_hvp(theta, phi, v, batch)
 
     def sgd(self, problem, theta, task, s, key, start, stop, size):
         """Inner mini-batch SGD (paper 004 Alg. 2 lines 4-7): steps start..stop−1 of the problem's
