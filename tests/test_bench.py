@@ -150,6 +150,11 @@ def test_a_nan_hypergradient_is_a_failed_check_not_a_time(tmp_path):
         in "\n".join(report.checks(rows))
     md = report.markdown({**summary, "results": rows, "peer_ratios": peers})
     assert "| invalid (wrong result, cos 0.00; 0.50) |" in md
+    # ablo's own estimate NaN: its time check is INVALID, not PASS
+    rows[0]["grad_file"] = str(nan)
+    text = "\n".join(report.checks(suite.analyse(rows)))
+    assert "INVALID (NaN result, not a time) reverse time / jax.grad through lax.scan" in text
+    assert "PASS reverse time" not in text
 
 
 def test_smoke_suite_with_a_peer(tmp_path):

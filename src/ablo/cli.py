@@ -388,6 +388,7 @@ def diagnose(steps: int = typer.Option(20, help="inner steps r of the example pr
     from . import estimators
     from .diagnose import diagnose as run_diagnosis
     from .diagnose import format_diagnosis
+    from .estimators.debiased import check_exact
 
     if steps < 2 or samples < 2:
         raise CLIError(f"--steps and --samples must be >= 2; got {steps} and {samples}")
@@ -396,10 +397,11 @@ def diagnose(steps: int = typer.Option(20, help="inner steps r of the example pr
     problem, theta, sampler = example_problem(steps)
     try:
         exact_branch = estimators.parse(branch)
-        report = run_diagnosis(problem, theta, sampler, jax.random.PRNGKey(seed), n_samples=samples,
-                               branch=exact_branch)
+        check_exact(exact_branch)
     except ValueError as e:
         raise CLIError(f"--branch {branch}: {e}") from None
+    report = run_diagnosis(problem, theta, sampler, jax.random.PRNGKey(seed), n_samples=samples,
+                           branch=exact_branch)
     typer.echo(format_diagnosis(report))
 
 

@@ -29,6 +29,10 @@ AGREE_MIN_COS = 1 - 1e-4
 #: Looser than AGREE_MIN_COS: 20 float32 CG iterations on an indefinite Hessian legitimately
 #: differ in the third digit.
 PEER_VALID_COS = 0.9
+#: Methods whose program has the loop structure of its reference, so that XLA's flop counts (a
+#: loop body counted once) compare work per step; elsewhere (nested loops, a cond holding both
+#: branches, CG's while loop) the column is left out.
+FLOPS_COMPARABLE = {"reverse", "reverse-residuals", "fom", "truncated"}
 
 
 def machine() -> dict:
@@ -61,6 +65,13 @@ def check_r(rows, problem) -> int:
     return checked[0] if checked else CHECK_R.get(problem, 0)
 
 
+def _verdict(row: dict, passed: bool) -> str:
+    """PASS/FAIL of a time or memory check, or INVALID when the estimate timed was NaN/inf."""
+    if row.get("nonfinite") or row.get("vs_ref_nonfinite"):
+        return "INVALID (NaN result, not a time)"
+    return "PASS" if passed else "FAIL"
+
+
 def checks(rows: list) -> list:
     """Issue 12's done-when lines for the benchmark, one per check, PASS/FAIL/NOT RUN with the figure."""
     ok = lambda b: "PASS" if b else "FAIL"
@@ -74,18 +85,18 @@ def checks(rows: list) -> list:
             work = (f"; XLA's flops (loop bodies counted once: one forward and one backward step and the outer "
                     f"gradient) {rev['gflop']:.3g} vs {rev['ref_gflop']:.3g} GFLOP = {rev['gflop'] / rev['ref_gflop']:.2f}x"
                     if rev.get("gflop") and rev.get("ref_gflop") else "")
-            out.append(f"{ok(rev['ratio'] <= lim)} reverse time / jax.grad through lax.scan <= {lim}: {p} r={R}: "
+            out.append(f"{_verdict(rev, rev['ratio'] <= lim)} reverse time / jax.grad through lax.scan <= {lim}: {p} r={R}: "
                        f"{rev['ratio']:.2f} ({rev['time_s']:.3g} s vs {rev['ref_s']:.3g} s{work})")
         if rev.get("temp_mb") and rev.get("ref_temp_mb"):
             m = rev["ref_temp_mb"] / rev["temp_mb"]
             states = R * rev["state_mb"] if rev.get("state_mb") else None
             bound = (f"; the r stored states alone take {states:.1f} MB, so no states-storing sweep exceeds "
                      f"{rev['ref_temp_mb'] / states:.1f}" if states else "")
-            out.append(f"{ok(m >= REVERSE_MEMORY_MIN)} standard form temp / reverse temp >= {REVERSE_MEMORY_MIN:g}: "
+            out.append(f"{_verdict(rev, m >= REVERSE_MEMORY_MIN)} standard form temp / reverse temp >= {REVERSE_MEMORY_MIN:g}: "
                        f"{p} r={R}: {m:.1f} ({rev['ref_temp_mb']:.1f} MB vs {rev['temp_mb']:.1f} MB{bound})")
         ck = at.get("checkpointed", {})
         if "vs_reverse" in ck:
-            out.append(f"{ok(ck['vs_reverse'] <= CHECKPOINTED_MAX)} checkpointed time / reverse time <= "
+            out.append(f"{_verdict(ck, ck['vs_reverse'] <= CHECKPOINTED_MAX)} checkpointed time / reverse time <= "
                        f"{CHECKPOINTED_MAX}: {p} r={R}: {ck['vs_reverse']:.2f} (same process; grads "
                        f"{ck['cost']['grad_evals']:.0f}, two-level ideal {2 * R + 1})")
         for m, row in sorted(at.items()):
@@ -121,12 +132,12 @@ def _other(p, R, m, row, rows) -> str:
         return (f"INFO {p} {m} r={R}: no hand-written reference of this algorithm; time / {row.get('ref')} "
                 f"reference: {fig}")
     if "ratio" in row:
-        return f"{'PASS' if row['ratio'] <= OTHER_MAX else 'FAIL'} time / reference <= {OTHER_MAX}: {p} {m} r={R}: " \
+        return f"{_verdict(row, row['ratio'] <= OTHER_MAX)} time / reference <= {OTHER_MAX}: {p} {m} r={R}: " \
                f"{row['ratio']:.2f} ({row['time_s']:.3g} s vs {row['ref_s']:.3g} s)"
     timed = sorted((r for r in _rows(rows, p) if r["method"] == m and "ratio" in r), key=lambda r: r["r"])
     if timed:
         t = timed[-1]
-        return (f"{'PASS' if t['ratio'] <= OTHER_MAX else 'FAIL'} time / reference <= {OTHER_MAX}: {p} {m} at "
+        return (f"{_verdict(t, t['ratio'] <= OTHER_MAX)} time / reference <= {OTHER_MAX}: {p} {m} at "
                 f"r={t['r']} (not timed at r={R}: {_why(m)}): {t['ratio']:.2f}")
     return f"NOT RUN {p} {m} r={R}: {_why(m)}"
 
@@ -155,7 +166,8 @@ def markdown(summary: dict) -> str:
         for r in sorted(_rows(rows, p), key=lambda r: (r["r"], r["method"])):
             c = r.get("cost", {})
             mem = r["ref_temp_mb"] / r["temp_mb"] if r.get("temp_mb") and r.get("ref_temp_mb") else None
-            flops = r["gflop"] / r["ref_gflop"] if r.get("gflop") and r.get("ref_gflop") else None
+            flops = (r["gflop"] / r["ref_gflop"] if r.get("gflop") and r.get("ref_gflop")
+                     and r["method"] in FLOPS_COMPARABLE else None)
             lines.append("| " + " | ".join([
                 p, r["method"], str(r["r"]), str(r.get("rounds_run", 0)), _fmt(r.get("time_s")), str(r.get("ref", "-")),
                 _fmt(r.get("ref_s")), _fmt(r.get("ratio"), ".2f"), _fmt(r.get("vs_reverse"), ".2f"),

@@ -225,11 +225,13 @@ def rerender(out_dir) -> dict:
 
     out_dir = Path(out_dir)
     summary = json.loads((out_dir / "results.json").read_text())
-    for row in summary["results"]:  # grad files are named by configuration inside out_dir/grads;
-        if row.get("grad_file"):     # a row whose file is gone keeps its recorded comparisons
-            path = out_dir / "grads" / Path(row["grad_file"]).name
-            row["grad_file"] = str(path) if path.exists() else None
-    rows = analyse(summary["results"])
+    # grad files are named by configuration inside out_dir/grads; rows whose file is gone keep
+    # their recorded comparisons, and every row keeps its recorded path
+    local = [dict(r, grad_file=str(out_dir / "grads" / Path(r["grad_file"]).name)) if r.get("grad_file") else r
+             for r in summary["results"]]
+    local = [dict(r, grad_file=None) if r.get("grad_file") and not Path(r["grad_file"]).exists() else r
+             for r in local]
+    rows = [dict(a, grad_file=r.get("grad_file")) for a, r in zip(analyse(local), summary["results"])]
     summary.update(results=rows, peer_ratios=peer_ratios(rows), checks=report.checks(rows))
     summary.setdefault("rerendered", []).append(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     _write(summary, out_dir)
