@@ -118,6 +118,27 @@ def test_first_step_norm_sets_eta0_per_method_so_the_first_update_has_that_norm(
     assert hc.outer_optimizer(explicit, problem, Reverse(), theta0, data["task"], key)[1] == 0.25
 
 
+def test_descent_ratio_uses_the_runs_estimator_state_and_a_key_per_evaluation():
+    """An exact estimator's h is d (ratio 1); UFOM's ξ is drawn afresh per evaluation (both branches
+    appear over steps, not one draw repeated); the estimator state passed in is the one used."""
+    from types import SimpleNamespace
+
+    from ablo import UFOM, Truncated
+
+    cfg = small_cfg(n_train=100, n_val=100)
+    data = hc.make_data(cfg, seed=0)
+    problem = make_problem(steps=4, phi0=linear_init(64, 10))
+    theta, key = jnp.zeros(100) + 0.3, jax.random.PRNGKey(1)
+    at = lambda step, st=None: SimpleNamespace(step=step, estimator_state=st)
+    assert hc.make_eval(problem, data, Truncated(K=4), key)(theta, at(0))["descent_ratio"] == pytest.approx(1.0)
+    ufom = UFOM(q=0.5)
+    ev = hc.make_eval(problem, data, ufom, key)
+    state = ufom.init(problem, theta, data["task"])
+    ratios = {round(ev(theta, at(step, state))["descent_ratio"], 6) for step in range(12)}
+    assert len(ratios) == 2  # FOM's branch (0: its h is 0 here) and the debiased one, across evaluations
+    assert "descent_ratio" not in hc.make_eval(problem, data)(theta, at(0))
+
+
 def test_f1_of_the_threshold_rule_matches_a_hand_count():
     theta = jnp.array([-5.0, -4.0, -2.9, 0.0, -3.5, 1.0])
     corrupted = jnp.array([True, True, True, False, False, False])
@@ -271,7 +292,8 @@ def test_a_run_that_diverges_after_passing_the_check_stops_with_one_line(tmp_pat
 # --- the papers' figures ---------------------------------------------------------------------------
 def paper_config(**kw):
     cfg = {"model": "linear", "n_train": 5000, "n_val": 5000, "corrupt": 0.5, "steps": 100, "corruption": "uniform",
-           "test_set": "rest", "outer_steps": 1000, "dataset": {"name": "MNIST", "train_images": 60000, "test_images": 10000, "image_size": 28}}
+           "test_set": "rest", "outer_steps": 1000, "budget_calls": None, "schedule": "inv-sqrt", "decay_bias": True,
+           "l2": 0.001 / 5000, "dataset": {"name": "MNIST", "train_images": 60000, "test_images": 10000, "image_size": 28}}
     return {**cfg, **kw}
 
 
@@ -285,6 +307,9 @@ def test_papers_figures_only_on_their_data_and_protocol():
     for cfg, why in [(paper_config(steps=20), "steps = 20 (paper: 100)"),
                      (paper_config(corruption="wrong"), "corruption = wrong (paper: uniform)"),
                      (paper_config(outer_steps=60), "outer_steps = 60 (paper: 1000)"),
+                     (paper_config(schedule="constant"), "schedule = constant (paper: inv-sqrt)"),
+                     (paper_config(l2=0.01), "l2 = 0.01"), (paper_config(budget_calls=5e4), "budget_calls = 50000"),
+                     (paper_config(decay_bias=False), "decay_bias = False (paper: True)"),
                      (paper_config(model="mlp"), "corruption = uniform (paper: wrong)"),
                      (paper_config(n_train=1000), "n_train = 1000"),
                      (paper_config(dataset={"name": "MNIST", "train_images": 300, "test_images": 100,
@@ -314,3 +339,4 @@ def test_paired_note_reports_per_seed_differences_against_the_first_method():
     note = hc.paired_note(rows, "test_acc")
     se = np.std([1, 0.5, 1], ddof=1) / np.sqrt(3)
     assert f"aufom − exact: +0.833 ± {se:.2g} (higher on 3 of 3 seeds)" in note
+    assert hc.paired_note([r for r in rows if r["method"] == "exact"], "test_acc") == ""  # nothing to pair

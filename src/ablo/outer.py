@@ -275,6 +275,12 @@ def _no_progress(description: str, total):
     yield lambda n=1: None
 
 
+def eval_key(key, step: int):
+    """The key of an evaluation after ``step`` outer steps of a run started from ``key``, apart
+    from the keys of the steps themselves (for an ``eval_fn(θ, state)`` that draws an estimate)."""
+    return jax.random.fold_in(jax.random.split(key)[1], step)
+
+
 def _eval_takes_state(eval_fn) -> bool:
     """True when ``eval_fn`` takes (θ, state) rather than θ alone."""
     try:

@@ -29,7 +29,9 @@ EXACT = ("reverse", "recompute", "checkpointed", "forward")  # the papers' "exac
 #: images), 5000 training and 5000 validation examples, r = 100; 001 replaces each training label with
 #: probability 1/2 by a uniformly random one and tests on the rest of MNIST, 000 corrupts 2500 labels.
 HYPERCLEANING_PROTOCOL = {"n_train": 5000, "n_val": 5000, "corrupt": 0.5, "steps": 100}
-HYPERCLEANING_MODEL_PROTOCOL = {"linear": {"corruption": "uniform", "test_set": "rest", "outer_steps": 1000},
+HYPERCLEANING_MODEL_PROTOCOL = {"linear": {"corruption": "uniform", "test_set": "rest", "outer_steps": 1000,
+                                           "budget_calls": None, "schedule": "inv-sqrt", "decay_bias": True,
+                                           "l2": 0.001 / 5000},  # λ = 0.001/n on the mean (App. G.1's ratio)
                                 "mlp": {"corruption": "wrong"}}
 
 
@@ -44,7 +46,8 @@ def hypercleaning_figures_withheld(config: Mapping) -> str:
                                                 if d.get("name") == "MNIST" else "")
         return f"they are for 28x28 MNIST with 60000/10000 images, this run read {read}"
     protocol = {**HYPERCLEANING_PROTOCOL, **HYPERCLEANING_MODEL_PROTOCOL.get(config.get("model"), {})}
-    differ = [f"{k} = {config.get(k)} (paper: {v})" for k, v in protocol.items() if config.get(k) != v]
+    same = lambda a, b: (a == b or (isinstance(a, float) and isinstance(b, float) and abs(a - b) <= 1e-12 * abs(b)))
+    differ = [f"{k} = {config.get(k)} (paper: {v})" for k, v in protocol.items() if not same(config.get(k), v)]
     return f"the protocol differs: {', '.join(differ)}" if differ else ""
 
 

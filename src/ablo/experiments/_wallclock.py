@@ -100,7 +100,7 @@ def plot_curves(curves: list, path, title: str, group_key: str = "method") -> No
         ax.set_xlabel("running time / s")
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
-    axes[0].legend(title="one line per seed" if any(c.get("seed", 0) for c in curves) else None)
+    axes[0].legend(title="one line per seed" if len({c.get("seed") for c in curves}) > 1 else None)
     fig.suptitle(f"{title}\nevery point: the full test set")
     save_figure(fig, path)
 

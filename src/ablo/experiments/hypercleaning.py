@@ -47,6 +47,7 @@ import optax
 from . import Experiment, RunContext, register
 from .. import estimators, outer
 from ..curvature import check_step_size, top_eigenvalue
+from ..estimators.unrolled import ExactUnrolled, Truncated
 from ..models import cross_entropy, linear_init, mlp_apply, mlp_init
 from ..problems.hypercleaning import f1_corrupted, make_problem
 from ..results import axis_label, figure_legend, natural_key, save_figure, write_csv, write_markdown, write_summary
@@ -268,16 +269,18 @@ TRUE_GRAD = ("true_grad_norm", "descent_ratio")
 
 
 def make_eval(problem, data: dict, estimator=None, key=None):
-    """θ -> metrics of the classifier φ_r(θ) trained by the inner loop. With ``estimator``, also
-    the norm of the exact hypergradient d = ∂M^(r)/∂θ (reverse mode; paper 001 Fig. 5) and the
-    descent ratio hᵀd/‖d‖² of the estimator's h at θ (paper 001 Fig. 2, Lemma 3.2), drawn with ``key``."""
+    """(θ, outer state) -> metrics of the classifier φ_r(θ) trained by the inner loop. With
+    ``estimator``, also the norm of the exact hypergradient d = ∂M^(r)/∂θ (reverse mode; paper 001
+    Fig. 5) and the descent ratio hᵀd/‖d‖² of the estimate h the run would draw at θ (paper 001
+    Fig. 2, Lemma 3.2): the run's own estimator state, a key of its own per evaluation
+    (``outer.eval_key``); an exact estimator's h is d itself."""
     task, (xt, yt) = data["task"], data["test"]
     clean = ~data["corrupted"]
     exact = estimators.parse("reverse")
-    reuse = estimator is not None and estimators.spec_of(estimator) == estimators.spec_of(exact)  # h = d: one sweep
+    reuse = isinstance(estimator, ExactUnrolled) or (isinstance(estimator, Truncated) and estimator.K >= problem.steps)
 
     @jax.jit
-    def evaluate(theta):
+    def evaluate(theta, est_state, k):
         task_, xt_ = jax.lax.optimization_barrier((task, xt))  # keep XLA from constant-folding the data
         phi = problem.optimizer.params(problem.run(theta, task_))
         hit_tr = jnp.argmax(mlp_apply(phi, task_["x"]), 1) == data["clean_y"]
@@ -289,12 +292,17 @@ def make_eval(problem, data: dict, estimator=None, key=None):
                "val_ce": problem.outer_loss(theta, phi, task_),
                "f1": f1_corrupted(theta, data["corrupted"])}
         if estimator is not None:
-            d = exact.estimate(problem, theta, task_, exact.init(problem, theta, task_), key)[0]
-            h = d if reuse else estimator.estimate(problem, theta, task_, estimator.init(problem, theta, task_), key)[0]
+            d = exact.estimate(problem, theta, task_, exact.init(problem, theta, task_), k)[0]
+            h = d if reuse else estimator.estimate(problem, theta, task_, est_state, k)[0]
             out.update(true_grad_norm=jnp.linalg.norm(d), descent_ratio=jnp.vdot(h, d) / jnp.vdot(d, d))
         return out
 
-    return lambda theta: {k: float(v) for k, v in evaluate(theta).items()}
+    def eval_fn(theta, state):
+        est_state = state.estimator_state if estimator is not None else None
+        k = outer.eval_key(key, int(state.step)) if key is not None else None
+        return {name: float(v) for name, v in evaluate(theta, est_state, k).items()}
+
+    return eval_fn
 
 
 def outer_optimizer(cfg: Config, problem, estimator, theta0, task, key) -> tuple:
@@ -338,9 +346,10 @@ def run(config: Config, ctx: RunContext) -> dict:
         problem, task = s["problem"], s["data"]["task"]
         sampler = lambda key: jax.lax.optimization_barrier(task)  # |Ω_T| = 1; barrier: no constant folding
         key = jax.random.PRNGKey(seed)
+        plain = make_eval(problem, s["data"])  # the same for every method when no h is compared
         for spec in cfg.methods:
             est = estimators.parse(spec)
-            evaluate = make_eval(problem, s["data"], est if cfg.track_true_grad else None, key)
+            evaluate = make_eval(problem, s["data"], est, key) if cfg.track_true_grad else plain
             optimizer, eta0 = outer_optimizer(cfg, problem, est, s["theta0"], task, key)
             res = outer.run(problem, est, optimizer, s["theta0"], sampler, key=key, budget=budget,
                             eval_fn=evaluate, eval_every=cfg.eval_every, checkpoint_every=cfg.eval_every,
@@ -443,10 +452,10 @@ def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
     table = []
     for method, rs in groups.items():
         t = {"method": method, "seeds": len(rs)}
-        for k in keys:
-            v = np.array([np.nan if r.get(k) is None else r[k] for r in rs], float)
-            t[k] = None if np.isnan(v).all() else float(v.mean())
-            if k in ("test_acc", "train_clean_acc") and len(rs) > 1:
+        for k in keys:  # a metric not computed is absent (None); one computed as NaN stays NaN, visibly
+            v = np.array([r[k] for r in rs if r.get(k) is not None], float)
+            t[k] = float(v.mean()) if v.size else None
+            if k in ("test_acc", "train_clean_acc") and v.size > 1:
                 t[k + "_std"] = float(v.std(ddof=1))
         t.update(reference(NAME, cfg, rs[0]))
         table.append(t)
@@ -490,7 +499,7 @@ def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
     if not linear:
         notes.append("'recompute' is the paper's memory-efficient exact estimator. FOM's hypergradient is exactly 0 "
                      "here (V, L_out independent of θ), so FOM is training on uncleaned data.")
-    if len(cfg["seeds"]) > 1:
+    if len(cfg["seeds"]) > 1 and len(groups) > 1:
         notes.append(paired_note(rows, "test_acc"))
     cols = ["method", "seeds"]
     for t in table:
@@ -506,6 +515,8 @@ def paired_note(rows: list, key: str) -> str:
     for r in rows:
         by.setdefault(r["method"], {})[r["seed"]] = r[key]
     (ref, base), *others = by.items()
+    if not others:
+        return ""
     parts = []
     for method, vals in others:
         seeds = sorted(set(vals) & set(base))

@@ -218,16 +218,11 @@ def make_evaluate(problem, est):
     return evaluate
 
 
-def eval_key(key, step: int):
-    """The key of the evaluation after ``step`` outer steps (apart from the steps' own keys)."""
-    return jax.random.fold_in(jax.random.split(key)[1], step)
-
-
 def train(problem, est, cfg: Config, task, test, key, evaluate, ctx: RunContext, label: str):
     """θ trained by Adam(outer_lr) with ``est`` for ``outer_steps`` steps (:func:`ablo.outer.run`, checkpointed
     and resumable under ``ctx``). Returns (RunResult, [eval entries with "step"])."""
     def eval_fn(theta, state):
-        m = evaluate(theta, state.estimator_state, eval_key(key, int(state.step)), task, test)
+        m = evaluate(theta, state.estimator_state, outer.eval_key(key, int(state.step)), task, test)
         return {k: float(v) for k, v in m.items()}
 
     result = outer.run(problem, est, optax.adam(cfg.outer_lr), theta0(cfg), lambda k: task, key=key,
@@ -285,7 +280,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
         for trial, task in enumerate(tasks):
             key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), trial)
             result, evals = train(problem, est, cfg, task, test, key, evaluate, ctx, f"{spec} trial {trial}")
-            first = evaluate(theta0(cfg), est.init(problem, theta0(cfg), task), eval_key(key, 0), task, test)
+            first = evaluate(theta0(cfg), est.init(problem, theta0(cfg), task), outer.eval_key(key, 0), task, test)
             first = {k: float(v) for k, v in first.items()}
             points = [{"step": 0, **first}] + [{k: e[k] for k in ("step", *first)} for e in evals]
             curves += [{"method": spec, "trial": trial, **p} for p in points]
