@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import estimators, outer
 from ..estimators import FOM, UFOM, Reverse
-from ..estimators.unrolled import ExactUnrolled
+from ..estimators.debiased import check_exact
 from ..inner import gd
 from ..problem import BilevelProblem
 from ..results import save_figure, write_csv, write_markdown, write_summary
@@ -92,12 +92,9 @@ class Config(ExperimentConfig):
             if len(v) != 2 or not v[0] <= v[1]:
                 raise ConfigError(f"{key}: give lo, hi with lo <= hi; got {list(v)!r}")
         try:
-            branch = estimators.parse(self.exact)
+            check_exact(estimators.parse(self.exact))
         except ValueError as e:
             raise ConfigError(f"exact: {e}") from None
-        if not isinstance(branch, ExactUnrolled):
-            raise ConfigError(f"exact: UFOM's exact branch must be an unrolled exact estimator (recompute, checkpointed, "
-                              f"binomial, reverse); got {self.exact!r}")
         if self.record_every > self.outer_steps:
             raise ConfigError(f"record_every: {self.record_every} exceeds outer_steps = {self.outer_steps}")
 
@@ -161,12 +158,11 @@ def expected_curves(problem, estimator, task_sets, theta0, keys, cfg: Config, la
     return _summarise(*run(), label)
 
 
-def ufom_sweep(problem, qs, task_sets, theta0, keys, cfg: Config, label: str):
-    """:func:`expected_curves` of UFOM (exact branch ``cfg.exact``) for every q in ``qs`` at once: q
+def ufom_sweep(problem, qs, branch, task_sets, theta0, keys, cfg: Config, label: str):
+    """:func:`expected_curves` of UFOM (exact branch ``branch``) for every q in ``qs`` at once: q
     is a traced value of ``UFOM(q=...)``, vmapped, so the whole sweep compiles once. Under vmap UFOM's branch on ξ
     becomes a select (both branches computed, the estimates and counts unchanged). Returns arrays
     of shape (n_alpha, n_q, records)."""
-    branch = estimators.parse(cfg.exact)
     sweep = jax.jit(jax.vmap(lambda q: _curves(problem, UFOM(q=q, exact=branch), task_sets, theta0, keys, cfg)))
     gn, calls, flags = sweep(jnp.asarray(qs, jnp.result_type(float)))
     for i, q in enumerate(qs):  # name the first diverging q as its spec
@@ -190,7 +186,8 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     # L_in = α f_i with unit GD is GD of size α on f_i: α must be below 2/a_i at every α
     counterexample.check_alpha(counterexample.make_problem(float(alphas[-1]), r),
                                counterexample.stack_tasks(cfg.a, cfg.b, cfg.A), float(alphas[-1]), name="alpha")
-    c_det, c_rnd = cost_model(r, cfg.C1, cfg.C2, exact=estimators.parse(cfg.exact))
+    branch = estimators.parse(cfg.exact)
+    c_det, c_rnd = cost_model(r, cfg.C1, cfg.C2, exact=branch)
     thetas = jnp.linspace(*cfg.theta_grid_range, cfg.theta_grid_points)
     task_sets = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[make_tasks(cfg.a, cfg.b, cfg.A, al) for al in alphas])
     with ctx.progress(f"{NAME}: D2, V2", 1) as advance:
@@ -208,7 +205,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     steps = every * (cfg.outer_steps // every)
     with ctx.progress(f"{NAME}: SGD runs over q (one vmapped sweep) and q = 0", 2) as advance:
         positive = qs > 0
-        rms_q, calls_q = ufom_sweep(problem, qs[positive], task_sets, theta0, run_keys, cfg, f"{NAME} ufom")
+        rms_q, calls_q = ufom_sweep(problem, qs[positive], branch, task_sets, theta0, run_keys, cfg, f"{NAME} ufom")
         advance()
         rms_0, calls_0 = expected_curves(problem, estimators.parse("fom"), task_sets, theta0, run_keys, cfg,
                                          f"{NAME} fom")
