@@ -8,13 +8,15 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from ablo import estimators
 from ablo.estimators import StocBiO
 from ablo.experiments import get
 from ablo.experiments.config import ConfigError
-from ablo.experiments.stochastic_hypercleaning import corrupt, make_problem, outer_optimizer, unit_rows
+from ablo.experiments._wallclock import outer_step_size
+from ablo.experiments.stochastic_hypercleaning import corrupt, make_problem, unit_rows
 from ablo.models import linear_init
 from ablo.problems import hypercleaning
 from _cli_run import ablo, one_error_line
@@ -64,7 +66,7 @@ def test_defaults_run_the_papers_corruption_rates_hoag_schedule_and_ttsa_time_sc
     assert float(parsed["hoag"].tolerance(0)) == pytest.approx(1e-3) and parsed["hoag"].maxiter >= 1000
 
     def steps(est):  # Adam on a constant gradient moves by its step size α_k
-        tx, x = outer_optimizer(est, 0.1), jnp.zeros(())
+        tx, x = optax.adam(outer_step_size(est, 0.1)), jnp.zeros(())
         opt, out = tx.init(x), []
         for _ in range(4):
             u, opt = tx.update(jnp.ones(()), opt, x)

@@ -127,6 +127,9 @@ def test_ttsa_two_time_scales():
         betas.append(float(jnp.vdot(y - state.inner, h) / jnp.vdot(h, h)))
         np.testing.assert_allclose(state.inner, y - betas[-1] * h, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(betas, 0.2 * (np.arange(5) + 1.0) ** -0.4, rtol=1e-10)
+    adam = ablo.BilevelProblem(inner_loss, outer_loss, ablo.adam(0.2), 1, init=ablo.constant_init(jnp.zeros(D_PHI)))
+    with pytest.raises(ValueError, match="needs the inner optimizer ablo.gd"):  # Adam would undo β_k's decay
+        est.init(adam, THETA, same)
     alpha = est.outer_schedule(0.5)
     tx = optax.sgd(alpha)
     x, opt = jnp.zeros(()), tx.init(jnp.zeros(()))

@@ -339,7 +339,12 @@ class TTSA(_SingleSample):
         return lambda count: lr * (jnp.asarray(count, jnp.result_type(float)) + 1.0) ** -self.outer_decay
 
     def init(self, problem, theta, task):
-        """The inner optimizer state s_0 (the fast iterate), outer step 0."""
+        """The inner optimizer state s_0 (the fast iterate), outer step 0. TTSA's inner decay scales
+        the gradient handed to the optimizer, which is a step size only for plain GD (Adam would
+        undo it, momentum would change its meaning): other inner optimizers are refused."""
+        if getattr(problem.optimizer, "name", None) != "gd":
+            raise ValueError(f"ttsa: the inner step β_k = β_0 (k+1)^-inner_decay needs the inner optimizer "
+                             f"ablo.gd(β_0); got {getattr(problem.optimizer, 'name', problem.optimizer)!r}")
         return StochasticState(problem.initial_state(theta, task), jnp.asarray(0, jnp.int32))
 
     def estimate(self, problem, theta, task, state, key):

@@ -55,6 +55,21 @@ def wallclock_run(problem, estimator, optimizer, theta0, task, *, key, seconds: 
     return curve, result
 
 
+def outer_step_size(est, lr: float):
+    """The outer step size ``lr`` for ``est``, or its own schedule when it has one (TTSA's slow
+    time scale α_k = lr (k+1)^{−outer_decay}, :meth:`ablo.TTSA.outer_schedule`): every wall-clock
+    experiment runs a two-time-scale method on its two scales."""
+    schedule = getattr(est, "outer_schedule", None)
+    return schedule(lr) if schedule is not None else lr
+
+
+def schedule_note(methods) -> str:
+    """What the runs' two-time-scale methods did with their step sizes ("" when there are none)."""
+    return " ".join(f"{est.name.upper()}: outer lr (k+1)^-{est.outer_decay:g} with its inner step "
+                    f"(k+1)^-{est.inner_decay:g}, two time scales." for est in methods
+                    if getattr(est, "outer_schedule", None) is not None)
+
+
 #: What an implicit estimator's state reports (``describe_state``) and the curves and rows keep:
 #: the last CG solve's matvecs and residual, HOAG's next tolerance ε_k and its safety-cap hits.
 SOLVER_REPORT = ("solver_matvecs", "solver_residual", "tol", "cg_cap_hits")

@@ -42,7 +42,8 @@ from ..models import accuracy, cross_entropy
 from ..problem import BilevelProblem, constant_init
 from ..results import write_csv, write_markdown, write_summary
 from ._notes import paper_note, smoke_note, smoke_option
-from ._wallclock import curve_rows, plot_curves, protocol_note, result_row, seeded_split, wallclock_run
+from ._wallclock import (curve_rows, outer_step_size, plot_curves, protocol_note, result_row, schedule_note,
+                         seeded_split, wallclock_run)
 from .config import ExperimentConfig, option
 
 NAME = "newsgroups"
@@ -155,7 +156,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     with ctx.progress(f"{NAME}: methods x seeds", len(methods) * len(cfg.seeds)) as advance:
         for seed, task in tasks.items():
             for spec, est in methods.items():
-                curve, r = wallclock_run(problem, est, optax.sgd(cfg.outer_lr), lam0, task,
+                curve, r = wallclock_run(problem, est, optax.sgd(outer_step_size(est, cfg.outer_lr)), lam0, task,
                                          key=jax.random.PRNGKey(seed), seconds=cfg.seconds, steps=cfg.outer_steps,
                                          eval_every=cfg.eval_every, evaluate=evaluate, ctx=ctx,
                                          label=f"{NAME} {spec} seed {seed}")
@@ -170,7 +171,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     paper = paper_note(PAPER_NOTE, "Paper 004 Figure 2", "20 Newsgroups", real, cfg.smoke)
     protocol = (f"T = {cfg.inner_steps} inner GD steps (lr {cfg.inner_lr}), warm-started by every method that "
                 f"carries its iterate (itd-bio, aid-bio, aid-fp, hoag, stocbio), outer SGD (lr {cfg.outer_lr}).")
-    notes = (f"{smoke}Data: {description}.\n\nProtocol: {protocol} {protocol_note(cfg)}\n\n{paper}\n\n"
+    notes = (f"{smoke}Data: {description}.\n\nProtocol: {protocol} {schedule_note(methods.values())} {protocol_note(cfg)}\n\n{paper}\n\n"
              "HOAG: tol is the CG tolerance ε_k its next step would use, cg_cap_hits the steps whose CG stopped at "
              "the safety cap before ε_k. Curves: curves.csv; plot: test_vs_time.png.")
     write_markdown(ctx.out / "results.md", "20 Newsgroups: per-feature l2 regularization (paper 004 §A.2)", rows,

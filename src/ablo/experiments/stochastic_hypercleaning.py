@@ -42,13 +42,13 @@ import optax
 from . import Experiment, RunContext, register
 from .. import estimators
 from ..curvature import check_step_size
-from ..estimators import TTSA
 from ..models import accuracy, cross_entropy, linear_init, mlp_apply
 from ..problem import BilevelProblem
 from ..problems import hypercleaning
 from ..results import write_csv, write_markdown, write_summary
 from ._notes import paper_note, smoke_note, smoke_option
-from ._wallclock import curve_rows, plot_curves, protocol_note, result_row, seeded_split, wallclock_run
+from ._wallclock import (curve_rows, outer_step_size, plot_curves, protocol_note, result_row, schedule_note,
+                         seeded_split, wallclock_run)
 from .config import ConfigError, ExperimentConfig, option
 
 NAME = "stochastic-hypercleaning"
@@ -161,12 +161,6 @@ def prepare(cfg: Config, seed: int, methods: dict) -> tuple:
     return problems, tasks, jnp.asarray(x_te), jnp.asarray(y_te), description
 
 
-def outer_optimizer(est, lr: float):
-    """Outer Adam with step size ``lr``; for TTSA its slow time scale α_k = lr (k+1)^{−3/5}
-    (:meth:`ablo.TTSA.outer_schedule`, Hong et al. 2020), whose inner step decays as (k+1)^{−2/5}."""
-    return optax.adam(est.outer_schedule(lr) if isinstance(est, TTSA) else lr)
-
-
 def run(cfg: Config, ctx: RunContext) -> dict:
     methods = {spec: estimators.parse(spec) for spec in cfg.methods}
     data = {seed: prepare(cfg, seed, methods) for seed in cfg.seeds}  # step sizes checked before any run
@@ -180,7 +174,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
                 lam0 = jnp.zeros(task["train"]["y"].shape[0], jnp.float32)
                 for spec, est in methods.items():
                     lr = cfg.single_sample_inner_lr if est.name in SINGLE_SAMPLE else cfg.inner_lr
-                    curve, r = wallclock_run(problems[lr], est, outer_optimizer(est, cfg.outer_lr), lam0, task,
+                    curve, r = wallclock_run(problems[lr], est, optax.adam(outer_step_size(est, cfg.outer_lr)), lam0, task,
                                              key=jax.random.PRNGKey(seed), seconds=cfg.seconds,
                                              steps=cfg.outer_steps, eval_every=cfg.eval_every, evaluate=evaluate,
                                              ctx=ctx, label=f"{NAME} {spec} p {p:g} seed {seed}")
@@ -195,9 +189,8 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     smoke = smoke_note(cfg)
     paper = paper_note(PAPER_NOTE, "Paper 004 Figure 4", "MNIST", real, cfg.smoke)
     protocol = (f"T = {cfg.inner_steps} inner steps (lr {cfg.inner_lr}; BSA/TTSA {cfg.single_sample_inner_lr}), "
-                f"warm-started by every method that carries its iterate, outer Adam (lr {cfg.outer_lr}; TTSA: "
-                f"lr (k+1)^-0.6 with its inner step (k+1)^-0.4, two time scales), C_r = "
-                f"{cfg.l2}; methods {', '.join(methods)}.")
+                f"warm-started by every method that carries its iterate, outer Adam (lr {cfg.outer_lr}), C_r = "
+                f"{cfg.l2}; methods {', '.join(methods)}. {schedule_note(methods.values())}")
     notes = (f"{smoke}Data: {description}; labels corrupted with probability p.\n\nProtocol: {protocol} "
              f"{protocol_note(cfg)}\n\n{paper}\n\nCurves: curves.csv; plots: test_vs_time_p*.png.")
     write_markdown(ctx.out / "results.md", "Stochastic data hypercleaning (paper 004 §A.2)", rows,
