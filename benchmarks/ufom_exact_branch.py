@@ -25,7 +25,10 @@ import sys
 from pathlib import Path
 
 from ablo import estimators
-from ablo.results import write_csv, write_markdown
+from ablo.atomic import atomic_write
+from ablo.experiments import get
+from ablo.results import save_figure, write_csv, write_markdown
+from ablo.runfolder import RunFolder
 
 BRANCHES = ("recompute", "binomial", "checkpointed", "reverse")
 COLUMNS = ["exact", "states", "C_rnd", "q_star", "ufom_calls_per_step", "calls_to_target_qstar", "calls_to_target_q1",
@@ -33,9 +36,15 @@ COLUMNS = ["exact", "states", "C_rnd", "q_star", "ufom_calls_per_step", "calls_t
 
 
 def run_branch(branch: str, out: Path, settings: list) -> Path:
-    """``ablo run synthetic-q`` with UFOM's exact branch ``branch`` into ``out/<branch>`` (reused if done)."""
+    """``ablo run synthetic-q`` with UFOM's exact branch ``branch`` into ``out/<branch>``; a finished
+    run there is reused only if it was made with these settings (RunFolder's resume check refuses
+    one made with others, naming the keys)."""
     folder = out / branch
-    if not (folder / "summary.json").exists():
+    if (folder / "summary.json").exists():
+        cfg = get("synthetic-q").make_config({**dict(s.split("=", 1) for s in settings), "exact": branch})
+        with RunFolder(folder, "synthetic-q", cfg, resume=True):
+            pass
+    else:
         cmd = [sys.executable, "-m", "ablo", "run", "synthetic-q", "--out", str(folder), "--set", f"exact={branch}"]
         for s in settings:
             cmd += ["--set", s]
@@ -75,9 +84,7 @@ def plot(rows: list, folders: dict, path: Path) -> None:
     ax.set(xscale="log", yscale="log", xlabel="expected function calls", ylabel="sqrt E|∂M/∂θ(θ_k)|²",
            title=f"synthetic-q, α = {rows[0]['alpha']:.3g}: UFOM by exact branch")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:
@@ -89,7 +96,7 @@ def main() -> None:
     out = Path(a.out)
     folders = {b: run_branch(b, out, a.set) for b in a.branches.split(",")}
     rows = [row_of(b, f) for b, f in folders.items()]
-    (out / "ufom_exact_branch.json").write_text(json.dumps(rows, indent=1))
+    atomic_write(out / "ufom_exact_branch.json", json.dumps(rows, indent=1))
     write_csv(out / "ufom_exact_branch.csv", rows)
     r0 = rows[0]
     write_markdown(out / "ufom_exact_branch.md", "UFOM's exact branch on synthetic-q", rows, COLUMNS,

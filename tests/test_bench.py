@@ -210,3 +210,11 @@ def test_ufom_exact_branch_table(tmp_path):
     expected = UFOM(q=row["q_star"], exact=Checkpointed()).expected_cost(10)
     assert row["ufom_calls_per_step"] == pytest.approx(float(expected.function_calls))
     assert all((tmp_path / f"ufom_exact_branch.{ext}").stat().st_size > 0 for ext in ("csv", "md", "png"))
+    # a second call reuses the finished run with the same settings, and refuses one with others
+    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ufom_exact_branch.py"), "--out", str(tmp_path),
+                            "--branches", "checkpointed", "--set", *tiny], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-2000:]
+    other = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ufom_exact_branch.py"), "--out", str(tmp_path),
+                            "--branches", "checkpointed", "--set", *tiny[:-1], "record_every=10"],
+                           capture_output=True, text=True)
+    assert other.returncode != 0 and "record_every: 5 -> 10" in other.stderr
