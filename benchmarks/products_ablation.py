@@ -18,24 +18,22 @@ times, in one single-threaded process, alternating, for reverse and FOM on each 
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
+import json
 import os
+import statistics
+from pathlib import Path
 
-os.environ.update({"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
-                   "OMP_NUM_THREADS": "1"})
+import jax
+import numpy as np
 
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+from ablo.atomic import atomic_write
+from ablo.bench import CHECK_R, build, estimator, make_data, references
+from ablo.bench.worker import ENV, compare, flat, timed
+from ablo.results import write_csv, write_markdown
 
-import jax  # noqa: E402
-
-from ablo.atomic import atomic_write  # noqa: E402
-from ablo.bench import CHECK_R, build, estimator, make_data, references  # noqa: E402
-from ablo.bench.worker import compare, flat  # noqa: E402
-from ablo.results import write_csv, write_markdown  # noqa: E402
+os.environ.update(ENV)  # single-threaded, as the bench's workers (read when JAX's backend starts)
 
 METHODS = {"reverse": references.reverse, "fom": references.fom}
 
@@ -71,9 +69,7 @@ def time_alternating(calls: dict, repeats: int) -> dict:
     times = {k: [] for k in calls}
     for _ in range(repeats):
         for k, f in calls.items():
-            t = time.process_time()
-            jax.block_until_ready(f())
-            times[k].append(time.process_time() - t)
+            times[k].append(timed(f))
     return times
 
 
@@ -97,6 +93,9 @@ def main() -> None:
         for method in METHODS:
             calls = programs(problem, theta, task, method, r, float(data["lr"]))
             grads = {k: flat(grad_of(f())) for k, f in calls.items()}
+            bad = [k for k, g in grads.items() if not np.isfinite(g).all()]
+            if bad:  # the time of a NaN result is not a figure
+                raise SystemExit(f"{p} {method}: {', '.join(bad)} returned NaN/inf; nothing timed")
             times = time_alternating(calls, args.repeats)
             ratio = lambda a, b: statistics.median(x / y for x, y in zip(times[a], times[b]))
             row = {"problem": p, "method": method, "r": r}
