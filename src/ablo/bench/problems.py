@@ -94,10 +94,7 @@ def build(problem: str, data, r: int):
     import jax
     import jax.numpy as jnp
 
-    from ..inner import gd
-    from ..models import cross_entropy, mlp_apply
-    from ..problem import BilevelProblem, constant_init
-    from ..problems.hypercleaning import weight_decay
+    from ..problems.hypercleaning import make_problem
 
     if problem not in SIZES["full"]:
         raise ValueError(f"problem must be one of {sorted(SIZES['full'])}; got {problem!r}")
@@ -107,16 +104,7 @@ def build(problem: str, data, r: int):
                                                      ("y_val", "y_val"))}
     phi0 = [{"w": jax.device_put(data[f"w{i}"]), "b": jax.device_put(data[f"b{i}"])} for i in range(layers(data))]
     act = {"relu": jax.nn.relu, "tanh": jnp.tanh}[str(data.get("activation", "relu"))]
-    l2 = float(data["l2"])
-
-    def inner_loss(theta, phi, task):
-        ce = cross_entropy(mlp_apply(phi, task["x"], activation=act), task["y"], jax.nn.sigmoid(theta))
-        return ce + l2 * weight_decay(phi)
-
-    def outer_loss(theta, phi, task):
-        return cross_entropy(mlp_apply(phi, task["x_val"], activation=act), task["y_val"])
-
-    prob = BilevelProblem(inner_loss, outer_loss, gd(float(data["lr"])), r, constant_init(phi0))
+    prob = make_problem(steps=r, inner_lr=float(data["lr"]), l2=float(data["l2"]), phi0=phi0, activation=act)
     return prob, jax.device_put(data["theta"]), task
 
 

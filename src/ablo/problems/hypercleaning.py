@@ -20,7 +20,7 @@ constant.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -36,10 +36,11 @@ def weight_decay(phi, bias: bool = False) -> jax.Array:
 
 
 def make_problem(*, steps: int, inner_lr: float = 1.0, l2: float = 1e-3, phi0=None,
-                 optimizer: Optional[InnerOptimizer] = None, decay_bias: bool = False) -> BilevelProblem:
+                 optimizer: Optional[InnerOptimizer] = None, decay_bias: bool = False,
+                 activation: Callable = jax.nn.relu) -> BilevelProblem:
     """The hypercleaning :class:`BilevelProblem` with r = ``steps`` inner steps of GD at
     ``inner_lr`` (or the given inner ``optimizer``) and regularisation weight λ = ``l2`` on the
-    weights (and biases with ``decay_bias``).
+    weights (and biases with ``decay_bias``); ``activation`` between an MLP's layers.
     ``phi0``: the model's starting parameters in ``ablo.models.mlp_init`` layout, or None to
     read them from ``task["phi0"]``."""
 
@@ -47,11 +48,11 @@ def make_problem(*, steps: int, inner_lr: float = 1.0, l2: float = 1e-3, phi0=No
         return jax.nn.sigmoid(theta if "idx" not in task else theta[task["idx"]])
 
     def inner_loss(theta, phi, task):
-        logits = mlp_apply(phi, task["x"])
+        logits = mlp_apply(phi, task["x"], activation=activation)
         return cross_entropy(logits, task["y"], weights(theta, task)) + l2 * weight_decay(phi, decay_bias)
 
     def outer_loss(theta, phi, task):
-        return cross_entropy(mlp_apply(phi, task["x_val"]), task["y_val"])
+        return cross_entropy(mlp_apply(phi, task["x_val"], activation=activation), task["y_val"])
 
     init = constant_init(phi0) if phi0 is not None else (lambda theta, task: task["phi0"])
     return BilevelProblem(inner_loss, outer_loss, optimizer or gd(inner_lr), steps, init)
