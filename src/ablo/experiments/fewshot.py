@@ -121,10 +121,12 @@ class Config(ExperimentConfig):
     smoke: bool = smoke_option()
 
     def resolved(self) -> "Config":
-        """This config with ``ways`` and ``size`` filled: 20 and 14 on Omniglot, 3 and 8 on digits."""
+        """This config with ``ways`` and ``size`` filled (20 and 14 on Omniglot, 3 and 8 on digits)
+        and Reptile's test-time batch (m·K/2 support images)."""
         omniglot = self.data_dir is not None
-        return dataclasses.replace(self, ways=self.ways or (20 if omniglot else DIGITS_WAYS),
-                                   size=(self.size or 14) if omniglot else 8)
+        ways = self.ways or (20 if omniglot else DIGITS_WAYS)
+        return dataclasses.replace(self, ways=ways, size=(self.size or 14) if omniglot else 8,
+                                   reptile_eval_batch=self.reptile_eval_batch or max(1, ways * self.shots // 2))
 
     def validate(self) -> None:
         if self.budget_calls is None and self.outer_steps is None:
@@ -243,11 +245,10 @@ def reptile_setup(cfg: "Config", train_images: np.ndarray, test_images: np.ndarr
     limits = [n for n in (cfg.outer_steps, cfg.budget_calls and -(-int(cfg.budget_calls) // per_step)) if n]
     anneal = optax.linear_schedule(cfg.reptile_meta_step, 0.0, transition_steps=max(min(limits), 1))
     test_base = maml(convnet_apply, cross_entropy, cfg.reptile_inner_lr, cfg.reptile_eval_steps, optimizer=opt)
-    test = minibatched(test_base, cfg.reptile_eval_batch or max(1, cfg.ways * cfg.shots // 2))
-    return {"problem": train, "estimator": Reptile(), "tx": optax.sgd(anneal),
+    test = minibatched(test_base, cfg.reptile_eval_batch)
+    return {"problem": train, "tx": optax.sgd(anneal),
             "sampler": shuffled(make_sampler(train_images, cfg.ways, cfg.reptile_train_shots - 1), merge=True),
-            "test_problem": test, "test_sampler": shuffled(make_sampler(test_images, cfg.ways, cfg.shots)),
-            "outer_steps": max(min(limits), 1)}
+            "test_problem": test, "test_sampler": shuffled(make_sampler(test_images, cfg.ways, cfg.shots))}
 
 
 def make_eval(problem: BilevelProblem, sample, chunk: int = 200):
@@ -285,8 +286,10 @@ def run(config: Config, ctx: RunContext) -> dict:
     chunk = min(cfg.curve_tasks, cfg.eval_tasks)
     maml_setup = {"problem": problem, "tx": tx, "sampler": sample_train,
                   "evaluate": make_eval(problem, sample_test, chunk)}
-    reptile = reptile_setup(cfg, train_imgs, test_imgs)
-    reptile["evaluate"] = make_eval(reptile["test_problem"], reptile["test_sampler"], chunk)
+    reptile = None
+    if any(isinstance(estimators.parse(spec), Reptile) for spec in cfg.methods):  # its own problem and data
+        reptile = reptile_setup(cfg, train_imgs, test_imgs)
+        reptile["evaluate"] = make_eval(reptile["test_problem"], reptile["test_sampler"], chunk)
     rows, curves = [], []
     for seed in cfg.seeds:
         theta0 = convnet_init(jax.random.PRNGKey(seed), cfg.ways, train_imgs.shape[-1], filters=cfg.filters,
@@ -385,13 +388,15 @@ def _write_table(cfg: dict, rows: list, out_dir: Path) -> None:
         f"budget per method and seed: {cfg['budget_calls'] or '-'} function calls / {cfg['outer_steps'] or '-'} "
         f"outer steps, seeds {list(cfg['seeds'])}; test accuracy over {cfg['eval_tasks']} held-out tasks with a 95% "
         "interval.",
-        paper + " 'recompute' is the paper's memory-efficient exact estimator.",
-        f"Reptile runs Nichol et al.'s protocol (1-shot 20-way Omniglot settings of their code): "
-        f"{cfg['reptile_train_shots']} drawings per class per training task, r = {cfg['steps']} inner "
-        f"{cfg['reptile_inner_optimizer']} steps (Adam: β1 = 0; lr {cfg['reptile_inner_lr']}) on one pass of "
-        f"mini-batches, outer SGD with meta step {cfg['reptile_meta_step']} annealed linearly to 0, meta-batch "
-        f"{cfg['meta_batch']}; evaluated after {cfg['reptile_eval_steps']} inner steps on mini-batches of "
-        f"{cfg['reptile_eval_batch'] or max(1, cfg['ways'] * cfg['shots'] // 2)} support images."]
+        paper + " 'recompute' is the paper's memory-efficient exact estimator."]
+    if any(r["estimator"] == Reptile.name for r in rows):
+        notes.append(
+            f"Reptile runs Nichol et al.'s protocol (1-shot 20-way Omniglot settings of their code): "
+            f"{cfg['reptile_train_shots']} drawings per class per training task, r = {cfg['steps']} inner "
+            f"{cfg['reptile_inner_optimizer']} steps (Adam: β1 = 0; lr {cfg['reptile_inner_lr']}) on one pass of "
+            f"mini-batches, outer SGD with meta step {cfg['reptile_meta_step']} annealed linearly to 0, meta-batch "
+            f"{cfg['meta_batch']}; evaluated after {cfg['reptile_eval_steps']} inner steps on mini-batches of "
+            f"{cfg['reptile_eval_batch']} support images.")
     write_markdown(out_dir / "results.md", f"Few-shot classification ({cfg['shots']}-shot {cfg['ways']}-way)", table,
                    notes="\n\n".join(notes))
 
