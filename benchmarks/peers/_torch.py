@@ -30,7 +30,9 @@ class Data:
         self.lr, self.l2 = float(data["lr"]), float(data["l2"])
         n = sum(1 for k in data if k.startswith("w") and k[1:].isdigit())
         self.layers = [(torch.from_numpy(data[f"w{i}"]), torch.from_numpy(data[f"b{i}"])) for i in range(n)]
-        self.activation = {"relu": nn.ReLU, "tanh": nn.Tanh}[str(data.get("activation", "relu"))]
+        name = str(data.get("activation", "relu"))
+        self.activation = {"relu": nn.ReLU, "tanh": nn.Tanh}[name]  # the module, for nn.Linear networks
+        self.act = {"relu": torch.relu, "tanh": torch.tanh}[name]  # the function, for the functional form
 
     def inner(self, theta, logits, params):
         """``params``: [W, b, W, b, ...] in layer order (as ``Module.parameters()`` of ``Net``)."""
@@ -49,7 +51,7 @@ def initial_params(d: Data, form: str = "linear") -> list:
     return out
 
 
-def apply(params: list, x, form: str = "linear", activation=torch.relu):
+def apply(params: list, x, activation, form: str = "linear"):
     """Logits of the functional network: ``activation`` after every layer but the last."""
     n = len(params) // 2
     for i in range(n):

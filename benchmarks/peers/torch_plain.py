@@ -16,11 +16,11 @@ def hypergradient(spec, data):
     def f():
         params = [p.requires_grad_(True) for p in initial_params(d, form)]
         for _ in range(r):
-            g = torch.autograd.grad(d.inner(d.theta, apply(params, d.x_tr, form, d.activation()), params), params, create_graph=exact)
+            g = torch.autograd.grad(d.inner(d.theta, apply(params, d.x_tr, d.act, form), params), params, create_graph=exact)
             params = [p - d.lr * gi for p, gi in zip(params, g)]
             if not exact:
                 params = [p.detach().requires_grad_(True) for p in params]
-        return hypergrad(d.outer(apply(params, d.x_val, form, d.activation())), d.theta).numpy()
+        return hypergrad(d.outer(apply(params, d.x_val, d.act, form)), d.theta).numpy()
 
     return f
 

@@ -24,7 +24,7 @@ def hypergradient(spec, data):
         raise ValueError(f"torchopt_peer does 'reverse' and 'aid-cg'; got {spec['method']!r}")
 
     def inner(th, params):
-        return d.inner(th, apply(params, d.x_tr, activation=d.activation()), params)
+        return d.inner(th, apply(params, d.x_tr, d.act), params)
 
     def stationary(params, th):  # ∇_φ L_in, written with torch.func: torchopt differentiates it with functorch
         return torch.func.grad(lambda p: inner(th, list(p)))(tuple(params))
@@ -42,7 +42,7 @@ def hypergradient(spec, data):
 
     def f():
         params = solver(tuple(initial_params(d)), d.theta)
-        return hypergrad(d.outer(apply(list(params), d.x_val, activation=d.activation())), d.theta).numpy()
+        return hypergrad(d.outer(apply(list(params), d.x_val, d.act)), d.theta).numpy()
 
     return f
 

@@ -142,10 +142,8 @@ class Config(ExperimentConfig):
         defaults = dict(MODEL_DEFAULTS[self.model])
         if self.data_dir is None:
             defaults.update(n_train=DIGITS_SIZE, n_val=DIGITS_SIZE)
-        if self.outer_lr is not None:  # an explicit step size or first-step norm wins over the other's default
-            defaults["first_step_norm"] = None
-        elif self.first_step_norm is not None:
-            defaults["outer_lr"] = None
+        if self.outer_lr is None and self.first_step_norm is not None:  # an explicit first-step norm wins
+            defaults["outer_lr"] = None                                   # over the model's default step size
         filled = {k: v for k, v in defaults.items() if getattr(self, k) is None}
         unused = {k: None for k in self.inactive()}  # e.g. --tiny's hidden width on a linear model
         out = dataclasses.replace(self, **{**filled, **unused})
