@@ -61,7 +61,8 @@ def test_run_writes_every_result_file(toy_run):
 
 #: A hypercleaning summary's config on the papers' data and protocol (their figures apply).
 PAPER_HYPERCLEANING = {"model": "linear", "n_train": 5000, "n_val": 5000, "corrupt": 0.5, "steps": 100,
-                       "corruption": "uniform", "test_set": "rest", "outer_steps": 1000,
+                       "corruption": "uniform", "test_set": "rest", "outer_steps": 1000, "budget_calls": None,
+                       "schedule": "inv-sqrt", "decay_bias": True, "l2": 0.001 / 5000,
                        "dataset": {"name": "MNIST", "train_images": 60000, "test_images": 10000, "image_size": 28}}
 
 
