@@ -57,6 +57,18 @@ class ExperimentConfig:
     #: :func:`build`). None: the experiment reads no fetched data.
     DATASET: ClassVar[Optional[str]] = None
 
+    #: Pre-registration: the seeds this experiment's settings were chosen on. The seeds a run
+    #: reports must be others (:func:`check` refuses an overlap), so a claim is never read off the
+    #: seeds it was tuned on; summary.json records both.
+    tuned_seeds: tuple[int, ...] = option((), "seeds the settings were chosen on (pre-registration); the seeds "
+                                          "a run reports must differ from them", low=0, unique=True)
+
+    def reported_seeds(self) -> tuple:
+        """The seeds this run reports (``seeds``, or ``seed`` for one-seed experiments)."""
+        if hasattr(self, "seeds"):
+            return tuple(self.seeds or ())
+        return (self.seed,) if getattr(self, "seed", None) is not None else ()
+
     def validate(self) -> None:
         """Raise ConfigError when fields do not fit together (called after each field is checked)."""
 
@@ -220,6 +232,10 @@ def check(cfg: ExperimentConfig, explicit=()) -> ExperimentConfig:
                 except ValueError as e:
                     raise ConfigError(f"{f.name}: {e}") from None
     cfg.validate()
+    both = sorted(set(cfg.tuned_seeds) & set(cfg.reported_seeds()))
+    if both:
+        raise ConfigError(f"seeds: {both} are among tuned_seeds {list(cfg.tuned_seeds)}, the seeds the settings "
+                          "were chosen on; report other seeds (or set tuned_seeds to the seeds you tuned on)")
     inactive = cfg.inactive()
     for key in explicit:
         if key in inactive:
