@@ -6,7 +6,7 @@ Logistic regression on scikit-learn's breast-cancer data (30 standardized featur
 
 1. θ = λ ∈ R^30, one L2 strength per feature: L_in = CE(w; train) + ½ Σ_i e^{λ_i} w_i², inner
    dynamics = optax ``chain(clip_by_global_norm(1), sgd(0.1, momentum=0.9, nesterov=True))``,
-   r = 30 steps. Every estimator differentiates through the optax update with jax.vjp (paper 001
+   r = 30 steps. Every estimator differentiates through the optax update with jax.vjp (Shaban et al. 2019
    §2.2, general dynamics); the exact hypergradient is checked against a central finite
    difference, then λ is learned with outer Adam (``ablo.outer.run``).
 2. θ = log step sizes, one per inner GD step: φ_j = φ_{j−1} − e^{θ_j} ∂L_in/∂φ, r = 15

@@ -11,7 +11,7 @@ from a fixed initialization. φ is the model's parameter state, ``graphdef, φ_0
 (the module's non-array parts, e.g. its activation function, stay in ``graphdef``), and the
 losses rebuild the model with ``nnx.merge(graphdef, φ)``. The hypergradient is ``jax.grad``
 of the validation loss of ``ablo.solve(problem, ablo.Checkpointed())(θ, task)``: exact, with
-⌈√r⌉ checkpoints in memory (paper 001 Table 1). The cost record comes from the meter.
+⌈√r⌉ checkpoints in memory (Shaban et al. 2019 Table 1). The cost record comes from the meter.
 
     python examples/hyperparameter_flax.py [--steps 30] [--outer-steps 100]
 """

@@ -6,10 +6,10 @@ logistic regression on scikit-learn's 8x8 digits, and what each hypergradient es
 of size 1. The decay σ(λ) ≈ e^λ for λ ≪ 0 is bounded by 1, so the inner GD stays stable (with
 e^λ, an outer step that pushes one λ_ij past log 2 makes that coordinate diverge).
 
-Part 1 compares the estimators at λ = −6: exact reverse mode (paper 000 Alg. 2; paper 001
-eq. 6), exact by recomputation (000 §3), exact with ⌈√r⌉ checkpoints (001 Table 1), K-step
-truncation (001 eq. 8), FOM (000 Alg. 3) and implicit differentiation with CG (004 Alg. 1):
-cosine with the exact hypergradient, the counts of Proposition 1 (000), states held and
+Part 1 compares the estimators at λ = −6: exact reverse mode (Likhosherstov et al. 2021 Alg. 2; Shaban et al. 2019
+eq. 6), exact by recomputation (Likhosherstov et al. 2021, §3), exact with ⌈√r⌉ checkpoints (Shaban et al. 2019, Table 1), K-step
+truncation (Shaban et al. 2019, eq. 8), FOM (Likhosherstov et al. 2021, Alg. 3) and implicit differentiation with CG (Ji et al. 2021, Alg. 1):
+cosine with the exact hypergradient, the counts of Proposition 1 (Likhosherstov et al. 2021), states held and
 compiled wall time per call (best of 5). Part 2 learns λ with outer Adam and the exact estimator
 (``ablo.outer.run``) and reports test accuracy against the best single shared λ from a grid.
 

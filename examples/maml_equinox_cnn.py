@@ -12,7 +12,7 @@ rebuild the module with ``eqx.combine(params, static)`` — ablo only ever sees 
 
 The meta-gradient of each method is ``jax.grad`` of the query loss of
 ``ablo.solve(problem, estimator)(θ, task, key)``: exact (reverse mode), FOM (first-order MAML)
-or UFOM with q = 0.2 (paper 000 Alg. 4, ξ drawn from ``key``). One jitted optax step per meta-batch.
+or UFOM with q = 0.2 (Likhosherstov et al. 2021 Alg. 4, ξ drawn from ``key``). One jitted optax step per meta-batch.
 
     python examples/maml_equinox_cnn.py [--outer-steps 100] [--steps 5] [--ways 3] [--shots 1] [--methods exact,fom,ufom]
 """

@@ -1,4 +1,4 @@
-"""Adaptive UFOM (paper 000 eq. 22-24) against hand-computed sequences; debiasing any cheap estimator."""
+"""Adaptive UFOM (Likhosherstov et al. 2021 eq. 22-24) against hand-computed sequences; debiasing any cheap estimator."""
 
 import functools
 import math

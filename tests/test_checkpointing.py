@@ -1,5 +1,5 @@
 """Cost records of the checkpointing schedules against their closed forms: two-level
-``Checkpointed(M)`` (paper 001 Table 1) and binomial ``Binomial(s)`` (revolve, Griewank & Walther
+``Checkpointed(M)`` (Shaban et al. 2019 Table 1) and binomial ``Binomial(s)`` (revolve, Griewank & Walther
 2000). Exactness against finite differences and Reverse is in test_exact.py."""
 
 from math import comb

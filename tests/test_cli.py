@@ -74,7 +74,7 @@ def test_compare_aggregates_seeds_and_shows_paper_figures(tmp_path, toy_run, cap
     code, out, err = call(["compare", str(tmp_path / "a"), str(tmp_path / "b" / "summary.json"), str(toy_run)], capsys)
     assert code == 0, err
     line = next(l for l in out.splitlines() if l.startswith("| truncated | 100"))
-    assert "| 3 |" in line and "90 ± 2" in line and "88.33" in line  # mean ± sample std of 88, 90, 92; paper 001
+    assert "| 3 |" in line and "90 ± 2" in line and "88.33" in line  # mean ± sample std of 88, 90, 92; Shaban et al. 2019
     assert "## toy2d" in out and "f_tilde" in out
 
 
@@ -108,8 +108,8 @@ def test_compare_keeps_different_settings_apart(tmp_path, capsys):
     assert "| steps |" in header and "paper_test_acc" in header
     lin = next(l for l in out.splitlines() if l.startswith("| uniform | linear"))
     mlp = next(l for l in out.splitlines() if l.startswith("| wrong | mlp"))
-    assert "| 88 |" in lin and "88.33" in lin  # exact on the linear model: paper 001 Table 2, K = T
-    assert "| 92 |" in mlp and "90.82" in mlp  # exact on the MLP: paper 000 Table 1
+    assert "| 88 |" in lin and "88.33" in lin  # exact on the linear model: Shaban et al. 2019 Table 2, K = T
+    assert "| 92 |" in mlp and "90.82" in mlp  # exact on the MLP: Likhosherstov et al. 2021 Table 1
 
 
 def test_diagnose_runs_on_the_built_in_example(capsys):

@@ -1,6 +1,6 @@
 """Cost records against the estimators' own expected costs (``expected_cost(r)``), the UFOM cost
-model taken from its exact branch (paper 000 Prop. 1, eq. 19-21), and the JVP of V charged only
-when V depends on θ (paper 000 §5 budgets count gradient evaluations and HVPs)."""
+model taken from its exact branch (Likhosherstov et al. 2021 Prop. 1, eq. 19-21), and the JVP of V charged only
+when V depends on θ (Likhosherstov et al. 2021 §5 budgets count gradient evaluations and HVPs)."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""The few-shot experiment (paper 000 §5.3): task sampler, model, Reptile, equal budgets."""
+"""The few-shot experiment (Likhosherstov et al. 2021 §5.3): task sampler, model, Reptile, equal budgets."""
 
 import csv
 import json

@@ -1,4 +1,4 @@
-"""hyper-representation (paper 001 §4.3, App. G.3; 004 §5.2): the character split, the episodes,
+"""hyper-representation (Shaban et al. 2019 §4.3, App. G.3; Ji et al. 2021, §5.2): the character split, the episodes,
 one hypergradient against float64 finite differences, and the --tiny run's files."""
 
 import json

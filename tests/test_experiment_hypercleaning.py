@@ -1,4 +1,4 @@
-"""The hypercleaning experiment (paper 001 §4.2.1, paper 000 §5.2): data, config, the step-size
+"""The hypercleaning experiment (Shaban et al. 2019 §4.2.1, Likhosherstov et al. 2021 §5.2): data, config, the step-size
 check, divergence and the result files, mostly through ``ablo run`` as a user calls it."""
 
 import csv
@@ -96,7 +96,7 @@ def test_test_set_rest_is_every_image_not_drawn_for_train_or_val():
 
 
 def test_first_step_norm_sets_eta0_per_method_so_the_first_update_has_that_norm():
-    """Paper 001 App. G.1: η_0 adjusted per K so the first update's norm is the same."""
+    """Shaban et al. 2019 App. G.1: η_0 adjusted per K so the first update's norm is the same."""
     cfg = small_cfg(n_train=200, n_val=200, first_step_norm=3.0, schedule="constant")
     data = hc.make_data(cfg, seed=0)
     problem = make_problem(steps=5, phi0=linear_init(64, 10), l2=cfg.l2, decay_bias=True)

@@ -1,4 +1,4 @@
-"""The newsgroups experiment (paper 004 §A.2) through ``ablo run --tiny`` on generated documents:
+"""The newsgroups experiment (Ji et al. 2021 §A.2) through ``ablo run --tiny`` on generated documents:
 the files and fields it writes, the time curves, its config, and divergence."""
 
 import csv

@@ -1,4 +1,4 @@
-"""The stochastic-hypercleaning experiment (paper 004 §A.2) through ``ablo run --tiny`` on
+"""The stochastic-hypercleaning experiment (Ji et al. 2021 §A.2) through ``ablo run --tiny`` on
 digits: files, fields and curves, the shared hypercleaning problem, label corruption, config."""
 
 import csv
@@ -61,7 +61,7 @@ def test_curves_start_at_uniform_prediction(out):
 
 def test_defaults_run_the_papers_corruption_rates_hoag_schedule_and_ttsa_time_scales():
     cfg = get("stochastic-hypercleaning").make_config()
-    assert {0.1, 0.2} <= set(cfg.corruptions)  # paper 004 Fig. 4 (a), (b)
+    assert {0.1, 0.2} <= set(cfg.corruptions)  # Ji et al. 2021 Fig. 4 (a), (b)
     parsed = {estimators.parse(m).name: estimators.parse(m) for m in cfg.methods}
     assert float(parsed["hoag"].tolerance(0)) == pytest.approx(1e-3) and parsed["hoag"].maxiter >= 1000
 

@@ -1,4 +1,4 @@
-"""The synthetic experiments of paper 000 §5.1 (counterexample, synthetic-q) through ``ablo run``:
+"""The synthetic experiments of Likhosherstov et al. 2021 §5.1 (counterexample, synthetic-q) through ``ablo run``:
 --tiny runs write the documented files, divergence and a too-large inner step stop with one line
 and exit 2."""
 
@@ -70,7 +70,7 @@ def test_synthetic_q_tiny(tmp_path):
     assert len(curve) == 1
     for k in ("calls_to_target_q0", "calls_to_target_qstar", "calls_to_target_q1"):
         assert k in curve[0] and (curve[0][k] is None or curve[0][k] > 0)
-    # D² grows with the inner step size α while V² shrinks (paper 000 Fig. 1d)
+    # D² grows with the inner step size α while V² shrinks (Likhosherstov et al. 2021 Fig. 1d)
     assert rows[-1]["D2"] > rows[0]["D2"] and rows[-1]["V2"] < rows[0]["V2"]
 
 

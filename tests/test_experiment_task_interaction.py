@@ -1,4 +1,4 @@
-"""task-interaction (paper 001 §4.2.2, App. G.2): the coupling regulariser is the paper's double
+"""task-interaction (Shaban et al. 2019 §4.2.2, App. G.2): the coupling regulariser is the paper's double
 sum, the hypergradient in (B, ν) by reverse mode matches finite differences of the unrolled
 objective (float64), the --tiny run writes every file with sane rows, and bad input is refused."""
 

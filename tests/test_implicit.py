@@ -1,5 +1,5 @@
 """AID (CG, Neumann, fixed point), warm starts and HOAG on a strongly convex quadratic inner
-problem with closed-form y*(x) and ∇Φ(x) (paper 004 Proposition 1), in float64."""
+problem with closed-form y*(x) and ∇Φ(x) (Ji et al. 2021 Proposition 1), in float64."""
 
 import functools
 

@@ -69,7 +69,7 @@ def test_binomial_memory_grows_with_s_not_r():
 
 
 def test_forward_mode_memory_is_flat_in_r():
-    """FMD carries the state and its dim θ tangents, no history (paper 001 eq. 7)."""
+    """FMD carries the state and its dim θ tangents, no history (Shaban et al. 2019 eq. 7)."""
     n = 16
     p = lambda r: ablo.BilevelProblem(lambda th, ph, t: 0.5 * jnp.sum(jnp.exp(jnp.tile(th, P // n)) * ph ** 2)
                                       - jnp.sum(t * jnp.tanh(ph)), outer_loss, ablo.gd(0.1), r,

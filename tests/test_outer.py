@@ -1,4 +1,4 @@
-"""The outer loop (paper 000 Alg. 1): it optimizes, stops at its budgets, counts calls, logs."""
+"""The outer loop (Likhosherstov et al. 2021 Alg. 1): it optimizes, stops at its budgets, counts calls, logs."""
 
 import math
 

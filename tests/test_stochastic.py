@@ -2,7 +2,7 @@
 
 Every loss is quadratic in (θ, φ), so each estimator is multilinear in independent batches and
 its mean over keys equals a deterministic AID-Neumann estimate on the full data with the same
-inner steps and truncation (paper 004 eq. 5-6; Ghadimi & Wang's random truncation for BSA/TTSA)."""
+inner steps and truncation (Ji et al. 2021 eq. 5-6; Ghadimi & Wang's random truncation for BSA/TTSA)."""
 
 import functools
 

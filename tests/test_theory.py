@@ -1,4 +1,4 @@
-"""Theory of q (paper 000 eq. 15, 19-21) against hand-computed values."""
+"""Theory of q (Likhosherstov et al. 2021 eq. 15, 19-21) against hand-computed values."""
 
 import math
 import sys

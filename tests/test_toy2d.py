@@ -1,4 +1,4 @@
-"""toy2d (paper 001 §4.1): Prop. 3.1's bound holds for the measured K-RMD error, and 1-RMD's
+"""toy2d (Shaban et al. 2019 §4.1): Prop. 3.1's bound holds for the measured K-RMD error, and 1-RMD's
 fixed point on f̃ = f + 5‖λ − (1, 0)‖² is biased while the exact method's is stationary."""
 
 import jax
@@ -54,7 +54,7 @@ def test_one_rmd_converges_to_a_biased_point_on_f_tilde():
 
 
 def test_descent_ratio_is_positive_on_f_and_one_at_K_equal_T():
-    """Paper 001 Fig. 2 / Lemma 3.2: along the K = 1 trajectory on f (∇_λ f = 0) h_{T−K}ᵀ d_λ stays a
+    """Shaban et al. 2019 Fig. 2 / Lemma 3.2: along the K = 1 trajectory on f (∇_λ f = 0) h_{T−K}ᵀ d_λ stays a
     positive fraction of ‖d_λ‖² for every K, and K = T is exact (ratio 1); on f̃ the guarantee is gone
     and 1-RMD's ratio falls to 0 where it stalls."""
     c = cfg(outer_steps=200)

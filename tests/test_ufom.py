@@ -1,4 +1,4 @@
-"""UFOM is unbiased (paper 000 eq. 12-13) and FOM is not; Proposition 1's costs."""
+"""UFOM is unbiased (Likhosherstov et al. 2021 eq. 12-13) and FOM is not; Proposition 1's costs."""
 
 import jax
 import jax.numpy as jnp

@@ -1,4 +1,4 @@
-"""WarmStart / ITD-BiO / AID-BiO (paper 004 Alg. 1): the inner loop of outer step k starts at
+"""WarmStart / ITD-BiO / AID-BiO (Ji et al. 2021 Alg. 1): the inner loop of outer step k starts at
 y_{k-1}^T, which the estimator state carries, not the task."""
 
 import jax

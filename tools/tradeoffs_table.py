@@ -2,7 +2,7 @@
 UFOM's expected cost, on one problem (MAML-style: a tanh regression, d = 256 inner parameters,
 learned start φ_0 = θ; GD with r = 100, 32 random tasks, float64).
 
-D² and V² (paper 000 eq. 14, 16) are sampled at θ_0 from (G_FO, G_exact) pairs; unit costs
+D² and V² (Likhosherstov et al. 2021 eq. 14, 16) are sampled at θ_0 from (G_FO, G_exact) pairs; unit costs
 C1 = C2 = 1 (function calls). Memory: the states the branch holds (its cost record) and XLA's
 temp bytes for one UFOM call with that branch.
 

@@ -69,7 +69,7 @@ def hypergradient(problem: BilevelProblem, estimator: Estimator, theta, task=Non
 
 def hypergradient_batch(problem: BilevelProblem, estimator: Estimator, theta, tasks, state=None, key=None,
                         on_nonfinite: str = "flag"):
-    """Mean hypergradient over a meta-batch, (1/n) Σ_i G(θ, T_i) (paper 000 Alg. 1), with the tasks
+    """Mean hypergradient over a meta-batch, (1/n) Σ_i G(θ, T_i) (Likhosherstov et al. 2021 Alg. 1), with the tasks
     stacked on axis 0 of every leaf. Returns (mean hypergradient, new estimator state, total Cost).
 
     Traceable: it runs under the caller's ``jit``, ``vmap`` (e.g. over keys, or over an

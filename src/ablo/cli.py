@@ -423,7 +423,7 @@ def bench(out: Path = typer.Option(Path("bench-out"), help="output directory (re
           rounds: int = typer.Option(2, help="interleaved processes per configuration at the check r"),
           problems: str = typer.Option("hypercleaning,mlp", help="comma-separated problems")):
     """Time and temp memory of ablo's estimators against hand-written JAX programs of the same
-    algorithms (issue 12). The side-by-side run against jaxopt and PyTorch libraries is
+    algorithms. The side-by-side run against jaxopt and PyTorch libraries is
     ``python benchmarks/bench_estimators.py``."""
     from . import bench as bench_mod
 

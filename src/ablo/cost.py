@@ -83,7 +83,7 @@ def cost(grad_evals=0, hvps=0, jvps=0, states=0, samples=0, nonfinite=False) -> 
 
 def expected(always: Cost, sometimes: Cost, q) -> Cost:
     """Expected cost of running ``always`` and, with probability q, also ``sometimes``
-    (paper 000 Prop. 1: C_det + q C_rnd); memory is the max (both are held when drawn)."""
+    (Likhosherstov et al. 2021 Prop. 1: C_det + q C_rnd); memory is the max (both are held when drawn)."""
     grad_evals, hvps, jvps, _, samples = (a + q * b for a, b in zip(always[:5], sometimes[:5]))
     return Cost(grad_evals, hvps, jvps, jnp.maximum(always.states, sometimes.states), samples,
                 jnp.logical_or(always.nonfinite, sometimes.nonfinite))

@@ -1,4 +1,4 @@
-"""Differentiable inner optimizers Ξ_j (paper 001 §2.2, "general dynamics").
+"""Differentiable inner optimizers Ξ_j (Shaban et al. 2019 §2.2, "general dynamics").
 
 An inner optimizer is three pure functions in the optax manner:
 
@@ -66,7 +66,7 @@ def _tmap(f, *trees):
 
 
 def gd(lr: StepSize) -> InnerOptimizer:
-    """Gradient descent φ_j = φ_{j−1} − α_j ∂L_in/∂φ (paper 000 eq. 3)."""
+    """Gradient descent φ_j = φ_{j−1} − α_j ∂L_in/∂φ (Likhosherstov et al. 2021 eq. 3)."""
     alpha = _step_size(lr)
 
     def update(g, phi, theta, t):

@@ -1,4 +1,4 @@
-"""The outer loop, paper 000 Alg. 1 (outer SGD), with any optax optimizer:
+"""The outer loop, Likhosherstov et al. 2021 Alg. 1 (outer SGD), with any optax optimizer:
 
     for k = 0, 1, ...:  draw T_1..T_n ~ p(T);   G = (1/n) Σ_i G(θ_k, T_i);   θ_{k+1} = θ_k + optax_update(G)
 
@@ -15,7 +15,7 @@ The loop is two pure functions and a driver:
   hyperparameters at once). A step whose hypergradient, losses, new θ or new optimizer state is
   not finite (an overflow inside Adam's moments, a norm that overflows included) leaves θ and
   both optimizer states as they were and says why in ``metrics``;
-* :func:`run`, the driver: budgets, logging, evaluation, checkpoints, resume, divergence. The budget is in outer steps, function calls (Σ ``Cost.function_calls``, paper 000 §5)
+* :func:`run`, the driver: budgets, logging, evaluation, checkpoints, resume, divergence. The budget is in outer steps, function calls (Σ ``Cost.function_calls``, Likhosherstov et al. 2021 §5)
 or seconds, whichever runs out first; a step is started only while every budget has some
 left, so the last step may overshoot a call budget by at most one step's cost.
 
@@ -213,7 +213,7 @@ CAUSES = ("inner_loss", "outer_loss", "hypergradient", "grad_norm", "theta", "op
 
 
 def make_step(problem, estimator, optimizer, sampler, meta_batch: int = 1, mesh=None, log_losses: bool = True):
-    """The pure outer step ``step(state: OuterState, key) -> (state, metrics)`` of paper 000
+    """The pure outer step ``step(state: OuterState, key) -> (state, metrics)`` of Likhosherstov et al. 2021
     Alg. 1: draw the meta-batch from ``fold_in(key, k)``, estimate, apply the optax update.
 
     ``metrics``: ``outer_loss``, ``inner_loss`` (M^(r) and L_in at θ_k, from one extra inner run
@@ -298,7 +298,7 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
         resume: bool = False, on_nonfinite: str = "raise", devices: Optional[int] = None, progress=None,
         log_losses: bool = True, label: Optional[str] = None, on_resume: Optional[Callable[[int], None]] = None
         ) -> RunResult:
-    """Outer optimization of θ (paper 000 Alg. 1) by :func:`make_step`. ``sampler(key) -> task``
+    """Outer optimization of θ (Likhosherstov et al. 2021 Alg. 1) by :func:`make_step`. ``sampler(key) -> task``
     must be a pure JAX function (it is vmapped); ``optimizer`` any optax transformation.
 
     Logs (every ``log_every`` steps and at the last) a dict with ``step`` (steps done),

@@ -1,4 +1,4 @@
-"""A bilevel problem (paper 000 eq. 2-4):
+"""A bilevel problem (Likhosherstov et al. 2021 eq. 2-4):
 
     M^(r)(θ) = E_T L_out(θ, φ_r, T),   φ_0 = V(θ, T),   s_j = Ξ_j(θ, s_{j−1}, T),  j = 1..r,
 

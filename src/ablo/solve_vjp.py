@@ -4,15 +4,15 @@
 
 where φ̄ = ∂L/∂φ_r is the cotangent JAX hands to the backward pass and Ĝ(φ̄) is the estimator's
 hypergradient for the *linear* outer loss ⟨φ̄, φ⟩ (a ``jax.custom_vjp``). Every estimator is
-linear in the outer loss's gradients (b_θ, b_φ) (paper 001 eq. 6-8; paper 000 Alg. 2-4), so
+linear in the outer loss's gradients (b_θ, b_φ) (Shaban et al. 2019 eq. 6-8; Likhosherstov et al. 2021 Alg. 2-4), so
 for any outer loss L — any JAX code of θ and φ_r, the problem's ``outer_loss`` is not used —
 this equals the estimator's hypergradient of L:
 
 * exact (Reverse, Recompute, Checkpointed): the reverse sweep of eq. 6 seeded with
   b_s = (∂φ/∂s)ᵀφ̄, b_θ = 0, on the forward pass's stored states or checkpoints;
-* FOM (000 Alg. 3): φ̄ passes through ∂V/∂θ only, Ĝ = (∂s_0/∂θ)ᵀ b_s;
+* FOM (Likhosherstov et al. 2021, Alg. 3): φ̄ passes through ∂V/∂θ only, Ĝ = (∂s_0/∂θ)ᵀ b_s;
 * every other estimator (Truncated, Forward, UFOM and Debiased drawing ξ from ``key``
-  (000 Alg. 4 eq. 12-13), AID/HOAG, StocBiO): its ``estimate`` on the problem with outer loss
+  (Likhosherstov et al. 2021, Alg. 4 eq. 12-13), AID/HOAG, StocBiO): its ``estimate`` on the problem with outer loss
   ⟨φ̄, φ⟩, which re-runs its own inner loop in the backward pass (r extra gradient evaluations).
 
 JAX adds ∂L/∂θ itself. The result works under the caller's ``jit``, ``vmap`` (over tasks, keys,

@@ -1,4 +1,4 @@
-"""The theory of UFOM's q (paper 000 §4): bias bound, cost model, optimal q.
+"""The theory of UFOM's q (Likhosherstov et al. 2021 §4): bias bound, cost model, optimal q.
 
 * D_bound (eq. 15): D² ≤ D_bound², with D_bound = (1 + M1) L1 L2 Σ_j α_j Π_{j'≥j} (1 + α_{j'} L2).
 * Cost model (Proposition 1): C_det = C1 (r + 1), C_rnd = (C1 (r − 1)/2 + C2) r, so one UFOM call
@@ -11,7 +11,7 @@
   its value at q = 0 is negative and its value at q = 1 is C_rnd V² − (2/(1−2ε)) D² (C_det + C_rnd),
   which is positive exactly when condition (20) holds,
       D² < C_rnd V² / ((2/(1−2ε)) (C_det + C_rnd)),
-  and then q* is its unique root in (0, 1) (paper 000 Appendix F, re-derived here). Otherwise the
+  and then q* is its unique root in (0, 1) (Likhosherstov et al. 2021 Appendix F, re-derived here). Otherwise the
   exact estimator (q = 1) is best. D² = 0 gives q* = 0: FOM is then exact.
 * D² and V² (eq. 14, 16) estimated from samples of (G_FO, G_exact) pairs.
 

@@ -1,4 +1,4 @@
-"""Benchmarks of the hypergradient estimators (issue 12), an application layer: nothing in the
+"""Benchmarks of the hypergradient estimators, an application layer: nothing in the
 core imports it; ``ablo bench`` and ``benchmarks/bench_estimators.py`` drive it.
 
 Every method's 1.00 is a hand-written JAX program of the same algorithm (``references``), timed

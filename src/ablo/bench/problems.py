@@ -1,7 +1,7 @@
 """The benchmark problems: data written once to an ``.npz`` that ablo and every peer read, the
 bilevel problem built from it, and the estimator configuration benchmarked under each name.
 
-Both problems are data hypercleaning with the losses of ``ablo.problems.hypercleaning`` (paper 001
+Both problems are data hypercleaning with the losses of ``ablo.problems.hypercleaning`` (Shaban et al. 2019
 §4.2.1): θ ∈ R^n weights σ(θ_i) on each training example's cross-entropy, inner loss
 mean_i σ(θ_i) CE_i + λ Σ_layers ‖W‖², outer loss validation CE, inner GD with a fixed step α, half
 of the training labels replaced by random ones; the network is ``ablo.models.mlp_apply`` with the
@@ -10,7 +10,7 @@ problem's activation (``ACTIVATION``).
 * ``hypercleaning``: a linear model φ = (W, b), n = 5000 examples, 784 features, 10 classes,
   synthetic Gaussian features / √784 (α = 1 is stable for r = 1000), φ_0 = 0, r = 100.
 * ``mlp``: two tanh hidden layers of width 512 (``ablo.models.mlp_apply(..., activation=jnp.tanh)``,
-  as issue 12 asks), n = 1000 MNIST-sized examples (784 features; real MNIST when a data directory
+ ), n = 1000 MNIST-sized examples (784 features; real MNIST when a data directory
   holds it, else synthetic), φ_0 ``ablo.models.mlp_init``'s normal draw (std √(2/fan-in)), r = 50.
 """
 
@@ -31,7 +31,7 @@ ACTIVATION = {"hypercleaning": "relu", "mlp": "tanh"}
 #: Inner step α and weight decay λ per problem.
 LR = {"hypercleaning": 1.0, "mlp": 0.1}
 L2 = 1e-3
-#: The r at which each problem's checks are made (issue 12).
+#: The r at which each problem's checks are made.
 CHECK_R = {"hypercleaning": 100, "mlp": 50}
 #: Methods benchmarked, where registered (``available_methods``).
 METHODS = ("fom", "ufom", "reverse", "reverse-residuals", "recompute", "checkpointed", "binomial", "truncated",
@@ -64,7 +64,7 @@ def make_data(problem: str, size: str = "full", seed: int = 0, mnist_dir=None) -
         teacher = rng.normal(size=(d, c)).astype(np.float32) * np.sqrt(d, dtype=np.float32)
         y = np.argmax(x @ teacher + rng.gumbel(size=(2 * n, c)), axis=1).astype(np.int32)
     y_tr = y[:n].copy()
-    bad = rng.random(n) < 0.5  # corrupt half of the training labels (paper 001 §4.2.1)
+    bad = rng.random(n) < 0.5  # corrupt half of the training labels (Shaban et al. 2019 §4.2.1)
     y_tr[bad] = rng.integers(0, c, bad.sum())
     out = dict(x_tr=x[:n], y_tr=y_tr, x_val=x[n:], y_val=y[n:], theta=rng.normal(size=n).astype(np.float32),
                lr=np.float32(LR[problem]), l2=np.float32(L2), n_classes=np.int32(c),
@@ -75,7 +75,7 @@ def make_data(problem: str, size: str = "full", seed: int = 0, mnist_dir=None) -
         from ..models import mlp_init
 
         phi0 = mlp_init(jax.random.PRNGKey(seed), (d, *hidden, c))
-    else:  # the linear model starts at 0 (paper 001)
+    else:  # the linear model starts at 0 (Shaban et al. 2019)
         phi0 = [{"w": np.zeros((d, c), np.float32), "b": np.zeros(c, np.float32)}]
     for i, layer in enumerate(phi0):
         out[f"w{i}"], out[f"b{i}"] = (np.asarray(layer[k], np.float32) for k in ("w", "b"))

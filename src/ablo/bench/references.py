@@ -1,5 +1,5 @@
 """Hand-written JAX programs of each benchmarked algorithm: the 1.00 against which ablo's
-estimator of the same name is timed, in the same process (issue 12).
+estimator of the same name is timed, in the same process.
 
 Each is written the way a JAX user would write it without ablo, from the problem's two losses,
 φ_0 = V(θ) and a GD step φ ← φ − α ∇_φ L_in(θ, φ) (both benchmark problems use plain GD):
@@ -14,7 +14,7 @@ checkpointed   the same with the scan cut into ⌈r/c⌉ ``jax.checkpoint``-ed s
                HVPs, ⌈√r⌉ checkpoints + one segment's residuals), checkpointed's ideal
 recompute      ``fori_loop`` over t = r−1..0: re-run t steps from φ_0, ``jax.vjp`` of step t
 truncated      a ``fori_loop`` of r − K steps, then ``jax.grad`` through a ``lax.scan`` of the
-               last K (paper 001 eq. 8, V's Jacobian applied at the truncation point)
+               last K (Shaban et al. 2019 eq. 8, V's Jacobian applied at the truncation point)
 fom, ufom      a ``fori_loop`` of r GD steps, then one outer gradient (+ V's VJP); it also
                returns whether φ_r is finite, as the estimator does (see ``fom``)
 aid-cg         a ``fori_loop`` of r steps, ``jax.scipy.sparse.linalg.cg`` on forward-over-

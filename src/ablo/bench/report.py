@@ -1,4 +1,4 @@
-"""What a benchmark run shows: issue 12's checks (PASS/FAIL with the measured figure), the
+"""What a benchmark run shows: the benchmark's checks (PASS/FAIL with the measured figure), the
 Markdown tables, the PNG plots of time and temp memory against r, and the machine they ran on."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .problems import CHECK_R
 
-#: reverse's time / ``jax.grad`` through ``lax.scan`` at the check r, per problem (issue 12).
+#: reverse's time / ``jax.grad`` through ``lax.scan`` at the check r, per problem.
 REVERSE_MAX = {"hypercleaning": 1.0, "mlp": 0.9}
 #: Least temp-memory ratio, standard form / reverse.
 REVERSE_MEMORY_MIN = 10.0

@@ -1,4 +1,4 @@
-"""Adaptive UFOM (paper 000 §4.5, eq. 22-24): UFOM whose q follows the optimal q* of eq. 21,
+"""Adaptive UFOM (Likhosherstov et al. 2021 §4.5, eq. 22-24): UFOM whose q follows the optimal q* of eq. 21,
 computed each step from running estimates of D² and V² along the SGD trajectory.
 
 When the exact branch is drawn (ξ = 1) the statistics are updated (eq. 23-24)
@@ -6,7 +6,7 @@ When the exact branch is drawn (ξ = 1) the statistics are updated (eq. 23-24)
     D²_sm ← β D²_sm + (1 − β) ‖G_FO − G_exact‖²,    V²_sm ← β V²_sm + (1 − β) ‖G_exact‖²,
 
 and k_upd += 1; with ξ = 0 they are kept. The bias-corrected estimates (eq. 22, with the D²/10
-modification of paper 000 §5.2 as ``d2_scale`` = 0.1) are
+modification of Likhosherstov et al. 2021 §5.2 as ``d2_scale`` = 0.1) are
 
     D²_k = d2_scale · D²_sm / (1 − β^k_upd),    V²_k = V²_sm / (1 − β^k_upd),
 
@@ -51,7 +51,7 @@ class AdaptiveState(NamedTuple):
 
 @dataclass(frozen=True)
 class AdaptiveUFOM(Estimator):
-    """UFOM with q adapted online (paper 000 eq. 22-24). Defaults: β = 0.99, q_min = 0.05,
+    """UFOM with q adapted online (Likhosherstov et al. 2021 eq. 22-24). Defaults: β = 0.99, q_min = 0.05,
     d2_scale = 0.1 (§5.2), ε = 0, unit costs C1 = C2 = 1. β, q_min, d2_scale and ε may be traced;
     the costs are static."""
 

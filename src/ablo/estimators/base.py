@@ -1,4 +1,4 @@
-"""The estimator interface and the pieces of Algorithms 2-4 (paper 000) that every
+"""The estimator interface and the pieces of Algorithms 2-4 (Likhosherstov et al. 2021) that every
 estimator shares.
 
 An estimator is a small immutable value (like an optimistix adjoint or an optax
@@ -11,7 +11,7 @@ Both are jit-compatible and vmap-able over tasks. ``estimate_batch`` averages ov
 meta-batch of tasks (``vmap``, or ``lax.map`` for estimators whose random branch would turn
 into "compute both" under ``vmap``).
 
-Notation (paper 001 eq. 6): with s_j = Ξ(θ, s_{j−1}), the reverse pass carries
+Notation (Shaban et al. 2019 eq. 6): with s_j = Ξ(θ, s_{j−1}), the reverse pass carries
 b_θ (``h_t``) and the state cotangent b_s (``α_t``):
     b_θ ← b_θ + (∂Ξ/∂θ)ᵀ b_s,   b_s ← (∂Ξ/∂s)ᵀ b_s,
 one VJP of the step = one HVP in the counts of Proposition 1. It starts from
@@ -103,7 +103,7 @@ def finish(problem: BilevelProblem, theta, task, b_theta, b_s0):
 
 def v_jvps(problem: BilevelProblem, theta, task) -> int:
     """1 when the start φ_0 = V(θ, T) depends on θ, else 0: the number of JVPs of V that
-    ``finish`` is charged (paper 000 §5 counts gradient evaluations and HVPs; the product with a
+    ``finish`` is charged (Likhosherstov et al. 2021 §5 counts gradient evaluations and HVPs; the product with a
     constant V is identically zero and costs nothing). Static: ``constant_init`` marks itself,
     any other ``init`` is traced once (shapes only) and its outputs checked for a data path
     from θ."""

@@ -1,4 +1,4 @@
-"""The unbiased first-order method, UFOM (paper 000 Alg. 4, eq. 12-13):
+"""The unbiased first-order method, UFOM (Likhosherstov et al. 2021 Alg. 4, eq. 12-13):
 
     G_UFO = G_FO + (ξ/q)(G_exact − G_FO),   ξ ~ Bernoulli(q),   E_ξ[G_UFO] = G_exact.
 
@@ -68,7 +68,7 @@ def ufom_step(problem, theta, task, exact: ExactUnrolled, q, key):
 
 @dataclass(frozen=True)
 class UFOM(Estimator):
-    """UFOM with a fixed q ∈ (0, 1] (paper 000 Alg. 4). q may be a traced array (a sweep over q
+    """UFOM with a fixed q ∈ (0, 1] (Likhosherstov et al. 2021 Alg. 4). q may be a traced array (a sweep over q
     compiles once)."""
 
     q: float = 0.1
@@ -99,7 +99,7 @@ class UFOM(Estimator):
 
 
 def ufom_expected_cost(exact: ExactUnrolled, r: int, q):
-    """C_det + q C_rnd (paper 000 Prop. 1) with C_rnd = ``exact.backward_cost(r)``."""
+    """C_det + q C_rnd (Likhosherstov et al. 2021 Prop. 1) with C_rnd = ``exact.backward_cost(r)``."""
     return expected(cost(grad_evals=r + 1, jvps=1, states=1), exact.backward_cost(r), q)
 
 
@@ -132,7 +132,7 @@ def debiased_step(problem, theta, task, cheap: Estimator, cheap_state, exact: Es
 
 @dataclass(frozen=True)
 class Debiased(Estimator):
-    """Any cheap estimator debiased by an exact one with probability q (beyond paper 000: its
+    """Any cheap estimator debiased by an exact one with probability q (beyond Likhosherstov et al. 2021: its
     Alg. 4 with G_FO replaced by G_cheap). E[G] = E[G_exact]; expected cost = cheap's + q·exact's.
     The state is the cheap estimator's state (e.g. an AID warm start). q may be traced."""
 

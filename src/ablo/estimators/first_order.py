@@ -1,4 +1,4 @@
-"""The first-order method, FOM (paper 000 Alg. 3, eq. 10-11): drop every second-order term,
+"""The first-order method, FOM (Likhosherstov et al. 2021 Alg. 3, eq. 10-11): drop every second-order term,
 G_FO = ∂L_out/∂θ + (∂V/∂θ)ᵀ ∂L_out/∂φ at φ_r. O(1) memory, r + 1 gradient evaluations,
 biased (Theorem 2 shows outer SGD with it can stall far from a stationary point)."""
 
@@ -19,7 +19,7 @@ def first_order(problem, theta, task, s_r):
 
 @dataclass(frozen=True)
 class FOM(Estimator):
-    """The first-order method (paper 000 Alg. 3): run the r inner steps, then
+    """The first-order method (Likhosherstov et al. 2021 Alg. 3): run the r inner steps, then
     G_FO = ∂L_out/∂θ + (∂V/∂θ)ᵀ ∂L_out/∂φ at φ_r. Biased, O(1) memory; cost r + 1 gradient
     evaluations (+ one JVP of V when V depends on θ)."""
 

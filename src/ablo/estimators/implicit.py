@@ -1,4 +1,4 @@
-"""Implicit differentiation, AID-BiO (paper 004 Alg. 1, eq. 3) and HOAG (Pedregosa 2016; paper 004 §A.2).
+"""Implicit differentiation, AID-BiO (Ji et al. 2021 Alg. 1, eq. 3) and HOAG (Pedregosa 2016; Ji et al. 2021 §A.2).
 
 With x = θ, y = φ, g = L_in, f = L_out and y_k^T the inner iterate after T = r steps:
 
@@ -21,7 +21,7 @@ objective.
 
 Cost per call: T + 1 gradient evaluations (T inner steps, one outer gradient giving ∇_x f and
 ∇_y f), the solver's matvecs plus 1 HVPs (each ∇²_y g·v is one HVP; the mixed product
-∇_x∇_y g·v — paper 004's JV(g) — is counted as one HVP too, as paper 000 counts one reverse pass
+∇_x∇_y g·v — Ji et al. 2021's JV(g) — is counted as one HVP too, as Likhosherstov et al. 2021 counts one reverse pass
 through ∇_φ L_in), one inner state held. Memory does not grow with T or the solver's
 iterations (``lax`` loops).
 """
@@ -69,7 +69,7 @@ def mixed_product(problem, theta, phi, task, v):
 
 @dataclass(frozen=True)
 class AID(Estimator):
-    """AID-BiO (paper 004 Alg. 1) with a linear solver value, e.g.
+    """AID-BiO (Ji et al. 2021 Alg. 1) with a linear solver value, e.g.
     ``AID(CG(tol=1e-10, maxiter=10), warm_start=True)``. ``warm_start`` switches both warm
     starts (y and v)."""
 
@@ -148,7 +148,7 @@ SCHEDULES = ("exponential", "quadratic", "cubic")
 
 @dataclass(frozen=True)
 class HOAG(AID):
-    """HOAG (Pedregosa 2016, Alg. 1; paper 004 §A.2 baseline): AID-CG with warm starts of y and v
+    """HOAG (Pedregosa 2016, Alg. 1; Ji et al. 2021 §A.2 baseline): AID-CG with warm starts of y and v
     whose CG runs at outer step k to the relative tolerance
 
         ε_k = max(tol · decay^k, floor)   (``schedule="exponential"``, HOAG's default),
@@ -218,7 +218,7 @@ def _dtype(tree):
 
 
 def aid_cg(tol: float = 1e-10, maxiter: int = 10, warm_start: bool = True) -> AID:
-    """AID-CG (paper 004 Alg. 1): N = maxiter CG steps or relative residual ≤ tol."""
+    """AID-CG (Ji et al. 2021 Alg. 1): N = maxiter CG steps or relative residual ≤ tol."""
     return AID(CG(tol=tol, maxiter=maxiter), warm_start)
 
 
@@ -228,5 +228,5 @@ def aid_neumann(eta: float = 0.5, Q: int = 10, warm_start: bool = True) -> AID:
 
 
 def aid_fp(eta: float = 0.5, N: int = 10, warm_start: bool = True) -> AID:
-    """AID-FP (Grazzi et al. 2020; paper 004 §A.2): N fixed-point steps v ← v − η(∇²_y g v − ∇_y f)."""
+    """AID-FP (Grazzi et al. 2020; Ji et al. 2021 §A.2): N fixed-point steps v ← v − η(∇²_y g v − ∇_y f)."""
     return AID(FixedPoint(eta=eta, N=N), warm_start)

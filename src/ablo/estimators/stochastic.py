@@ -1,5 +1,5 @@
-"""Stochastic implicit hypergradients: stocBiO (paper 004 Alg. 2-3, eq. 5-6) and the
-single-sample baselines BSA and TTSA (paper 004 §A.2).
+"""Stochastic implicit hypergradients: stocBiO (Ji et al. 2021 Alg. 2-3, eq. 5-6) and the
+single-sample baselines BSA and TTSA (Ji et al. 2021 §A.2).
 
 Data convention. The task is a dataset: a pytree whose parts are pytrees of arrays with a
 leading example axis, e.g. ``{"train": (x, y), "val": (x, y)}``. ``inner_part`` and
@@ -65,7 +65,7 @@ def draw(task, part: Part, key, size: int, name: str = "part"):
 
 
 def decaying_sizes(B: int, decay: float, Q: int):
-    """Static segments [(size, j_start, j_stop)] of |B_{Q−j}|, j = 0..Q−1 (paper 004 §2.2:
+    """Static segments [(size, j_start, j_stop)] of |B_{Q−j}|, j = 0..Q−1 (Ji et al. 2021 §2.2:
     |B_{Q−j}| decays exponentially in j). The decay B·decay^j is quantised to halvings,
     |B_{Q−j}| = ⌈B / 2^{⌊j log2(1/decay)⌋}⌉ (within a factor 2 of B·decay^j, never below 1), so
     there are at most ⌈log2 B⌉ + 1 distinct static batch shapes whatever Q: each segment is one
@@ -102,7 +102,7 @@ class _Stochastic(Estimator):
         return problem.inner_hvp(theta, phi, v, batch)
 
     def sgd(self, problem, theta, task, s, key, start, stop, size):
-        """Inner mini-batch SGD (paper 004 Alg. 2 lines 4-7): steps start..stop−1 of the problem's
+        """Inner mini-batch SGD (Ji et al. 2021 Alg. 2 lines 4-7): steps start..stop−1 of the problem's
         optimizer, each on its own batch S_t (``stop`` may be traced)."""
         def body(t, s):
             batch = draw(task, self.inner_part, jax.random.fold_in(key, t), size, "inner_part")
@@ -123,7 +123,7 @@ class _Stochastic(Estimator):
 
 @dataclass(frozen=True)
 class StocBiO(_Stochastic):
-    """stocBiO (paper 004 Alg. 2-3). Per call: T = r inner SGD steps on batches of ``inner_batch``
+    """stocBiO (Ji et al. 2021 Alg. 2-3). Per call: T = r inner SGD steps on batches of ``inner_batch``
     (warm-started from y_{k−1}^T), v_0 = ∇_y F(D_F), then eq. 5 as Alg. 3 computes it,
 
         r_Q = v_0,  r_{i−1} = (I − η∇²_y G(B_i)) r_i  (i = Q..1),  v_Q = η Σ_{i=0}^{Q} r_i
@@ -251,10 +251,10 @@ class _SingleSample(_Stochastic):
 
 @dataclass(frozen=True)
 class BSA(_SingleSample):
-    """BSA (Ghadimi & Wang 2018; paper 004 §A.2, "single-sample" stochastic AID). Outer step k
+    """BSA (Ghadimi & Wang 2018; Ji et al. 2021 §A.2, "single-sample" stochastic AID). Outer step k
     (in the state) runs T_k = min(r, max(1, ⌊t0 (k+1)^power⌋)) warm-started inner SGD steps
     (default ⌊√(k+1)⌋: a growing number, as the method prescribes; the exact growth law and the
-    cap r are our choice, paper 004 gives none), then one single-sample hypergradient
+    cap r are our choice, Ji et al. 2021 gives none), then one single-sample hypergradient
     (``random_neumann``, batches of ``batch`` = 1). T_k is a dynamic trip count: shapes are
     static and memory does not depend on k or r. Cost: T_k + 1 gradients, p + 1 HVPs."""
 
@@ -297,7 +297,7 @@ class BSA(_SingleSample):
 
 @dataclass(frozen=True)
 class TTSA(_SingleSample):
-    """TTSA (Hong et al. 2020; paper 004 §A.2): two time scales, one single-sample inner step per
+    """TTSA (Hong et al. 2020; Ji et al. 2021 §A.2): two time scales, one single-sample inner step per
     outer step. In Hong et al.'s notation (x outer, y inner):
 
         y_{k+1} = y_k − β_k h_g^k,   x_{k+1} = x_k − α_k h_f^k,

@@ -1,5 +1,5 @@
-"""Exact and truncated hypergradients through the unrolled inner loop (paper 000 Alg. 2 and
-§3; paper 001 eq. 6-8 and Table 1).
+"""Exact and truncated hypergradients through the unrolled inner loop (Likhosherstov et al. 2021 Alg. 2 and
+§3; Shaban et al. 2019 eq. 6-8 and Table 1).
 
 All reverse-mode members share one backward recursion (``base.step_vjp``) and differ only in
 how they get the state s_{j−1} that step j's VJP needs:
@@ -35,7 +35,7 @@ from .base import (Estimator, charge_v, finish, outer_cotangents, reverse_over, 
 
 class ExactUnrolled(Estimator):
     """An exact reverse-mode estimator split into a forward and a backward half, so that
-    UFOM can share the forward pass with FOM (paper 000 Alg. 4)."""
+    UFOM can share the forward pass with FOM (Likhosherstov et al. 2021 Alg. 4)."""
 
     def forward(self, problem, theta, task):
         """-> (s_r, aux for backward, gradient evaluations spent)."""
@@ -66,7 +66,7 @@ class ExactUnrolled(Estimator):
 
 @dataclass(frozen=True)
 class Reverse(ExactUnrolled):
-    """RMD: store s_0..s_{r−1}, then sweep back (paper 000 Alg. 2; paper 001 eq. 6).
+    """RMD: store s_0..s_{r−1}, then sweep back (Likhosherstov et al. 2021 Alg. 2; Shaban et al. 2019 eq. 6).
     Time O(r), memory O(r).
 
     ``store="states"`` (default) keeps the r states only and recomputes each step's gradient
@@ -115,7 +115,7 @@ class Reverse(ExactUnrolled):
 @dataclass(frozen=True)
 class Recompute(ExactUnrolled):
     """Exact with O(1) memory: each s_{j−1} is recomputed from s_0 in the backward pass
-    (paper 000 §3; Alg. 4 with q = 1). Time O(r²): r(r−1)/2 extra gradient evaluations."""
+    (Likhosherstov et al. 2021 §3; Alg. 4 with q = 1). Time O(r²): r(r−1)/2 extra gradient evaluations."""
 
     name: ClassVar[str] = "recompute"
 
@@ -139,7 +139,7 @@ class Recompute(ExactUnrolled):
 
 @dataclass(frozen=True)
 class Checkpointed(ExactUnrolled):
-    """Exact, two-level checkpointing (paper 001 Table 1, "checkpointing every √r steps"):
+    """Exact, two-level checkpointing (Shaban et al. 2019 Table 1, "checkpointing every √r steps"):
     the loop is cut into m segments of c = ⌈r/M⌉ steps (the last one L = r − (m−1)c ≤ c steps).
     The forward pass keeps the m − 1 states at the starts of the full segments and stores the
     last segment's L states; the backward pass sweeps the last segment back, then for each
@@ -201,7 +201,7 @@ class Checkpointed(ExactUnrolled):
 
 @dataclass(frozen=True)
 class Truncated(Estimator):
-    """K-step truncated reverse mode, K-RMD (paper 001 eq. 8): back-propagate through the last
+    """K-step truncated reverse mode, K-RMD (Shaban et al. 2019 eq. 8): back-propagate through the last
     K steps only and close with V's Jacobian at the truncation point, so K = r is exact and
     K = 0 is FOM (with V constant this is eq. 8 verbatim). Memory O(K), time O(r + K)."""
 
@@ -231,7 +231,7 @@ class Truncated(Estimator):
 
 @dataclass(frozen=True)
 class Forward(Estimator):
-    """Forward mode, FMD (paper 001 eq. 7): Z_j = Z_{j−1}A_j + B_j, the Jacobian ds_j/dθ, carried
+    """Forward mode, FMD (Shaban et al. 2019 eq. 7): Z_j = Z_{j−1}A_j + B_j, the Jacobian ds_j/dθ, carried
     along the inner loop as dim θ tangents of the state (``jax.jvp`` of each step under ``vmap``
     over the directions, inside the ``lax.scan``), from Z_0 = ∂s_0/∂θ; then
     d_θ = ∂_θL_out + Z_r ∂_sL_out. No history is kept: memory is the state and its dim θ tangents

@@ -1,6 +1,6 @@
-"""Warm starts of the inner iterate across outer steps, paper 004 Alg. 1 (ITD-BiO and AID-BiO).
+"""Warm starts of the inner iterate across outer steps, Ji et al. 2021 Alg. 1 (ITD-BiO and AID-BiO).
 
-Paper 004 runs the inner loop of outer step k from the previous step's last iterate,
+Ji et al. 2021 runs the inner loop of outer step k from the previous step's last iterate,
 
     y_k^0 = y_{k−1}^T,   y_k^t = y_k^{t−1} − α ∇_y g(x_k, y_k^{t−1}),   t = 1..T,
 
@@ -15,7 +15,7 @@ Where y_k^T comes from. An :class:`~ablo.estimators.unrolled.ExactUnrolled` base
 pass's s_r is kept: no extra work. Any other base is called whole and y_k^T is recomputed by
 one more inner run of r steps, charged as r gradient evaluations in the Cost.
 
-The warm start assumes one task per outer step (the dataset of paper 004's experiments): with a
+The warm start assumes one task per outer step (the dataset of Ji et al. 2021's experiments): with a
 meta-batch of several tasks :meth:`Estimator.estimate_batch` averages the tasks' iterates.
 """
 
@@ -41,7 +41,7 @@ class WarmState(NamedTuple):
 
 @dataclass(frozen=True)
 class WarmStart(Estimator):
-    """``base`` run from the previous outer step's inner iterate (paper 004 Alg. 1 line 3).
+    """``base`` run from the previous outer step's inner iterate (Ji et al. 2021 Alg. 1 line 3).
     ``WarmStart(Reverse())`` is ITD-BiO (registered as ``itd-bio``). Cost: the base's, plus r
     gradient evaluations for a base that is not ExactUnrolled (the inner run giving y_k^T)."""
 
@@ -56,7 +56,7 @@ class WarmStart(Estimator):
 
     @property
     def name(self) -> str:
-        """``itd-bio`` for the exact reverse base (paper 004's ITD-BiO), else ``warm-<base>``."""
+        """``itd-bio`` for the exact reverse base (Ji et al. 2021's ITD-BiO), else ``warm-<base>``."""
         return "itd-bio" if self.base == Reverse() else f"warm-{self.base.name}"
 
     @property
@@ -91,12 +91,12 @@ class WarmStart(Estimator):
 
 
 def itd_bio() -> WarmStart:
-    """ITD-BiO (paper 004 Alg. 1 with the hypergradient of Prop. 2): the inner loop warm-started
+    """ITD-BiO (Ji et al. 2021 Alg. 1 with the hypergradient of Prop. 2): the inner loop warm-started
     from y_{k−1}^T and differentiated exactly by reverse mode through its T steps."""
     return WarmStart(Reverse())
 
 
 def aid_bio(tol: float = 1e-10, maxiter: int = 10) -> AID:
-    """AID-BiO (paper 004 Alg. 1 with eq. 3): warm starts of both the inner iterate
+    """AID-BiO (Ji et al. 2021 Alg. 1 with eq. 3): warm starts of both the inner iterate
     (y_k^0 = y_{k−1}^T) and the linear system (v_k^0 = v_{k−1}^N), v by ``maxiter`` CG steps."""
     return aid_cg(tol=tol, maxiter=maxiter, warm_start=True)

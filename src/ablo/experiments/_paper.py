@@ -1,10 +1,10 @@
 """The papers' reported figures, shown beside ours by ``ablo compare`` (SPEC §2).
 
-* paper 001 Table 2 (hypercleaning, linear model, 1000 hyperiterations): test and validation
+* Shaban et al. 2019 Table 2 (hypercleaning, linear model, 1000 hyperiterations): test and validation
   accuracy (%), validation loss and F1 per truncation depth K;
-* paper 000 Table 1 (hypercleaning, two-layer MLP, equal function-call budgets): train
+* Likhosherstov et al. 2021 Table 1 (hypercleaning, two-layer MLP, equal function-call budgets): train
   accuracy on the uncorrupted part (%), test accuracy (%), test cross-entropy;
-* paper 000 Table 2 (Omniglot 1-shot, test accuracy %), 30- and 40-way.
+* Likhosherstov et al. 2021 Table 2 (Omniglot 1-shot, test accuracy %), 30- and 40-way.
 
 The figures are given only for runs on the papers' data and protocol
 (:func:`hypercleaning_figures_withheld`, :func:`fewshot_figures_withheld` say why not otherwise).
@@ -25,9 +25,9 @@ HYPERCLEANING_MLP = {"exact": {"train_clean_acc": 94.07, "test_acc": 90.82, "tes
 FEWSHOT_OMNIGLOT_1SHOT = {30: {"exact": 91.6, "reptile": 83.1, "fom": 89.3, "adaptive-ufom": 92.0},
                           40: {"exact": 87.5, "reptile": 78.2, "fom": 84.88, "adaptive-ufom": 89.1}}
 EXACT = ("reverse", "recompute", "checkpointed", "forward")  # the papers' "exact" is any of these
-#: The hypercleaning protocol of both papers (001 §4.2.1 and App. G.1, 000 §5.2): 28x28 MNIST (60k/10k
-#: images), 5000 training and 5000 validation examples, r = 100; 001 replaces each training label with
-#: probability 1/2 by a uniformly random one and tests on the rest of MNIST, 000 corrupts 2500 labels.
+#: The hypercleaning protocol of both papers (Shaban et al. 2019, §4.2.1 and App. G.1, Likhosherstov et al. 2021, §5.2): 28x28 MNIST (60k/10k
+#: images), 5000 training and 5000 validation examples, r = 100; Shaban et al. 2019 replaces each training label with
+#: probability 1/2 by a uniformly random one and tests on the rest of MNIST, Likhosherstov et al. 2021 corrupt 2500 labels.
 HYPERCLEANING_PROTOCOL = {"n_train": 5000, "n_val": 5000, "corrupt": 0.5, "steps": 100}
 HYPERCLEANING_MODEL_PROTOCOL = {"linear": {"corruption": "uniform", "test_set": "rest", "outer_steps": 1000,
                                            "budget_calls": None, "schedule": "inv-sqrt", "decay_bias": True,
@@ -52,7 +52,7 @@ def hypercleaning_figures_withheld(config: Mapping) -> str:
 
 
 def fewshot_figures_withheld(config: Mapping) -> str:
-    """Why paper 000 Table 2 does not apply to a few-shot run with ``config`` (a summary's
+    """Why Likhosherstov et al. 2021 Table 2 does not apply to a few-shot run with ``config`` (a summary's
     resolved config with its ``dataset``); "" when it does (Omniglot at 28x28, 1-shot, 30 or 40 ways)."""
     d = config.get("dataset") or {}
     differ = ([] if d.get("name") == "Omniglot" else [f"data {d.get('name', 'unknown')} (paper: Omniglot)"]) + [

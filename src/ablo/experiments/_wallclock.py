@@ -1,4 +1,4 @@
-"""The wall-clock protocol of paper 004 §A.2 (Figures 2-4), shared by ``newsgroups`` and
+"""The wall-clock protocol of Ji et al. 2021 §A.2 (Figures 2-4), shared by ``newsgroups`` and
 ``stochastic-hypercleaning``: test loss and accuracy of each method's current inner iterate
 against running time.
 
@@ -93,7 +93,7 @@ def result_row(curve: list, result, **ident) -> dict:
 
 
 def plot_curves(curves: list, path, title: str, group_key: str = "method") -> None:
-    """Paper 004 Figures 2-4 style: test loss (left) and test accuracy (right) against running
+    """Ji et al. 2021 Figures 2-4 style: test loss (left) and test accuracy (right) against running
     time, one colour per ``group_key`` value, one line per seed."""
     import matplotlib
 

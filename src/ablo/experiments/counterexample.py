@@ -1,4 +1,4 @@
-"""Experiment ``counterexample``: the problem of paper 000 Theorem 2 / §5.1 (Figure 1a-c), on which
+"""Experiment ``counterexample``: the problem of Likhosherstov et al. 2021 Theorem 2 / §5.1 (Figure 1a-c), on which
 outer SGD with FOM stalls at a non-stationary point while UFOM (q = 0.1) converges.
 
 Two equally likely tasks, s = p = 1, V(θ) = θ, L_in = L_out = f_i(φ), r = 10 GD steps of size
@@ -68,7 +68,7 @@ TINY = dict(smoke=True, seeds=(0, 1), outer_steps=50, curve_points=10)
 
 
 def piecewise_f(phi, task):
-    """f_i(φ) of paper 000 Theorem 2 (convex, twice differentiable, bounded gradient); task = (a, b, A)."""
+    """f_i(φ) of Likhosherstov et al. 2021 Theorem 2 (convex, twice differentiable, bounded gradient); task = (a, b, A)."""
     a, b, A = task
     d = phi - b / a
     z = jnp.abs(d)
@@ -108,7 +108,7 @@ def exact_grad_fn(problem, tasks):
 
 
 def sgd_scan(problem, estimator, tasks, theta0, key, gamma0: float, steps: int) -> dict:
-    """One outer SGD run (paper 000 Alg. 1): each step draws one of the stacked ``tasks``
+    """One outer SGD run (Likhosherstov et al. 2021 Alg. 1): each step draws one of the stacked ``tasks``
     uniformly, γ_k = γ0/(k+1) for k = 1..steps (optax SGD; optax counts from 0). ``outer.make_step``
     under ``outer.scan``: pure, so callers vmap it over seeds (``theta0``, ``key``) and task sets.
     Returns the stacked per-step metrics (θ after each step as ``theta``)."""
@@ -206,7 +206,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     notes = (smoke_note(cfg) + f"b_2 = {b[1]:.5f}, A = {A:.5f}. FOM's fixed point(s) E[G_FO] = 0 at θ = "
              + ", ".join(f"{x:.4f} (|∂M/∂θ| = {g:.4f})" for x, g in zip(fixed, fixed_grad))
              + f". {steps} outer SGD steps, γ_k = {cfg.gamma0}/(k+1), {len(seeds)} seeds, θ_0 ~ U({lo}, {hi}).")
-    write_markdown(ctx.out / "results.md", "Counterexample (paper 000 §5.1, Theorem 2)", table, notes=notes)
+    write_markdown(ctx.out / "results.md", "Counterexample (Likhosherstov et al. 2021 §5.1, Theorem 2)", table, notes=notes)
     summary = write_summary(ctx.out, NAME, {**cfg.as_dict(), "b": b.tolist(), "A": A, **stationary}, rows)
     return json.loads(summary.read_text())
 
@@ -289,4 +289,4 @@ def _write_figures(out_dir, tasks, M, trajectories, fixed, stat, fixed_grad):
 
 
 register(Experiment(NAME, run, Config, TINY,
-                    "paper 000 §5.1 / Theorem 2: FOM stalls, UFOM (q = 0.1) converges (Fig. 1a-c)"))
+                    "Likhosherstov et al. 2021 §5.1 / Theorem 2: FOM stalls, UFOM (q = 0.1) converges (Fig. 1a-c)"))

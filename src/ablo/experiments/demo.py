@@ -1,4 +1,4 @@
-"""The README's main job (``ablo demo``): data hypercleaning (paper 000 §5.2) on scikit-learn's
+"""The README's main job (``ablo demo``): data hypercleaning (Likhosherstov et al. 2021 §5.2) on scikit-learn's
 bundled digits, so it needs no download. A two-layer ReLU net is trained by r = 20 inner GD
 steps on 600 examples, half of them mislabelled; θ weighs each example by σ(θ_i); the exact
 hypergradient (``recompute``), FOM, UFOM (q = 0.1) and Adaptive UFOM each get the same budget

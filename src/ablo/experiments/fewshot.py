@@ -1,4 +1,4 @@
-"""Few-shot classification, MAML form (paper 000 §5.3, Table 2; Finn et al. 2017).
+"""Few-shot classification, MAML form (Likhosherstov et al. 2021 §5.3, Table 2; Finn et al. 2017).
 
 A task T = (D_tr, D_te): m classes drawn from a split's characters, K + 1 drawings of each,
 K for training and one for testing (s = mK, t = m). With V(θ, T) = θ,
@@ -402,4 +402,4 @@ def _write_table(cfg: dict, rows: list, out_dir: Path) -> None:
 
 register(Experiment(NAME, run, Config, TINY,
                     "few-shot Omniglot, MAML form: FOM, exact, UFOM, Adaptive UFOM, Reptile at equal function calls "
-                    "(000 Table 2)"))
+                    "(Likhosherstov et al. 2021, Table 2)"))

@@ -1,11 +1,11 @@
-"""One-shot classification with a learned hyper-representation (paper 001 §4.3, App. G.3, Table 4;
-paper 004 §5.2's shared-embedding meta-learning).
+"""One-shot classification with a learned hyper-representation (Shaban et al. 2019 §4.3, App. G.3, Table 4;
+Ji et al. 2021 §5.2's shared-embedding meta-learning).
 
 Omniglot's 1,623 characters (background and evaluation sets pooled) are split at random into
 1200 meta-training, 100 meta-validation and 323 meta-test characters (disjoint). A task is
 5-way 1-shot: S = one drawing of each of 5 characters, Q = 15 other drawings of each.
 
-Network (001 Fig. 8): conv blocks [3x3 conv, ``filters`` channels, 2x2 max-pool, batch norm
+Network (Shaban et al. 2019, Fig. 8): conv blocks [3x3 conv, ``filters`` channels, 2x2 max-pool, batch norm
 (the batch's statistics, as MAML), ReLU]; blocks 1-2 are the hyper-representation λ (part of θ,
 frozen in the inner problem), blocks 3-4 and the dense layer are w = (w_3, w_4, w_5), fine-tuned
 per task by r = T steps of GD with step γ from w_0 = c:
@@ -15,7 +15,7 @@ per task by r = T steps of GD with step γ from w_0 = c:
 
 G.3 does not say where the inner run starts; we start at the centres (V(θ) = c), so c is both
 the start and the regulariser's centre. f depends on λ directly (∇_λ f ≠ 0). γ is fixed here
-(001 also learns it).
+(Shaban et al. 2019 also learns it).
 
 Two comparisons, each on the same θ_0 and the same meta-batches (seeded):
 
@@ -23,8 +23,8 @@ Two comparisons, each on the same θ_0 and the same meta-batches (seeded):
    hyper-iterations (and "short horizon": full RMD with T = 1); accuracy, seconds per
    hyper-iteration (compilation excluded) and the XLA temporary memory of one hypergradient
    (``jax.jit(estimate).lower(...).compile().memory_analysis().temp_size_in_bytes``, one task).
-2. Equal function calls (paper 000 §5 counting): ITD-BiO (``itd-bio``: reverse through the
-   inner loop warm-started at the previous outer step's iterate, 004 Alg. 1, the meta-batch's
+2. Equal function calls (Likhosherstov et al. 2021 §5 counting): ITD-BiO (``itd-bio``: reverse through the
+   inner loop warm-started at the previous outer step's iterate, Ji et al. 2021, Alg. 1, the meta-batch's
    task iterates averaged),
    AID-BiO (CG), FOM, UFOM, Adaptive UFOM on this problem, and ANIL (Raghu et al. 2019; 004
    §5.2): the same network with blocks 1-4 in θ and only the dense layer adapted from
@@ -61,10 +61,10 @@ from ..results import axis_label, figure_legend, natural_key, save_figure, write
 NAME = "hyper-representation"
 N_CHARACTERS = 1623  # Omniglot: 964 background + 659 evaluation characters
 DRAWINGS = 20
-BLOCKS = 4  # conv blocks; + 1 dense layer = the 5 layers of 001 Fig. 8
+BLOCKS = 4  # conv blocks; + 1 dense layer = the 5 layers of Shaban et al. 2019, Fig. 8
 FROZEN = 2  # blocks in the hyper-representation λ
 
-#: Paper 001 Table 4 (Omniglot 5-way 1-shot, T = 50): (method, accuracy %, hyper-iterations, sec/iter).
+#: Shaban et al. 2019 Table 4 (Omniglot 5-way 1-shot, T = 50): (method, accuracy %, hyper-iterations, sec/iter).
 PAPER_TABLE4 = (("1-RMD", 95.6, "5K", 0.4), ("10-RMD", 96.3, "5K", 0.7), ("25-RMD", 96.1, "5K", 1.3),
                 ("Full RMD", 95.8, "5K", 2.2), ("1-RMD", 97.7, "15K", 0.4), ("10-RMD", 97.8, "15K", 0.7),
                 ("Short horizon", 96.6, "15K", 0.1))
@@ -83,7 +83,7 @@ class Config(ExperimentConfig):
     shots: int = option(1, "training drawings per class (S)", low=1, high=19)
     queries: int = option(15, "validation drawings per class (Q)", low=1, high=19)
     steps: int = option(10, "inner GD steps T (paper: 50)", low=1, high=1000)
-    inner_lr: float = option(0.1, "inner GD step γ on the summed support loss (fixed here; 001 learns it)",
+    inner_lr: float = option(0.1, "inner GD step γ on the summed support loss (fixed here; Shaban et al. 2019 learns it)",
                              low=0, low_open=True)
     rho0: float = option(0.01, "initial ρ_j = softplus(ν_j) of every adapted layer", low=0, low_open=True)
     outer_lr: float = option(3e-3, "outer Adam step size", low=0, low_open=True)
@@ -94,7 +94,7 @@ class Config(ExperimentConfig):
     short_horizon: bool = option(True, "add Table 4's short horizon: full RMD with T = 1")
     hyper_iterations: int = option(100, "hyper-iterations of each Table 4 method (paper: 5000)", low=1)
     methods: tuple[str, ...] = option(("itd-bio", "aid-cg", "fom", "ufom", "adaptive-ufom"),
-                                      "methods at equal function calls (itd-bio: 004's ITD-BiO, warm-started)",
+                                      "methods at equal function calls (itd-bio: Ji et al. 2021's ITD-BiO, warm-started)",
                                       estimators=True)
     anil: bool = option(True, "add ANIL (only the dense layer adapted, exact hypergradient) at equal calls")
     budget_calls: float = option(10_000, "function calls (gradients + HVPs + JVPs) per equal-calls method",
@@ -171,7 +171,7 @@ def _block_init(key, c_in: int, filters: int) -> dict:
 
 def conv_block(p: dict, x: jax.Array) -> jax.Array:
     """3x3 conv (stride 1, SAME) → 2x2 max-pool (SAME; skipped once the map is 2x2 or smaller, so
-    the last batch norm never pools fewer than 4 positions) → batch norm → ReLU (001 Fig. 8)."""
+    the last batch norm never pools fewer than 4 positions) → batch norm → ReLU (Shaban et al. 2019, Fig. 8)."""
     x = jax.lax.conv_general_dilated(x, p["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
     if x.shape[1] > 2:
         x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "SAME")
@@ -185,7 +185,7 @@ def _map_side(size: int) -> int:
 
 
 def init_layers(key, cfg: Config) -> list:
-    """The 5 layers of 001 Fig. 8: 4 conv blocks and a dense layer to ``ways`` logits."""
+    """The 5 layers of Shaban et al. 2019, Fig. 8: 4 conv blocks and a dense layer to ``ways`` logits."""
     keys = jax.random.split(key, BLOCKS + 1)
     blocks = [_block_init(k, 1 if i == 0 else cfg.filters, cfg.filters) for i, k in enumerate(keys[:-1])]
     flat = _map_side(cfg.size) ** 2 * cfg.filters
@@ -217,7 +217,7 @@ def _sq_dist(a, b) -> jax.Array:
 
 
 def make_problem(cfg: Config, steps: Optional[int] = None, regularised: bool = True) -> BilevelProblem:
-    """The bilevel problem of 001 §4.3 (module docstring) with r = ``steps`` (default cfg.steps):
+    """The bilevel problem of Shaban et al. 2019, §4.3 (module docstring) with r = ``steps`` (default cfg.steps):
     L_in = Σ_S CE + Σ_j softplus(ν_j)‖w_j − c_j‖² (no regulariser when not ``regularised``: ANIL),
     L_out = mean_Q CE, φ_0 = V(θ) = θ["centre"], GD with step γ = cfg.inner_lr."""
 
@@ -273,7 +273,7 @@ def hypergradient_memory(problem, estimator, theta, task) -> int:
 
 # --- experiment ------------------------------------------------------------------------------
 def display_name(spec: str, steps: int) -> str:
-    """A method's name in tables and legends (001/004's names where they have one)."""
+    """A method's name in tables and legends (001/Ji et al. 2021's names where they have one)."""
     est = estimators.parse(spec)
     if est.name == "truncated":
         return "Full RMD (T-RMD)" if est.K == steps else f"{est.K}-RMD"
@@ -356,7 +356,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     plot_curves(curves, out_dir / "curves.png", cfg)
     cols = ["part", "method", "T", "K", "hyper_iterations", "function_calls", "test_acc", "test_acc_ci95", "val_acc",
             "sec_per_iter", "memory_mb"]
-    write_markdown(out_dir / "results.md", "Hyper-representation, Omniglot 5-way 1-shot (001 §4.3, 004 §5.2)", rows,
+    write_markdown(out_dir / "results.md", "Hyper-representation, Omniglot 5-way 1-shot (Shaban et al. 2019, §4.3, Ji et al. 2021, §5.2)", rows,
                    cols, notes(cfg, len(train), len(val), len(test)))
     summary = write_summary(out_dir, NAME, {**cfg.as_dict(), "characters": {"train": len(train), "validation": len(val),
                                                                              "test": len(test)}}, rows)
@@ -373,7 +373,7 @@ def notes(cfg: Config, n_train: int, n_val: int, n_test: int) -> str:
     return (f"{smoke}Data: {data}; characters split at random (seed {cfg.split_seed}) into {n_train} train / "
             f"{n_val} validation / {n_test} test, disjoint. Tasks: {cfg.ways}-way {cfg.shots}-shot, {cfg.queries} "
             f"queries per class; meta-batch {cfg.meta_batch}; outer Adam lr {cfg.outer_lr}.\n\n"
-            f"Changes against paper 001's protocol (G.3): images {cfg.size}x{cfg.size} (Shaban et al. state no size; "
+            f"Changes against Shaban et al. 2019's protocol (G.3): images {cfg.size}x{cfg.size} (Shaban et al. state no size; "
             f"Finn et al.'s is 28x28), {cfg.filters} "
             f"filters per conv layer (paper 64), T = {cfg.steps} inner GD steps (paper 50) with fixed γ = "
             f"{cfg.inner_lr} (paper learns γ), {cfg.hyper_iterations} hyper-iterations per Table 4 method (paper 5000 "
@@ -384,12 +384,12 @@ def notes(cfg: Config, n_train: int, n_val: int, n_test: int) -> str:
             f"Curves (curves.png): test accuracy on the first {cfg.curve_tasks} of those tasks. sec_per_iter excludes "
             "compilation and evaluation, on a 2-core CPU shared with other jobs; memory_mb (Table 4 part only) is "
             "XLA's temporary buffer size of one compiled hypergradient (one task). Equal-calls part: "
-            f"{cfg.budget_calls:g} function calls each (gradients + HVPs + JVPs as ablo counts them; paper 000 §5 "
-            "counts gradients and HVPs). 'ITD-BiO' is 004's "
+            f"{cfg.budget_calls:g} function calls each (gradients + HVPs + JVPs as ablo counts them; Likhosherstov et al. 2021 §5 "
+            "counts gradients and HVPs). 'ITD-BiO' is Ji et al. 2021's "
             "(itd-bio): exact reverse mode through the inner loop warm-started at the previous outer step's iterate "
             "(the meta-batch's task iterates averaged; 'ITD-BiO (reverse)' would be reverse without the warm start); "
             "ANIL adapts only the dense layer from θ's head, without regulariser.\n\n"
-            "Paper 001 Table 4 (Omniglot, T = 50):\n\n| Method | Accuracy | iter. | Sec/iter. |\n|---|---|---|---|\n"
+            "Shaban et al. 2019 Table 4 (Omniglot, T = 50):\n\n| Method | Accuracy | iter. | Sec/iter. |\n|---|---|---|---|\n"
             f"{paper}\n")
 
 
@@ -422,5 +422,5 @@ def plot_curves(curves: list, path: Path, cfg: Config) -> None:
 
 
 register(Experiment(NAME, run, Config, TINY,
-                    "one-shot Omniglot with a learned hyper-representation (001 §4.3 Table 4; 004 §5.2): K-RMD at "
+                    "one-shot Omniglot with a learned hyper-representation (Shaban et al. 2019, §4.3 Table 4; Ji et al. 2021, §5.2): K-RMD at "
                     "equal hyper-iterations, ITD/AID-BiO, FOM, UFOM, Adaptive UFOM, ANIL at equal function calls"))

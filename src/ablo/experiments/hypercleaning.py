@@ -1,4 +1,4 @@
-"""Data hypercleaning (paper 001 §4.2.1 and App. G.1; paper 000 §5.2, Table 1).
+"""Data hypercleaning (Shaban et al. 2019 §4.2.1 and App. G.1; Likhosherstov et al. 2021 §5.2, Table 1).
 
 A classifier g(φ, x) is trained on n examples, a fraction of them with a wrong label, by r steps
 of GD at step size α; θ ∈ R^n weighs each training loss by σ(θ_i); the outer loss is the
@@ -13,22 +13,22 @@ curvature of L_in at φ_0 (:func:`ablo.curvature.check_step_size`: α ≥ 2/L is
 Hessian eigenvalue); ``inner_lr = auto`` sets α = 1/L. Outer optimizer: Adam, by
 :func:`ablo.outer.run` (divergence stops the run naming step, method and cause).
 
-``model = linear`` (paper 001, App. G.1): g = Wx + b from W = 0, K-RMD as ``truncated-K`` specs
+``model = linear`` (Shaban et al. 2019, App. G.1): g = Wx + b from W = 0, K-RMD as ``truncated-K`` specs
 and ``reverse`` (K = r), 1000 hyperiterations of Adam at η_τ = η_0/√τ with η_0 set per method so
 the first update has norm ``first_step_norm`` (:func:`outer_optimizer`), λ = 0.001/n on W and b
 (the paper's ratio to its summed loss), and at every evaluation the exact hypergradient's norm
-and the descent ratio of the method's estimate (paper 001 Fig. 5 and Fig. 2's ratio). ``model =
-mlp`` (paper 000): two layers with ReLU; methods (default exact = memory-efficient ``recompute``,
+and the descent ratio of the method's estimate (Shaban et al. 2019 Fig. 5 and Fig. 2's ratio). ``model =
+mlp`` (Likhosherstov et al. 2021): two layers with ReLU; methods (default exact = memory-efficient ``recompute``,
 ``fom``, ``adaptive-ufom``) at an equal budget of function calls, constant Adam step. V and L_out
 do not depend on θ, so FOM's estimate is exactly zero and FOM is training on the uncleaned data.
 
 Data: MNIST IDX files from ``data_dir``, else scikit-learn's 8x8 digits (a scaled-down stand-in);
 train and val are class-balanced draws from the 60k training images; the test set is the rest of
-the 70k images (``test_set = rest``, paper 001) or the 10k test images (``test``). Corruption:
+the 70k images (``test_set = rest``, Shaban et al. 2019) or the 10k test images (``test``). Corruption:
 ``uniform`` replaces each training label with probability ``corrupt`` by a uniformly random class
-(paper 001 App. G.1), ``wrong`` replaces exactly ⌊corrupt·n⌋ by a wrong one (paper 000); F1 scores
-θ_i < −3 as "corrupted" against the labels that are wrong (paper 001 §4.2.1). Rows:
-:data:`ROW_KEYS` (train_clean_acc: the uncorrupted part of the training set, paper 000 Table 1;
+(Shaban et al. 2019 App. G.1), ``wrong`` replaces exactly ⌊corrupt·n⌋ by a wrong one (Likhosherstov et al. 2021); F1 scores
+θ_i < −3 as "corrupted" against the labels that are wrong (Shaban et al. 2019 §4.2.1). Rows:
+:data:`ROW_KEYS` (train_clean_acc: the uncorrupted part of the training set, Likhosherstov et al. 2021 Table 1;
 outer_lr: the η_0 the method ran with).
 """
 
@@ -82,8 +82,8 @@ class Config(ExperimentConfig):
     """The settings of a hypercleaning run; fields left None take the model's (and data's) default,
     filled in one place by :meth:`resolved`."""
 
-    model: str = option("linear", "classifier: linear (paper 001 Table 2) or mlp, two layers with ReLU "
-                        "(paper 000 Table 1)", choices=("linear", "mlp"))
+    model: str = option("linear", "classifier: linear (Shaban et al. 2019 Table 2) or mlp, two layers with ReLU "
+                        "(Likhosherstov et al. 2021 Table 1)", choices=("linear", "mlp"))
     DATASET = "mnist"  # data_dir defaults to the fetched mnist (config.build)
     data_dir: Optional[str] = option(None, "folder with the MNIST IDX files; none = scikit-learn's 8x8 digits "
                                      "(a scaled-down stand-in)")
@@ -94,18 +94,18 @@ class Config(ExperimentConfig):
     corrupt: float = option(0.5, "corruption probability p (uniform) or fraction (wrong) of the training labels",
                             low=0, high=1, high_open=True)
     corruption: Optional[str] = option(None, "uniform: each training label replaced with probability p by a "
-                                       "uniformly random class, which may be the true one (paper 001 App. G.1; "
+                                       "uniformly random class, which may be the true one (Shaban et al. 2019 App. G.1; "
                                        "default, linear); wrong: exactly ⌊p·n⌋ labels replaced by a wrong class "
-                                       "(paper 000 §5.2; default, mlp)", choices=("uniform", "wrong"))
+                                       "(Likhosherstov et al. 2021 §5.2; default, mlp)", choices=("uniform", "wrong"))
     steps: Optional[int] = option(None, "inner GD steps r; default 100 (linear) / 20 (mlp)", low=1, high=100_000)
     inner_lr: Optional[float] = option(1.0, "inner GD step size α, refused at or above 2/L (L: top eigenvalue of "
                                        "the inner Hessian at φ_0); auto = 1/L", low=0, low_open=True,
                                        none_word="auto")
     l2: Optional[float] = option(None, "weight decay λ added to the mean weighted loss; default 0.001/n_train "
-                                 "(linear: paper 001's 0.001 on its summed loss) / 0.001 (mlp)", low=0)
-    decay_bias: Optional[bool] = option(None, "decay the biases too; default true (linear: paper 001's W ∈ "
+                                 "(linear: Shaban et al. 2019's 0.001 on its summed loss) / 0.001 (mlp)", low=0)
+    decay_bias: Optional[bool] = option(None, "decay the biases too; default true (linear: Shaban et al. 2019's W ∈ "
                                         "R^{10×785} holds the bias column) / false (mlp)")
-    test_set: Optional[str] = option(None, "rest: every image of the 70k not drawn for train/val (paper 001 App. "
+    test_set: Optional[str] = option(None, "rest: every image of the 70k not drawn for train/val (Shaban et al. 2019 App. "
                                      "G.1; default, linear); test: the 10k test images (default, mlp)",
                                      choices=("rest", "test"))
     hidden: Optional[int] = option(None, "hidden width of the MLP; default 32 (mlp)", low=1, high=100_000)
@@ -116,7 +116,7 @@ class Config(ExperimentConfig):
         "recompute,fom,adaptive-ufom (mlp)", estimators=True, min_len=1)
     seeds: Optional[tuple[int, ...]] = option(None, "seeds (split, corruption, MLP init, estimator keys); default "
                                               "0 (linear) / 0,1,2 (mlp)", low=0, unique=True, min_len=1)
-    outer_steps: Optional[int] = option(None, "outer Adam steps per run; default 1000 (linear, paper 001 Table 2) "
+    outer_steps: Optional[int] = option(None, "outer Adam steps per run; default 1000 (linear, Shaban et al. 2019 Table 2) "
                                         "/ no limit (mlp)", low=1, high=10_000_000)
     budget_calls: Optional[float] = option(None, "function calls per run; default no limit (linear) / 10000 (mlp)",
                                            low=0, low_open=True)
@@ -125,12 +125,12 @@ class Config(ExperimentConfig):
     outer_lr: Optional[float] = option(None, "outer Adam step size η_0; default 0.3 (mlp) / set per method from "
                                        "first_step_norm (linear)", low=0, low_open=True)
     first_step_norm: Optional[float] = option(None, "when outer_lr is not given: η_0 is set per method so the "
-                                              "first outer update ‖θ_1 − θ_0‖ has this norm (paper 001 App. G.1); "
+                                              "first outer update ‖θ_1 − θ_0‖ has this norm (Shaban et al. 2019 App. G.1); "
                                               "default √n_train (linear: Adam's first update at unit step has norm ≈ √n, so η_0 ≈ 1)", low=0, low_open=True)
     eval_every: Optional[int] = option(None, "outer steps between evaluations and checkpoints; default 25 "
                                        "(linear) / 10 (mlp)", low=1)
     track_true_grad: Optional[bool] = option(None, "at every evaluation also compute the exact hypergradient "
-                                             "(reverse): its norm (paper 001 Fig. 5) and the descent ratio "
+                                             "(reverse): its norm (Shaban et al. 2019 Fig. 5) and the descent ratio "
                                              "hᵀd/‖d‖² of the method's estimate h; default true (linear) / false "
                                              "(mlp)")
     smoke: bool = smoke_option()
@@ -245,7 +245,7 @@ def _balanced_splits(y: np.ndarray, sizes: tuple, rng, name: str) -> list:
 
 
 def init_model(cfg: Config, d: int, seed: int, dtype=jnp.float32) -> list:
-    """φ_0: W = 0, b = 0 for the linear model (paper 001 App. G.1); He init for the MLP."""
+    """φ_0: W = 0, b = 0 for the linear model (Shaban et al. 2019 App. G.1); He init for the MLP."""
     if cfg.model == "linear":
         return linear_init(d, 10, dtype)
     phi = mlp_init(jax.random.PRNGKey(10_000 + seed), [d, cfg.hidden, 10])
@@ -268,8 +268,8 @@ TRUE_GRAD = ("true_grad_norm", "descent_ratio")
 
 def make_eval(problem, data: dict, estimator=None, key=None):
     """(θ, outer state) -> metrics of the classifier φ_r(θ) trained by the inner loop. With
-    ``estimator``, also the norm of the exact hypergradient d = ∂M^(r)/∂θ (reverse mode; paper 001
-    Fig. 5) and the descent ratio hᵀd/‖d‖² of the estimate h the run would draw at θ (paper 001
+    ``estimator``, also the norm of the exact hypergradient d = ∂M^(r)/∂θ (reverse mode; Shaban et al. 2019
+    Fig. 5) and the descent ratio hᵀd/‖d‖² of the estimate h the run would draw at θ (Shaban et al. 2019
     Fig. 2, Lemma 3.2): the run's own estimator state, a key of its own per evaluation
     (``outer.eval_key``); an exact estimator's h is d itself."""
     task, (xt, yt) = data["task"], data["test"]
@@ -305,10 +305,10 @@ def make_eval(problem, data: dict, estimator=None, key=None):
 
 def outer_optimizer(cfg: Config, problem, estimator, theta0, task, key) -> tuple:
     """(optax Adam, η_0): η_0 = ``outer_lr``, or else first_step_norm / ‖u_1‖ with u_1 the first
-    Adam update at unit step size from the estimator's hypergradient at θ_0 (paper 001 App. G.1:
+    Adam update at unit step size from the estimator's hypergradient at θ_0 (Shaban et al. 2019 App. G.1:
     the first update has the same norm for every K; one estimate, not charged to the run; an
     estimate of 0, as FOM's here, takes the norm √n of Adam's update of a gradient without zeros). Step
-    size η_τ = η_0/√τ (``schedule = inv-sqrt``, paper 001 Thm 3.3) or η_0."""
+    size η_τ = η_0/√τ (``schedule = inv-sqrt``, Shaban et al. 2019 Thm 3.3) or η_0."""
     eta0 = cfg.outer_lr
     if eta0 is None:
         g = estimator.estimate(problem, theta0, task, estimator.init(problem, theta0, task), key)[0]
@@ -526,5 +526,5 @@ def paired_note(rows: list, key: str) -> str:
 
 
 register(Experiment(NAME, run, Config, TINY,
-                    "data hypercleaning on MNIST: K-RMD on a linear model (001 Table 2), exact/FOM/Adaptive UFOM "
-                    "on a two-layer MLP (000 Table 1)"))
+                    "data hypercleaning on MNIST: K-RMD on a linear model (Shaban et al. 2019, Table 2), exact/FOM/Adaptive UFOM "
+                    "on a two-layer MLP (Likhosherstov et al. 2021, Table 1)"))

@@ -1,11 +1,11 @@
-"""Per-feature ℓ2-regularized logistic regression on 20 Newsgroups (paper 004 §A.2, Figure 2).
+"""Per-feature ℓ2-regularized logistic regression on 20 Newsgroups (Ji et al. 2021 §A.2, Figure 2).
 
 With W ∈ R^{p×c} (c = 20 groups, no bias) and one hyperparameter λ_j per feature:
 
     L_in(λ, W)  = CE(X_tr W, y_tr) + ½ mean_{j,k}(e^{λ_j} W_jk²),   L_out(λ, W) = CE(X_val W, y_val),
 
 T = 10 inner GD steps with step size 100, outer SGD with step size 100, λ_0 = 0, W_0 = 0.
-``methods`` are estimator specs; the defaults are paper 004 §A.2's methods with its settings:
+``methods`` are estimator specs; the defaults are Ji et al. 2021 §A.2's methods with its settings:
 ``stocbio`` (Alg. 2-3, η = 0.5, Q = 10, mini-batches of 1000), ``itd-bio`` (reverse mode through
 the warm-started inner loop: the paper's "reverse"), ``aid-fp`` (fixed-point map with the inner
 step, as the paper's hypertorch code), ``aid-bio`` (AID-CG, 10 CG steps, warm starts of y and v,
@@ -81,9 +81,9 @@ class Config(ExperimentConfig):
 TINY = dict(smoke=True, methods=("stocbio:Q=3,batch=50", "itd-bio"), seconds=30.0, outer_steps=3, inner_steps=3,
             eval_every=2, n_train=200, n_test=100)
 
-#: Paper 004 gives Figures 2-3 without numbers in the text; their axes span test loss 1.0-3.5 and
+#: Ji et al. 2021 gives Figures 2-3 without numbers in the text; their axes span test loss 1.0-3.5 and
 #: test accuracy 0.2-0.7 over 60 s.
-PAPER_NOTE = ("Paper 004 Figure 2 (all 101,631 words; numbers only as plots, axes test loss 1.0-3.5 and test "
+PAPER_NOTE = ("Ji et al. 2021 Figure 2 (all 101,631 words; numbers only as plots, axes test loss 1.0-3.5 and test "
               "accuracy 0.2-0.7 over 60 s): stocBiO converges fastest and reaches the best test accuracy; "
               "reverse, AID-FP, AID-CG and HOAG are slower.")
 
@@ -168,17 +168,17 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     plot_curves(curves, ctx.out / "test_vs_time.png",
                 f"{'20 Newsgroups' if real else 'generated documents'}, {features} features")
     smoke = smoke_note(cfg)
-    paper = paper_note(PAPER_NOTE, "Paper 004 Figure 2", "20 Newsgroups", real, cfg.smoke)
+    paper = paper_note(PAPER_NOTE, "Ji et al. 2021 Figure 2", "20 Newsgroups", real, cfg.smoke)
     protocol = (f"T = {cfg.inner_steps} inner GD steps (lr {cfg.inner_lr}), warm-started by every method that "
                 f"carries its iterate (itd-bio, aid-bio, aid-fp, hoag, stocbio), outer SGD (lr {cfg.outer_lr}).")
     notes = (f"{smoke}Data: {description}.\n\nProtocol: {protocol} {schedule_note(methods.values())} {protocol_note(cfg)}\n\n{paper}\n\n"
              "HOAG: tol is the CG tolerance ε_k its next step would use, cg_cap_hits the steps whose CG stopped at "
              "the safety cap before ε_k. Curves: curves.csv; plot: test_vs_time.png.")
-    write_markdown(ctx.out / "results.md", "20 Newsgroups: per-feature l2 regularization (paper 004 §A.2)", rows,
+    write_markdown(ctx.out / "results.md", "20 Newsgroups: per-feature l2 regularization (Ji et al. 2021 §A.2)", rows,
                    ["method", "seed", "test_loss", "test_acc", "steps", "seconds", "function_calls", "tol",
                     "cg_cap_hits"], notes)
     return json.loads(write_summary(ctx.out, NAME, {**cfg.as_dict(), "data": description}, rows).read_text())
 
 
 register(Experiment(NAME, run, Config, TINY, "20 Newsgroups per-feature l2 regularization: stocBiO vs ITD-BiO, "
-                    "AID-FP, AID-BiO, HOAG, test loss against time (004 §A.2, Fig. 2)"))
+                    "AID-FP, AID-BiO, HOAG, test loss against time (Ji et al. 2021, §A.2, Fig. 2)"))

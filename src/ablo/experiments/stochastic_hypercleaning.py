@@ -1,4 +1,4 @@
-"""Stochastic data hypercleaning on MNIST (paper 004 §A.2, Figure 4): stocBiO against BSA, TTSA
+"""Stochastic data hypercleaning on MNIST (Ji et al. 2021 §A.2, Figure 4): stocBiO against BSA, TTSA
 and HOAG, test loss against running time.
 
 A linear classifier φ = (W, b) is trained on n = 20,000 images whose labels are corrupted with
@@ -60,7 +60,7 @@ class Config(ExperimentConfig):
     methods: tuple[str, ...] = option(("stocbio:eta=0.5,Q=10,batch=50", "bsa:eta=0.5,N=10,batch=1",
                                        "ttsa:eta=0.5,N=10,batch=1", "hoag"),
                                       "estimator specs compared", estimators=True, min_len=1)
-    corruptions: tuple[float, ...] = option((0.1, 0.2, 0.4), "label corruption rates p (paper 004 Fig. 4: 0.1 "
+    corruptions: tuple[float, ...] = option((0.1, 0.2, 0.4), "label corruption rates p (Ji et al. 2021 Fig. 4: 0.1 "
                                             "and 0.2)", low=0, high=1, min_len=1, unique=True)
     seeds: tuple[int, ...] = option((0,), "seeds: each draws the splits, the corruption and the batches", low=0,
                                     min_len=1, unique=True)
@@ -95,7 +95,7 @@ class Config(ExperimentConfig):
 TINY = dict(smoke=True, methods=("ttsa:N=3", "hoag:maxiter=3"), digits_train=200, digits_val=100,
             corruptions=(0.4,), outer_steps=3, inner_steps=3, eval_every=2, seconds=30.0)
 
-PAPER_NOTE = ("Paper 004 Figure 4 (p = 0.1 and 0.2, averages of 10 seeds, grid-searched step sizes; numbers only "
+PAPER_NOTE = ("Ji et al. 2021 Figure 4 (p = 0.1 and 0.2, averages of 10 seeds, grid-searched step sizes; numbers only "
               "as plots): stocBiO converges fastest of all methods in training and test loss; the improvement is "
               "more significant when p is smaller; TTSA converges very slowly with a large variance.")
 
@@ -187,17 +187,17 @@ def run(cfg: Config, ctx: RunContext) -> dict:
         plot_curves([c for c in curves if c["p"] == p], ctx.out / f"test_vs_time_p{p:g}.png",
                     f"Hypercleaning on {'MNIST' if real else 'digits'}, corruption p = {p:g}")
     smoke = smoke_note(cfg)
-    paper = paper_note(PAPER_NOTE, "Paper 004 Figure 4", "MNIST", real, cfg.smoke)
+    paper = paper_note(PAPER_NOTE, "Ji et al. 2021 Figure 4", "MNIST", real, cfg.smoke)
     protocol = (f"T = {cfg.inner_steps} inner steps (lr {cfg.inner_lr}; BSA/TTSA {cfg.single_sample_inner_lr}), "
                 f"warm-started by every method that carries its iterate, outer Adam (lr {cfg.outer_lr}), C_r = "
                 f"{cfg.l2}; methods {', '.join(methods)}. {schedule_note(methods.values())}")
     notes = (f"{smoke}Data: {description}; labels corrupted with probability p.\n\nProtocol: {protocol} "
              f"{protocol_note(cfg)}\n\n{paper}\n\nCurves: curves.csv; plots: test_vs_time_p*.png.")
-    write_markdown(ctx.out / "results.md", "Stochastic data hypercleaning (paper 004 §A.2)", rows,
+    write_markdown(ctx.out / "results.md", "Stochastic data hypercleaning (Ji et al. 2021 §A.2)", rows,
                    ["method", "p", "seed", "test_loss", "test_acc", "steps", "seconds", "function_calls", "tol",
                     "cg_cap_hits"], notes)
     return json.loads(write_summary(ctx.out, NAME, {**cfg.as_dict(), "data": description}, rows).read_text())
 
 
 register(Experiment(NAME, run, Config, TINY, "MNIST hypercleaning, 20,000 images, p = 0.1 / 0.2 / 0.4: stocBiO vs BSA, "
-                    "TTSA, HOAG, test loss against time (004 §A.2, Fig. 4)"))
+                    "TTSA, HOAG, test loss against time (Ji et al. 2021, §A.2, Fig. 4)"))

@@ -1,4 +1,4 @@
-"""Experiment ``synthetic-q``: the optimal q of UFOM in theory and in practice (paper 000 §4.4, §5.1,
+"""Experiment ``synthetic-q``: the optimal q of UFOM in theory and in practice (Likhosherstov et al. 2021 §4.4, §5.1,
 Figure 1d-f).
 
 Two equally likely tasks f_i of the counterexample family with a = (0.5, 1.5), b = (0, 10), A = 400
@@ -242,7 +242,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
              f"{cfg.gamma0}/(k+1). At α = {alphas[i_curve]:.4g}: expected function calls to the target: q = 0: "
              f"{c['calls_to_target_q0']}, q* = {c['q_theory']:.4f}: {c['calls_to_target_qstar']}, q = 1: "
              f"{c['calls_to_target_q1']} (inf = never).")
-    write_markdown(ctx.out / "results.md", "Optimal q: theory against grid search (paper 000 Fig. 1d-f)", rows,
+    write_markdown(ctx.out / "results.md", "Optimal q: theory against grid search (Likhosherstov et al. 2021 Fig. 1d-f)", rows,
                    ["alpha", "D2", "V2", "q_theory", "q_grid", "calls_to_target_q_grid"], notes=notes)
     config_out = {**cfg.as_dict(), "alphas": alphas.tolist(), "C_det": c_det, "C_rnd": c_rnd}
     return json.loads(write_summary(ctx.out, NAME, config_out, rows).read_text())
@@ -277,4 +277,4 @@ def _write_figures(out_dir, rows, alphas, i_curve, q_curve, rms, calls, target):
 
 
 register(Experiment(NAME, run, Config, TINY,
-                    "paper 000 §4.4 / Fig. 1d-f: V², D² against α, q* theory vs grid search, convergence"))
+                    "Likhosherstov et al. 2021 §4.4 / Fig. 1d-f: V², D² against α, q* theory vs grid search, convergence"))

@@ -1,4 +1,4 @@
-"""Task interaction, paper 001 §4.2.2 and App. G.2 (Table 3, Fig. 6), on 20 Newsgroups.
+"""Task interaction, Shaban et al. 2019 §4.2.2 and App. G.2 (Table 3, Fig. 6), on 20 Newsgroups.
 
 A multi-class linear logistic model with one weight vector w_v per class (W = [w_1..w_V] ∈ R^{d×V},
 bias b ∈ R^V) is trained by T = 100 GD steps at γ = 0.1 from W = 0, b = 0 on
@@ -7,7 +7,7 @@ bias b ∈ R^V) is trained by T = 100 GD steps at γ = 0.1 from W = 0, b = 0 on
     C = A + Aᵀ,  A = softplus(B),  ρ = softplus(ν),  θ = {B ∈ R^{V×V}, ν},
 
 (the coupling is 2 tr(W L Wᵀ) with L = diag(C1) − C the graph Laplacian of C), and the upper
-level is the validation cross-entropy f(θ) = l_val(ŵ(θ)) (∇_θ f = 0). Paper 001 uses CIFAR-10/100
+level is the validation cross-entropy f(θ) = l_val(ŵ(θ)) (∇_θ f = 0). Shaban et al. 2019 uses CIFAR-10/100
 with ResNet-18 features; those are not available here, so the V = 20 classes are the newsgroups
 and the features TF-IDF (rows scaled to norm ``feature_scale``, see :class:`Config`).
 
@@ -48,7 +48,7 @@ from .config import ConfigError, ExperimentConfig, option
 NAME = "task-interaction"
 CLASSES = 20
 
-#: Paper 001 Table 3, as printed: (dataset, method, Avg. Acc., ± std, Avg. Iter., Sec/iter.).
+#: Shaban et al. 2019 Table 3, as printed: (dataset, method, Avg. Acc., ± std, Avg. Iter., Sec/iter.).
 PAPER_TABLE3 = (("CIFAR-10", "1-RMD", 61.11, 1.23, 3300, 0.8), ("CIFAR-10", "5-RMD", 61.33, 1.08, 4950, 1.3),
                 ("CIFAR-10", "25-RMD", 61.31, 1.24, 4825, 1.4), ("CIFAR-10", "Full RMD", 61.28, 1.21, 4500, 2.2),
                 ("CIFAR-100", "1-RMD", 34.37, 0.63, 7440, 1.0), ("CIFAR-100", "5-RMD", 34.34, 0.68, 8805, 1.4),
@@ -110,7 +110,7 @@ TINY = dict(methods=("truncated-1", "reverse", "fom"), max_features=60, feature_
 # -- the bilevel problem ---------------------------------------------------------------------
 
 def coupling(theta) -> tuple[jax.Array, jax.Array]:
-    """(C, ρ) = (A + Aᵀ, softplus(ν)) with A = softplus(B) (paper 001 App. G.2)."""
+    """(C, ρ) = (A + Aᵀ, softplus(ν)) with A = softplus(B) (Shaban et al. 2019 App. G.2)."""
     A = jax.nn.softplus(theta["B"])
     return A + A.T, jax.nn.softplus(theta["nu"])
 
@@ -306,7 +306,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     fig6(out / "fig6.png", curves, order, cfg)
     heatmap(out / "learned_C.png", learned_C, order, names, cfg)
     summary = write_summary(out, NAME, {**cfg.as_dict(), "data": description, "inner_L_at_start": L}, rows)
-    write_markdown(out / "results.md", "Task interaction (paper 001 §4.2.2, App. G.2; Table 3, Fig. 6)", table,
+    write_markdown(out / "results.md", "Task interaction (Shaban et al. 2019 §4.2.2, App. G.2; Table 3, Fig. 6)", table,
                    ["method", "test_acc_mean", "test_acc_std", "test_acc_best_val_mean", "test_acc_start_mean",
                     "val_loss_mean", "cosine_mean", "true_grad_norm_mean", "trials", "hyper_iterations",
                     "sec_per_iter"], notes(cfg, description, L))
@@ -331,7 +331,7 @@ def notes(cfg: Config, description: str, L: float) -> str:
     """The results.md text under the table: data, protocol and what each column means."""
     smoke = ("**SMOKE RUN (fewer than 3 trials or 50 hyper-iterations, e.g. --tiny): it only proves that the "
              "pipeline runs; its numbers prove nothing.**\n\n" if cfg.trials < 3 or cfg.outer_steps < 50 else "")
-    return (smoke + f"Data: {description}. Paper 001 uses CIFAR-10/100 with ResNet-18 features, not available here.\n\n"
+    return (smoke + f"Data: {description}. Shaban et al. 2019 uses CIFAR-10/100 with ResNet-18 features, not available here.\n\n"
             f"Protocol: {cfg.trials} trials, m = {cfg.per_class} training and m validation examples per class; inner "
             f"T = {cfg.inner_steps} GD steps at {cfg.inner_lr:g} from W = 0, b = 0 (top inner Hessian eigenvalue at "
             f"the start L = {L:.3g}, so 2/L = {2 / L:.3g}); θ = (B, ν) from B = {cfg.B0:g}, ν = {cfg.nu0:g}, trained "
@@ -373,7 +373,7 @@ def fig6(path: Path, curves, order, cfg: Config) -> None:
         if k == "true_grad_norm":
             ax.set_yscale("log")
     axes[2].axhline(0.0, color="grey", lw=0.5)
-    fig.suptitle(f"Task interaction (paper 001 Fig. 6 analogue), mean over {cfg.trials} trials, validation set "
+    fig.suptitle(f"Task interaction (Shaban et al. 2019 Fig. 6 analogue), mean over {cfg.trials} trials, validation set "
                  "of each trial")
     figure_legend(fig, ncol=len(order))
     save_figure(fig, path)
@@ -413,5 +413,5 @@ def heatmap(path: Path, learned_C: dict, order, names, cfg: Config) -> None:
 
 
 register(Experiment(NAME, run, Config, TINY,
-                    "task interaction (001 §4.2.2, G.2): learned class coupling C on 20 Newsgroups TF-IDF, "
+                    "task interaction (Shaban et al. 2019, §4.2.2, G.2): learned class coupling C on 20 Newsgroups TF-IDF, "
                     "K-RMD/reverse/FOM/UFOM/Adaptive UFOM, Table 3 and Fig. 6"))

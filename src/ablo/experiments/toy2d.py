@@ -1,4 +1,4 @@
-"""The toy problem of paper 001 §4.1: λ, w ∈ R²,
+"""The toy problem of Shaban et al. 2019 §4.1: λ, w ∈ R²,
 
     f(ŵ) = ‖ŵ‖² + 10‖sin ŵ‖²,    g(w, λ) = ½ (w − λ)ᵀ G (w − λ),   G = diag(1, ½),
 
@@ -9,9 +9,9 @@
 
 Four parts, all with ablo's ``Truncated(K)`` against the exact ``Reverse``:
 
-1. ``bound``: measured error and the bound at λ = (1, 1) for K = 1..T (paper 001 Fig. 1);
+1. ``bound``: measured error and the bound at λ = (1, 1) for K = 1..T (Shaban et al. 2019 Fig. 1);
 2. ``f``: outer GD on f from λ_0 with η_τ = η_0/√τ, η_0 chosen so that the first step has norm
-   0.6 (paper 001 footnote 4), for each K in ``Ks`` and each other method (Fig. 4);
+   0.6 (Shaban et al. 2019 footnote 4), for each K in ``Ks`` and each other method (Fig. 4);
 3. ``f_tilde``: the same on f̃ = f + 5‖λ − (1, 0)‖², where ∇_λ f̃ ≠ 0 and 1-RMD converges to a
    biased point (Theorem 3.3; Fig. 3);
 4. ``descent_ratio``: h_{T−K}ᵀ d_λ / ‖d_λ‖² at each λ_τ of the K = 1 trajectory, for each K of
@@ -61,7 +61,7 @@ class Config(ExperimentConfig):
     lambda_bound: tuple[float, ...] = option((1.0, 1.0), "λ at which the Prop. 3.1 bound is checked (2 numbers)")
     lambda0: tuple[float, ...] = option((1.0, 1.0), "outer start λ_0 (2 numbers)")
     outer_steps: int = option(1000, "outer GD steps", low=1, high=1_000_000)
-    first_step_norm: float = option(0.6, "norm of the first outer step, fixing η_0 (paper 001 footnote 4)",
+    first_step_norm: float = option(0.6, "norm of the first outer step, fixing η_0 (Shaban et al. 2019 footnote 4)",
                                     low=0, low_open=True)
     penalty: float = option(5.0, "weight of ‖λ − center‖² in f̃", low=0)
     penalty_center: tuple[float, ...] = option((1.0, 0.0), "center of the f̃ penalty (2 numbers)")
@@ -100,7 +100,7 @@ def make_problem(cfg: Config, penalty: float = 0.0) -> BilevelProblem:
 
 
 def w_hat(cfg: Config, lam) -> jax.Array:
-    """ŵ = C w_0 + (I − C) λ with C = (I − γG)^T (paper 001 §4.1), in closed form."""
+    """ŵ = C w_0 + (I − C) λ with C = (I − γG)^T (Shaban et al. 2019 §4.1), in closed form."""
     C = (1.0 - cfg.inner_lr * G) ** cfg.steps
     return C * jnp.asarray(cfg.w0, float) + (1.0 - C) * lam
 
@@ -158,7 +158,7 @@ def descend(problem, estimator, cfg: Config, key, label: str):
 
 
 def descent_ratios(problem, lams, Ks, key) -> np.ndarray:
-    """Paper 001 Fig. 2: r_K(λ) = h_{T−K}(λ)ᵀ d_λ / ‖d_λ‖² for each K in ``Ks`` (rows) at each λ
+    """Shaban et al. 2019 Fig. 2: r_K(λ) = h_{T−K}(λ)ᵀ d_λ / ‖d_λ‖² for each K in ``Ks`` (rows) at each λ
     of ``lams`` (n, 2) (columns), h_{T−K} the K-RMD estimate and d_λ the exact hypergradient
     (reverse mode) of ``problem``'s outer objective. r_K > 0: −h_{T−K} descends; r_T = 1. NaN
     where d_λ = 0. Cost: one jit per K of the estimator vmapped over the n points."""
@@ -259,7 +259,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
              f"see bound.png / bound.csv. Outer GD from λ_0 = {tuple(cfg.lambda0)}, {cfg.outer_steps} steps, "
              f"η_τ = η_0/√τ with a first step of norm {cfg.first_step_norm}. true_grad_norm is ‖d_λ‖ (exact) at "
              "the final λ: near 0 for the exact method; on f_tilde, 1-RMD stops where it is not (Theorem 3.3).\n\n"
-             "Paper 001 Fig. 2 (descent_ratio.png / descent_ratio.csv): h_{T−K}ᵀ d_λ / ‖d_λ‖² at each λ_τ of the "
+             "Shaban et al. 2019 Fig. 2 (descent_ratio.png / descent_ratio.csv): h_{T−K}ᵀ d_λ / ‖d_λ‖² at each λ_τ of the "
              "K = 1 trajectory; its minimum over τ per K: "
              + "; ".join(f"{obj}: " + ", ".join(f"K = {K}: {v:.3g}" for K, v in m.items()) for obj, m in ratio_min.items())
              + ". Lemma 3.2 keeps it positive on f (−h_{T−K} a descent direction); the paper finds it can turn "
@@ -321,7 +321,7 @@ def _figures(out_dir: Path, cfg: Config, errors, bounds, trajs) -> None:
 
 
 def _ratio_figure(path: Path, cfg: Config, Ks, ratios) -> None:
-    """Paper 001 Fig. 2: the descent ratio along the K = 1 trajectory, f left, f̃ right."""
+    """Shaban et al. 2019 Fig. 2: the descent ratio along the K = 1 trajectory, f left, f̃ right."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
     titles = {"f": r"f ($\nabla_\lambda f = 0$: Lemma 3.2 applies)",
@@ -339,5 +339,5 @@ def _ratio_figure(path: Path, cfg: Config, Ks, ratios) -> None:
 
 
 register(Experiment(NAME, run, Config, TINY,
-                    "toy 2-D problem (001 §4.1): Prop. 3.1 bound vs K-RMD error, K-RMD trajectories, "
+                    "toy 2-D problem (Shaban et al. 2019, §4.1): Prop. 3.1 bound vs K-RMD error, K-RMD trajectories, "
                     "biased 1-RMD on f + 5||λ-(1,0)||²"))
