@@ -1,0 +1,175 @@
+"""The numbers docs/reproductions.md quotes are those of the committed result files: table rows and
+sentences of each checked section are recomputed from the summary.json (or CSV) in the folder under
+docs/results/ that the section names, so a re-run that changes a result fails here until the docs
+follow it. A printed number agrees when the file's value rounds to it (its last printed digit)."""
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import ablo
+from ablo.experiments import _paper
+
+ROOT = Path(ablo.__file__).resolve().parents[2]
+DOC = (ROOT / "docs" / "reproductions.md").read_text()
+RESULTS = ROOT / "docs" / "results"
+
+
+def section(title: str) -> str:
+    """The text of the section whose heading starts with ``title``, up to the next heading of the
+    same or a higher level."""
+    lines = DOC.splitlines()
+    start = next(i for i, l in enumerate(lines) if re.match(r"#+ ", l) and l.lstrip("# ").startswith(title))
+    level = len(lines[start]) - len(lines[start].lstrip("#"))
+    end = next((i for i in range(start + 1, len(lines))
+                if re.match(r"#+ ", lines[i]) and len(lines[i]) - len(lines[i].lstrip("#")) <= level), len(lines))
+    return "\n".join(lines[start + 1:end])
+
+
+def table(text: str, first_header: str) -> dict:
+    """{first cell: {header: cell}} of the Markdown table in ``text`` whose header starts with
+    ``first_header``."""
+    lines = text.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith(f"| {first_header} |"))
+    cells_of = lambda line: [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]  # "\|" is text
+    header = cells_of(lines[start])
+    rows = {}
+    for line in lines[start + 2:]:
+        if not line.startswith("|"):
+            break
+        cells = cells_of(line)
+        rows[cells[0]] = dict(zip(header, cells))
+    return rows
+
+
+NUMBER = r"[−-]?\d[\d,]*(?:\.\d+)?(?:e[−-]?\d+)?"
+
+
+def numbers(cell: str) -> list:
+    """The numbers printed in ``cell``, as strings ("**80.17** ± 1.39" → ["80.17", "1.39"])."""
+    return re.findall(NUMBER, cell.replace("*", ""))
+
+
+def agrees(printed: str, value: float) -> bool:
+    """``value`` rounds to ``printed`` at its last printed digit ("0.0294", "2.9e-4", "102,000"); a
+    float32 value that is a tie in decimal (0.7865 stored as 0.78649998) may round either way."""
+    text = printed.replace("−", "-").replace(",", "")
+    mantissa, _, exponent = text.partition("e")
+    decimals = len(mantissa.partition(".")[2])
+    unit = 10.0 ** (-decimals + (int(exponent) if exponent else 0))
+    return abs(float(value) - float(text)) <= unit / 2 * (1 + 1e-9) + 1e-6 * abs(float(value))
+
+
+def check(printed: str, value: float, what: str) -> None:
+    assert agrees(printed, value), f"{what}: the docs print {printed}, the result file has {value:.6g}"
+
+
+def summary(name: str) -> dict:
+    return json.loads((RESULTS / name / "summary.json").read_text())
+
+
+def test_agrees_reads_the_printed_precision():
+    assert agrees("5.741", 5.7414) and not agrees("5.741", 5.7416)
+    assert agrees("2.9e-4", 2.86e-4) and not agrees("2.9e-4", 2.84e-4)
+    assert agrees("102,000", 102000.0) and not agrees("102,000", 102001.0)
+    assert agrees("−0.14", -0.144) and not agrees("−0.14", 0.14)
+    assert numbers("**80.17** ± 1.39") == ["80.17", "1.39"] and numbers("8.5e-6") == ["8.5e-6"]
+
+
+def test_counterexample_table_and_points():
+    text = section("Synthetic FOM counterexample")
+    assert "--out docs/results/counterexample" in text
+    s = summary("counterexample")
+    rows = table(text, "method")
+    for label, method in (("FOM (q = 0)", "fom"), ("UFOM (q = 0.1)", "ufom:q=0.1")):
+        runs = [r for r in s["results"] if r["method"] == method]
+        row = rows[label]
+        assert int(row["seeds"]) == len(runs) == len(s["config"]["seeds"])
+        grads = [r["final_abs_grad"] for r in runs]
+        check(numbers(row["mean final θ"])[0], np.mean([r["final_theta"] for r in runs]), f"{label} θ")
+        check(numbers(row["mean final \\|∂M/∂θ\\|"])[0], np.mean(grads), f"{label} |∂M/∂θ|")
+        check(numbers(row["min"])[0], min(grads), f"{label} min")
+        check(numbers(row["max"])[0], max(grads), f"{label} max")
+    fixed = s["config"]["fom_fixed_points"][0]
+    check(re.search(r"fixed point θ = (" + NUMBER + ")", text)[1], fixed["theta"], "FOM's fixed point")
+    check(re.search(r"\|∂M/∂θ\| = √\(2D\) = (" + NUMBER + ")", text)[1], fixed["abs_grad_M"], "|∂M/∂θ| there")
+    check(re.search(r"stationary point is θ = (" + NUMBER + ")", text)[1], s["config"]["stationary_points"][0],
+          "stationary point")
+    check(re.search(r"b₂ = (" + NUMBER + ")", text)[1], s["config"]["b"][1], "b₂")
+    check(re.search(r"A = (" + NUMBER + ")", text)[1], s["config"]["A"], "A")
+
+
+def test_hypercleaning_linear_table_against_its_run_and_shaban_table_2():
+    text = section("Data hypercleaning, linear")
+    s = summary("hypercleaning-linear")
+    by_k = {r["method"]: r for r in s["results"]}
+    rows = table(text, "K")
+    assert len(rows) == len(by_k) == 5
+    for label, row in rows.items():
+        K = int(numbers(label)[0])
+        run = by_k["reverse" if K == s["config"]["steps"] else f"truncated-{K}"]
+        for column, key in (("test acc (%)", "test_acc"), ("val acc (%)", "val_acc"), ("val loss", "val_ce"),
+                            ("F1", "f1"), ("‖d_λ f‖ at the end", "true_grad_norm"), ("calls", "function_calls")):
+            check(numbers(row[column])[0], run[key], f"K = {K} {column}")
+        paper = numbers(row["paper: test acc / val acc / val loss / F1"])
+        for printed, key in zip(paper, ("test_acc", "val_acc", "val_ce", "f1")):
+            check(printed, _paper.HYPERCLEANING_LINEAR[K][key], f"paper K = {K} {key}")
+    calls = re.search(r"in function calls it is\s+(" + NUMBER + r") against (" + NUMBER + ")", text)
+    check(calls[1], by_k["truncated-5"]["function_calls"], "K = 5 calls")
+    check(calls[2], by_k["reverse"]["function_calls"], "full RMD calls")
+
+
+def test_task_interaction_table():
+    text = section("Task interaction")
+    s = summary("task-interaction")
+    runs = {}
+    for r in s["results"]:
+        runs.setdefault(r["label"], []).append(r)
+    full = np.array([r["test_acc"] for r in runs["full RMD (K = T = 100)"]]) * 100
+    labels = {"1-RMD": "1-RMD", "5-RMD": "5-RMD", "25-RMD": "25-RMD", "Full RMD (K = T = 100)": "full RMD (K = T = 100)",
+              "FOM": "FOM", "UFOM (q = 0.1)": "UFOM (q = 0.1)", "Adaptive UFOM": "Adaptive UFOM"}
+    rows = table(text, "method")
+    assert set(rows) == set(labels)
+    for label, row in rows.items():
+        rs = runs[labels[label]]
+        acc = np.array([r["test_acc"] for r in rs]) * 100
+        mean, sd = numbers(row["test acc (%)"])
+        check(mean, acc.mean(), f"{label} test acc")
+        check(sd, acc.std(), f"{label} test acc sd")
+        check(numbers(row["Δ vs full (points)"])[0], np.mean(acc - full), f"{label} Δ")
+        check(numbers(row["val loss at τ = 100"])[0], np.mean([r["val_loss"] for r in rs]), f"{label} val loss")
+        check(numbers(row["‖d_θ f‖ at τ = 100"])[0], np.mean([r["true_grad_norm"] for r in rs]), f"{label} ‖d‖")
+        check(numbers(row["calls / iter"])[0],
+              np.mean([r["function_calls"] / r["hyper_iterations"] for r in rs]), f"{label} calls / iter")
+        check(numbers(row["sec / iter"])[0], np.mean([r["sec_per_iter"] for r in rs]), f"{label} sec / iter")
+    start = np.array([r["test_acc_start"] for r in s["results"] if r["method"] == "fom"]) * 100
+    quoted = re.search(r"is (" + NUMBER + r") ± (" + NUMBER + r") %", text)
+    check(quoted[1], start.mean(), "accuracy at θ_0")
+    check(quoted[2], start.std(), "its sd")
+
+
+@pytest.mark.parametrize("label, prefix", [("stocBiO", "stocbio"), ("ITD-BiO", "itd-bio"), ("AID-FP", "aid-fp"),
+                                           ("AID-BiO", "aid-bio"), ("HOAG", "hoag")])
+def test_newsgroups_table(label, prefix):
+    rows = table(section("20 Newsgroups"), "method")
+    row = next(v for k, v in rows.items() if k.startswith(label))
+    run = next(r for r in summary("newsgroups")["results"] if r["method"].startswith(prefix))
+    assert int(numbers(row["outer steps in 60 s"])[0]) == run["steps"]
+    check(numbers(row["test loss"])[0], run["test_loss"], f"{label} test loss")
+    check(numbers(row["test acc"])[0], run["test_acc"], f"{label} test acc")
+
+
+def test_stochastic_hypercleaning_table():
+    rows = table(section("Stochastic data hypercleaning"), "p")
+    results = summary("stochastic-hypercleaning")["results"]
+    assert len(rows) == 3
+    for p, row in rows.items():
+        for column, prefix in (("stocBiO (batch 50)", "stocbio"), ("BSA", "bsa"), ("TTSA", "ttsa"), ("HOAG", "hoag")):
+            run = next(r for r in results if r["method"].startswith(prefix) and abs(r["p"] - float(p)) < 1e-9)
+            loss, acc = numbers(row[column])
+            check(loss, run["test_loss"], f"p = {p} {column} test loss")
+            check(acc, run["test_acc"], f"p = {p} {column} test acc")
