@@ -173,3 +173,30 @@ def test_stochastic_hypercleaning_table():
             loss, acc = numbers(row[column])
             check(loss, run["test_loss"], f"p = {p} {column} test loss")
             check(acc, run["test_acc"], f"p = {p} {column} test acc")
+
+
+def test_toy2d_numbers():
+    text = " ".join(section("Toy problem").split())  # sentences without their line breaks
+    assert "--out docs/results/toy2d" in text
+    s = summary("toy2d")
+    cfg, rows = s["config"], {(r["objective"], r["method"]): r for r in s["results"]}
+    assert cfg["bound_holds"] and "stays below Proposition 3.1's bound" in text
+    check(re.search(r"at most (" + NUMBER + ") of it", text)[1], cfg["max_error_over_bound"], "error / bound")
+    one, exact = rows[("f_tilde", "truncated-1")], rows[("f_tilde", "reverse")]
+    lam = re.search(r"1-RMD converges to \((" + NUMBER + "), (" + NUMBER + r")\), where the true gradient is ("
+                    + NUMBER + ")", text)
+    for printed, value in zip(lam.groups(), (one["lambda_1"], one["lambda_2"], one["true_grad_norm"])):
+        check(printed, value, "1-RMD on f̃")
+    lam = re.search(r"exact method reaches \((" + NUMBER + "), (" + NUMBER + r")\) with gradient (" + NUMBER + ")", text)
+    for printed, value in zip(lam.groups(), (exact["lambda_1"], exact["lambda_2"], exact["true_grad_norm"])):
+        check(printed, value, "exact on f̃")
+    check(re.search(r"\((" + NUMBER + ") at K = 25\)", text)[1], rows[("f_tilde", "truncated-25")]["distance_to_exact"],
+          "25-RMD's distance to exact")
+    ratios = cfg["descent_ratio_min"]
+    on_f = re.search(r"minimum over the trajectory is ((?:" + NUMBER + ", )+" + NUMBER + r") and 1 \(exact\)", text)
+    for printed, K in zip(on_f[1].split(", "), (1, 2, 5, 10, 25)):
+        check(printed, ratios["f"][str(K)], f"min ratio on f, K = {K}")
+    on_tilde = re.search(r"on f̃ the minima are ((?:" + NUMBER + ", )+" + NUMBER + ") and 1 for K = 2, 5, 10, 25, T", text)
+    for printed, K in zip(on_tilde[1].split(", "), (2, 5, 10, 25)):
+        check(printed, ratios["f_tilde"][str(K)], f"min ratio on f̃, K = {K}")
+    check(re.search(r"1-RMD's own ratio falls to (" + NUMBER + ")", text)[1], ratios["f_tilde"]["1"], "1-RMD's ratio on f̃")
