@@ -190,7 +190,7 @@ def test_toy2d_numbers():
     lam = re.search(r"exact method reaches \((" + NUMBER + "), (" + NUMBER + r")\) with gradient (" + NUMBER + ")", text)
     for printed, value in zip(lam.groups(), (exact["lambda_1"], exact["lambda_2"], exact["true_grad_norm"])):
         check(printed, value, "exact on f̃")
-    check(re.search(r"\((" + NUMBER + ") at K = 25\)", text)[1], rows[("f_tilde", "truncated-25")]["distance_to_exact"],
+    check(re.search(r"\((" + NUMBER + r") at K = 25\)", text)[1], rows[("f_tilde", "truncated-25")]["distance_to_exact"],
           "25-RMD's distance to exact")
     ratios = cfg["descent_ratio_min"]
     on_f = re.search(r"minimum over the trajectory is ((?:" + NUMBER + ", )+" + NUMBER + r") and 1 \(exact\)", text)
