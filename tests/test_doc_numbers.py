@@ -200,3 +200,26 @@ def test_toy2d_numbers():
     for printed, K in zip(on_tilde[1].split(", "), (2, 5, 10, 25)):
         check(printed, ratios["f_tilde"][str(K)], f"min ratio on f̃, K = {K}")
     check(re.search(r"1-RMD's own ratio falls to (" + NUMBER + ")", text)[1], ratios["f_tilde"]["1"], "1-RMD's ratio on f̃")
+
+
+def test_synthetic_q_numbers():
+    text = " ".join(section("Optimal q").split())
+    assert "--out docs/results/synthetic-q" in text
+    s = summary("synthetic-q")
+    at = next(r for r in s["results"] if r["alpha"] == s["config"]["alpha_curve"])
+    for name, key in (("D²", "D2"), ("V²", "V2"), ("q*", "q_theory")):
+        check(re.search(re.escape(name) + r" = (" + NUMBER + ")", text)[1], at[key], name)
+    calls = re.search(r"q = 0 never, q = q\* (" + NUMBER + r"), q = 1\s+(" + NUMBER + ")", text)
+    assert at["calls_to_target_q0"] is None
+    check(calls[1], at["calls_to_target_qstar"], "calls with q*")
+    check(calls[2], at["calls_to_target_q1"], "calls with q = 1")
+    grid = re.search(r"best q there, (" + NUMBER + r"), needs (" + NUMBER + ")", text)
+    check(grid[1], at["q_grid"], "grid q")
+    check(grid[2], at["calls_to_target_q_grid"], "calls with the grid q")
+    q_theory = [r["q_theory"] for r in sorted(s["results"], key=lambda r: r["alpha"])]
+    rise = re.search(r"theory's q\* rises (" + NUMBER + ") → (" + NUMBER + ")", text)
+    check(rise[1], q_theory[0], "smallest q*")
+    check(rise[2], q_theory[-1], "largest q*")
+    picks = {round(r["alpha"], 3): r["q_grid"] for r in s["results"]}
+    assert {a: q for a, q in picks.items() if a <= 0.014} == {a: 0.05 for a in picks if a <= 0.014}
+    assert (picks[0.021], picks[0.032], picks[0.05]) == (0.1, 0.3, 0.05) and "0.1 and 0.3 at α = 0.021 and 0.032" in text
