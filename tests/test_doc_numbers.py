@@ -223,3 +223,21 @@ def test_synthetic_q_numbers():
     picks = {round(r["alpha"], 3): r["q_grid"] for r in s["results"]}
     assert {a: q for a, q in picks.items() if a <= 0.014} == {a: 0.05 for a in picks if a <= 0.014}
     assert (picks[0.021], picks[0.032], picks[0.05]) == (0.1, 0.3, 0.05) and "0.1 and 0.3 at α = 0.021 and 0.032" in text
+
+
+def test_tradeoff_table_counts_are_the_estimators_expected_costs():
+    """docs/estimators-tradeoffs.md's table at r = 100: gradient evaluations, HVPs and states as each
+    estimator's ``expected_cost`` gives them."""
+    text = (ROOT / "docs" / "estimators-tradeoffs.md").read_text()
+    estimators = {"`Reverse()`": ablo.Reverse(), "`Checkpointed()` (M = 10)": ablo.Checkpointed(),
+                  "`Binomial()` (s = 7)": ablo.estimators.get("binomial"),
+                  "`Binomial(s=3)`": ablo.estimators.get("binomial", s=3), "`Recompute()`": ablo.Recompute()}
+    rows = table(text, "estimator | temp MiB")
+    for label, estimator in estimators.items():
+        cost, row = estimator.expected_cost(100), rows[label]
+        assert int(numbers(row["gradient evaluations"].replace(" ", ""))[0].replace(",", "")) == int(cost.grad_evals), label
+        assert int(numbers(row["HVPs"])[0]) == int(cost.hvps), label
+        assert int(numbers(row["states"])[0]) == int(cost.states), label
+    assert "r = 1000 costs 3 547 gradient evaluations with 10 states" in text
+    cost = ablo.estimators.get("binomial").expected_cost(1000)
+    assert (int(cost.grad_evals), int(cost.states)) == (3547, 10)
