@@ -448,26 +448,38 @@ def data_fetch(datasets: List[str] = typer.Argument(..., help="mnist, omniglot, 
 
     Sources: MNIST from the mirror of yann.lecun.com's IDX files that torchvision uses, Omniglot's
     two zip archives from github.com/brendenlake/omniglot, 20 Newsgroups "bydate" from the URL
-    scikit-learn uses. A file already there with the right digest is not fetched again; a failed
-    download leaves nothing behind.
+    scikit-learn uses. A file already there with the right digest is not fetched again (one that
+    differs is, and the reason is printed); a failed download leaves nothing behind, not even an
+    empty folder. Every dataset named is tried, and each one's fate is printed.
     """
     from .data import fetch as fetch_mod
 
     names = list(fetch_mod.SOURCES) if list(datasets) == ["all"] else list(dict.fromkeys(datasets))
     unknown = [n for n in names if n not in fetch_mod.SOURCES]
     if unknown:
-        raise CLIError(f"unknown dataset {unknown[0]!r}; choose from {', '.join(fetch_mod.SOURCES)} or all")
+        raise CLIError(f"unknown dataset {unknown[0]!r}{did_you_mean(unknown[0], fetch_mod.SOURCES)}; choose from "
+                       f"{', '.join(fetch_mod.SOURCES)} or all")
     root = data_dir if data_dir is not None else fetch_mod.default_data_dir()
     bars, progress = rich_progress(transient=True)
+    folders, failed = {}, {}
     with bars:
-        folders = [fetch_mod.fetch(n, root, sources=fetch_mod.SOURCES, progress=progress) for n in names]
-    for folder in folders:
-        typer.echo(f"{folder.name}: {folder}")
-    if Path(root).expanduser().resolve() == fetch_mod.default_data_dir().resolve():
+        for n in names:  # every dataset asked for is tried; each one's fate is reported
+            try:
+                folders[n] = fetch_mod.fetch(n, root, sources=fetch_mod.SOURCES, progress=progress,
+                                             note=lambda m: bars.console.print(f"ablo: {m}"))
+            except fetch_mod.FetchError as e:
+                failed[n] = str(e)
+    for n in names:
+        typer.echo(f"{n}: {folders[n]}" if n in folders else f"{n}: not fetched ({failed[n]})")
+    if folders and Path(root).expanduser().resolve() == fetch_mod.default_data_dir().resolve():
         typer.echo("ablo run reads it from there by default (no --data-dir needed; --data-dir none: the built-in data)")
-    else:
+    elif folders:
         typer.echo(f"read by: ablo run EXPERIMENT --data-dir {root}  (or export ABLO_DATA_DIR={root} to make it "
                    f"the default)")
+    if failed:
+        first = next(iter(failed.values()))
+        raise CLIError(first if len(names) == 1 else f"{len(failed)} of {len(names)} datasets not fetched "
+                       f"({', '.join(failed)}); the first failure: {first}")
 
 
 @app.command()
