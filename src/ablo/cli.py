@@ -115,6 +115,8 @@ def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets,
     if seed is not None and seeds is not None:
         raise CLIError("give --seed or --seeds, not both")
     if methods:
+        for spec in methods:
+            check_estimator_name(spec)
         named["methods"] = list(methods)
     if seed is not None:
         named["seeds" if "seeds" in keys else "seed"] = [seed] if "seeds" in keys else seed
@@ -164,6 +166,17 @@ def check_integer_bounds(cfg) -> None:
             if isinstance(v, int) and not isinstance(v, bool) and abs(v) > top:
                 raise CLIError(f"{f.name}: {v} is out of range; allowed: at most {top}"
                                + (" (JAX keys hold 32-bit seeds)" if top == MAX_SEED else ""))
+
+
+def check_estimator_name(spec: str) -> None:
+    """CLIError with the closest registered name when ``spec`` names no estimator (its values are
+    checked by the config)."""
+    from . import estimators
+
+    name = spec.split(":", 1)[0]
+    if name not in estimators.REGISTRY and name.rsplit("-", 1)[0] not in estimators.REGISTRY:  # NAME, NAME-VALUE
+        raise CLIError(f"--method {spec}: unknown estimator {name!r}{did_you_mean(name, estimators.REGISTRY)}; "
+                       f"`ablo list` names them")
 
 
 def run_experiment(exp, cfg, out, resume: bool = False, overwrite: bool = False) -> dict:
@@ -268,8 +281,10 @@ def compare_table(paths: List[Path]) -> str:
             docs.append(read_summary(p))
         except ValueError as e:  # no summary.json, not JSON
             raise CLIError(str(e)) from None
-        if not isinstance(docs[-1], dict) or not isinstance(docs[-1].get("results", []), list):
-            raise CLIError(f"{p}: not an ablo summary (no results list)")
+        doc = docs[-1]
+        if not isinstance(doc, dict) or not isinstance(doc.get("results"), list) or not isinstance(
+                doc.get("experiment"), str) or not all(isinstance(r, dict) for r in doc["results"]):
+            raise CLIError(f"{p}: not an ablo summary (it needs an experiment name and a list of result rows)")
     tables = aggregate(docs, [str(p) for p in paths])
     parts = []
     for exp, rows in tables.items():

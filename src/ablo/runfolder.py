@@ -220,6 +220,12 @@ class RunFolder:
             raise RunFolderError(f"--resume: the data differ from the run in {self.path} (data_dir {o.get('path')} "
                                  f"sha256 {str(o.get('sha256'))[:12]} -> {n.get('path')} sha256 "
                                  f"{str(n.get('sha256'))[:12]}); resume with the same data, or use another --out")
+        ckpts = self.path / CHECKPOINTS
+        bad = [ckpts] if ckpts.exists() and not ckpts.is_dir() else [
+            p for p in ckpts.iterdir() if not p.is_dir()] if ckpts.is_dir() else []
+        if bad:
+            raise RunFolderError(f"--resume: {bad[0]} is a file where the run keeps a folder of checkpoints; move it "
+                                 f"away, or use another --out")
 
     # -- claiming -------------------------------------------------------------------------------
     def _make_folder(self) -> None:
