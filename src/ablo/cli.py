@@ -4,9 +4,11 @@
 ``tiny`` overrides (``--tiny``), ``--set key=value`` and ``--key value`` pairs for any config key
 (values parsed as JSON, else comma lists, else strings), and the named options (``--method``,
 ``--seed(s)``, ``--data-dir``, ``--budget-calls``, ``--steps`` = outer steps, ``--resume``,
-``--devices``). Without ``--data-dir`` a run reads its dataset from the ``ablo data fetch`` cache
+``--devices``), each given at most once. SIGTERM, like Ctrl-C, saves a checkpoint and prints
+the command that resumes. Without ``--data-dir`` a run reads its dataset from the ``ablo data fetch`` cache
 when it has been fetched there (:func:`ablo.experiments.config.build`; ``--data-dir none`` refuses
-it). Errors in names and values end in one line on stderr and exit code 2.
+it). User errors (:func:`user_errors`: names, values, files, folders) end in one line on stderr
+and exit code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -90,6 +92,12 @@ def parse_overrides(pairs: List[str], extra: List[str]) -> dict:
         put(key, v, a)
         i += 1
     return out
+
+
+OVERWRITE_HELP = ("remove the files the previous ablo run in --out wrote, as its manifest.json lists them (results, "
+                  "plots, checkpoints), then run; every other file there stays byte-identical, and a folder whose "
+                  "manifest.json is not an ablo manifest is never touched. If the new run stops before writing "
+                  "anything, the old files are put back")
 
 
 #: Named options of ``ablo run`` and the config key each one sets.
@@ -360,7 +368,7 @@ def run(ctx: typer.Context,
         tiny: bool = typer.Option(False, help="the experiment's seconds-long smoke configuration"),
         out: Optional[str] = typer.Option(None, help="output folder (default runs/EXPERIMENT)"),
         resume: bool = typer.Option(False, help="continue the run in --out from its checkpoints (same config)"),
-        overwrite: bool = typer.Option(False, help="replace the results and checkpoints already in --out"),
+        overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
         devices: Optional[int] = typer.Option(None, help="shard each meta-batch over N devices")):
     """Run one experiment; any other --key value sets that config key (e.g. --model mlp).
     `ablo run EXPERIMENT --help` (or `ablo config EXPERIMENT`) lists its keys with their types,
@@ -530,7 +538,7 @@ def diagnose(steps: int = typer.Option(20, help="inner steps r of the example pr
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
          budget_calls: Optional[float] = typer.Option(None, help="function-call budget per method"),
-         overwrite: bool = typer.Option(False, help="replace the results already in --out")):
+         overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)):
     """The README's main job: hypercleaning on scikit-learn's digits, exact vs FOM vs UFOM vs
     Adaptive UFOM at an equal function-call budget (a few minutes on two cores)."""
     from .experiments import demo as demo_exp

@@ -67,6 +67,22 @@ def data_fingerprint(path, dataset: Optional[str] = None) -> Optional[dict]:
     return fingerprint(dataset_files(dataset, path), path)
 
 
+def _every_file_fingerprint(path) -> dict:
+    """{"path", "sha256"} as an ablo without the marker field recorded them: over every file below
+    ``path`` (names relative to it, sizes, contents)."""
+    import hashlib
+
+    root = Path(path)
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.name if p == root else p.relative_to(root)}\0{p.stat().st_size}\0".encode())
+        with open(p, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return {"path": str(root.resolve()), "sha256": h.hexdigest()}
+
+
 def versions() -> dict:
     import jax
     import optax
@@ -85,9 +101,14 @@ def _schema_error(m) -> str:
     """What makes ``m`` not an ablo manifest ("" when it is one)."""
     if not isinstance(m, dict):
         return f"a JSON {type(m).__name__}, not an object"
-    if m.get(MARKER) != SCHEMA:
-        return f"no {MARKER}: {SCHEMA} field" if MARKER not in m else f"{MARKER} is {m[MARKER]!r}, not {SCHEMA}"
     types = {"experiment": str, "config": dict, "config_sha256": str, "versions": dict, "kept": list}
+    if MARKER not in m:  # written before the marker existed: the same fields, nothing listed
+        legacy = {k: t for k, t in types.items() if k != "kept"}
+        if all(isinstance(m.get(k), t) for k, t in legacy.items()) and set(m) <= {*legacy, "unhashed", "data"}:
+            return ""
+        return f"no {MARKER}: {SCHEMA} field"
+    if m[MARKER] != SCHEMA:
+        return f"{MARKER} is {m[MARKER]!r}, not {SCHEMA}"
     for key, typ in types.items():
         if not isinstance(m.get(key), typ):
             return f"{key} is missing or not a {typ.__name__}"
@@ -186,11 +207,12 @@ class RunFolder:
 
     def _written_by(self, old: dict) -> List[str]:
         """The files of the folder that the run of manifest ``old`` wrote: those it lists, or, for a
-        run killed before it could list them, its checkpoints; always its manifest."""
+        run killed before it could list them (or made by an older ablo), its checkpoints; always its
+        manifest."""
         if "files" in old:
             listed = set(old["files"])
         else:
-            listed = {f for f in self._files() if Path(f).parts[0] == CHECKPOINTS and f not in old["kept"]}
+            listed = {f for f in self._files() if Path(f).parts[0] == CHECKPOINTS and f not in old.get("kept", [])}
         return [f for f in self._files() if f in listed or f == MANIFEST]
 
     def _check(self, old: Optional[dict], new: dict) -> None:
@@ -201,6 +223,10 @@ class RunFolder:
             if old is None:
                 raise RunFolderError(f"--overwrite: {self.path} holds files that no ablo run wrote (no {MANIFEST}); "
                                      "refusing to delete them, choose another --out")
+            if MARKER not in old:
+                raise RunFolderError(f"--overwrite: the run in {self.path} was made by an older ablo that did not list "
+                                     f"its files, so they cannot be told from yours; --resume it, remove them "
+                                     f"yourself, or choose another --out")
             return
         if not self.resume:
             what = f"a run of {old['experiment']}" if old else "files"
@@ -216,6 +242,8 @@ class RunFolder:
             raise RunFolderError(f"--resume: the config differs from the run in {self.path} ({'; '.join(diff)}); "
                                  "resume with the same settings, or use another --out")
         o, n = old.get("data") or {}, new["data"] or {}
+        if MARKER not in old and o.get("path"):  # an older ablo fingerprinted every file below the data folder
+            n = _every_file_fingerprint(o["path"]) if Path(o["path"]).exists() else n
         if o.get("sha256") != n.get("sha256"):
             raise RunFolderError(f"--resume: the data differ from the run in {self.path} (data_dir {o.get('path')} "
                                  f"sha256 {str(o.get('sha256'))[:12]} -> {n.get('path')} sha256 "
@@ -262,8 +290,7 @@ class RunFolder:
             if self.overwrite and old is not None:
                 self._move_aside(self._written_by(old))
             elif self.resume and old is not None:
-                ours = set(old.get("files", [])) | ({f for f in self._files() if f not in old["kept"]}
-                                                    if "files" not in old else set())
+                ours = set(self._written_by(old))
                 new["resumes"] = old.get("resumes", []) + (
                     [{"versions": new["versions"], "previous": old["versions"]}]
                     if old["versions"] != new["versions"] else [])
