@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from _cli_run import ablo, one_error_line
-from test_data import SHARED, idx_bytes, write_mnist
+from test_data import SHARED, write_mnist
 
 from ablo import cli
 from ablo.data import load_mnist
 from ablo.data.content import UNKNOWN, dataset_files, identify_idx
-from ablo.runfolder import MANIFEST, RunFolder, RunFolderError, read_manifest
+from ablo.runfolder import MANIFEST, RunFolder, read_manifest
 
 SRC = str(Path(cli.__file__).resolve().parents[1])
 
@@ -335,8 +335,10 @@ def test_a_generated_idx_set_in_mnist_names_is_not_called_mnist(tmp_path):
 
 
 def test_fashion_mnist_is_known_by_its_published_digests():
-    fashion = {"train-images": {"8d4fb7e6c68d591d4c3dfef9ec88bf0d"}, "train-labels": {"25c81989df183df01b3e8a0aad5dffbe"},
-               "t10k-images": {"bef4ecab320f06d8554ea6380940ec79"}, "t10k-labels": {"bb300cfdad3c16e7a12a480ee83cd310"}}
+    fashion = {"train-images": {"8d4fb7e6c68d591d4c3dfef9ec88bf0d"},
+               "train-labels": {"25c81989df183df01b3e8a0aad5dffbe"},
+               "t10k-images": {"bef4ecab320f06d8554ea6380940ec79"},
+               "t10k-labels": {"bb300cfdad3c16e7a12a480ee83cd310"}}
     assert identify_idx(fashion) == "Fashion-MNIST"
     assert identify_idx(dict(fashion, **{"t10k-labels": {"0" * 32}})) == UNKNOWN  # one file off: not Fashion-MNIST
 
@@ -397,6 +399,7 @@ cli.main(sys.argv[1:])
 """
 
 
+@pytest.mark.slow  # three hypercleaning runs in subprocesses: about 40 s of CPU
 def test_sigterm_checkpoints_and_resume_gives_the_uninterrupted_numbers(tmp_path):
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     args = [*HC, "--steps", "4"]  # checkpoints every eval_every = 2 steps

@@ -188,13 +188,18 @@ def check_estimator_name(spec: str) -> None:
 
 
 def run_experiment(exp, cfg, out, resume: bool = False, overwrite: bool = False) -> dict:
-    """Run with progress bars into ``out``, then print results.md on stdout."""
+    """Run with progress bars into ``out``, then print results.md on stdout. Ctrl-C or SIGTERM:
+    the run checkpoints, one line says how to resume, exit code 130 (143 for SIGTERM)."""
     from .experiments import execute
 
     bars, progress = rich_progress()
     note = lambda message: bars.console.print(f"ablo: {message}")
-    with bars:
-        summary = execute(exp, cfg, out, resume=resume, overwrite=overwrite, progress=progress, note=note)
+    with sigterm_as_interrupt() as terminated:
+        try:
+            with bars:
+                summary = execute(exp, cfg, out, resume=resume, overwrite=overwrite, progress=progress, note=note)
+        except KeyboardInterrupt as e:  # typer would swallow it silently
+            _interrupted(e, terminated())
     md = Path(out) / "results.md"
     typer.echo(md.read_text() if md.is_file() else json.dumps(summary.get("results", []), indent=1))
     typer.echo(f"results in {out}/ (summary.json, CSV, PNG, results.md)")
@@ -389,11 +394,7 @@ def run(ctx: typer.Context,
         change = version_change(out)
         if change:
             typer.echo(f"ablo: note: {change}", err=True)
-    with sigterm_as_interrupt() as terminated:
-        try:
-            run_experiment(exp, cfg, out, resume, overwrite)
-        except KeyboardInterrupt as e:  # typer would swallow it silently
-            _interrupted(e, terminated())
+    run_experiment(exp, cfg, out, resume, overwrite)
 
 
 class Terminated(KeyboardInterrupt):

@@ -107,7 +107,8 @@ def load_mnist(data_dir) -> dict:
     out, digests = {}, {}
     for split, (img_name, lab_name) in _FILES.items():
         img_path, lab_path = _find(data_dir, img_name), _find(data_dir, lab_name)
-        (images, digests[_role(img_name)]), (labels, digests[_role(lab_name)]) = map(_read_identified, (img_path, lab_path))
+        images, digests[_role(img_name)] = _read_identified(img_path)
+        labels, digests[_role(lab_name)] = _read_identified(lab_path)
         if images.ndim != 3 or images.shape[1:] != (28, 28):
             raise DataError(f"{img_path}: expected images of shape (n, 28, 28); got {images.shape}")
         if images.shape[0] == 0:

@@ -60,7 +60,8 @@ def _locate(data_dir) -> Path:
     if data_dir.is_file():
         return data_dir
     return locate(expect_folder(data_dir, f"the folder of {SPLITS['train']}/ or {ARCHIVE}"),
-                  ("20newsgroups", "20news-bydate"), lambda d: (d / SPLITS["train"]).is_dir() or (d / ARCHIVE).is_file())
+                  ("20newsgroups", "20news-bydate"),
+                  lambda d: (d / SPLITS["train"]).is_dir() or (d / ARCHIVE).is_file())
 
 
 def load_newsgroups(data_dir, max_features: int | None = None, min_df: int = 1) -> dict:
