@@ -394,7 +394,10 @@ def run(ctx: typer.Context,
         change = version_change(out)
         if change:
             typer.echo(f"ablo: note: {change}", err=True)
-    run_experiment(exp, cfg, out, resume, overwrite)
+    try:
+        run_experiment(exp, cfg, out, resume, overwrite)
+    except KeyboardInterrupt as e:  # click would turn it into a silent Abort
+        _interrupted(e)
 
 
 class Terminated(KeyboardInterrupt):
