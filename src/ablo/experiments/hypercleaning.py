@@ -430,8 +430,8 @@ def plot_curves(rows: list, path: Path, x: str, ys: list, group: tuple, title: s
 
 def describe_dataset(d: dict) -> str:
     """One phrase naming the data read and its sizes."""
-    if d["name"] == "MNIST":
-        where = (f"MNIST from {d['dir']} ({d['train_images']} training / {d['test_images']} test images, "
+    if "dir" in d:  # IDX files read from data_dir: MNIST, Fashion-MNIST or unknown, by their digests
+        where = (f"{d['name']} from {d['dir']} ({d['train_images']} training / {d['test_images']} test images, "
                  f"{d['image_size']}x{d['image_size']} pixels)")
     else:
         where = (f"{d['name']} ({d['images']} 8x8 images, {d['test_images']} held out as the test set; a scaled-down "
