@@ -183,6 +183,7 @@ class RunFolder:
         self._kept: List[str] = []  # files that were here and are not this run's
         self._old_text: Optional[str] = None  # the manifest as found (put back by a run that fails early)
         self._moved: List[str] = []  # a replaced run's files, moved into .replaced
+        self._new: Optional[dict] = None  # the manifest this run wrote
 
     # -- the manifest ------------------------------------------------------------------------
     def manifest(self) -> dict:
@@ -321,12 +322,12 @@ class RunFolder:
     def __exit__(self, exc_type, *exc) -> None:
         if self._lock is not None:
             own = [f for f in self._files() if f not in self._kept and f != MANIFEST]
-            if exc_type is not None and (not own or not hasattr(self, "_new")):  # refused or failed early: undo
+            if exc_type is not None and (not own or self._new is None):  # refused or failed early: undo
                 aside = self.path / REPLACED
                 for rel in self._moved:
                     (self.path / rel).parent.mkdir(parents=True, exist_ok=True)
                     (aside / rel).rename(self.path / rel)
-                if hasattr(self, "_new"):
+                if self._new is not None:
                     if self._old_text is not None:
                         atomic_write(self.path / MANIFEST, self._old_text)
                     else:
