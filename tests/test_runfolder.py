@@ -31,7 +31,7 @@ def test_resume_with_other_data_is_refused_naming_the_data(tmp_path):
     with RunFolder(out, "exp", Cfg(), a) as f:
         finish(f.path)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["data"] == data_fingerprint(a) and manifest["config"] == {"lr": 0.1}
+    assert manifest["data"] == data_fingerprint(a) and manifest["config"]["lr"] == 0.1
     with RunFolder(out, "exp", Cfg(), a, resume=True):  # same data, same config: fine
         pass
     with pytest.raises(RunFolderError, match="the data differ"):
@@ -83,18 +83,47 @@ def test_overwrite_that_fails_before_writing_puts_the_old_run_back(tmp_path):
     out = tmp_path / "r"
     with RunFolder(out, "exp", Cfg()) as f:
         finish(f.path)
-        (f.path / "checkpoints").mkdir()
+        atomic_write(f.path / "checkpoints" / "fom" / "step_3.npz", b"x")
     with pytest.raises(ValueError, match="refused"):
         with RunFolder(out, "exp", Cfg(lr=0.5), overwrite=True):
             raise ValueError("refused by the experiment's own check")
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "checkpoints", "manifest.json", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "manifest.json", "summary.json"]
     assert json.loads((out / "manifest.json").read_text())["config"]["lr"] == 0.1
     with pytest.raises(KeyboardInterrupt):  # failed after writing: the new run's files stay, resumable
         with RunFolder(out, "exp", Cfg(lr=0.5), overwrite=True) as f:
             atomic_write(f.path / "curves.csv", "x\n")
             raise KeyboardInterrupt
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "curves.csv", "manifest.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["curves.csv", "manifest.json"]
     with RunFolder(out, "exp", Cfg(lr=0.7), overwrite=True) as f:
         assert (out / ".replaced" / "curves.csv").exists()  # aside while the run is going
         finish(f.path)
-    assert sorted(p.name for p in out.iterdir()) == [".lock", "manifest.json", "summary.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "summary.json"]
+
+
+def test_a_run_of_an_older_ablo_can_be_resumed_but_not_overwritten(tmp_path):
+    """Manifests written before the marker field: same fields, no file list, the whole data folder
+    fingerprinted. --resume continues them (checked against that fingerprint); --overwrite cannot
+    tell their files from the user's and refuses."""
+    from ablo.runfolder import _every_file_fingerprint, read_manifest
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.bin").write_bytes(b"one")
+    out = tmp_path / "old"
+    out.mkdir()
+    cfg = Cfg()
+    old = {"experiment": "exp", "config": cfg.hashed_dict(), "config_sha256": cfg.digest(), "unhashed": {},
+           "data": dict(_every_file_fingerprint(data), files=1, bytes=3), "versions": {"ablo": "0.1"}}
+    (out / "manifest.json").write_text(json.dumps(old))
+    (out / "summary.json").write_text("{}")
+    (out / "mine.txt").write_text("mine")
+    with pytest.raises(RunFolderError, match="older ablo that did not list its files"):
+        RunFolder(out, "exp", cfg, data, overwrite=True).__enter__()
+    assert (out / "mine.txt").read_text() == "mine" and (out / "summary.json").exists()
+    (data / "train.bin").write_bytes(b"two")
+    with pytest.raises(RunFolderError, match="the data differ"):
+        RunFolder(out, "exp", cfg, data, resume=True).__enter__()
+    (data / "train.bin").write_bytes(b"one")
+    with RunFolder(out, "exp", cfg, data, resume=True):
+        pass
+    assert read_manifest(out)["ablo_run_folder"] == 1  # upgraded by the resume

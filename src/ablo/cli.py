@@ -4,9 +4,11 @@
 ``tiny`` overrides (``--tiny``), ``--set key=value`` and ``--key value`` pairs for any config key
 (values parsed as JSON, else comma lists, else strings), and the named options (``--method``,
 ``--seed(s)``, ``--data-dir``, ``--budget-calls``, ``--steps`` = outer steps, ``--resume``,
-``--devices``). Without ``--data-dir`` a run reads its dataset from the ``ablo data fetch`` cache
+``--devices``), each given at most once. SIGTERM, like Ctrl-C, saves a checkpoint and prints
+the command that resumes. Without ``--data-dir`` a run reads its dataset from the ``ablo data fetch`` cache
 when it has been fetched there (:func:`ablo.experiments.config.build`; ``--data-dir none`` refuses
-it). Errors in names and values end in one line on stderr and exit code 2.
+it). User errors (:func:`user_errors`: names, values, files, folders) end in one line on stderr
+and exit code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,18 +17,21 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from .errors import UserError, did_you_mean
+
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Approximate bi-level optimization: run the papers' experiments and compare estimators.")
 
 
-class CLIError(ValueError):
-    """A user error reported as one line."""
+class CLIError(UserError, ValueError):
+    """A user error in the command line itself (a name, an option, a value)."""
 
 
 # --- progress bars ---------------------------------------------------------------------------
@@ -89,6 +94,12 @@ def parse_overrides(pairs: List[str], extra: List[str]) -> dict:
     return out
 
 
+OVERWRITE_HELP = ("remove the files the previous ablo run in --out wrote, as its manifest.json lists them (results, "
+                  "plots, checkpoints), then run; every other file there stays byte-identical, and a folder whose "
+                  "manifest.json is not an ablo manifest is never touched. If the new run stops before writing "
+                  "anything, the old files are put back")
+
+
 #: Named options of ``ablo run`` and the config key each one sets.
 NAMED = {"methods": "--method", "seeds": "--seed(s)", "data_dir": "--data-dir", "budget_calls": "--budget-calls",
          "outer_steps": "--steps", "devices": "--devices"}
@@ -104,10 +115,16 @@ def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets,
 
     keys = {f.name for f in dataclasses.fields(exp.config)}
     overrides = parse_overrides(sets, extra)
+    for key in overrides:
+        if key not in keys:
+            raise CLIError(f"unknown config key {key!r} of {exp.name}{did_you_mean(key, keys)} "
+                           f"(`ablo config {exp.name}` lists them)")
     named = {}
     if seed is not None and seeds is not None:
         raise CLIError("give --seed or --seeds, not both")
     if methods:
+        for spec in methods:
+            check_estimator_name(spec)
         named["methods"] = list(methods)
     if seed is not None:
         named["seeds" if "seeds" in keys else "seed"] = [seed] if "seeds" in keys else seed
@@ -133,17 +150,56 @@ def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets,
     given = parse_value(exp.config, "data_dir", overrides["data_dir"]) if "data_dir" in overrides else None
     if given is not None and not Path(given).exists():
         raise CLIError(f"data_dir: {given} does not exist (from --data-dir or --set; none: the built-in data)")
-    return exp.make_config(overrides, tiny=tiny)
+    cfg = exp.make_config(overrides, tiny=tiny)
+    check_integer_bounds(cfg)
+    return cfg
+
+
+#: The largest seed: JAX's PRNGKey keeps 32 bits (2**32 would silently be seed 0).
+MAX_SEED = 2 ** 32 - 1
+#: The largest other integer (steps, sizes, counts): JAX's default 32-bit integers.
+MAX_INT = 2 ** 31 - 1
+
+
+def check_integer_bounds(cfg) -> None:
+    """Refuse integers that JAX would silently wrap: seeds above :data:`MAX_SEED`, any other
+    integer config value above :data:`MAX_INT`."""
+    import dataclasses
+
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        values = value if isinstance(value, (list, tuple)) else [value]
+        top = MAX_SEED if "seed" in f.name else MAX_INT
+        for v in values:
+            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > top:
+                raise CLIError(f"{f.name}: {v} is out of range; allowed: at most {top}"
+                               + (" (JAX keys hold 32-bit seeds)" if top == MAX_SEED else ""))
+
+
+def check_estimator_name(spec: str) -> None:
+    """CLIError with the closest registered name when ``spec`` names no estimator (its values are
+    checked by the config)."""
+    from . import estimators
+
+    name = spec.split(":", 1)[0]
+    if name not in estimators.REGISTRY and name.rsplit("-", 1)[0] not in estimators.REGISTRY:  # NAME, NAME-VALUE
+        raise CLIError(f"--method {spec}: unknown estimator {name!r}{did_you_mean(name, estimators.REGISTRY)}; "
+                       f"`ablo list` names them")
 
 
 def run_experiment(exp, cfg, out, resume: bool = False, overwrite: bool = False) -> dict:
-    """Run with progress bars into ``out``, then print results.md on stdout."""
+    """Run with progress bars into ``out``, then print results.md on stdout. Ctrl-C or SIGTERM:
+    the run checkpoints, one line says how to resume, exit code 130 (143 for SIGTERM)."""
     from .experiments import execute
 
     bars, progress = rich_progress()
     note = lambda message: bars.console.print(f"ablo: {message}")
-    with bars:
-        summary = execute(exp, cfg, out, resume=resume, overwrite=overwrite, progress=progress, note=note)
+    with sigterm_as_interrupt() as terminated:
+        try:
+            with bars:
+                summary = execute(exp, cfg, out, resume=resume, overwrite=overwrite, progress=progress, note=note)
+        except KeyboardInterrupt as e:  # typer would swallow it silently
+            _interrupted(e, terminated())
     md = Path(out) / "results.md"
     typer.echo(md.read_text() if md.is_file() else json.dumps(summary.get("results", []), indent=1))
     typer.echo(f"results in {out}/ (summary.json, CSV, PNG, results.md)")
@@ -159,6 +215,12 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _is_nonfinite(v) -> bool:
+    """A metric that is not a finite number: null (how summary.json stores NaN and ±inf), or a
+    NaN/inf float of a hand-edited file."""
+    return v is None or (isinstance(v, float) and not math.isfinite(v))
+
+
 #: Config keys never used to tell settings apart (runs split over seeds or methods still pool).
 POOLED_CONFIG = ("seeds", "methods", "resume", "devices", "out")
 
@@ -170,7 +232,9 @@ def _scalar(v) -> bool:
 
 def aggregate(docs: List[dict], sources: Optional[List[str]] = None) -> dict:
     """{experiment: [row per setting]}: mean ± std (sample std) over the rows (seeds) of each
-    setting, ``n`` rows, and the papers' figures for it (``paper_*``). A setting is the row's
+    setting, ``n`` rows, and the papers' figures for it (``paper_*``). A metric that is not
+    finite in some rows (NaN, stored as null) is averaged over the finite ones and says so:
+    "0.8 (n = 1; 1 NaN)". A setting is the row's
     identifying fields plus the config values that differ between the runs of an experiment.
     Two rows of one setting with the same seed are refused (they would be pooled as two seeds);
     ``sources`` names each doc's file in that message."""
@@ -212,7 +276,9 @@ def aggregate(docs: List[dict], sources: Optional[List[str]] = None) -> dict:
                              if k not in out and k != "seed" and _is_number(v))
         for k in keys:
             vals = np.array([r[k] for r in g["rows"] if _is_number(r.get(k))], float)
-            out[k] = (f"{vals.mean():.4g} ± {vals.std(ddof=1):.2g}" if len(vals) > 1 else f"{vals.mean():.4g}")
+            bad = sum(1 for r in g["rows"] if _is_nonfinite(r.get(k)))
+            text = f"{vals.mean():.4g} ± {vals.std(ddof=1):.2g}" if len(vals) > 1 else f"{vals.mean():.4g}"
+            out[k] = f"{text} (n = {len(vals)}; {bad} NaN)" if bad else text
         out.update(reference(exp, g["config"], g["rows"][0]))
         tables.setdefault(exp, []).append(out)
     return tables
@@ -222,11 +288,23 @@ def compare_table(paths: List[Path]) -> str:
     """Markdown: one table per experiment over the summary.json files in ``paths``."""
     from .results import markdown_table, read_summary
 
-    tables = aggregate([read_summary(p) for p in paths], [str(p) for p in paths])
+    docs = []
+    for p in paths:
+        try:
+            docs.append(read_summary(p))
+        except ValueError as e:  # no summary.json, not JSON
+            raise CLIError(str(e)) from None
+        doc = docs[-1]
+        if not isinstance(doc, dict) or not isinstance(doc.get("results"), list) or not isinstance(
+                doc.get("experiment"), str) or not all(isinstance(r, dict) for r in doc["results"]):
+            raise CLIError(f"{p}: not an ablo summary (it needs an experiment name and a list of result rows)")
+    tables = aggregate(docs, [str(p) for p in paths])
     parts = []
     for exp, rows in tables.items():
         parts.append(f"## {exp}\n\n" + markdown_table(rows))
-    note = "mean ± sample std over seeds (n rows); paper_* columns: the papers' reported figures, in the papers' units."
+    note = "mean ± sample std over seeds (n rows)" + (
+        "; paper_* columns: the papers' reported figures, in the papers' units"
+        if any(k.startswith("paper_") for rows in tables.values() for r in rows for k in r) else "") + "."
     return "\n".join(parts) + "\n" + note
 
 
@@ -295,44 +373,88 @@ def run(ctx: typer.Context,
         tiny: bool = typer.Option(False, help="the experiment's seconds-long smoke configuration"),
         out: Optional[str] = typer.Option(None, help="output folder (default runs/EXPERIMENT)"),
         resume: bool = typer.Option(False, help="continue the run in --out from its checkpoints (same config)"),
-        overwrite: bool = typer.Option(False, help="replace the results and checkpoints already in --out"),
+        overwrite: bool = typer.Option(False, help=OVERWRITE_HELP),
         devices: Optional[int] = typer.Option(None, help="shard each meta-batch over N devices")):
     """Run one experiment; any other --key value sets that config key (e.g. --model mlp).
-    `ablo config EXPERIMENT` lists the keys with their types, ranges and help."""
-    from .experiments import get
-
+    `ablo run EXPERIMENT --help` (or `ablo config EXPERIMENT`) lists its keys with their types,
+    ranges and help. SIGTERM (a scheduler's stop, `timeout`) and Ctrl-C both save a checkpoint
+    and print the command that resumes."""
     from .experiments.config import cached_data_dir
 
-    exp = get(experiment)
+    exp = experiment_named(experiment)
     cfg = build_config(exp, method, seed, seeds, data_dir, budget_calls, steps, set_ or [], list(ctx.args), tiny,
                        devices)
     if getattr(cfg, "data_dir", None) is not None and cfg.data_dir == cached_data_dir(exp.config):
         typer.echo(f"ablo: reading {exp.config.DATASET} from the data cache {cfg.data_dir} "
                    f"(--data-dir none: the built-in data)", err=True)
+    out = out if out is not None else str(Path("runs") / experiment)
+    if resume and Path(out).is_dir():
+        from .runfolder import version_change
+
+        change = version_change(out)
+        if change:
+            typer.echo(f"ablo: note: {change}", err=True)
     try:
-        run_experiment(exp, cfg, out if out is not None else str(Path("runs") / experiment), resume, overwrite)
-    except KeyboardInterrupt as e:  # typer would swallow it silently
+        run_experiment(exp, cfg, out, resume, overwrite)
+    except KeyboardInterrupt as e:  # click would turn it into a silent Abort
         _interrupted(e)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C's KeyboardInterrupt would be, so that a run stopped by a
+    scheduler checkpoints like one stopped by hand."""
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block SIGTERM raises :class:`Terminated` (a KeyboardInterrupt) in the main
+    thread; yields a function telling whether one arrived. The previous handler is restored."""
+    got = []
+
+    def handler(signum, frame):
+        got.append(signum)
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield lambda: bool(got)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def experiment_named(name: str):
+    """The registered experiment ``name``; CLIError with the closest name when there is none."""
+    from .experiments import load_all
+
+    exps = load_all()
+    if name not in exps:
+        raise CLIError(f"unknown experiment {name!r}{did_you_mean(name, exps)}; choose one of: "
+                       f"{', '.join(sorted(exps))}")
+    return exps[name]
 
 
 @app.command("config")
 def config_cmd(experiment: str = typer.Argument(..., help="experiment name (see `ablo list`)")):
     """The experiment's config keys: type, default, range and help."""
+    typer.echo(config_keys(experiment_named(experiment)))
+
+
+def config_keys(exp) -> str:
+    """The experiment's config keys, one entry each: name = default [range], then its help."""
     import dataclasses
 
-    from .experiments import get
-
-    exp = get(experiment)
+    lines = []
     for f in dataclasses.fields(exp.config):
         m = f.metadata
         bounds = [f"{'>' if m.get('low_open') else '>='} {m['low']}" if m.get("low") is not None else "",
                   f"{'<' if m.get('high_open') else '<='} {m['high']}" if m.get("high") is not None else "",
                   f"one of {', '.join(map(str, m['choices']))}" if m.get("choices") else ""]
         extra = "; ".join(b for b in bounds if b)
-        typer.echo(f"{f.name} = {f.default!r}{f'  [{extra}]' if extra else ''}\n    {m.get('help', '')}")
+        lines.append(f"{f.name} = {f.default!r}{f'  [{extra}]' if extra else ''}\n    {m.get('help', '')}")
         if f.name == "data_dir" and exp.config.DATASET:
-            typer.echo(f"    default when not given: the fetched {exp.config.DATASET} "
-                       f"(`ablo data fetch {exp.config.DATASET}`) if it is in the cache, except in --tiny runs")
+            lines.append(f"    default when not given: the fetched {exp.config.DATASET} "
+                         f"(`ablo data fetch {exp.config.DATASET}`) if it is in the cache, except in --tiny runs")
+    return "\n".join(lines)
 
 
 @app.command()
@@ -353,26 +475,38 @@ def data_fetch(datasets: List[str] = typer.Argument(..., help="mnist, omniglot, 
 
     Sources: MNIST from the mirror of yann.lecun.com's IDX files that torchvision uses, Omniglot's
     two zip archives from github.com/brendenlake/omniglot, 20 Newsgroups "bydate" from the URL
-    scikit-learn uses. A file already there with the right digest is not fetched again; a failed
-    download leaves nothing behind.
+    scikit-learn uses. A file already there with the right digest is not fetched again (one that
+    differs is, and the reason is printed); a failed download leaves nothing behind, not even an
+    empty folder. Every dataset named is tried, and each one's fate is printed.
     """
     from .data import fetch as fetch_mod
 
     names = list(fetch_mod.SOURCES) if list(datasets) == ["all"] else list(dict.fromkeys(datasets))
     unknown = [n for n in names if n not in fetch_mod.SOURCES]
     if unknown:
-        raise CLIError(f"unknown dataset {unknown[0]!r}; choose from {', '.join(fetch_mod.SOURCES)} or all")
+        raise CLIError(f"unknown dataset {unknown[0]!r}{did_you_mean(unknown[0], fetch_mod.SOURCES)}; choose from "
+                       f"{', '.join(fetch_mod.SOURCES)} or all")
     root = data_dir if data_dir is not None else fetch_mod.default_data_dir()
     bars, progress = rich_progress(transient=True)
+    folders, failed = {}, {}
     with bars:
-        folders = [fetch_mod.fetch(n, root, sources=fetch_mod.SOURCES, progress=progress) for n in names]
-    for folder in folders:
-        typer.echo(f"{folder.name}: {folder}")
-    if Path(root).expanduser().resolve() == fetch_mod.default_data_dir().resolve():
+        for n in names:  # every dataset asked for is tried; each one's fate is reported
+            try:
+                folders[n] = fetch_mod.fetch(n, root, sources=fetch_mod.SOURCES, progress=progress,
+                                             note=lambda m: bars.console.print(f"ablo: {m}"))
+            except fetch_mod.FetchError as e:
+                failed[n] = str(e)
+    for n in names:
+        typer.echo(f"{n}: {folders[n]}" if n in folders else f"{n}: not fetched ({failed[n]})")
+    if folders and Path(root).expanduser().resolve() == fetch_mod.default_data_dir().resolve():
         typer.echo("ablo run reads it from there by default (no --data-dir needed; --data-dir none: the built-in data)")
-    else:
+    elif folders:
         typer.echo(f"read by: ablo run EXPERIMENT --data-dir {root}  (or export ABLO_DATA_DIR={root} to make it "
                    f"the default)")
+    if failed:
+        first = next(iter(failed.values()))
+        raise CLIError(first if len(names) == 1 else f"{len(failed)} of {len(names)} datasets not fetched "
+                       f"({', '.join(failed)}); the first failure: {first}")
 
 
 @app.command()
@@ -408,7 +542,7 @@ def diagnose(steps: int = typer.Option(20, help="inner steps r of the example pr
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
          budget_calls: Optional[float] = typer.Option(None, help="function-call budget per method"),
-         overwrite: bool = typer.Option(False, help="replace the results already in --out")):
+         overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)):
     """The README's main job: hypercleaning on scikit-learn's digits, exact vs FOM vs UFOM vs
     Adaptive UFOM at an equal function-call budget (a few minutes on two cores)."""
     from .experiments import demo as demo_exp
@@ -429,7 +563,14 @@ def bench(out: Path = typer.Option(Path("bench-out"), help="output directory (re
 
     if rounds < 1:
         raise CLIError(f"--rounds must be >= 1; got {rounds}")
+    from .bench.problems import SIZES
+
     names = [p.strip() for p in problems.split(",") if p.strip()]
+    known = SIZES["smoke" if smoke else "full"]
+    for name in names or [""]:
+        if name not in known:
+            raise CLIError(f"--problems: problem must be one of {', '.join(sorted(known))}; got {name!r}"
+                           f"{did_you_mean(name, known)}")
     bench_mod.run_suite(out, problems=names, size="smoke" if smoke else "full", rounds=1 if smoke else rounds)
     typer.echo((out / "results.md").read_text())
 
@@ -455,22 +596,72 @@ def _fail(message: str, code: int = 2):
     sys.exit(code)
 
 
-def _interrupted(e: BaseException):
+def _interrupted(e: BaseException, terminated: bool = False):
     step = getattr(e, "step", None)
     where = f" after outer step {step}" if step is not None else ""
-    print(f"ablo: interrupted{where}; run the same command with --resume to continue", file=sys.stderr)
-    sys.exit(130)
+    saved = "" if getattr(e, "checkpoint", True) is not None else " (no checkpoint was saved)"
+    what = "terminated (SIGTERM)" if terminated or isinstance(e, Terminated) else "interrupted"
+    print(f"ablo: {what}{where}{saved}; run the same command with --resume to continue", file=sys.stderr)
+    sys.exit(143 if what != "interrupted" else 130)
+
+
+def user_errors() -> tuple:
+    """The exception types that are the user's to fix, printed as one line with exit code 2:
+    :class:`~ablo.errors.UserError` and the library's own classes of bad input (a config, a step
+    size, a checkpoint, a diverging run) and the operating system's refusals (a missing file, a
+    full disk). Anything else is a bug and keeps its traceback."""
+    from .api import NonFiniteHypergradient
+    from .checkpoint import CheckpointError
+    from .curvature import StepSizeError
+    from .experiments.config import ConfigError
+
+    return UserError, ConfigError, StepSizeError, CheckpointError, NonFiniteHypergradient, OSError
+
+
+def refuse_repeated_options(args: List[str]) -> None:
+    """A one-value option given twice (``--seed 1 --seed 2``) is refused, like ``--set k=1 --set
+    k=2``: click would keep the last one silently."""
+    command = typer.main.get_command(app)
+    words = list(args)
+    while hasattr(command, "commands") and words:  # a group: descend into the subcommand named
+        command, words = command.commands.get(words[0]), words[1:]
+        if command is None:
+            return  # click names the unknown command
+    single = {name: opt for opt in command.params if opt.param_type_name == "option" and not opt.multiple
+              and not opt.is_flag and not getattr(opt, "count", False) for name in opt.opts + opt.secondary_opts}
+    seen: dict = {}
+    for i, word in enumerate(words):
+        if word == "--":
+            break
+        name, _, inline = word.partition("=")
+        if name in single:
+            value = inline if inline or "=" in word else (words[i + 1] if i + 1 < len(words) else "")
+            seen.setdefault(single[name].opts[0], []).append(value)
+    for name, values in seen.items():
+        if len(values) > 1:
+            raise CLIError(f"{name} given {len(values)} times ({', '.join(map(repr, values))}); give it once")
+
+
+def experiment_help(args: List[str]) -> bool:
+    """``ablo run EXPERIMENT --help``: the command's help, then the experiment's own config keys.
+    True when it printed them (the caller is done)."""
+    if len(args) < 3 or args[0] != "run" or not {"--help", "-h"} & set(args[2:]) or args[1].startswith("-"):
+        return False
+    exp = experiment_named(args[1])
+    app(args=["run", "--help"], prog_name="ablo", standalone_mode=False)
+    typer.echo(f"\nconfig keys of {exp.name} (--KEY VALUE or --set KEY=VALUE):\n{config_keys(exp)}")
+    return True
 
 
 def main(argv: Optional[List[str]] = None) -> None:
-    """Console entry point: user errors (bad names, values, options) become one line on stderr and
-    exit code 2; click's own usage errors too, with a pointer to --help. With the environment
-    variable ABLO_TRACEBACK=1 the error is raised with its traceback instead (to report a bug)."""
-    from .api import NonFiniteHypergradient
-
+    """Console entry point: user errors (bad names, values, options, files; :func:`user_errors`)
+    become one line on stderr and exit code 2; click's own usage errors too, with a pointer to
+    --help. Other exceptions are bugs and keep their traceback. With the environment variable
+    ABLO_TRACEBACK=1 a user error is raised with its traceback too (to report a bug)."""
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        code = app(args=args, prog_name="ablo", standalone_mode=False)
+        refuse_repeated_options(args)
+        code = 0 if experiment_help(args) else app(args=args, prog_name="ablo", standalone_mode=False)
     except (KeyboardInterrupt, typer.Abort) as e:
         _interrupted(e)
     except typer.TyperException as e:  # click's usage errors (typer vendors click)
@@ -481,7 +672,7 @@ def main(argv: Optional[List[str]] = None) -> None:
             sys.exit(2)
         command = ctx.command_path if ctx is not None else "ablo"
         _fail(f"{getattr(e, 'format_message', e.__str__)()} (see '{command} --help')", getattr(e, "exit_code", 2) or 2)
-    except (ValueError, OSError, NonFiniteHypergradient) as e:
+    except user_errors() as e:
         if os.environ.get("ABLO_TRACEBACK", "") not in ("", "0"):
             raise
         _fail(str(e) or type(e).__name__)

@@ -6,7 +6,9 @@
 * :mod:`.digits` — scikit-learn's bundled 8x8 digits, the default when no data directory is given.
 
 Every loader raises ``FileNotFoundError`` naming what it looked for when files are missing and
-``ValueError`` naming the file when one is corrupt or truncated.
+:class:`ablo.errors.DataError` (a ValueError) naming the file when one is corrupt, truncated,
+empty or a folder. :mod:`.content` lists the files each loader reads (what a run's manifest
+fingerprints) and names a dataset by the digests of its files.
 """
 
 from .digits import load_digits

@@ -11,8 +11,8 @@ Every file is checked against its published SHA-256 before it gets its name: it 
 a hidden temporary file in the same folder, its length checked against the server's
 ``Content-Length``, its digest (and for MNIST also the digest of the decompressed IDX data)
 compared, and only then renamed into place (an atomic rename on one file system). A failed or
-interrupted download leaves nothing behind; a file already present with the right digest is not
-downloaded again.
+interrupted download leaves nothing behind, not even the folder it made; a file already present
+with the right digest (or, gzipped, the right decompressed data) is not downloaded again.
 
 Sources (digests as published by the projects that distribute these files):
 
@@ -38,6 +38,8 @@ import urllib.request
 import zlib
 from pathlib import Path
 from typing import Callable, Mapping, NamedTuple, Optional
+
+from ..errors import UserError
 
 
 class Remote(NamedTuple):
@@ -81,7 +83,7 @@ SOURCES: Mapping[str, tuple] = {
 }
 
 
-class FetchError(OSError):
+class FetchError(UserError, OSError):
     """A download that failed, was cut short or did not match its digest (nothing was kept)."""
 
 
@@ -119,16 +121,24 @@ def sha256_of(path) -> str:
     return h.hexdigest()
 
 
-def _check_gunzipped(path: Path, remote: Remote) -> None:
+def _gunzipped_sha256(path: Path) -> Optional[str]:
+    """SHA-256 of a gzip file's decompressed data; None when it is not valid gzip."""
+    h = hashlib.sha256()
     try:
         with gzip.open(path, "rb") as f:
-            h = hashlib.sha256()
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
-    except (OSError, EOFError, zlib.error) as e:
-        raise FetchError(f"{remote.url}: not valid gzip data ({e}); nothing was saved") from None
-    if h.hexdigest() != remote.gunzip_sha256:
-        raise FetchError(f"{remote.url}: SHA-256 of the decompressed data is {h.hexdigest()}, expected "
+    except (OSError, EOFError, zlib.error):
+        return None
+    return h.hexdigest()
+
+
+def _check_gunzipped(path: Path, remote: Remote) -> None:
+    digest = _gunzipped_sha256(path)
+    if digest is None:
+        raise FetchError(f"{remote.url}: not valid gzip data; nothing was saved")
+    if digest != remote.gunzip_sha256:
+        raise FetchError(f"{remote.url}: SHA-256 of the decompressed data is {digest}, expected "
                          f"{remote.gunzip_sha256}; nothing was saved")
 
 
@@ -175,9 +185,13 @@ def download(remote: Remote, target, timeout: float = 60.0, advance: Callable[[i
 
 
 def fetch(dataset: str, data_dir=None, sources: Mapping[str, tuple] = SOURCES, timeout: float = 60.0,
-          progress=None) -> Path:
+          progress=None, note: Callable[[str], None] = lambda message: None) -> Path:
     """Download ``dataset`` (a key of ``sources``) into ``<data_dir>/<dataset>/`` unless its
     files are already there with the right digests, and return that folder.
+
+    A file already there is kept when its SHA-256 matches, or, for a gzipped file, when its
+    decompressed data matches (the same data with other gzip framing); otherwise ``note`` says
+    why it is downloaded again. A failed download leaves no file and no folder it created.
 
     Args:
         dataset: "mnist", "omniglot" or "20newsgroups".
@@ -186,6 +200,7 @@ def fetch(dataset: str, data_dir=None, sources: Mapping[str, tuple] = SOURCES, t
         timeout: seconds a connection may stay silent before the download fails.
         progress: optional ``progress(description, total)`` context manager factory yielding an
             ``advance(n)`` function, as the CLI's progress bars.
+        note: called with one line for each file that is there but downloaded again, and why.
 
     Returns:
         The dataset's folder, which the matching loader of :mod:`ablo.data` reads.
@@ -193,17 +208,33 @@ def fetch(dataset: str, data_dir=None, sources: Mapping[str, tuple] = SOURCES, t
     if dataset not in sources:
         raise ValueError(f"unknown dataset {dataset!r}; choose from {', '.join(sources)}")
     folder = Path(data_dir if data_dir is not None else default_data_dir()).expanduser() / dataset
+    made = [p for p in (folder, *folder.parents) if not p.exists()]  # deepest first
     progress = progress or _no_progress
     fetched = False
-    for remote in sources[dataset]:
-        target = folder / remote.name
-        if target.is_file() and sha256_of(target) == remote.sha256:
-            continue
-        with progress(f"{dataset}: {remote.name}", None) as advance:
-            download(remote, target, timeout, advance)
-        fetched = True
-    if dataset in CONVERSIONS:
-        CONVERSIONS[dataset](folder, fetched, progress)
+    try:
+        for remote in sources[dataset]:
+            target = folder / remote.name
+            if target.is_file():
+                if sha256_of(target) == remote.sha256:
+                    continue
+                if remote.gunzip_sha256 and _gunzipped_sha256(target) == remote.gunzip_sha256:
+                    continue  # the published data in other gzip framing: what the loader reads is the same
+                note(f"{dataset}: {target} is there but its SHA-256 differs from the published file's (damaged, "
+                     f"or other data under this name); downloading it again")
+            elif target.exists():
+                raise FetchError(f"{target} is a folder where {remote.name} should be: move it away and fetch again")
+            with progress(f"{dataset}: {remote.name}", None) as advance:
+                download(remote, target, timeout, advance)
+            fetched = True
+        if dataset in CONVERSIONS:
+            CONVERSIONS[dataset](folder, fetched, progress)
+    except BaseException:
+        for d in made:  # folders this call created and left empty
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+            else:
+                break
+        raise
     return folder
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._paths import locate
+from ..errors import DataError
+from ._paths import expect_folder, locate
 
 ARCHIVE = "20news-bydate.tar.gz"
 SPLITS = {"train": "20news-bydate-train", "test": "20news-bydate-test"}
@@ -45,12 +46,22 @@ def _from_archive(path: Path) -> dict:
                 text = tar.extractfile(m).read().decode("latin-1")
                 docs[by_name[parts[-3]]].append((parts[-2], parts[-1], text))
     except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
-        raise ValueError(f"{path}: corrupt or truncated archive ({e})") from None
+        raise DataError(f"{path}: corrupt or truncated archive ({e})") from None
     for split, name in SPLITS.items():
         if not docs[split]:
-            raise ValueError(f"{path}: no files under {name}/<group>/ in the archive")
+            raise DataError(f"{path}: no files under {name}/<group>/ in the archive")
         docs[split] = [(g, t) for g, _, t in sorted(docs[split])]  # the folders' order: group, file name
     return docs
+
+
+def _locate(data_dir) -> Path:
+    """``data_dir`` (or the archive itself), or its ``20newsgroups/`` or ``20news-bydate/`` subfolder."""
+    data_dir = Path(data_dir)
+    if data_dir.is_file():
+        return data_dir
+    return locate(expect_folder(data_dir, f"the folder of {SPLITS['train']}/ or {ARCHIVE}"),
+                  ("20newsgroups", "20news-bydate"),
+                  lambda d: (d / SPLITS["train"]).is_dir() or (d / ARCHIVE).is_file())
 
 
 def load_newsgroups(data_dir, max_features: int | None = None, min_df: int = 1) -> dict:
@@ -58,14 +69,16 @@ def load_newsgroups(data_dir, max_features: int | None = None, min_df: int = 1) 
     float32 (posts, features) TF-IDF, y int32 group index (groups sorted by name)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    data_dir = locate(data_dir, ("20newsgroups", "20news-bydate"),
-                      lambda d: (d / SPLITS["train"]).is_dir() or (d / ARCHIVE).is_file())
+    data_dir = _locate(data_dir)
     if (data_dir / SPLITS["train"]).is_dir():
         docs = _from_folders(data_dir)
     elif (data_dir / ARCHIVE).is_file():
         docs = _from_archive(data_dir / ARCHIVE)
     elif data_dir.is_file() and data_dir.name.endswith((".tar.gz", ".tgz")):
         docs = _from_archive(data_dir)
+    elif data_dir.is_file():
+        raise DataError(f"data_dir {data_dir} is a file but not the {ARCHIVE} archive: give the folder of "
+                        f"{SPLITS['train']}/ or the archive")
     else:
         raise FileNotFoundError(f"20 Newsgroups not found: neither {data_dir / SPLITS['train']}/ "
                                 f"nor {data_dir / ARCHIVE} exists (`ablo data fetch 20newsgroups` downloads it)")
@@ -73,7 +86,7 @@ def load_newsgroups(data_dir, max_features: int | None = None, min_df: int = 1) 
     index = {g: i for i, g in enumerate(groups)}
     unknown = sorted({g for g, _ in docs["test"]} - set(groups))
     if unknown:
-        raise ValueError(f"test groups {unknown} do not occur in the training split")
+        raise DataError(f"test groups {unknown} do not occur in the training split")
     vec = TfidfVectorizer(max_features=max_features, min_df=min_df, dtype=np.float32)
     out = {"groups": groups}
     for split in SPLITS:

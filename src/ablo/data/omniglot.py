@@ -26,8 +26,9 @@ from typing import NamedTuple, Optional
 
 import numpy as np
 
+from ..errors import DataError
 from ._checks import check_labels, check_pixels
-from ._paths import locate
+from ._paths import expect_file, expect_folder, locate
 
 SPLITS = ("background", "evaluation")
 
@@ -76,7 +77,7 @@ def _alphabets_from_json(data_dir: Path, split: str, n: int) -> Optional[list]:
         names = json.loads(path.read_text())
         ids = sorted(int(k) for k in names)
     except (json.JSONDecodeError, ValueError) as e:
-        raise ValueError(f"{path}: not a JSON map from character id to alphabet ({e})") from None
+        raise DataError(f"{path}: not a JSON map from character id to alphabet ({e})") from None
     chosen = ids[:n] if split == "background" else ids[len(ids) - n:]
     return [names[str(i)] for i in chosen]
 
@@ -88,19 +89,19 @@ def _from_npz(path: Path, data_dir: Path, split: str):
             labels = d["labels"] if "labels" in d.files else None
             alphabets = [str(a) for a in d["alphabets"]] if "alphabets" in d.files else None
     except KeyError:
-        raise ValueError(f"{path}: no 'images' array") from None
+        raise DataError(f"{path}: no 'images' array") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: corrupt or truncated npz ({e})") from None
+        raise DataError(f"{path}: corrupt or truncated npz ({e})") from None
     if images.ndim != 4 or images.shape[-1] != images.shape[-2]:
-        raise ValueError(f"{path}: expected images (characters, drawers, n, n); got shape {images.shape}")
+        raise DataError(f"{path}: expected images (characters, drawers, n, n); got shape {images.shape}")
     if images.dtype != bool:
         check_pixels(images, path, 1.0)
     if labels is not None:
         if labels.shape != images.shape[:2]:
-            raise ValueError(f"{path}: labels of shape {labels.shape}, expected {images.shape[:2]} (one per drawing)")
+            raise DataError(f"{path}: labels of shape {labels.shape}, expected {images.shape[:2]} (one per drawing)")
         check_labels(labels, images.shape[0], path)
     if alphabets is not None and len(alphabets) != images.shape[0]:
-        raise ValueError(f"{path}: {len(alphabets)} alphabet names for {images.shape[0]} characters")
+        raise DataError(f"{path}: {len(alphabets)} alphabet names for {images.shape[0]} characters")
     ink = np.logical_not(images) if images.dtype == bool else 1.0 - images.astype(np.float32)
     return ink, alphabets if alphabets is not None else _alphabets_from_json(data_dir, split, images.shape[0])
 
@@ -113,7 +114,7 @@ def _read_png(source, name) -> np.ndarray:
         with Image.open(source) as im:
             return 1.0 - np.asarray(im.convert("L"), np.float32) / 255.0
     except (UnidentifiedImageError, OSError, SyntaxError) as e:
-        raise ValueError(f"{name}: corrupt or truncated PNG ({e})") from None
+        raise DataError(f"{name}: corrupt or truncated PNG ({e})") from None
 
 
 def _stack_characters(characters: dict, where) -> tuple:
@@ -128,7 +129,7 @@ def _stack_characters(characters: dict, where) -> tuple:
     shape = chars[0][1].shape
     for name, arr in chars:
         if arr.shape != shape:
-            raise ValueError(f"{name}: drawings of shape {arr.shape}, expected {shape} like the others")
+            raise DataError(f"{name}: drawings of shape {arr.shape}, expected {shape} like the others")
     return np.stack([a for _, a in chars]), alphabets
 
 
@@ -138,7 +139,7 @@ def _from_folders(root: Path):
         for character in sorted(p for p in alphabet.iterdir() if p.is_dir()):
             pngs = sorted(character.glob("*.png"))
             if not pngs:
-                raise ValueError(f"{character}: no PNG drawings")
+                raise DataError(f"{character}: no PNG drawings")
             characters[alphabet.name, character.name] = [(p.name, lambda p=p: _read_png(p, p)) for p in pngs]
     return _stack_characters(characters, root)
 
@@ -157,7 +158,7 @@ def _from_zip(path: Path):
                 characters.setdefault((parts[-3], parts[-2]), []).append((parts[-1], read))
             return _stack_characters(characters, path)
     except (zipfile.BadZipFile, zlib.error, EOFError) as e:
-        raise ValueError(f"{path}: corrupt or truncated zip archive ({e})") from None
+        raise DataError(f"{path}: corrupt or truncated zip archive ({e})") from None
 
 
 def zip_to_npz(archive, target) -> Path:
@@ -175,15 +176,28 @@ def zip_to_npz(archive, target) -> Path:
     return atomic_write(target, buf.getvalue())
 
 
+def _sources(data_dir: Path, split: str) -> tuple:
+    """(npz, folder of PNGs, zip) of ``split`` in ``data_dir``, in the loader's order of preference."""
+    return tuple(data_dir / n for n in (f"images_{split}.npz", f"images_{split}", f"images_{split}.zip"))
+
+
+def _locate(data_dir, split: str) -> Path:
+    """The folder holding ``split``: ``data_dir`` or its ``omniglot/`` subfolder."""
+    return locate(expect_folder(data_dir, "the folder of Omniglot's images_<split> files"), ("omniglot",),
+                  lambda d: any(p.exists() for p in _sources(d, split)))
+
+
 def load_omniglot(data_dir, split: str = "background", size: int = 28) -> Omniglot:
     """The characters of one split, resized to ``size`` (105 keeps the originals)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"size must be a positive integer; got {size!r}")
-    names = (f"images_{split}.npz", f"images_{split}", f"images_{split}.zip")
-    data_dir = locate(data_dir, ("omniglot",), lambda d: any((d / n).exists() for n in names))
-    npz, folder, archive = (data_dir / n for n in names)
+    data_dir = _locate(data_dir, split)
+    npz, folder, archive = _sources(data_dir, split)
+    for p in (npz, archive):
+        if p.exists():
+            expect_file(p)
     if npz.is_file():
         images, alphabets = _from_npz(npz, data_dir, split)
     elif folder.is_dir():
@@ -194,5 +208,5 @@ def load_omniglot(data_dir, split: str = "background", size: int = 28) -> Omnigl
         raise FileNotFoundError(f"Omniglot {split} split not found: none of {npz}, {folder}/, {archive} exists "
                                 f"(`ablo data fetch omniglot` downloads the archives)")
     if size > images.shape[-1]:
-        raise ValueError(f"size must be at most the stored image size {images.shape[-1]}; got {size}")
+        raise DataError(f"size must be at most the stored image size {images.shape[-1]}; got {size}")
     return Omniglot(resize(images, size), alphabets)

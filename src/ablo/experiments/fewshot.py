@@ -174,7 +174,7 @@ def make_sampler(images: np.ndarray, ways: int, shots: int):
     :mod:`ablo.meta`): a pure JAX task sampler."""
     n_cls, n_ex = images.shape[:2]
     if ways > n_cls or shots + 1 > n_ex:
-        raise ValueError(f"ways must be <= {n_cls} classes and shots + 1 <= {n_ex} examples per class; "
+        raise ConfigError(f"ways must be <= {n_cls} classes and shots + 1 <= {n_ex} examples per class; "
                          f"got ways={ways}, shots={shots}")
     data = jnp.asarray(images)
 

@@ -137,7 +137,7 @@ def split_characters(n: int, sizes, seed: int) -> tuple:
     ``sizes`` (which must sum to n), each part sorted. ValueError naming ``split`` otherwise."""
     sizes = tuple(int(s) for s in sizes)
     if sum(sizes) != n or min(sizes) < 1:
-        raise ValueError(f"split: the parts must be >= 1 and sum to the {n} characters available; got {list(sizes)}")
+        raise ConfigError(f"split: the parts must be >= 1 and sum to the {n} characters available; got {list(sizes)}")
     perm = np.random.default_rng(seed).permutation(n)
     cuts = np.cumsum(sizes)[:-1]
     return tuple(np.sort(part) for part in np.split(perm, cuts))

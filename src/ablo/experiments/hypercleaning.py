@@ -198,7 +198,7 @@ def load_splits(cfg: Config, rng):
     p = cfg.pool
     shrink = lambda x: x.reshape(-1, 28 // p, p, 28 // p, p).mean((2, 4)).reshape(len(x), -1)
     pool, test = ((shrink(x), y) for x, y in (d["train"], d["test"]))
-    return pool, test, {"name": "MNIST", "dir": str(Path(cfg.data_dir).resolve()), "train_images": len(pool[1]),
+    return pool, test, {"name": d["name"], "dir": str(Path(cfg.data_dir).resolve()), "train_images": len(pool[1]),
                         "test_images": len(test[1]), "image_size": 28 // p}
 
 
@@ -236,7 +236,7 @@ def _balanced_splits(y: np.ndarray, sizes: tuple, rng, name: str) -> list:
     per = [-(-m // len(classes)) for m in sizes]
     have = min(np.sum(y == c) for c in classes)
     if sum(per) > have:
-        raise ValueError(f"n_train + n_val = {sum(sizes)} needs {sum(per)} examples of every class but "
+        raise ConfigError(f"n_train + n_val = {sum(sizes)} needs {sum(per)} examples of every class but "
                          f"{name} has {have} of its rarest; lower n_train or n_val")
     by_class = [rng.permutation(np.flatnonzero(y == c)) for c in classes]
     starts = np.cumsum([0] + per)
@@ -315,7 +315,7 @@ def outer_optimizer(cfg: Config, problem, estimator, theta0, task, key) -> tuple
         unit = optax.adam(1.0)
         norm = float(optax.tree.norm(unit.update(g, unit.init(theta0), theta0)[0]))
         if not np.isfinite(norm):
-            raise ValueError(f"first_step_norm: the first hypergradient of {estimator.name} at θ_0 is not finite; "
+            raise ConfigError(f"first_step_norm: the first hypergradient of {estimator.name} at θ_0 is not finite; "
                              "lower inner_lr or give outer_lr")
         eta0 = cfg.first_step_norm / (norm or np.sqrt(theta0.size))  # an estimate of 0 (FOM here): Adam's √n
     lr = (lambda count: eta0 / jnp.sqrt(count + 1.0)) if cfg.schedule == "inv-sqrt" else eta0
@@ -430,8 +430,8 @@ def plot_curves(rows: list, path: Path, x: str, ys: list, group: tuple, title: s
 
 def describe_dataset(d: dict) -> str:
     """One phrase naming the data read and its sizes."""
-    if d["name"] == "MNIST":
-        where = (f"MNIST from {d['dir']} ({d['train_images']} training / {d['test_images']} test images, "
+    if "dir" in d:  # IDX files read from data_dir: MNIST, Fashion-MNIST or unknown, by their digests
+        where = (f"{d['name']} from {d['dir']} ({d['train_images']} training / {d['test_images']} test images, "
                  f"{d['image_size']}x{d['image_size']} pixels)")
     else:
         where = (f"{d['name']} ({d['images']} 8x8 images, {d['test_images']} held out as the test set; a scaled-down "

@@ -127,7 +127,7 @@ def load(cfg: Config, seed: int) -> tuple:
     d = load_mnist(cfg.data_dir)
     x, y = d["train"]
     tr, va = seeded_split(len(y), (cfg.n_train, cfg.n_val), seed)
-    desc = (f"MNIST from {cfg.data_dir}: {len(tr)} train / {len(va)} validation (random, from the 60,000 "
+    desc = (f"{d['name']} from {cfg.data_dir}: {len(tr)} train / {len(va)} validation (random, from the 60,000 "
             f"training images) / {len(d['test'][1])} test images")
     return unit_rows(x[tr]), y[tr], unit_rows(x[va]), y[va], unit_rows(d["test"][0]), d["test"][1], desc
 

@@ -181,7 +181,7 @@ def balanced_split(y: np.ndarray, per_class: int, rng: np.random.Generator) -> t
     """Disjoint training and validation indices with ``per_class`` examples of every class each."""
     counts = np.bincount(y, minlength=CLASSES)
     if counts.min() < 2 * per_class:
-        raise ValueError(f"per_class: {per_class} needs {2 * per_class} examples of every class, but class "
+        raise ConfigError(f"per_class: {per_class} needs {2 * per_class} examples of every class, but class "
                          f"{int(counts.argmin())} has {int(counts.min())}; use per_class <= {int(counts.min()) // 2}")
     picks = [rng.permutation(np.flatnonzero(y == c))[:2 * per_class] for c in range(CLASSES)]
     return (np.concatenate([p[:per_class] for p in picks]), np.concatenate([p[per_class:] for p in picks]))
