@@ -12,7 +12,7 @@ from ablo.estimators.telescope import default_probs, doubling, sweep
 
 import _problems as P
 
-R = 8
+R = 4
 KEYS = 2000
 
 
@@ -41,7 +41,7 @@ def assert_unbiased(samples, target):
 
 def test_each_branch_is_a_sum_of_k_rmd_differences():
     problem, theta, task = setup()
-    lengths = (0, 3, R)
+    lengths = (0, 2, R)
     p = jnp.asarray(default_probs(lengths, R))
     G = truncated(problem, theta, task, lengths)
     deltas = [G[0]] + [b - a for a, b in zip(G, G[1:])]
@@ -56,7 +56,7 @@ def test_each_branch_is_a_sum_of_k_rmd_differences():
 
 
 @pytest.mark.parametrize("form,lengths,probs", [("single", None, None), ("roulette", None, None),
-                                                ("single", (0, 3, R), (0.5, 0.3, 0.2))])
+                                                ("single", (0, 2, R), (0.5, 0.3, 0.2))])
 def test_mean_is_the_exact_hypergradient(form, lengths, probs):
     problem, theta, task = setup()
     exact = P.flat(jax.jit(lambda: Reverse().estimate(problem, theta, task, (), None)[0])())
@@ -95,7 +95,7 @@ def test_specs_and_bad_settings():
     est = parse("telescope:lengths=1/4/8,form=roulette,probs=0.5/0.25/0.25")
     assert est.lengths == (1, 4, 8) and est.form == "roulette" and est.probs == (0.5, 0.25, 0.25)
     problem, theta, task = setup()
-    with pytest.raises(ValueError, match="must end at r = 8"):
+    with pytest.raises(ValueError, match="must end at r = 4"):
         Telescope(lengths=(1, 4)).estimate(problem, theta, task, (), jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="strictly increasing"):
         Telescope(lengths=(4, 2, 8))
