@@ -59,12 +59,17 @@ def temp_bytes(est: Estimator, problem, theta, task) -> int:
 
 
 def compare(problem: BilevelProblem, theta, task, methods: Dict[str, Estimator], key, n: int = 256) -> list:
-    """One row per method: bias, variance, expected function calls, variance × calls, temp memory.
-    The exact hypergradient comes from ``Reverse``."""
+    """One row per method: bias, variance, expected function calls, variance × calls, temp memory
+    (or ``skipped`` with the reason when the method refuses the problem). The exact hypergradient
+    comes from ``Reverse``."""
     exact = _flat(jax.jit(lambda: Reverse().estimate(problem, theta, task, (), jax.random.PRNGKey(0))[0])())
     rows = []
     for i, (label, est) in enumerate(methods.items()):
-        g, c = draws(est, problem, theta, task, jax.random.fold_in(key, i), n)
+        try:
+            g, c = draws(est, problem, theta, task, jax.random.fold_in(key, i), n)
+        except ValueError as e:  # the method does not apply to this problem (e.g. reversible and Adam)
+            rows.append(dict(method=label, skipped=str(e)))
+            continue
         g = np.asarray(g, float)
         mean = g.mean(0)
         var = float(np.mean(np.sum((g - mean) ** 2, axis=1)))
