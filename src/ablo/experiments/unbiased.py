@@ -49,8 +49,7 @@ class Config(ExperimentConfig):
 
 
 TINY = dict(smoke=True, r=8, n_examples=4, draws=16, window=4, online_steps=6,
-            methods=("reverse", "reversible", "ufom:q=0.5,exact=reverse", "telescope", "es:sigma=0.01,pairs=2",
-                     "pes:sigma=0.01,pairs=2"))
+            methods=("reversible", "ufom:q=0.5,exact=reverse", "telescope", "pes:sigma=0.01,pairs=2"))
 
 
 def weights_problem(n: int, r: int, seed: int):
