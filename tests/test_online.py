@@ -4,7 +4,6 @@ what it says on a problem with a known answer."""
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from ablo.estimators import ES, UFOM, Reverse

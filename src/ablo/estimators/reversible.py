@@ -1,5 +1,5 @@
 """Exact hypergradients by reversing the inner dynamics (Maclaurin, Duvenaud & Adams 2015, "Gradient-based
-hyperparameter optimization through reversible learning", Alg. 2-3).
+hyperparameter optimization through reversible learning").
 
 Heavy-ball momentum (``ablo.momentum``; ``ablo.gd`` is β = 0) with any step size α_t(θ),
 
@@ -37,7 +37,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import ClassVar, NamedTuple, Tuple
+from typing import ClassVar, NamedTuple
 
 import jax
 import jax.flatten_util

@@ -22,7 +22,7 @@ static length, so compilation grows with n (n(n+1)/2 reverse scans), never with 
 
 For the single-sample form E‖Ĝ‖² = Σ_i ‖Δ_i‖²/p_i and the expected cost is Σ_i p_i C_i, so their
 product (Likhosherstov et al. 2021 Prop. 1's criterion) is smallest at p_i ∝ ‖Δ_i‖/√C_i
-(Cauchy–Schwarz; Beatson & Adams 2019 §3). The default p takes all ‖Δ_i‖ equal, p_i ∝ 1/√C_i with
+(Cauchy–Schwarz, as in Beatson & Adams 2019). The default p takes all ‖Δ_i‖ equal, p_i ∝ 1/√C_i with
 C_i = r + 1 + K_i; :class:`AdaptiveTelescope` estimates ‖Δ_i‖ online, as Adaptive UFOM
 estimates D² and V².
 """
@@ -211,7 +211,7 @@ class TelescopeState(NamedTuple):
 
 @dataclass(frozen=True)
 class AdaptiveTelescope(Estimator):
-    """Single-sample telescope whose p is tuned online (Beatson & Adams 2019 §3.2), in the manner of
+    """Single-sample telescope whose p is tuned online (after Beatson & Adams 2019), in the manner of
     Adaptive UFOM (Likhosherstov et al. 2021 eq. 22-24): every draw observes ‖Δ_j‖² for all j ≤ N
     (the same sweep), updates D²_j ← β D²_j + (1 − β)‖Δ_j‖², and the next draw uses
 
