@@ -41,10 +41,14 @@ def _flat(tree):
     return jax.flatten_util.ravel_pytree(tree)[0]
 
 
-def draws(est: Estimator, problem, theta, task, key, n: int):
-    """n independent estimates (stacked, flattened) and their mean Cost; ``lax.map`` for random-branch
-    estimators (so the untaken branch is skipped), ``vmap`` otherwise."""
+def draws(est: Estimator, problem, theta, task, key, n: int, warmup: int = 0):
+    """n independent estimates (stacked, flattened) and their Costs, all from the state reached after
+    ``warmup`` calls (e.g. Adaptive UFOM's statistics, whose first call is exact); ``lax.map`` for
+    random-branch estimators (so the untaken branch is skipped), ``vmap`` otherwise."""
     state = est.init(problem, theta, task)
+    if warmup and jax.tree_util.tree_leaves(state):
+        advance = lambda s, k: (est.estimate(problem, theta, task, s, k)[1], None)
+        state, _ = jax.jit(lambda s: jax.lax.scan(advance, s, jax.random.split(jax.random.fold_in(key, -1), warmup)))(state)
     one = lambda k: (lambda g, _, c: (_flat(g), c))(*est.estimate(problem, theta, task, state, k))
     keys = jax.random.split(key, n)
     f = jax.jit(lambda ks: jax.lax.map(one, ks) if est.random_branch else jax.vmap(one)(ks))
@@ -58,22 +62,24 @@ def temp_bytes(est: Estimator, problem, theta, task) -> int:
     return int(f.lower(theta, jax.random.PRNGKey(0)).compile().memory_analysis().temp_size_in_bytes)
 
 
-def compare(problem: BilevelProblem, theta, task, methods: Dict[str, Estimator], key, n: int = 256) -> list:
+def compare(problem: BilevelProblem, theta, task, methods: Dict[str, Estimator], key, n: int = 256,
+            warmup: int = 0) -> list:
     """One row per method: bias, variance, expected function calls, variance × calls, temp memory
     (or ``skipped`` with the reason when the method refuses the problem). The exact hypergradient
-    comes from ``Reverse``."""
+    comes from ``Reverse``. With ``warmup`` > 0 every method first advances its state that many
+    calls, and the expected calls are the mean over the draws (the state sets them, e.g. q)."""
     exact = _flat(jax.jit(lambda: Reverse().estimate(problem, theta, task, (), jax.random.PRNGKey(0))[0])())
     rows = []
     for i, (label, est) in enumerate(methods.items()):
         try:
-            g, c = draws(est, problem, theta, task, jax.random.fold_in(key, i), n)
+            g, c = draws(est, problem, theta, task, jax.random.fold_in(key, i), n, warmup)
         except ValueError as e:  # the method does not apply to this problem (e.g. reversible and Adam)
             rows.append(dict(method=label, skipped=str(e)))
             continue
         g = np.asarray(g, float)
         mean = g.mean(0)
         var = float(np.mean(np.sum((g - mean) ** 2, axis=1)))
-        calls = float(est.expected_cost(problem.steps).function_calls)
+        calls = float(np.mean(c.function_calls)) if warmup else float(est.expected_cost(problem.steps).function_calls)
         rows.append(dict(method=label, bias=float(np.linalg.norm(mean - np.asarray(exact))),
                          bias_se=float(np.sqrt(var / n)), variance=var, mean_calls=float(np.mean(c.function_calls)),
                          expected_calls=calls, variance_x_calls=var * calls, dim_theta=int(exact.shape[0]),

@@ -41,6 +41,8 @@ class Config(ExperimentConfig):
     r: int = option(64, "inner steps r", low=1, high=100_000)
     n_examples: int = option(32, "examples of the weights problem (its dim θ)", low=2, high=100_000)
     draws: int = option(512, "estimates drawn per method for the variance", low=2, high=1_000_000)
+    warmup: int = option(50, "calls that advance a stateful method's state (Adaptive UFOM's D², V²) before "
+                             "the draws", low=0, high=1_000_000)
     window: int = option(8, "inner steps per outer step in online tuning (must divide r)", low=1)
     online_steps: int = option(400, "outer steps of online tuning", low=1, high=10_000_000)
     online_lr: float = option(0.05, "outer step size of online tuning", low=0, low_open=True)
@@ -48,7 +50,7 @@ class Config(ExperimentConfig):
     smoke: bool = smoke_option()
 
 
-TINY = dict(smoke=True, r=8, n_examples=4, draws=16, window=4, online_steps=6,
+TINY = dict(smoke=True, r=8, n_examples=4, draws=16, warmup=2, window=4, online_steps=6,
             methods=("reversible", "ufom:q=0.5,exact=reverse", "telescope", "pes:sigma=0.01,pairs=2"))
 
 
@@ -83,7 +85,7 @@ def _run(cfg: Config, ctx: RunContext) -> dict:
     methods = {spec: estimators.parse(spec) for spec in cfg.methods}
     rows = []
     for name, (prob, theta, task) in setup(cfg).items():
-        for row in compare(prob, theta, task, methods, jax.random.fold_in(key, len(rows)), cfg.draws):
+        for row in compare(prob, theta, task, methods, jax.random.fold_in(key, len(rows)), cfg.draws, cfg.warmup):
             rows.append({"problem": name, **row})
     prob, theta, task = setup(cfg)["lr"]
     grid = np.linspace(-4.0, 1.0, 26)
