@@ -45,6 +45,7 @@ from .base import Estimator, tree_map, with_finite_flag
 
 
 def check_pairs(pairs) -> None:
+    """ValueError unless ``pairs`` is an integer >= 1."""
     if isinstance(pairs, bool) or not isinstance(pairs, (int, np.integer)) or pairs < 1:
         raise ValueError(f"pairs (antithetic pairs per estimate) must be an integer >= 1; got {pairs!r}")
 
@@ -124,6 +125,7 @@ class PES(Estimator):
             raise ValueError(f"K (window length) must be an integer >= 1; got {self.K!r}")
 
     def window(self, r: int) -> int:
+        """The window length K for r inner steps (r when K is None); ValueError unless K divides r."""
         K = r if self.K is None else int(self.K)
         if r % K:
             raise ValueError(f"K (window length) must divide r = {r} so every window ends on a step; got K={K}")

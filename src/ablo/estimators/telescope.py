@@ -238,6 +238,7 @@ class AdaptiveTelescope(Estimator):
         check_number("p_min", self.p_min, 0, 0.5, lo_open=True)
 
     def schedule(self, r):
+        """The lengths for r inner steps (``Telescope.schedule``)."""
         return Telescope(lengths=self.lengths).schedule(r)
 
     def check(self, problem):
