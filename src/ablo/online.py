@@ -46,9 +46,10 @@ def draws(est: Estimator, problem, theta, task, key, n: int, warmup: int = 0):
     ``warmup`` calls (e.g. Adaptive UFOM's statistics, whose first call is exact); ``lax.map`` for
     random-branch estimators (so the untaken branch is skipped), ``vmap`` otherwise."""
     state = est.init(problem, theta, task)
+    key, k_warm = jax.random.split(key)
     if warmup and jax.tree_util.tree_leaves(state):
         advance = lambda s, k: (est.estimate(problem, theta, task, s, k)[1], None)
-        state, _ = jax.jit(lambda s: jax.lax.scan(advance, s, jax.random.split(jax.random.fold_in(key, -1), warmup)))(state)
+        state, _ = jax.jit(lambda s: jax.lax.scan(advance, s, jax.random.split(k_warm, warmup)))(state)
     one = lambda k: (lambda g, _, c: (_flat(g), c))(*est.estimate(problem, theta, task, state, k))
     keys = jax.random.split(key, n)
     f = jax.jit(lambda ks: jax.lax.map(one, ks) if est.random_branch else jax.vmap(one)(ks))
