@@ -56,9 +56,10 @@ def problem(r: int) -> ablo.BilevelProblem:
 #: Rows whose counts are formulas, with the estimator options and symbols they are checked at
 #: (UFOM at q = 1, where its expected count is the count of every call).
 CHECKED = {"reverse": {}, "recompute": {}, "checkpointed": {"M": 3}, "forward": {}, "truncated": {"K": 2},
-           "fom": {}, "ufom": {"q": 1.0}, "aid-neumann": {"Q": 4}, "aid-fp": {"N": 4}, "reptile": {}}
+           "fom": {}, "ufom": {"q": 1.0}, "aid-neumann": {"Q": 4}, "aid-fp": {"N": 4}, "reptile": {},
+           "reversible": {}}
 #: Rows whose counts depend on the run (random branches, solver iterations, mini-batches): in words.
-IN_WORDS = {"adaptive-ufom", "debiased", "aid-cg", "aid-bio", "hoag", "stocbio", "bsa", "ttsa", "itd-bio", "binomial"}
+IN_WORDS = {"adaptive-ufom", "debiased", "telescope", "adaptive-telescope", "es", "pes", "aid-cg", "aid-bio", "hoag", "stocbio", "bsa", "ttsa", "itd-bio", "binomial"}
 COLUMNS = {"gradient evaluations": "grad_evals", "HVPs": "hvps", "JVPs": "jvps"}
 
 

@@ -11,6 +11,9 @@ from .stochastic import BSA, TTSA, StocBiO
 from .registry import REGISTRY, get, parse, register, spec_of
 from .unrolled import Checkpointed, ExactUnrolled, Forward, Recompute, Reverse, Truncated
 from .revolve import Binomial
+from .telescope import AdaptiveTelescope, Telescope
+from .es import ES, PES
+from .reversible import Reversible
 from .warm_start import WarmStart, aid_bio, itd_bio
 
 register("reverse", Reverse, "exact reverse mode through the stored unrolled loop (Likhosherstov et al. 2021, Alg. 2; Shaban et al. 2019, eq. 6)")
@@ -35,11 +38,21 @@ register("ttsa", TTSA, "two-time-scale single-sample AID, one inner step per out
 register("adaptive-ufom", make_adaptive, "UFOM with q = max(q*, q_min) adapted online from smoothed D2, V2 (Likhosherstov et al. 2021, eq. 22-24)")
 register("debiased", make_debiased, "any cheap estimator (default K-RMD) debiased by the exact one with prob. q",
          shorthand="q")
+register("telescope", Telescope, "randomized telescope over K-RMD lengths K1/../r, single-sample or Russian-roulette, "
+         "unbiased (Beatson & Adams 2019)")
+register("adaptive-telescope", AdaptiveTelescope, "single-sample telescope whose probabilities track |Delta_i|/sqrt(C_i) "
+         "online (Beatson & Adams 2019)")
+register("es", ES, "antithetic Gaussian smoothing over theta, N pairs, forward runs only: unbiased for the smoothed "
+         "objective, O(1) memory, variance (dim theta + 1)|g|^2/N (Salimans et al. 2017)")
+register("pes", PES, "Persistent ES over windows of K steps, particles and perturbation sums carried from call to "
+         "call (Vicol, Metz & Sohl-Dickstein 2021)", shorthand="K")
+register("reversible", Reversible, "exact for gd and heavy-ball momentum: the dynamics reversed in fixed point, the bits "
+         "lost to beta kept in a buffer, one state held (Maclaurin, Duvenaud & Adams 2015)")
 from ..meta import Reptile  # noqa: E402 - ablo.meta builds on .base, imported above
 
 register("reptile", Reptile, "Reptile direction theta - phi_r, MAML-form problems only (Nichol et al. 2018; Likhosherstov et al. 2020, §5)")
 
 __all__ = ["Estimator", "ExactUnrolled", "Reverse", "Recompute", "Checkpointed", "Binomial", "Forward", "Truncated", "FOM",
            "UFOM", "AdaptiveUFOM", "Debiased", "AID", "HOAG", "aid_cg", "aid_neumann", "aid_fp", "StocBiO", "BSA",
-           "TTSA", "Reptile", "WarmStart", "make_adaptive", "make_debiased", "REGISTRY", "register", "get", "parse",
+           "TTSA", "Reptile", "Telescope", "AdaptiveTelescope", "ES", "PES", "Reversible", "WarmStart", "make_adaptive", "make_debiased", "REGISTRY", "register", "get", "parse",
            "spec_of"]
