@@ -73,7 +73,7 @@ def _verdict(row: dict, passed: bool) -> str:
 
 
 def checks(rows: list) -> list:
-    """Issue 12's done-when lines for the benchmark, one per check, PASS/FAIL/NOT RUN with the figure."""
+    """The benchmark's checks, one line each, PASS/FAIL/NOT RUN with the figure."""
     ok = lambda b: "PASS" if b else "FAIL"
     out = []
     for p in sorted({r["problem"] for r in _rows(rows)}):
