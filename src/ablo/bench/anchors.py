@@ -416,10 +416,10 @@ def plot(s: dict, path) -> str:
             ax.plot(row["temp_mb"], row["vs_anchor"], markers[row["layout"]], color=colours[row["policy"]], ms=7,
                     alpha=0.8, label=f"{row['layout']}, {row['policy']}")
     ax.axhline(1.0, color="gray", lw=0.8, ls=":")
-    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set(xscale="log", xlabel="temp memory (MB, memory_analysis)", ylabel="CPU time / fastest plain JAX",
            title=f"{s['problem']}, r = {s['r']}: exact hypergradient, time against memory")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), title="plain JAX: layout, policy",
               title_fontsize=7)
     save_figure(fig, path)
