@@ -1,5 +1,6 @@
-"""The benchmark harness (ablo.bench, benchmarks/): smoke sizes only, no timing assertions."""
+"""The benchmark harness (ablo.bench): smoke sizes only, no timing assertions."""
 
+import ast
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from ablo import bench
-from ablo.bench import references, report, suite
+from ablo.bench import anchors, peers, references, report, suite
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,7 +106,8 @@ def test_checks_logic():
             row("recompute", 100, ref="recompute"), row("recompute", 30, ratio=1.05, time_s=1, ref_s=1, ref="recompute"),
             row("forward", 100, ref="forward"), row("binomial", 100, ratio=1.3, time_s=1, ref_s=1, ref="reverse")]
     text = "\n".join(report.checks(rows))
-    assert "FAIL reverse time / jax.grad through lax.scan <= 1.0: hypercleaning r=100: 1.04" in text
+    assert "FAIL reverse time / jax.grad through lax.scan in the x @ W layout" in text
+    assert "fastest plain JAX is the anchors command's) <= 1.0: hypercleaning r=100: 1.04" in text
     assert "5 vs 4 GFLOP = 1.25x" in text
     assert "PASS standard form temp / reverse temp >= 10: hypercleaning r=100: 20.0" in text
     assert "PASS checkpointed time / reverse time <= 1.6: hypercleaning r=100: 1.50" in text
@@ -162,7 +164,7 @@ def test_smoke_suite_with_a_peer(tmp_path):
     jobs = []
     if sys.modules.get("jaxopt") or _has("jaxopt"):
         jobs = [({"problem": "hypercleaning", "library": "jaxopt", "method": "reverse", "r": 6, "warmup": False},
-                 1, [sys.executable, str(ROOT / "benchmarks" / "peers" / "jaxopt_peer.py")])]
+                 1, [sys.executable, str(peers.HERE / "jaxopt_peer.py")])]
     s = bench.run_suite(tmp_path, problems=("hypercleaning",), methods=("reverse", "fom"), size="smoke",
                         rounds=1, peers=jobs, log=lambda *_: None)
     rows = {(r.get("library", "ablo"), r["method"], r["r"]): r for r in s["results"]}
@@ -194,13 +196,13 @@ def _has(name):
 
 @pytest.mark.slow  # a synthetic-q run in a subprocess: ~20 s alone
 def test_ufom_exact_branch_table(tmp_path):
-    """benchmarks/ufom_exact_branch.py on a tiny synthetic-q run: the row carries the branch's own
+    """``python -m ablo.bench exact-branch`` on a tiny synthetic-q run: the row carries the branch's own
     C_rnd and q*, and UFOM's expected calls per step at that q*; the files are written."""
     from ablo import Checkpointed, UFOM, theory
 
     tiny = ["seeds=0,1", "outer_steps=30", "n_alpha=2", "q_grid_range=0.1,1", "q_grid_points=2", "theta_grid_points=5",
             "record_every=5"]
-    code = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ufom_exact_branch.py"), "--out", str(tmp_path),
+    code = subprocess.run([sys.executable, "-m", "ablo.bench", "exact-branch", "--out", str(tmp_path),
                            "--branches", "checkpointed", "--set", *tiny], capture_output=True, text=True)
     assert code.returncode == 0, code.stderr[-2000:]
     (row,) = json.loads((tmp_path / "ufom_exact_branch.json").read_text())
@@ -211,10 +213,130 @@ def test_ufom_exact_branch_table(tmp_path):
     assert row["ufom_calls_per_step"] == pytest.approx(float(expected.function_calls))
     assert all((tmp_path / f"ufom_exact_branch.{ext}").stat().st_size > 0 for ext in ("csv", "md", "png"))
     # a second call reuses the finished run with the same settings, and refuses one with others
-    again = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ufom_exact_branch.py"), "--out", str(tmp_path),
+    again = subprocess.run([sys.executable, "-m", "ablo.bench", "exact-branch", "--out", str(tmp_path),
                             "--branches", "checkpointed", "--set", *tiny], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
-    other = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ufom_exact_branch.py"), "--out", str(tmp_path),
+    other = subprocess.run([sys.executable, "-m", "ablo.bench", "exact-branch", "--out", str(tmp_path),
                             "--branches", "checkpointed", "--set", *tiny[:-1], "record_every=10"],
                            capture_output=True, text=True)
     assert other.returncode != 0 and "record_every: 5 -> 10" in other.stderr
+
+
+def test_every_plain_anchor_program_computes_ablos_hypergradient():
+    """Each layout of the plain JAX anchors computes the hypergradient of ablo's reverse (float64;
+    FOM's programs ablo's FOM), on the linear and the MLP problem, and so does each
+    jax.checkpoint policy (which changes what is stored, not the value: checked in one layout)."""
+    for problem in ("hypercleaning", "mlp"):
+        data = {k: v.astype(np.float64) if v.dtype == np.float32 else v
+                for k, v in bench.make_data(problem, "smoke").items()}
+        r = 4
+        prob, theta, task = bench.build(problem, data, r)
+        want = {}
+        for method, algorithm in (("reverse", "exact"), ("fom", "fom")):
+            est = bench.estimator(method, r)
+            want[algorithm] = est.estimate(prob, theta, task, est.init(prob, theta, task), jax.random.PRNGKey(0))[0]
+        assert np.abs(np.asarray(want["exact"])).max() > 0
+        combos = [(lay, "exact", "none") for lay in anchors.LAYOUTS]
+        if problem == "hypercleaning":
+            combos += [("x@W.T", "exact", p) for p in anchors.POLICIES[1:]] + [(lay, "fom", "none")
+                                                                              for lay in anchors.LAYOUTS]
+        for layout, algorithm, policy in combos:
+            f, phi0, ptask = anchors.plain_program(data, layout, r, algorithm, policy)
+            got = jax.jit(f)(theta, phi0, ptask)
+            if algorithm == "fom":  # (∂L_out/∂θ, whether φ_r is finite)
+                assert bool(got[1]), layout
+                got = got[0]
+            np.testing.assert_allclose(got, want[algorithm], rtol=1e-9, atol=1e-13,
+                                       err_msg=f"{problem} {algorithm} {layout} {policy}")
+    with pytest.raises(ValueError, match="layout"):
+        anchors.plain_problem(data, "x@W.H")
+    with pytest.raises(ValueError, match="policy"):
+        anchors.plain_program(data, "x@W", 2, "exact", "everything_saveable")
+
+
+def _prog(kind, algorithm, times, temp, layout=None, policy="none"):
+    return {"kind": kind, "algorithm": algorithm, "layout": layout, "policy": policy, "temp_mb": temp,
+            "times": times, "time_s": float(np.median(times))}
+
+
+def test_anchor_is_the_fastest_plain_program_and_equal_memory_the_fastest_that_fits():
+    name = anchors.plain_name
+    progs = {"ablo reverse": _prog("ablo", "exact", [1.0, 1.2, 1.1], 4.0),
+             "ablo fom": _prog("ablo", "fom", [0.5, 0.5, 0.5], 0.5),
+             name("exact", "x@W"): _prog("plain", "exact", [2.0, 2.0, 2.0], 40.0, "x@W"),
+             name("exact", "x@W.T"): _prog("plain", "exact", [1.0, 1.0, 1.0], 40.0, "x@W.T"),
+             name("exact", "x@W.T", "nothing_saveable"): _prog("plain", "exact", [1.6, 1.5, 2.2], 4.1, "x@W.T",
+                                                              "nothing_saveable"),
+             name("exact", "x@W.T", "dots_saveable"): _prog("plain", "exact", [0.8, 0.8, 0.8], 20.0, "x@W.T",
+                                                           "dots_saveable"),
+             name("exact", "x@W", "nothing_saveable"): _prog("plain", "exact", [3.0, 3.0, 3.0], 3.0, "x@W",
+                                                            "nothing_saveable"),
+             name("exact", "x@W", "dots_saveable"): _prog("plain", "exact", [2.0, 2.0, 2.0], 20.0, "x@W",
+                                                         "dots_saveable"),
+             name("fom", "x@W"): _prog("plain", "fom", [1.0, 1.0, 1.0], 0.5, "x@W"),
+             name("fom", "x@W.T"): _prog("plain", "fom", [0.4, 0.5, 0.6], 0.5, "x@W.T")}
+    s = anchors.summarize({"problem": "hypercleaning", "r": 100, "programs": progs})
+    assert s["anchors"] == {"exact": name("exact", "x@W.T", "dots_saveable"), "fom": name("fom", "x@W.T")}
+    rows = {row["program"]: row for row in s["rows"]}
+    assert rows["ablo reverse"]["vs_anchor"] == pytest.approx(1.1 / 0.8)  # median of per-repeat ratios
+    assert rows["ablo fom"]["vs_anchor"] == pytest.approx(1.0)
+    m = s["reverse_memory"]
+    assert m["layout"] == "x@W.T" and m["plain_scan_temp_mb"] == 40.0 and m["nothing_saveable_temp_mb"] == 4.1
+    # 4.1 MB is within 5 % of ablo's 4.0 MB; x@W's 3.0 MB program fits too but is slower
+    assert m["equal_memory_program"] == name("exact", "x@W.T", "nothing_saveable")
+    assert m["equal_memory_ratio"] == pytest.approx(float(np.median([1.0 / 1.6, 1.2 / 1.5, 1.1 / 2.2])))
+    assert "no plain exact program" not in anchors.markdown([s], {})
+
+
+def test_anchor_worker_and_report_on_smoke_data(tmp_path):
+    np.savez(tmp_path / "hypercleaning.npz", **bench.make_data("hypercleaning", "smoke"))
+    spec = {"problem": "hypercleaning", "r": 3, "repeats": 2, "layouts": ["x@W.T"],
+            "methods": ["reverse", "fom"], "data": str(tmp_path / "hypercleaning.npz")}
+    res = anchors.anchor_worker(spec)
+    assert set(res["programs"]) == {"ablo reverse", "ablo fom", anchors.plain_name("fom", "x@W.T")} | {
+        anchors.plain_name("exact", "x@W.T", p) for p in anchors.POLICIES}
+    assert all(len(p["times"]) == 2 and p["temp_mb"] > 0 for p in res["programs"].values())
+    assert all(p["vs_ablo_cos"] > 1 - 1e-6 for p in res["programs"].values() if p["algorithm"] == "exact")
+    first = anchors.anchor_worker(dict(spec, repeats=2, first_timed=True, methods=["reverse"],
+                                       exact=[["x@W", "none"]]))
+    assert set(first["programs"]) == {"ablo reverse", anchors.plain_name("exact", "x@W")}
+    (tmp_path / "raw").mkdir()
+    for k, r in enumerate((res, res)):
+        (tmp_path / "raw" / f"hypercleaning-r3-round{k + 1}.json").write_text(json.dumps(dict(r, spec=spec)))
+    summary = anchors.write_report(tmp_path)
+    (s,) = summary["results"]
+    assert s["anchors"]["exact"].startswith("plain exact") and len(summary["raw"][0]["loadavg"]) == 2
+    assert len(summary["raw"][0]["programs"]["ablo reverse"]["times"]) == 4  # two rounds of two repeats
+    md = (tmp_path / "anchors.md").read_text()
+    assert "### hypercleaning, r = 3" in md and "| ablo reverse | exact |" in md and "at equal memory" in md
+    assert len((tmp_path / "anchors.csv").read_text().splitlines()) == 1 + len(res["programs"])
+    with pytest.raises(ValueError, match="unknown anchors configuration"):
+        anchors.run_anchors(tmp_path, ("hypercleaning:7",))
+
+
+def test_torch_peer_forms_are_the_labels_the_driver_passes():
+    """The driver labels the plain PyTorch peer's form; the peer must run that form (a label it did
+    not recognise once ran x @ W + b under the name F.linear). Read without importing torch."""
+    tree = ast.parse((peers.HERE / "torch_problem.py").read_text())
+    forms = next(ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                 and getattr(n.targets[0], "id", None) == "FORMS")
+    driven = {form for _, script, form, *_ in peers.PEER_SCRIPTS if script == "torch_plain.py"}
+    assert driven == set(forms) == {"F.linear", "matmul"}
+
+
+def test_bench_code_imports_no_private_names_and_the_cli_help_is_plain():
+    """One home for the benchmark code: no module of ablo.bench imports another's private
+    (underscore) names, and ``ablo bench --help`` shows no reST markup and names no script
+    outside the package."""
+    root = Path(bench.__file__).parent
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module != "__future__":
+                assert not [a.name for a in node.names if a.name.startswith("_")], (path, node.module)
+                assert not (node.module or "").split(".")[-1].startswith("_"), (path, node.module)
+    from typer.testing import CliRunner
+
+    from ablo.cli import app
+
+    out = " ".join(CliRunner().invoke(app, ["bench", "--help"]).output.split())
+    assert "python -m ablo.bench" in out and "``" not in out and "benchmarks/" not in out

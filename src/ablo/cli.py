@@ -557,8 +557,8 @@ def bench(out: Path = typer.Option(Path("bench-out"), help="output directory (re
           rounds: int = typer.Option(2, help="interleaved processes per configuration at the check r"),
           problems: str = typer.Option("hypercleaning,mlp", help="comma-separated problems")):
     """Time and temp memory of ablo's estimators against hand-written JAX programs of the same
-    algorithms. The side-by-side run against jaxopt and PyTorch libraries is
-    ``python benchmarks/bench_estimators.py``."""
+    algorithms. Against the fastest plain JAX (every layout and jax.checkpoint policy) and against
+    jaxopt and PyTorch libraries: python -m ablo.bench --help."""
     from . import bench as bench_mod
 
     if rounds < 1:

@@ -1,16 +1,18 @@
-"""Benchmarks of the hypergradient estimators, an application layer: nothing in the
-core imports it; ``ablo bench`` and ``benchmarks/bench_estimators.py`` drive it.
+"""Benchmarks of the hypergradient estimators, an application layer: nothing in the core imports
+it. Every benchmark lives here; ``python -m ablo.bench COMMAND`` runs one (``__main__`` lists
+them), and ``ablo bench`` runs the ``suite`` without peers.
 
-Every method's 1.00 is a hand-written JAX program of the same algorithm (``references``), timed
-in the same process as ablo's estimator, alternately (``worker``); ablo's reverse is measured
-against ``jax.grad`` through a ``lax.scan`` of the same steps, checkpointed against the two-level
-``jax.checkpoint`` scheme and against ablo's reverse. Temp memory is XLA's ``memory_analysis``.
-Each configuration runs in a fresh single-threaded subprocess per round, rounds interleaved,
-medians reported (``suite``); the checks, tables and plots are in ``report``. Peers (other
-libraries) are workers of the same protocol (``benchmarks/peers``).
+The 1.00 of a speed claim is the fastest plain JAX program of the same algorithm that a JAX user
+would write (``anchors``: every dense-layer layout, and for the exact hypergradient every
+``jax.checkpoint`` policy on the plain scan). Each estimator is also timed against one
+hand-written program of its own algorithm (``references``; ``suite``), which covers the methods
+the anchors do not (truncated, AID-CG, recompute, forward). Programs are timed in the same
+single-threaded process, alternately (``worker``); temp memory is XLA's ``memory_analysis``.
+Peers (other libraries) are workers of the same protocol (``peers``).
 
 Modules: ``problems`` (data, problems, estimator settings), ``references``, ``worker``, ``suite``,
-``report``.
+``report``, ``anchors``, ``ablation`` (ablo's product rewrite), ``exact_branch`` (UFOM's exact
+branch), ``tradeoffs``, ``step_vjp``, ``peers``.
 """
 
 from .problems import AID_ITERS, CHECK_R, METHODS, SIZES, build, estimator, load_data, make_data

@@ -1,5 +1,7 @@
-"""Hand-written JAX programs of each benchmarked algorithm: the 1.00 against which ablo's
-estimator of the same name is timed, in the same process.
+"""Hand-written JAX programs of each benchmarked algorithm, in one layout (ablo's: ``x @ W``,
+W stored (in, out)): ablo's estimator of the same name is timed against it in the same process
+(``suite``). A speed claim's 1.00 is the fastest plain program over layouts and ``jax.checkpoint``
+policies (``anchors``); these cover the algorithms the anchors do not.
 
 Each is written the way a JAX user would write it without ablo, from the problem's two losses,
 φ_0 = V(θ) and a GD step φ ← φ − α ∇_φ L_in(θ, φ) (both benchmark problems use plain GD):
@@ -43,7 +45,7 @@ tree_map = jax.tree_util.tree_map
 def gd_step(problem, lr: float, rewrite: bool = False):
     """(θ, φ, task) -> φ − α ∇_φ L_in(θ, φ, task); ``rewrite``: the gradient's products rewritten
     as ablo's inner gradient rewrites them (``ablo.products``), to separate what that buys from
-    what an estimator's algorithm costs (benchmarks/products_ablation.py)."""
+    what an estimator's algorithm costs (``ablation``)."""
     grad = jax.grad(problem.inner_loss, argnums=1)
     grad = optimize_products(grad) if rewrite else grad
 

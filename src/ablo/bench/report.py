@@ -73,7 +73,7 @@ def _verdict(row: dict, passed: bool) -> str:
 
 
 def checks(rows: list) -> list:
-    """Issue 12's done-when lines for the benchmark, one per check, PASS/FAIL/NOT RUN with the figure."""
+    """The benchmark's checks, one line each, PASS/FAIL/NOT RUN with the figure."""
     ok = lambda b: "PASS" if b else "FAIL"
     out = []
     for p in sorted({r["problem"] for r in _rows(rows)}):
@@ -85,7 +85,8 @@ def checks(rows: list) -> list:
             work = (f"; XLA's flops (loop bodies counted once: one forward and one backward step and the outer "
                     f"gradient) {rev['gflop']:.3g} vs {rev['ref_gflop']:.3g} GFLOP = {rev['gflop'] / rev['ref_gflop']:.2f}x"
                     if rev.get("gflop") and rev.get("ref_gflop") else "")
-            out.append(f"{_verdict(rev, rev['ratio'] <= lim)} reverse time / jax.grad through lax.scan <= {lim}: {p} r={R}: "
+            out.append(f"{_verdict(rev, rev['ratio'] <= lim)} reverse time / jax.grad through lax.scan in the x @ W layout "
+                       f"(one layout; the fastest plain JAX is the anchors command's) <= {lim}: {p} r={R}: "
                        f"{rev['ratio']:.2f} ({rev['time_s']:.3g} s vs {rev['ref_s']:.3g} s{work})")
         if rev.get("temp_mb") and rev.get("ref_temp_mb"):
             m = rev["ref_temp_mb"] / rev["temp_mb"]

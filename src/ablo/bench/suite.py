@@ -236,3 +236,51 @@ def rerender(out_dir) -> dict:
     summary.setdefault("rerendered", []).append(time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     _write(summary, out_dir)
     return summary
+
+
+def main(argv: list) -> None:
+    """The ``suite`` command: ablo's estimators against their hand-written references and, unless
+    ``--no-peers``, against the peer libraries (``peers``), in one run."""
+    import argparse
+
+    from . import peers as peer_mod
+
+    ap = argparse.ArgumentParser(prog="python -m ablo.bench suite", description=main.__doc__)
+    ap.add_argument("--out", default="bench-out", help="output directory (results.json, results.md, plots)")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes, r in {3, 6}, 1 round")
+    ap.add_argument("--rounds", type=int, default=2, help="interleaved processes per configuration at the check r")
+    ap.add_argument("--rs", default=None, help="comma-separated r values of the sweep (default 10,30,100,300,1000 "
+                                                "on hypercleaning, 50 on mlp)")
+    ap.add_argument("--problems", default="hypercleaning,mlp")
+    ap.add_argument("--methods", default=None, help="comma-separated (default: every registered one benchmarked)")
+    ap.add_argument("--no-peers", action="store_true")
+    ap.add_argument("--peers", default=None, help="comma-separated peer libraries to run (default: all)")
+    ap.add_argument("--parallel", type=int, default=1, help="worker processes at a time (CPU time is per process)")
+    ap.add_argument("--venv", default="/tmp/peers-venv", help="venv of the PyTorch peers (made on first use)")
+    ap.add_argument("--mnist-dir", default=None, help="MNIST for the mlp problem (default: synthetic data)")
+    ap.add_argument("--rerender", metavar="DIR", default=None,
+                    help="redo a finished run's checks and tables in DIR with this version's rules (no timing)")
+    a = ap.parse_args(argv)
+    if a.rerender:
+        if not (Path(a.rerender) / "results.json").is_file():
+            raise SystemExit(f"--rerender: no results.json in {a.rerender}; give the --out folder of a finished run")
+        rerender(a.rerender)
+        print((Path(a.rerender) / "results.md").read_text())
+        return
+    if a.rounds < 1:
+        raise SystemExit(f"--rounds must be >= 1; got {a.rounds}")
+    rs = tuple(int(x) for x in a.rs.split(",")) if a.rs else None
+    size = "smoke" if a.smoke else "full"
+    rounds = 1 if a.smoke else a.rounds
+    problems = tuple(a.problems.split(","))
+    installed, jobs = {}, []
+    if not a.no_peers:
+        venv_python, installed = peer_mod.torch_venv(Path(a.venv), create=not a.smoke)
+        jobs = peer_mod.peer_jobs(problems, rounds, venv_python, installed, lambda p: check_r(p, rs, size),
+                                  pairs=1 if a.smoke else 3, only=a.peers.split(",") if a.peers else None)
+    summary = run_suite(a.out, problems=problems, methods=a.methods.split(",") if a.methods else None, rs=rs,
+                        size=size, rounds=rounds, peers=jobs, parallel=a.parallel, mnist_dir=a.mnist_dir)
+    summary["peer_install"] = peer_mod.install_summary(installed)
+    atomic_write(Path(a.out) / "results.json", json.dumps(summary, indent=1))
+    print((Path(a.out) / "results.md").read_text())
+    print("peer installs:", json.dumps(summary["peer_install"], indent=1))

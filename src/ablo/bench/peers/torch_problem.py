@@ -7,13 +7,17 @@ biases), outer loss validation CE, inner GD with step α, for the dense network
 Written the way PyTorch's documentation writes a dense layer: ``nn.Linear`` (modules, for higher
 and TorchOpt) or ``F.linear`` with the weight stored (out, in) (functional, plain autograd). The
 ``matmul`` form ``x @ W + b`` with W stored (in, out) is also offered, labelled as such: it is
-what a transcription of the JAX code gives, and it is slower in PyTorch."""
+what a transcription of the JAX code gives, and on hypercleaning it is about 3x slower in
+PyTorch (docs/benchmarks.md)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+#: Forms of the functional network, as the driver labels them.
+FORMS = ("F.linear", "matmul")
 
 
 class Data:
@@ -43,20 +47,26 @@ class Data:
         return F.cross_entropy(logits, self.y_val)
 
 
-def initial_params(d: Data, form: str = "linear") -> list:
+def check_form(form: str) -> str:
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}; got {form!r}")
+    return form
+
+
+def initial_params(d: Data, form: str = "F.linear") -> list:
     """[W, b, W, b, ...] as fresh tensors: W (out, in) for ``F.linear``, (in, out) for ``matmul``."""
     out = []
     for w, b in d.layers:
-        out += [(w.T if form == "linear" else w).contiguous().clone(), b.clone()]
+        out += [(w.T if check_form(form) == "F.linear" else w).contiguous().clone(), b.clone()]
     return out
 
 
-def apply(params: list, x, activation, form: str = "linear"):
+def apply(params: list, x, activation, form: str = "F.linear"):
     """Logits of the functional network: ``activation`` after every layer but the last."""
     n = len(params) // 2
     for i in range(n):
         w, b = params[2 * i], params[2 * i + 1]
-        x = F.linear(x, w, b) if form == "linear" else x @ w + b
+        x = F.linear(x, w, b) if check_form(form) == "F.linear" else x @ w + b
         if i < n - 1:
             x = activation(x)
     return x

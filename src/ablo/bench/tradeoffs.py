@@ -6,16 +6,18 @@ D² and V² (Likhosherstov et al. 2021 eq. 14, 16) are sampled at θ_0 from (G_F
 C1 = C2 = 1 (function calls). Memory: the states the branch holds (its cost record) and XLA's
 temp bytes for one UFOM call with that branch.
 
-    PYTHONPATH=src python tools/tradeoffs_table.py
+    python -m ablo.bench tradeoffs
 """
+
+import argparse
 
 import jax
 import jax.numpy as jnp
 
-import ablo
-from ablo import theory
+from .. import estimators, theory
+from ..inner import gd
+from ..problem import BilevelProblem
 
-jax.config.update("jax_enable_x64", True)
 D, N, R, TASKS = 256, 64, 100, 32
 
 
@@ -35,21 +37,25 @@ def make_task(key):
     return x, jnp.tanh(x @ jax.random.normal(kw, (D,))) + 0.1 * jax.random.normal(ke, (N,))
 
 
-def main():
-    p = ablo.BilevelProblem(inner_loss, outer_loss, ablo.gd(0.05), R)
+def main(argv: list) -> None:
+    """The ``tradeoffs`` command (float64: it switches ``jax_enable_x64`` on in this process)."""
+    argparse.ArgumentParser(prog="python -m ablo.bench tradeoffs", description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter).parse_args(argv)
+    jax.config.update("jax_enable_x64", True)
+    p = BilevelProblem(inner_loss, outer_loss, gd(0.05), R)
     theta = jnp.zeros(D)
     tasks = jax.vmap(make_task)(jax.random.split(jax.random.PRNGKey(0), TASKS))
     per_task = lambda est: jax.jit(jax.vmap(lambda t: est.estimate(p, theta, t, (), None)[0]))(tasks)
-    d2, v2 = theory.bias_variance(per_task(ablo.FOM()), per_task(ablo.Reverse()))
+    d2, v2 = theory.bias_variance(per_task(estimators.FOM()), per_task(estimators.Reverse()))
     rows = []
-    t_ref = theory.expected_time(1.0, d2, v2, *theory.cost_model(R, exact=ablo.Reverse()))
-    for label, exact in (("Recompute()", ablo.Recompute()), ("Binomial(s=3)", ablo.Binomial(s=3)),
-                         ("Binomial() (s = 7)", ablo.Binomial()), ("Checkpointed() (M = 10)", ablo.Checkpointed()),
-                         ("Reverse()", ablo.Reverse())):
+    t_ref = theory.expected_time(1.0, d2, v2, *theory.cost_model(R, exact=estimators.Reverse()))
+    for label, exact in (("Recompute()", estimators.Recompute()), ("Binomial(s=3)", estimators.Binomial(s=3)),
+                         ("Binomial() (s = 7)", estimators.Binomial()), ("Checkpointed() (M = 10)", estimators.Checkpointed()),
+                         ("Reverse()", estimators.Reverse())):
         back = exact.backward_cost(R)
         c_det, c_rnd = theory.cost_model(R, exact=exact)
         q = theory.q_star(d2, v2, c_det, c_rnd)
-        ufom = ablo.UFOM(q=q, exact=exact)
+        ufom = estimators.UFOM(q=q, exact=exact)
         temp = jax.jit(lambda th, t, k: ufom.estimate(p, th, t, (), k)).lower(
             theta, jax.tree_util.tree_map(lambda x: x[0], tasks), jax.random.PRNGKey(0)).compile(
         ).memory_analysis().temp_size_in_bytes
@@ -63,7 +69,3 @@ def main():
           "| exact alone (C_det + C_rnd) | q* | UFOM expected (C_det + q* C_rnd) | time to a precision, eq. 19 (exact Reverse = 1) |")
     print("|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
-
-
-if __name__ == "__main__":
-    main()

@@ -13,7 +13,7 @@ times, in one single-threaded process, alternating, for reverse and FOM on each 
 "ablo / standard+rewrite" and "ablo, no rewrite / standard" are the algorithm's own ratio;
 "standard+rewrite / standard" is what the rewrite does to a program that is not ablo's.
 
-    python benchmarks/products_ablation.py --out benchmarks/results/products-ablation --mnist-dir DATA
+    python -m ablo.bench ablation --out benchmarks/results/products-ablation --mnist-dir DATA
 """
 
 from __future__ import annotations
@@ -21,19 +21,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import statistics
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from ablo.atomic import atomic_write
-from ablo.bench import CHECK_R, build, estimator, make_data, references
-from ablo.bench.worker import ENV, compare, flat, timed
-from ablo.results import write_csv, write_markdown
-
-os.environ.update(ENV)  # single-threaded, as the bench's workers (read when JAX's backend starts)
+from ..atomic import atomic_write
+from ..results import write_csv, write_markdown
+from . import references
+from .problems import CHECK_R, build, estimator, make_data
+from .worker import compare, flat, timed
 
 METHODS = {"reverse": references.reverse, "fom": references.fom}
 
@@ -73,14 +71,16 @@ def time_alternating(calls: dict, repeats: int) -> dict:
     return times
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list) -> None:
+    """The ``ablation`` command; ``python -m ablo.bench`` runs it single-threaded (``worker.ENV``)."""
+    ap = argparse.ArgumentParser(prog="python -m ablo.bench ablation", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True)
     ap.add_argument("--problems", default="hypercleaning,mlp")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--mnist-dir", default=None)
     ap.add_argument("--size", default="full", help="full, or smoke (tiny shapes, for a quick check)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.repeats < 1:
         raise SystemExit("--repeats must be >= 1")
     out = Path(args.out)
@@ -116,7 +116,3 @@ def main() -> None:
     write_markdown(out / "products_ablation.md", "ablo's product rewrite against the algorithm", rows,
                    notes=f"CPU seconds of one single-threaded process, medians of {args.repeats} alternating "
                          "repeats; ratios are medians of per-repeat ratios. jax " + jax.__version__)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,11 +1,11 @@
-"""UFOM's exact branch on the synthetic-q experiment (issue 12): the same experiment run once per
+"""UFOM's exact branch on the synthetic-q experiment: the same experiment run once per
 branch (``ablo run synthetic-q --set exact=<branch>``), q* of eq. 21 from that branch's own backward
 cost, and the expected function calls each run needs to reach the experiment's target gradient
 norm. Writes ``ufom_exact_branch.{json,csv,md}`` and ``ufom_exact_branch.png`` (the convergence
 curves at α = ``alpha_curve``, each branch at its own q*) to ``--out``.
 
-    python benchmarks/ufom_exact_branch.py --out bench-out/ufom-branch                # 4 runs, ~3 min each
-    python benchmarks/ufom_exact_branch.py --out /tmp/ufom --set outer_steps=200 seeds=0,1  # quick look
+    python -m ablo.bench exact-branch --out bench-out/ufom-branch                # 4 runs, ~3 min each
+    python -m ablo.bench exact-branch --out /tmp/ufom --set outer_steps=200 seeds=0,1  # quick look
 
 The table: exact branch → states it holds (φ here is a scalar, so its memory is this count) → its
 backward cost C_rnd (gradient evaluations + HVPs, C1 = C2 = 1) → q* → UFOM's expected function calls
@@ -24,11 +24,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ablo import estimators
-from ablo.atomic import atomic_write
-from ablo.experiments import get
-from ablo.results import save_figure, write_csv, write_markdown
-from ablo.runfolder import RunFolder
+from .. import estimators
+from ..atomic import atomic_write
+from ..experiments import get
+from ..results import save_figure, write_csv, write_markdown
+from ..runfolder import RunFolder
 
 BRANCHES = ("recompute", "binomial", "checkpointed", "reverse")
 COLUMNS = ["exact", "states", "C_rnd", "q_star", "ufom_calls_per_step", "calls_to_target_qstar", "calls_to_target_q1",
@@ -87,12 +87,14 @@ def plot(rows: list, folders: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list) -> None:
+    """The ``exact-branch`` command."""
+    ap = argparse.ArgumentParser(prog="python -m ablo.bench exact-branch", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output directory (one run folder per branch, and the table)")
     ap.add_argument("--branches", default=",".join(BRANCHES), help="comma-separated exact-branch specs")
     ap.add_argument("--set", nargs="*", default=[], help="further synthetic-q settings, key=value")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     out = Path(a.out)
     folders = {b: run_branch(b, out, a.set) for b in a.branches.split(",")}
     rows = [row_of(b, f) for b, f in folders.items()]
@@ -105,7 +107,3 @@ def main() -> None:
                          "expected function calls (mean over seeds) to sqrt(E|dM/dθ|²) <= target.")
     plot(rows, folders, out / "ufom_exact_branch.png")
     print((out / "ufom_exact_branch.md").read_text())
-
-
-if __name__ == "__main__":
-    main()

@@ -1,15 +1,16 @@
 """Plain PyTorch autograd: "reverse" unrolls r GD steps with create_graph=True and
 back-propagates the outer loss to θ; "fom" runs the steps without a graph and keeps only
-∂L_out/∂θ (V is constant). spec["variant"]: "linear" (F.linear, default) or "matmul" (x @ W + b)."""
+∂L_out/∂θ (V is constant). spec["variant"]: "F.linear" (default) or "matmul" (x @ W + b); any
+other value is an error (a label that matched neither once ran the matmul form as "F.linear")."""
 
 import torch
-from _common import main
-from _torch import Data, apply, hypergrad, initial_params
+from protocol import main
+from torch_problem import Data, apply, check_form, hypergrad, initial_params
 
 
 def hypergradient(spec, data):
     d = Data(data)
-    r, exact, form = int(spec["r"]), spec["method"] == "reverse", spec.get("variant") or "linear"
+    r, exact, form = int(spec["r"]), spec["method"] == "reverse", check_form(spec.get("variant") or "F.linear")
     if spec["method"] not in ("reverse", "fom"):
         raise ValueError(f"torch_plain does 'reverse' and 'fom'; got {spec['method']!r}")
 

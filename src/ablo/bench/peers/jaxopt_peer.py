@@ -8,7 +8,7 @@ import functools
 import jax
 import jaxopt
 import numpy as np
-from _common import main
+from protocol import main
 
 from ablo.bench import build, load_data
 

@@ -3,8 +3,8 @@
 
 import higher
 import torch
-from _common import main
-from _torch import Data, Net, hypergrad
+from protocol import main
+from torch_problem import Data, Net, hypergrad
 
 
 def hypergradient(spec, data):

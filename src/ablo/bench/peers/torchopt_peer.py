@@ -5,8 +5,8 @@ F.linear for torch.func."""
 
 import torch
 import torchopt
-from _common import main
-from _torch import Data, Net, apply, hypergrad, initial_params
+from protocol import main
+from torch_problem import Data, Net, apply, hypergrad, initial_params
 
 
 def hypergradient(spec, data):
