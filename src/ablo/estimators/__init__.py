@@ -11,6 +11,7 @@ from .stochastic import BSA, TTSA, StocBiO
 from .registry import REGISTRY, get, parse, register, spec_of
 from .unrolled import Checkpointed, ExactUnrolled, Forward, Recompute, Reverse, Truncated
 from .revolve import Binomial
+from .reptile import Reptile
 from .warm_start import WarmStart, aid_bio, itd_bio
 
 register("reverse", Reverse, "exact reverse mode through the stored unrolled loop (Likhosherstov et al. 2021, Alg. 2; Shaban et al. 2019, eq. 6)")
@@ -35,8 +36,6 @@ register("ttsa", TTSA, "two-time-scale single-sample AID, one inner step per out
 register("adaptive-ufom", make_adaptive, "UFOM with q = max(q*, q_min) adapted online from smoothed D2, V2 (Likhosherstov et al. 2021, eq. 22-24)")
 register("debiased", make_debiased, "any cheap estimator (default K-RMD) debiased by the exact one with prob. q",
          shorthand="q")
-from ..meta import Reptile  # noqa: E402 - ablo.meta builds on .base, imported above
-
 register("reptile", Reptile, "Reptile direction theta - phi_r, MAML-form problems only (Nichol et al. 2018; Likhosherstov et al. 2020, §5)")
 
 __all__ = ["Estimator", "ExactUnrolled", "Reverse", "Recompute", "Checkpointed", "Binomial", "Forward", "Truncated", "FOM",

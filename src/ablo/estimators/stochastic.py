@@ -28,7 +28,7 @@ import numpy as np
 
 from ..cost import cost
 from ..linear_solvers import check_int, check_positive
-from .base import Estimator, tree_sub, with_finite_flag
+from .base import Estimator, TwoPass, tree_sub, with_finite_flag
 from .implicit import mixed_product
 
 tree_map = jax.tree_util.tree_map
@@ -122,7 +122,7 @@ class _Stochastic(Estimator):
 
 
 @dataclass(frozen=True)
-class StocBiO(_Stochastic):
+class StocBiO(TwoPass, _Stochastic):
     """stocBiO (Ji et al. 2021 Alg. 2-3). Per call: T = r inner SGD steps on batches of ``inner_batch``
     (warm-started from y_{k−1}^T), v_0 = ∇_y F(D_F), then eq. 5 as Alg. 3 computes it,
 
@@ -183,14 +183,19 @@ class StocBiO(_Stochastic):
             samples += size * (j1 - j0)
         return tree_map(lambda a: self.eta * a, acc), samples
 
-    def estimate(self, problem, theta, task, state, key):
-        """Alg. 2 of Ji et al. 2021: T mini-batch SGD steps from the warm start, the Neumann
-        estimate v (Alg. 3, eq. 5-6) over independent batches, then ∇_θ f − ∇²_θy g v on one more
-        batch. Cost: T + 1 gradients, Q + 1 HVPs, the samples drawn."""
-        k_in, k_f, k_h, k_g = jax.random.split(key, 4)
-        T, S = problem.steps, self.size("inner_batch")
+    def forward_pass(self, problem, theta, task, state, key):
+        """Alg. 2 of Ji et al. 2021 lines 4-7: T mini-batch SGD steps from the warm start."""
         s0 = problem.optimizer.init(state.inner) if self.warm_start else problem.initial_state(theta, task)
-        phi = problem.optimizer.params(self.sgd(problem, theta, task, s0, k_in, 0, T, S))
+        k_in = jax.random.split(key, 4)[0]
+        return self.sgd(problem, theta, task, s0, k_in, 0, problem.steps, self.size("inner_batch")), None
+
+    def backward_pass(self, problem, theta, task, state, key, s_r, residuals):
+        """Alg. 2 of Ji et al. 2021 after the inner steps: the Neumann estimate v (Alg. 3,
+        eq. 5-6) over independent batches, then ∇_θ f − ∇²_θy g v on one more batch. Cost: T + 1
+        gradients, Q + 1 HVPs, the samples drawn."""
+        _, k_f, k_h, k_g = jax.random.split(key, 4)
+        T, S = problem.steps, self.size("inner_batch")
+        phi = problem.optimizer.params(s_r)
         f_theta, v0 = self.outer_grads(problem, theta, phi, task, k_f, self.size("outer_batch"))
         v, hess_samples = self.neumann(problem, theta, phi, task, k_h, v0)
         g = self.hypergradient(problem, theta, phi, task, k_g, f_theta, v, self.size("jvp_batch"))
