@@ -67,6 +67,7 @@ class AdaptiveUFOM(Estimator):
     cheap: Optional[Estimator] = None
     name: ClassVar[str] = "adaptive-ufom"
     random_branch: ClassVar[bool] = True
+    needs_key: ClassVar[bool] = True
     traced: ClassVar[tuple] = ("beta", "q_min", "d2_scale", "eps")
     not_in_solve: ClassVar[str] = ("its q comes from statistics carried from call to call (eq. 22-24); use the explicit "
                                   "API (ablo.hypergradient_batch with state), or ablo.UFOM with a q you compute "

@@ -239,9 +239,11 @@ class Estimator:
     vmapped over: a sweep over q compiles once, while K or M select another compilation."""
 
     name: ClassVar[str] = "estimator"
-    #: True when the estimate draws a random branch (UFOM's ξ, taken with :func:`branch`) and so
-    #: needs a key: the entry points refuse to run it without one.
+    #: True when the estimate draws a random branch (UFOM's ξ, taken with :func:`branch`).
     random_branch: ClassVar[bool] = False
+    #: True when the estimate draws from its key (a random branch, mini-batches): the entry points
+    #: refuse to run it without one (a fixed default key would be a fixed draw, silently biased).
+    needs_key: ClassVar[bool] = False
     #: Numeric fields that may be traced arrays (pytree children); all other fields are static.
     traced: ClassVar[Tuple[str, ...]] = ()
     #: Non-empty when the estimator cannot run inside ``ablo.solve`` (e.g. it needs its state

@@ -82,6 +82,7 @@ class UFOM(TwoPass):
     exact: ExactUnrolled = field(default_factory=Recompute)
     name: ClassVar[str] = "ufom"
     random_branch: ClassVar[bool] = True
+    needs_key: ClassVar[bool] = True
     traced: ClassVar[tuple] = ("q",)
 
     def __post_init__(self):
@@ -159,6 +160,7 @@ class Debiased(TwoPass):
     exact: Estimator = field(default_factory=Recompute)
     name: ClassVar[str] = "debiased"
     random_branch: ClassVar[bool] = True
+    needs_key: ClassVar[bool] = True
     traced: ClassVar[tuple] = ("q",)
 
     def __post_init__(self):

@@ -95,6 +95,7 @@ class StochasticState(NamedTuple):
 class _Stochastic(Estimator):
     inner_part: Part = "train"
     outer_part: Part = "val"
+    needs_key: ClassVar[bool] = True
 
     def hvp(self, problem, theta, phi, task, key, size, v):
         """∇²_φ G(θ, φ; B) v on a fresh batch B of ``size`` examples (one HVP)."""

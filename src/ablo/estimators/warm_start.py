@@ -63,6 +63,10 @@ class WarmStart(TwoPass):
     def random_branch(self) -> bool:
         return self.base.random_branch
 
+    @property
+    def needs_key(self) -> bool:
+        return self.base.needs_key
+
     def check(self, problem) -> None:
         self.base.check(problem)
 
