@@ -212,20 +212,24 @@ def _phi_r(lifted: _Lifted, estimator: Estimator):
     def phi_r(theta_p, task_p, key, meter):
         return fwd(theta_p, task_p, key, meter)[0]
 
-    def fwd(theta_p, task_p, key, meter):
+    def forward(theta_p, task_p, key):
         p = lifted.lifted_problem(None)
         state = estimator.init(p, theta_p, task_p)
-        s_r, residuals = estimator.forward_pass(p, theta_p, task_p, state, key)
-        return p.optimizer.params(s_r), (theta_p, task_p, key, state, s_r, residuals)
+        return (state, *estimator.forward_pass(p, theta_p, task_p, state, key))
+
+    def fwd(theta_p, task_p, key, meter):
+        if _under_reverse_mode(theta_p):
+            _check_reverse_differentiable(forward, estimator, theta_p, task_p, key)
+        state, s_r, residuals = forward(theta_p, task_p, key)
+        return lifted.problem.optimizer.params(s_r), (theta_p, task_p, key, state, s_r, residuals)
 
     def backward(theta_p, task_p, key, state, s_r, residuals, phi_bar):
         p = lifted.lifted_problem(phi_bar)
-        g, _, c = estimator.backward_pass(p, theta_p, task_p, state, key, s_r, residuals)
-        return g, c
+        return estimator.backward_pass(p, theta_p, task_p, state, key, s_r, residuals)[::2]
 
     def bwd(res, phi_bar):
         theta_p, task_p, key, state, s_r, residuals = res
-        if any(isinstance(x, LinearizeTracer) for x in jax.tree_util.tree_leaves((phi_bar, theta_p))):
+        if _under_reverse_mode((phi_bar, theta_p)):
             _check_reverse_differentiable(backward, estimator, theta_p, task_p, key, state, s_r, residuals, phi_bar)
         g, c = backward(theta_p, task_p, key, state, s_r, residuals, phi_bar)
         # + 0·(a value of φ̄): under vmap the record is then batched like φ̄, and JAX sums it over
@@ -238,17 +242,25 @@ def _phi_r(lifted: _Lifted, estimator: Estimator):
     return phi_r
 
 
-def _check_reverse_differentiable(backward, estimator, *args):
-    """Raise, naming jax.hessian, when reverse mode cannot differentiate ``estimator``'s backward pass."""
+def _under_reverse_mode(tree) -> bool:
+    """True when an enclosing ``jax.grad``/``vjp`` is differentiating ``tree``."""
+    return any(isinstance(x, LinearizeTracer) for x in jax.tree_util.tree_leaves(tree))
+
+
+def _check_reverse_differentiable(fn, estimator, *args):
+    """Raise, naming jax.hessian, when reverse mode cannot differentiate ``fn`` (the estimator's
+    forward or backward pass), tried on abstract values (nothing runs)."""
     spec = lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) if _is_array(x) else x
     abstract = tree_map(spec, args)
-    scalar = lambda *a: sum(jnp.sum(x) for x in jax.tree_util.tree_leaves(backward(*a)[0])).astype(float)
+    floats = lambda out: [x for x in jax.tree_util.tree_leaves(out) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
+    scalar = lambda *a: sum(jnp.sum(x).astype(float) for x in floats(fn(*a)))
     try:
         jax.eval_shape(jax.grad(lambda th, *rest: scalar(th, *rest)), *abstract)
-    except ValueError as e:
-        if "Reverse-mode differentiation does not work" in str(e):
+    except (ValueError, NotImplementedError) as e:
+        if any(m in str(e) for m in ("Reverse-mode differentiation does not work", "Linearization failed",
+                                     "custom_vmap_call")):
             raise ValueError(f"reverse over reverse (jax.grad of jax.grad) through ablo.solve with {estimator.name!r}: "
-                             "its backward pass runs loops with traced bounds, which reverse mode cannot "
-                             "differentiate. Use jax.hessian (forward over reverse) or jax.jacfwd of the gradient, "
+                             "its passes run loops with traced bounds or a random branch, which reverse mode "
+                             "cannot differentiate. Use jax.hessian (forward over reverse) or jax.jacfwd of the gradient, "
                              "or the Reverse estimator") from None
         raise
