@@ -26,7 +26,7 @@ from .theory import bias_variance, condition_20, cost_model, measure_unit_costs,
 
 def _stack_tasks(tasks, key, n_samples):
     if callable(tasks):
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        if isinstance(n_samples, (bool, np.bool_)) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise ValueError(f"n_samples must be an integer >= 1 with a task sampler; got {n_samples!r}")
         drawn = [tasks(k) for k in jax.random.split(key, n_samples)]
         return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *drawn)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-import jax
 import jax.numpy as jnp
 
 from .estimators.reptile import Reptile

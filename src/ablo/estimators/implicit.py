@@ -33,6 +33,7 @@ from typing import ClassVar, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..cost import cost
 from ..linear_solvers import CG, FixedPoint, Neumann, check_int, check_positive, tree_norm
@@ -179,7 +180,7 @@ class HOAG(AID):
 
     def __post_init__(self):
         check_positive("tol", self.tol, " (initial CG tolerance ε_0 of HOAG)")
-        if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float)) or not 0 < self.decay < 1:
+        if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float, np.integer, np.floating)) or not 0 < self.decay < 1:
             raise ValueError(f"decay must be in (0, 1) (ε_k = tol * decay^k, summable); got {self.decay!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")

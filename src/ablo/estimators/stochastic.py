@@ -154,7 +154,7 @@ class StocBiO(TwoPass, _Stochastic):
         for name in ("inner_batch", "outer_batch", "hess_batch", "jvp_batch"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 1)
-        if isinstance(self.hess_decay, bool) or not isinstance(self.hess_decay, (int, float)) \
+        if isinstance(self.hess_decay, bool) or not isinstance(self.hess_decay, (int, float, np.integer, np.floating)) \
                 or not 0 < self.hess_decay <= 1:
             raise ValueError(f"hess_decay must be in (0, 1] (|B_(Q-j)| ~ hess_batch * hess_decay^j); "
                              f"got {self.hess_decay!r}")
@@ -273,7 +273,7 @@ class BSA(_SingleSample):
     def __post_init__(self):
         super().__post_init__()
         check_positive("t0", self.t0, " (inner steps T_k = t0 (k+1)^power)")
-        if isinstance(self.power, bool) or not isinstance(self.power, (int, float)) or self.power < 0:
+        if isinstance(self.power, bool) or not isinstance(self.power, (int, float, np.integer, np.floating)) or self.power < 0:
             raise ValueError(f"power must be a number >= 0 (inner steps T_k = t0 (k+1)^power); got {self.power!r}")
 
     def init(self, problem, theta, task):
@@ -328,7 +328,7 @@ class TTSA(_SingleSample):
         super().__post_init__()
         for name in ("inner_decay", "outer_decay"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must be a number in [0, 1] (step size ∝ (k+1)^-{name}); got {value!r}")
 
     def inner_steps_for(self, r):
