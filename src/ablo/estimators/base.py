@@ -311,9 +311,12 @@ class TwoPass(Estimator):
     backward, so a call through ``jax.grad`` costs what ``estimate`` costs)."""
 
     def forward_pass(self, problem, theta, task, state, key):
+        """(s_r, residuals): the inner loop and what ``backward_pass`` needs; subclasses implement it."""
         raise NotImplementedError
 
     def backward_pass(self, problem, theta, task, state, key, s_r, residuals):
+        """(hypergradient, new state, Cost of both passes) from the forward pass's s_r and
+        residuals, reading the outer loss from ``problem``; subclasses implement it."""
         raise NotImplementedError
 
     def estimate(self, problem, theta, task, state, key):

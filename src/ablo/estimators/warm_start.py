@@ -61,10 +61,12 @@ class WarmStart(TwoPass):
 
     @property
     def random_branch(self) -> bool:
+        """The base's."""
         return self.base.random_branch
 
     @property
     def needs_key(self) -> bool:
+        """The base's."""
         return self.base.needs_key
 
     def check(self, problem) -> None:
