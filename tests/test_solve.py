@@ -119,7 +119,7 @@ def test_traced_adam_betas_and_adaptive_settings():
     a, b = f(0.9, 0.999), f(0.5, 0.9)
     assert f._cache_size() == 1 and not np.allclose(a, b)
     est = ablo.AdaptiveUFOM(beta=0.9)
-    step = jax.jit(lambda e, s: ablo.hypergradient_batch(problem("gd", R), e, THETA, TASKS, s)[1])
+    step = jax.jit(lambda e, s: ablo.hypergradient_batch(problem("gd", R), e, THETA, TASKS, s, key=KEY)[1])
     s0 = est.init(problem("gd", R), THETA, TASK)
     step(est, s0), step(ablo.AdaptiveUFOM(beta=0.5, q_min=0.2), s0)
     assert step._cache_size() == 1
