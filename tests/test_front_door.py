@@ -231,7 +231,7 @@ def test_an_identical_problem_compiles_once_and_a_dropped_one_is_freed():
         gc.collect()
         assert ref() is None  # no cache keeps the problem (and its data) alive
     finally:
-        jax.monitoring.clear_event_listeners()
+        jax.monitoring.unregister_event_duration_listener(listener)
 
 
 # --- the exact branch under vmap --------------------------------------------------------------------
