@@ -250,7 +250,7 @@ class CountingRecompute(ablo.Recompute):
 def test_ufom_under_vmap_runs_the_exact_branch_only_for_the_tasks_that_drew_it():
     p = problem("gd", R)
     tasks = jax.vmap(make_task)(jax.random.split(jax.random.PRNGKey(4), 32))
-    keys = jax.random.split(jax.random.PRNGKey(5), 32)
+    keys = jax.random.split(jax.random.PRNGKey(0), 32)  # 4 of 32 draw the exact branch
     solver = ablo.solve(p, ablo.UFOM(q=0.1, exact=CountingRecompute()), with_cost=True)
     per_task = lambda th, t, k: jax.grad(lambda m: p.outer_loss(th, solver(th, t, k, m), t))(ablo.cost_meter())
     EXECUTED.clear()

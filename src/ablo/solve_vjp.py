@@ -73,6 +73,10 @@ def _is_float(x) -> bool:
     return isinstance(x, (jax.Array, np.ndarray)) and jnp.issubdtype(x.dtype, jnp.inexact)
 
 
+def _is_none(x) -> bool:
+    return x is None
+
+
 def _is_array(x) -> bool:
     return isinstance(x, (jax.Array, np.ndarray))
 
@@ -89,8 +93,9 @@ def _differentiated(x) -> bool:
 @dataclasses.dataclass(frozen=True)
 class _Lifted:
     """The problem as the custom_vjp sees it: θ' = (θ's float leaves, hoisted closure values) is
-    what is differentiated, task' = the task's arrays what is not (θ's other leaves are held as
-    they are); every function rebuilds θ and the task and hands the hoisted values back to the
+    what is differentiated, task' = the task with its arrays only (non-array leaves None, so that
+    an estimator can still read its parts, e.g. stocBiO's ``task["train"]``) what is not (θ's
+    other leaves are held as they are); every function rebuilds θ and the task and hands the hoisted values back to the
     closures."""
 
     problem: BilevelProblem
@@ -105,8 +110,8 @@ class _Lifted:
         return jax.tree_util.tree_unflatten(self.theta_tree, [next(floats) if f else x for x, f in self.theta_leaves])
 
     def task(self, task_p):
-        arrays = iter(task_p)
-        return jax.tree_util.tree_unflatten(self.task_tree, [next(arrays) if a else x for x, a in self.task_leaves])
+        arrays = jax.tree_util.tree_leaves(task_p, is_leaf=_is_none)
+        return jax.tree_util.tree_unflatten(self.task_tree, [y if a else x for y, (x, a) in zip(arrays, self.task_leaves)])
 
     def call(self, fn, theta_p, *args):
         """``fn(*args)`` with the hoisted values of its closure replaced by θ's copies (``theta_p[1]``)."""
@@ -193,9 +198,9 @@ def solve(problem: BilevelProblem, estimator: Estimator, with_cost: bool = False
 def _lift(problem, theta, task):
     """(_Lifted, θ', task'): see :class:`_Lifted`."""
     t_leaves, t_tree = jax.tree_util.tree_flatten(theta)
-    k_leaves, k_tree = jax.tree_util.tree_flatten(task)
+    k_leaves, k_tree = jax.tree_util.tree_flatten(task, is_leaf=_is_none)
     theta_floats = [x for x in t_leaves if _is_float(x)]
-    task_arrays = [x for x in k_leaves if _is_array(x)]
+    task_arrays = jax.tree_util.tree_unflatten(k_tree, [x if _is_array(x) else None for x in k_leaves])
     lifted = _Lifted(problem, tuple((None if _is_float(x) else x, _is_float(x)) for x in t_leaves), t_tree,
                      tuple((None if _is_array(x) else x, _is_array(x)) for x in k_leaves), k_tree, ())
     # the traced values the problem's functions close over, found by closure-converting one inner step
