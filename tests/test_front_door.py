@@ -200,7 +200,8 @@ def test_solve_and_hypergradient_report_the_same_cost(name):
     assert c._asdict().keys() == c_ref._asdict().keys()
     for field in c._fields:
         assert float(getattr(c, field)) == float(getattr(c_ref, field)), field
-    np.testing.assert_allclose(flat(g), flat(g_ref), rtol=1e-9, atol=1e-12)
+    if name != "stocbio":  # stocBiO samples its outer gradient (D_F); through solve it is the loss's own, JAX's
+        np.testing.assert_allclose(flat(g), flat(g_ref), rtol=1e-9, atol=1e-12)
 
 
 # --- compiled programs -------------------------------------------------------------------------------
