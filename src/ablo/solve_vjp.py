@@ -12,7 +12,8 @@ The forward pass is the estimator's own ``forward_pass`` (its inner loop: stored
 Reverse, checkpoints for Checkpointed, the exact branch's forward for UFOM, the tangents for
 Forward, the mini-batch SGD for stocBiO) and the backward pass its ``backward_pass`` on the
 problem with outer loss ⟨φ̄, φ⟩: nothing is run twice, and the cost record of a call equals
-``ablo.hypergradient``'s for the same θ, task and key, field by field. UFOM's random branch
+``ablo.hypergradient``'s for the same θ, task and key, field by field (stocBiO's estimate differs:
+its outer gradient is then the loss's own, computed by JAX, not one drawn on a mini-batch). UFOM's random branch
 runs, under the caller's ``vmap``, only for the tasks that drew it.
 
 What is differentiated.
