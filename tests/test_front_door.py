@@ -265,3 +265,35 @@ def test_ufom_under_vmap_runs_the_exact_branch_only_for_the_tasks_that_drew_it()
     _, _, c = ablo.hypergradient_batch(p, ablo.UFOM(q=0.1, exact=CountingRecompute()), THETA, tasks, key=KEY)
     jax.effects_barrier()
     assert sum(EXECUTED) == float(c.hvps) / R > 0
+
+
+# --- estimators carry their own behaviour ----------------------------------------------------------
+
+def test_a_linear_solver_reports_its_own_matvec_cap():
+    from dataclasses import dataclass
+
+    from ablo.estimators.implicit import AID
+    from ablo.linear_solvers import CG, SolveInfo
+
+    class LongCG(CG):
+        """A CG subclass: the cost model asks the value, not a table of types."""
+
+    @dataclass(frozen=True)
+    class Richardson:
+        """A user's solver: x ← x + 0.1 (b − A x), three times."""
+
+        def __call__(self, matvec, b, x0=None):
+            x = jax.tree_util.tree_map(jnp.zeros_like, b) if x0 is None else x0
+            for _ in range(3):
+                x = jax.tree_util.tree_map(lambda xi, bi, ai: xi + 0.1 * (bi - ai), x, b, matvec(x))
+            return x, SolveInfo(jnp.asarray(3, jnp.int32), jnp.asarray(0.0))
+
+        def max_matvecs(self, warm_start):
+            return 3
+
+    assert float(AID(LongCG(maxiter=7), warm_start=True).expected_cost(5).hvps) == 7 + 1 + 1
+    assert float(AID(Richardson(), warm_start=False).expected_cost(5).hvps) == 3 + 1
+    _, _, c = ablo.hypergradient(problem("gd", R), AID(Richardson(), warm_start=False), THETA, TASK)
+    assert float(c.hvps) == 4
+    with pytest.raises(ValueError, match="max_matvecs"):
+        AID(lambda matvec, b, x0=None: (b, None))
