@@ -78,6 +78,9 @@ def test_sampler_input_and_markdown():
     assert res["n_samples"] == 3 and "fom" in res["estimators"] and "truncated-1" in res["estimators"]
     text = format_diagnosis(res)
     assert "| fom |" in text and "q* =" in text
+    # the product-rewrite decision is visible: on by default on the CPU backend only
+    assert res["rewrite_products"] is (jax.default_backend() == "cpu") and res["backend"] == jax.default_backend()
+    assert ("Matrix products rewritten" if res["rewrite_products"] else "Matrix products as JAX emits them") in text
 
 
 def test_bad_tasks_raise():

@@ -1,6 +1,9 @@
 """WarmStart / ITD-BiO / AID-BiO (Ji et al. 2021 Alg. 1): the inner loop of outer step k starts at
 y_{k-1}^T, which the estimator state carries, not the task."""
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +11,7 @@ import optax
 import pytest
 
 from ablo import estimators, outer
-from ablo.estimators import FOM, Reverse, Truncated
+from ablo.estimators import FOM, Estimator, Reverse, Truncated
 from ablo.estimators.implicit import AID
 from ablo.estimators.warm_start import WarmStart
 from ablo.inner import gd
@@ -70,14 +73,26 @@ def test_second_step_starts_from_the_first_steps_iterate():
     np.testing.assert_allclose(state2.phi, warm.run(theta2, task), rtol=1e-12)
 
 
-@pytest.mark.parametrize("base", [Truncated(K=2), FOM()])
-def test_other_bases_pay_for_the_inner_run_that_gives_the_next_start(base):
+@dataclass(frozen=True)
+class EstimateOnly(Estimator):
+    """An estimator written as ``estimate`` alone (no forward/backward passes of its own)."""
+
+    name: ClassVar[str] = "estimate-only"
+
+    def estimate(self, problem, theta, task, state, key):
+        return FOM().estimate(problem, theta, task, state, key)
+
+
+@pytest.mark.parametrize("base, extra", [(Truncated(K=2), 0), (FOM(), 0), (EstimateOnly(), 4)],
+                         ids=["truncated", "fom", "estimate-only"])
+def test_the_next_start_is_the_bases_own_inner_run_or_one_more(base, extra):
     p, theta, key = moving_problem(), jnp.array([0.5, -1.0, 2.0]), jax.random.PRNGKey(0)
+    assert p.steps == 4
     est = WarmStart(base)
     g, state, c = est.estimate(p, theta, None, est.init(p, theta, None), key)
     g_ref, _, c_ref = base.estimate(p, theta, None, base.init(p, theta, None), key)
     np.testing.assert_allclose(g, g_ref, rtol=1e-12)  # first call: the problem's own start
-    assert float(c.grad_evals) == float(c_ref.grad_evals) + p.steps
+    assert float(c.grad_evals) == float(c_ref.grad_evals) + extra
     np.testing.assert_allclose(state.phi, p.run(theta, None), rtol=1e-12)
 
 

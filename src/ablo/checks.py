@@ -20,6 +20,23 @@ def is_traced(x) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+def check_key(key, needed_by: str = "") -> None:
+    """ValueError unless ``key`` is one PRNG key (``jax.random.key(seed)`` or
+    ``jax.random.PRNGKey(seed)``, possibly traced); ``None`` is refused when ``needed_by`` names a
+    random estimator, which would otherwise take one fixed draw on every call."""
+    how = "make one with jax.random.key(seed) (or jax.random.PRNGKey(seed)) and split it between calls"
+    if key is None:
+        if needed_by:
+            raise ValueError(f"key: estimator {needed_by!r} is random and needs a key; {how}")
+        return
+    if not isinstance(key, (jax.Array, np.ndarray)):
+        raise ValueError(f"key must be a PRNG key; got {key!r}: {how}")
+    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+    if not (typed and key.shape == () or not typed and key.dtype == np.uint32 and key.shape == (2,)):
+        raise ValueError(f"key must be a single PRNG key; got an array of dtype {key.dtype} and shape {key.shape}: "
+                         f"{how} (under vmap, map over the keys: each call sees one)")
+
+
 def _interval(lo, hi, lo_open, hi_open) -> str:
     return f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
 

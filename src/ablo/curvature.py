@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 
@@ -21,7 +22,7 @@ class StepSizeError(ValueError):
 def top_eigenvalue(problem, theta, task, *, iterations: int = 30, key=None) -> float:
     """Largest-magnitude eigenvalue of ∇²_φ L_in(θ, φ_0, T) at φ_0 = V(θ, T), by ``iterations``
     power-iteration HVPs (cost: that many HVPs). Returns a Python float."""
-    if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+    if isinstance(iterations, (bool, np.bool_)) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
         raise ValueError(f"iterations must be an integer >= 1; got {iterations!r}")
     flat, unravel = ravel_pytree(problem.init(theta, task))
     key = jax.random.PRNGKey(0) if key is None else key

@@ -26,7 +26,7 @@ from .theory import bias_variance, condition_20, cost_model, measure_unit_costs,
 
 def _stack_tasks(tasks, key, n_samples):
     if callable(tasks):
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        if isinstance(n_samples, (bool, np.bool_)) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
             raise ValueError(f"n_samples must be an integer >= 1 with a task sampler; got {n_samples!r}")
         drawn = [tasks(k) for k in jax.random.split(key, n_samples)]
         return jax.tree_util.tree_map(lambda *x: jnp.stack(x), *drawn)
@@ -66,7 +66,9 @@ def diagnose(problem, theta, tasks, key, n_samples: int | None = 16, Ks=None, ex
             verbatim); C_rnd = C1·(its backward gradient evaluations) + C2·(its HVPs).
 
     Returns:
-        A dict: ``r``, ``n_samples``, ``exact``, ``branch`` (UFOM's exact branch), ``exact_function_calls``, ``estimators``
+        A dict: ``r``, ``n_samples``, ``exact``, ``branch`` (UFOM's exact branch), ``rewrite_products`` (whether
+        the problem's matrix products are rewritten, ``ablo.products``: on by default on the CPU backend only,
+        where it was measured, with the ``backend``), ``exact_function_calls``, ``estimators``
         ({name: cosine, cosine_of_means, relative_error, function_calls}), ``D2``, ``V2``, ``C1``,
         ``C2``, ``C_det``, ``C_rnd``, ``condition_20``, ``q_star`` (with measured unit costs) and
         ``q_star_function_calls`` (counting calls, C1 = C2 = 1). :func:`format_diagnosis` prints it.
@@ -112,6 +114,7 @@ def diagnose(problem, theta, tasks, key, n_samples: int | None = 16, Ks=None, ex
     C_det, C_rnd = cost_model(r, C1, C2, exact=branch)
     cd1, cr1 = cost_model(r, exact=branch)
     return {"r": r, "n_samples": int(g_ex.shape[0]), "exact": exact.name, "branch": spec_of(branch),
+            "rewrite_products": problem.rewrite_products, "backend": jax.default_backend(),
             "exact_function_calls": calls_ex,
             "estimators": report, "D2": D2, "V2": V2, "C1": C1, "C2": C2, "C_det": C_det, "C_rnd": C_rnd,
             "condition_20": condition_20(D2, V2, C_det, C_rnd, eps), "q_star": q_star(D2, V2, C_det, C_rnd, eps),
@@ -130,5 +133,7 @@ def format_diagnosis(result: dict) -> str:
             + f"\nD² = {result['D2']:.4g}, V² = {result['V2']:.4g}; C1 = {result['C1']:.3g} s per gradient, "
               f"C2 = {result['C2']:.3g} s per HVP (C_det = {result['C_det']:.3g}, C_rnd = {result['C_rnd']:.3g} with UFOM's "
               f"exact branch {result['branch']}).\n"
+            + f"Matrix products {'rewritten' if result['rewrite_products'] else 'as JAX emits them'} "
+              f"(ablo.products; backend {result['backend']}).\n"
             + f"q* = {q:.4g} with measured costs, {result['q_star_function_calls']:.4g} counting function calls. "
             + advice + ".\n")

@@ -3,7 +3,8 @@ Ji, Yang & Liang 2021, eq. 3-4), over pytree vectors.
 
 A solver is a small frozen value called as ``solve(matvec, b, x0=None) -> (x, SolveInfo)``:
 ``matvec(v) = A v``; ``x0`` a warm start (``None``: start from 0, which saves the matvec
-A x0). ``SolveInfo.matvecs`` counts the products A v used (the HVPs of a cost record) and
+A x0); ``solve.max_matvecs(warm_start)`` is the most products A v one call may spend (what a
+cost model charges). ``SolveInfo.matvecs`` counts the products A v used (the HVPs of a cost record) and
 ``SolveInfo.residual`` is a residual norm (see each solver). All loops are ``lax`` loops, so
 memory and compile time do not grow with the iteration count.
 
@@ -111,6 +112,10 @@ class CG:
         x, _, _, rs, k = jax.lax.while_loop(cond, body, (x, r, r, rs, jnp.asarray(0, jnp.int32)))
         return x, _info(n0 + k, jnp.sqrt(rs))
 
+    def max_matvecs(self, warm_start: bool) -> int:
+        """``maxiter`` products, plus one for the residual of a warm start (CG may stop earlier)."""
+        return self.maxiter + int(warm_start)
+
 
 @dataclass(frozen=True)
 class Neumann:
@@ -142,6 +147,10 @@ class Neumann:
         x = x if x0 is None else tree_map(jnp.add, x0, x)
         return x, _info(n0 + self.Q, tree_norm(p))
 
+    def max_matvecs(self, warm_start: bool) -> int:
+        """Q products, plus one for the residual of a warm start."""
+        return self.Q + int(warm_start)
+
 
 @dataclass(frozen=True)
 class FixedPoint:
@@ -170,6 +179,10 @@ class FixedPoint:
 
         x, res = jax.lax.fori_loop(start, self.N, body, (x, res))
         return x, _info(self.N - start, res)
+
+    def max_matvecs(self, warm_start: bool) -> int:
+        """N products from a warm start, N − 1 from zero (the first step is ηb)."""
+        return self.N - int(not warm_start)
 
 
 SOLVERS = {"cg": CG, "neumann": Neumann, "fp": FixedPoint}

@@ -13,6 +13,7 @@ from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .inner import InnerOptimizer
 from .products import optimize_products
@@ -45,12 +46,17 @@ class BilevelProblem:
     init: Callable[[Any, Any], Any] = field(default=identity_init)
     #: Rewrite the matrix products of the inner gradient and of the reverse sweeps' HVPs for XLA's
     #: CPU backend (``ablo.products``: merge products sharing a large operand, read narrow ones
-    #: along the large operand's rows); False keeps them as JAX emits them.
-    rewrite_products: bool = True
+    #: along the large operand's rows); False keeps them as JAX emits them. None (default): on
+    #: where it was measured, the CPU backend (``jax.default_backend() == "cpu"``), off elsewhere;
+    #: the field holds the resolved value (``ablo.diagnose`` reports it).
+    rewrite_products: Optional[bool] = None
 
     def __post_init__(self):
-        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+        if isinstance(self.steps, (bool, np.bool_)) or not isinstance(self.steps, (int, np.integer)) or self.steps < 1:
             raise ValueError(f"steps (r) must be an integer >= 1; got {self.steps!r}")
+        object.__setattr__(self, "steps", int(self.steps))
+        if self.rewrite_products is None:
+            object.__setattr__(self, "rewrite_products", jax.default_backend() == "cpu")
         if not all(callable(getattr(self.optimizer, f, None)) for f in ("init", "update", "params")):
             raise ValueError(f"optimizer must be an inner optimizer (ablo.gd, momentum, adam or from_optax); "
                              f"got {self.optimizer!r}")
@@ -100,15 +106,16 @@ class BilevelProblem:
         return self.outer_loss(theta, self.optimizer.params(s), task)
 
     def validate(self, theta, task) -> None:
-        """Raise a ValueError naming the mismatch when θ, φ_0 and the losses do not fit together."""
+        """Raise a ValueError naming the mismatch when θ, φ_0 and the losses do not fit together
+        (array leaves are abstract; other leaves, e.g. an Equinox module's functions, pass as they are)."""
         try:
-            phi0 = jax.eval_shape(self.init, theta, task)
+            phi0 = _eval_shape(self.init, theta, task)
         except Exception as e:  # noqa: BLE001 - reported with context
             raise ValueError(f"init(theta, task) failed on the given theta/task pytrees: {e}") from None
         for name in ("inner_loss", "outer_loss"):
             fn = getattr(self, name)
             try:
-                out = jax.eval_shape(fn, theta, phi0, task)
+                out = _eval_shape(fn, theta, phi0, task)
             except Exception as e:  # noqa: BLE001
                 raise ValueError(
                     f"{name}(theta, phi, task) failed on theta {_describe(theta)} and phi {_describe(phi0)}: {e}. "
@@ -116,12 +123,25 @@ class BilevelProblem:
             if getattr(out, "shape", None) != ():
                 raise ValueError(f"{name} must return a scalar; got shape {getattr(out, 'shape', type(out))}")
             try:
-                g = jax.eval_shape(jax.grad(fn, argnums=1), theta, phi0, task)
+                g = _eval_shape(jax.grad(fn, argnums=1), theta, phi0, task)
             except Exception as e:  # noqa: BLE001
                 raise ValueError(f"{name} is not differentiable in phi: {e}") from None
             if jax.tree_util.tree_structure(g) != jax.tree_util.tree_structure(phi0):
                 raise ValueError(f"the gradient of {name} in phi has structure {jax.tree_util.tree_structure(g)}, "
                                  f"but phi_0 = init(theta, task) has {jax.tree_util.tree_structure(phi0)}")
+
+
+def _eval_shape(fn, *trees):
+    """``jax.eval_shape(fn, *trees)`` with the non-array leaves held as they are."""
+    leaves, treedef = jax.tree_util.tree_flatten(trees)
+    is_array = [isinstance(x, (jax.Array, np.ndarray, jax.ShapeDtypeStruct, np.generic, float, int, complex))
+                for x in leaves]
+
+    def call(arrays):
+        it = iter(arrays)
+        return fn(*jax.tree_util.tree_unflatten(treedef, [next(it) if a else x for x, a in zip(leaves, is_array)]))
+
+    return jax.eval_shape(call, [x for x, a in zip(leaves, is_array) if a])
 
 
 def _describe(tree) -> str:

@@ -23,8 +23,10 @@ arranges two of them badly. ``optimize_products(f)`` rewrites f's jaxpr:
 
 Dead equations are dropped first, so a product whose result is never used is never computed.
 Products inside nested ``jit`` calls are left alone. Values are the same products; they equal
-f's to the rounding of the kernel, not bit for bit. ``BilevelProblem(rewrite_products=False)``
-turns the rewrite off. Measured in docs/benchmarks.md.
+f's to the rounding of the kernel, not bit for bit. Measured in docs/benchmarks.md, on the CPU
+only: ``BilevelProblem`` therefore rewrites by default on the CPU backend alone
+(``rewrite_products=None`` resolves to ``jax.default_backend() == "cpu"``; ``ablo.diagnose``
+reports the decision); ``rewrite_products=True`` opts in elsewhere, ``False`` turns it off.
 """
 from __future__ import annotations
 

@@ -14,6 +14,7 @@ from .revolve import Binomial
 from .telescope import AdaptiveTelescope, Telescope
 from .es import ES, PES
 from .reversible import Reversible
+from .reptile import Reptile
 from .warm_start import WarmStart, aid_bio, itd_bio
 
 register("reverse", Reverse, "exact reverse mode through the stored unrolled loop (Likhosherstov et al. 2021, Alg. 2; Shaban et al. 2019, eq. 6)")
@@ -48,8 +49,6 @@ register("pes", PES, "Persistent ES over windows of K steps, particles and pertu
          "call (Vicol, Metz & Sohl-Dickstein 2021)", shorthand="K")
 register("reversible", Reversible, "exact for gd and heavy-ball momentum: the dynamics reversed in fixed point, the bits "
          "lost to beta kept in a buffer, one state held (Maclaurin, Duvenaud & Adams 2015)")
-from ..meta import Reptile  # noqa: E402 - ablo.meta builds on .base, imported above
-
 register("reptile", Reptile, "Reptile direction theta - phi_r, MAML-form problems only (Nichol et al. 2018; Likhosherstov et al. 2020, §5)")
 
 __all__ = ["Estimator", "ExactUnrolled", "Reverse", "Recompute", "Checkpointed", "Binomial", "Forward", "Truncated", "FOM",

@@ -67,6 +67,7 @@ class AdaptiveUFOM(Estimator):
     cheap: Optional[Estimator] = None
     name: ClassVar[str] = "adaptive-ufom"
     random_branch: ClassVar[bool] = True
+    needs_key: ClassVar[bool] = True
     traced: ClassVar[tuple] = ("beta", "q_min", "d2_scale", "eps")
     not_in_solve: ClassVar[str] = ("its q comes from statistics carried from call to call (eq. 22-24); use the explicit "
                                   "API (ablo.hypergradient_batch with state), or ablo.UFOM with a q you compute "
@@ -157,13 +158,14 @@ class AdaptiveUFOM(Estimator):
 
     def estimate_batch(self, problem, theta, tasks, state, key):
         """One q for the whole meta-batch; the statistics are then updated (eq. 23-24) once for each
-        task whose ξ = 1, in task order. ``lax.map`` keeps the unsampled exact branch skipped."""
+        task whose ξ = 1, in task order. The tasks run under ``vmap``; the exact branch runs only
+        for the tasks that drew it (``base.branch``)."""
         self.check(problem)
         q = self.q_of(state, problem.steps)
         n = jax.tree_util.tree_leaves(tasks)[0].shape[0]
         keys = jax.random.split(key, n)
-        g, d2, v2, xi, cheap, c = jax.lax.map(
-            lambda a: self._draw(problem, theta, a[0], state.cheap, q, a[1]), (tasks, keys))
+        g, d2, v2, xi, cheap, c = jax.vmap(self._draw, in_axes=(None, None, 0, None, None, 0))(
+            problem, theta, tasks, state.cheap, q, keys)
         new, _ = jax.lax.scan(lambda s, x: (self.update(s, *x), None), state, (d2, v2, xi))
         reduce = lambda x: x.mean(0) if jnp.issubdtype(x.dtype, jnp.inexact) else x[0]
         new = new._replace(q=q, cheap=tree_map(reduce, cheap))

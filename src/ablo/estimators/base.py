@@ -8,8 +8,12 @@ transformation) with two pure functions:
 * ``estimate(problem, θ, task, state, key) -> (hypergradient, state, Cost)``
 
 Both are jit-compatible and vmap-able over tasks. ``estimate_batch`` averages over a
-meta-batch of tasks (``vmap``, or ``lax.map`` for estimators whose random branch would turn
-into "compute both" under ``vmap``).
+meta-batch of tasks. Most estimators split ``estimate`` into its two passes,
+``forward_pass`` (the inner loop, giving s_r and what the backward needs) and
+``backward_pass`` (the rest): ``ablo.solve`` runs the first in its forward and the second in
+its backward pass, so ``jax.grad`` through the inner loop costs what ``estimate`` costs.
+A random branch (UFOM's ξ) is taken with :func:`branch`, whose batching rule runs the
+expensive side only for the tasks that drew it.
 
 Notation (Shaban et al. 2019 eq. 6): with s_j = Ξ(θ, s_{j−1}), the reverse pass carries
 b_θ (``h_t``) and the state cotangent b_s (``α_t``):
@@ -145,6 +149,62 @@ def run_storing(problem, theta, task, s, start, count: int):
     return jax.lax.scan(body, s, start + jnp.arange(count))
 
 
+def branch(pred, expensive, cheap, operand):
+    """``lax.cond(pred, expensive, cheap, operand)`` that stays a branch under ``vmap``.
+
+    ``lax.cond`` on a batched predicate becomes a ``select`` that runs both sides for every
+    task. Here the batching rule (``jax.custom_batching.custom_vmap``) maps over the batch with
+    one ``cond`` per task (``lax.map``), so ``expensive`` runs only for the tasks whose ``pred``
+    is true and the work done is the work a cost record reports; an unbatched ``pred`` keeps one
+    ``cond`` of the batched sides. Nested ``vmap`` recurses (a map of maps); forward mode
+    (``jvp``, ``jax.hessian``) is the branch of the sides' JVPs (which evaluate the side
+again). Reverse mode through it is not supported (a hypergradient is not differentiated
+by ``grad``; ``jax.hessian`` through ``ablo.solve`` is forward-over-reverse). ``expensive``/``cheap`` must
+    not close over traced values: pass them in ``operand``."""
+
+    @jax.custom_batching.custom_vmap
+    def batched(pred, operand):
+        return jax.lax.cond(pred, expensive, cheap, operand)
+
+    @batched.def_vmap
+    def rule(axis_size, in_batched, pred, operand):
+        pred_batched, operand_batched = in_batched
+        spread = lambda x, b: x if b else jnp.broadcast_to(x, (axis_size, *jnp.shape(x)))
+        operand = tree_map(spread, operand, operand_batched)
+        if pred_batched:
+            out = jax.lax.map(lambda a: branch(a[0], expensive, cheap, a[1]), (pred, operand))
+        else:
+            out = jax.lax.cond(pred, jax.vmap(expensive), jax.vmap(cheap), operand)
+        return out, tree_map(lambda _: True, out)
+
+    @jax.custom_jvp
+    def f(pred, operand):
+        return batched(pred, operand)
+
+    @f.defjvp
+    def f_jvp(primals, tangents):
+        pred, operand = primals
+        leaves, treedef = jax.tree_util.tree_flatten(operand)
+        real = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves]
+        dots = [t for t, k in zip(jax.tree_util.tree_leaves(tangents[1]), real) if k]
+
+        def pushed(side):  # (leaves, tangents of the real leaves) -> the tangent of side's output
+            def g(xs_ts):
+                xs, ts = xs_ts
+
+                def h(*reals):
+                    it = iter(reals)
+                    return side(treedef.unflatten([next(it) if k else x for x, k in zip(xs, real)]))
+
+                return jax.jvp(h, tuple(x for x, k in zip(xs, real) if k), tuple(ts))[1]
+            return g
+
+        # the primal on its own, so that it is not batched along the tangents (jacfwd)
+        return branch(pred, expensive, cheap, operand), branch(pred, pushed(expensive), pushed(cheap), (leaves, dots))
+
+    return f(pred, operand)
+
+
 def with_finite_flag(grad, c: Cost, *more) -> Cost:
     """Set ``c.nonfinite`` when the estimate, or any of ``more`` (e.g. the last inner state,
     which FOM's estimate may not see), holds NaN or ±inf."""
@@ -179,9 +239,11 @@ class Estimator:
     vmapped over: a sweep over q compiles once, while K or M select another compilation."""
 
     name: ClassVar[str] = "estimator"
-    #: True when the estimate draws a random branch (UFOM): batches then use lax.map, so the
-    #: expensive branch is really skipped when not drawn (vmap would compute both sides).
+    #: True when the estimate draws a random branch (UFOM's ξ, taken with :func:`branch`).
     random_branch: ClassVar[bool] = False
+    #: True when the estimate draws from its key (a random branch, mini-batches): the entry points
+    #: refuse to run it without one (a fixed default key would be a fixed draw, silently biased).
+    needs_key: ClassVar[bool] = False
     #: Numeric fields that may be traced arrays (pytree children); all other fields are static.
     traced: ClassVar[Tuple[str, ...]] = ()
     #: Non-empty when the estimator cannot run inside ``ablo.solve`` (e.g. it needs its state
@@ -198,8 +260,22 @@ class Estimator:
 
     def estimate(self, problem: BilevelProblem, theta, task, state, key) -> Tuple[Any, Any, Cost]:
         """(hypergradient estimate of ∂M^(r)/∂θ for ``task``, new state, Cost); ``key`` feeds any
-        randomness. Pure and jit-able; subclasses implement it."""
+        randomness. Pure and jit-able; subclasses implement it (or, as :class:`TwoPass`,
+        ``forward_pass`` and ``backward_pass``)."""
         raise NotImplementedError
+
+    def forward_pass(self, problem: BilevelProblem, theta, task, state, key) -> Tuple[Any, Any]:
+        """(s_r, residuals): the inner loop of ``estimate`` and what its backward pass needs.
+        This default (for an estimator that implements ``estimate`` only) is the problem's own
+        inner run, with no residuals."""
+        return problem.run(theta, task), None
+
+    def backward_pass(self, problem: BilevelProblem, theta, task, state, key, s_r, residuals) -> Tuple[Any, Any, Cost]:
+        """The rest of ``estimate`` after ``forward_pass``: (hypergradient, new state, Cost of both
+        passes). This default calls ``estimate`` whole (its inner loop runs again) and adds the
+        r gradient evaluations of the default forward pass."""
+        g, state, c = self.estimate(problem, theta, task, state, key)
+        return g, state, c + cost(grad_evals=problem.steps)
 
     def __call__(self, problem, theta, task, state, key):
         return self.estimate(problem, theta, task, state, key)
@@ -223,12 +299,31 @@ class Estimator:
         state is the mean of the per-task new states (first element for integer leaves)."""
         n = jax.tree_util.tree_leaves(tasks)[0].shape[0]
         keys = jax.random.split(key, n)
-        if self.random_branch:
-            g, s, c = jax.lax.map(lambda a: self.estimate(problem, theta, a[0], state, a[1]), (tasks, keys))
-        else:
-            g, s, c = jax.vmap(self.estimate, in_axes=(None, None, 0, None, 0))(problem, theta, tasks, state, keys)
+        g, s, c = jax.vmap(self.estimate, in_axes=(None, None, 0, None, 0))(problem, theta, tasks, state, keys)
         reduce = lambda x: x.mean(0) if jnp.issubdtype(x.dtype, jnp.inexact) else x[0]
         return tree_map(lambda x: x.mean(0), g), tree_map(reduce, s), batch_total(c)
+
+
+class TwoPass(Estimator):
+    """An estimator written as its two passes: ``estimate`` is ``backward_pass`` after
+    ``forward_pass``, one code path for the explicit API and for ``ablo.solve`` (which runs the
+    forward pass in its forward and the backward pass, with the outer loss ⟨φ̄, φ⟩, in its
+    backward, so a call through ``jax.grad`` costs what ``estimate`` costs)."""
+
+    def forward_pass(self, problem, theta, task, state, key):
+        """(s_r, residuals): the inner loop and what ``backward_pass`` needs; subclasses implement it."""
+        raise NotImplementedError
+
+    def backward_pass(self, problem, theta, task, state, key, s_r, residuals):
+        """(hypergradient, new state, Cost of both passes) from the forward pass's s_r and
+        residuals, reading the outer loss from ``problem``; subclasses implement it."""
+        raise NotImplementedError
+
+    def estimate(self, problem, theta, task, state, key):
+        """``backward_pass`` after ``forward_pass``: (hypergradient, new state, Cost)."""
+        self.check(problem)
+        s_r, residuals = self.forward_pass(problem, theta, task, state, key)
+        return self.backward_pass(problem, theta, task, state, key, s_r, residuals)
 
 
 def zero_cost() -> Cost:

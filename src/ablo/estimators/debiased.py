@@ -26,7 +26,7 @@ import optax
 
 from ..checks import check_number
 from ..cost import cost, expected
-from .base import Estimator, tree_add, tree_scale, tree_sub, v_jvps, with_finite_flag
+from .base import Estimator, TwoPass, branch, tree_add, tree_scale, tree_sub, v_jvps, with_finite_flag
 from .first_order import first_order
 from .unrolled import ExactUnrolled, Recompute, Truncated
 
@@ -48,16 +48,23 @@ def ufom_step(problem, theta, task, exact: ExactUnrolled, q, key):
     """One draw of eq. 12-13 for a (possibly traced) q. Returns (G_UFO, G_FO, G_exact or G_FO,
     ξ, Cost): the last two let adaptive schemes update their statistics (eq. 23-24)."""
     s_r, aux = exact.forward(problem, theta, task)
+    return ufom_backward(problem, theta, task, exact, q, key, s_r, aux)
+
+
+def ufom_backward(problem, theta, task, exact: ExactUnrolled, q, key, s_r, aux):
+    """:func:`ufom_step` after the exact branch's forward half (s_r, aux). The exact backward half
+    runs with :func:`~ablo.estimators.base.branch`: only when ξ = 1, under ``vmap`` too."""
     g_fo, (b_theta, b_s) = first_order(problem, theta, task, s_r)
     xi = jax.random.bernoulli(key, q)
     r = problem.steps
     c_ex = exact.backward_cost(r)
 
-    def exact_branch(_):
+    def exact_branch(args):
+        theta, task, aux, b_theta, b_s, g_fo, q = args
         g_ex = exact.backward(problem, theta, task, aux, b_theta, b_s)
         return optax.tree.cast_like(tree_add(g_fo, tree_scale(1.0 / q, tree_sub(g_ex, g_fo))), g_fo), g_ex  # 1/q may be f64
 
-    g, g_ex = jax.lax.cond(xi, exact_branch, lambda _: (g_fo, g_fo), None)
+    g, g_ex = branch(xi, exact_branch, lambda args: (args[5], args[5]), (theta, task, aux, b_theta, b_s, g_fo, q))
     x = xi.astype(jnp.float32)
     # FOM's r + 1 gradients and V-JVP always; the exact backward's counts only when ξ = 1.
     # The forward of the exact branch (checkpoints) is held either way.
@@ -67,7 +74,7 @@ def ufom_step(problem, theta, task, exact: ExactUnrolled, q, key):
 
 
 @dataclass(frozen=True)
-class UFOM(Estimator):
+class UFOM(TwoPass):
     """UFOM with a fixed q ∈ (0, 1] (Likhosherstov et al. 2021 Alg. 4). q may be a traced array (a sweep over q
     compiles once)."""
 
@@ -75,6 +82,7 @@ class UFOM(Estimator):
     exact: ExactUnrolled = field(default_factory=Recompute)
     name: ClassVar[str] = "ufom"
     random_branch: ClassVar[bool] = True
+    needs_key: ClassVar[bool] = True
     traced: ClassVar[tuple] = ("q",)
 
     def __post_init__(self):
@@ -87,10 +95,13 @@ class UFOM(Estimator):
     def describe_state(self, state):
         return {"q": float(self.q)}
 
-    def estimate(self, problem, theta, task, state, key):
-        """One draw of eq. 12-13: G_FO + (ξ/q)(G_exact − G_FO), ξ ~ Bernoulli(q), sharing the forward pass."""
-        self.check(problem)
-        g, _, _, _, c = ufom_step(problem, theta, task, self.exact, self.q, key)
+    def forward_pass(self, problem, theta, task, state, key):
+        """The exact branch's forward half, shared with FOM."""
+        return self.exact.forward(problem, theta, task)
+
+    def backward_pass(self, problem, theta, task, state, key, s_r, aux):
+        """One draw of eq. 12-13: G_FO + (ξ/q)(G_exact − G_FO), ξ ~ Bernoulli(q)."""
+        g, _, _, _, c = ufom_backward(problem, theta, task, self.exact, self.q, key, s_r, aux)
         return g, state, c
 
     def expected_cost(self, r):
@@ -113,25 +124,33 @@ def debiased_step(problem, theta, task, cheap: Estimator, cheap_state, exact: Es
     """One draw of G_cheap + (ξ/q)(G_exact − G_cheap) for a (possibly traced) q. Returns
     (G, G_cheap, G_exact or G_cheap, ξ, cheap's new state, Cost). ``exact`` is run from a fresh
     state (it must be stateless, as all exact estimators are) and only when ξ = 1."""
+    s_r, residuals = cheap.forward_pass(problem, theta, task, cheap_state, jax.random.split(key, 3)[0])
+    return debiased_backward(problem, theta, task, cheap, cheap_state, exact, q, key, s_r, residuals)
+
+
+def debiased_backward(problem, theta, task, cheap: Estimator, cheap_state, exact: Estimator, q, key, s_r, residuals):
+    """:func:`debiased_step` after the cheap estimator's forward pass; the exact estimator runs
+    whole with :func:`~ablo.estimators.base.branch`, only when ξ = 1 (under ``vmap`` too)."""
     k_cheap, k_xi, k_exact = jax.random.split(key, 3)
-    g_ch, cheap_state, c = cheap.estimate(problem, theta, task, cheap_state, k_cheap)
+    g_ch, cheap_state, c = cheap.backward_pass(problem, theta, task, cheap_state, k_cheap, s_r, residuals)
     xi = jax.random.bernoulli(k_xi, q)
 
-    def exact_branch(_):
+    def exact_branch(args):
+        theta, task, g_ch, q, k_exact = args
         g_ex, _, c_ex = exact.estimate(problem, theta, task, exact.init(problem, theta, task), k_exact)
         return (optax.tree.cast_like(tree_add(g_ch, tree_scale(1.0 / q, tree_sub(g_ex, g_ch))), g_ch),
                 optax.tree.cast_like(g_ex, g_ch), c_ex)
 
-    def cheap_branch(_):
-        _, _, c_ex = jax.eval_shape(exact_branch, None)
-        return g_ch, g_ch, jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), c_ex)
+    def cheap_branch(args):
+        _, _, c_ex = jax.eval_shape(exact_branch, args)
+        return args[2], args[2], jax.tree_util.tree_map(lambda x: jnp.zeros(x.shape, x.dtype), c_ex)
 
-    g, g_ex, c_ex = jax.lax.cond(xi, exact_branch, cheap_branch, None)
+    g, g_ex, c_ex = branch(xi, exact_branch, cheap_branch, (theta, task, g_ch, q, k_exact))
     return g, g_ch, g_ex, xi, cheap_state, with_finite_flag(g, c + c_ex)
 
 
 @dataclass(frozen=True)
-class Debiased(Estimator):
+class Debiased(TwoPass):
     """Any cheap estimator debiased by an exact one with probability q (beyond Likhosherstov et al. 2021: its
     Alg. 4 with G_FO replaced by G_cheap). E[G] = E[G_exact]; expected cost = cheap's + q·exact's.
     The state is the cheap estimator's state (e.g. an AID warm start). q may be traced."""
@@ -141,6 +160,7 @@ class Debiased(Estimator):
     exact: Estimator = field(default_factory=Recompute)
     name: ClassVar[str] = "debiased"
     random_branch: ClassVar[bool] = True
+    needs_key: ClassVar[bool] = True
     traced: ClassVar[tuple] = ("q",)
 
     def __post_init__(self):
@@ -159,10 +179,14 @@ class Debiased(Estimator):
     def describe_state(self, state):
         return {"q": float(self.q), **self.cheap.describe_state(state)}
 
-    def estimate(self, problem, theta, task, state, key):
+    def forward_pass(self, problem, theta, task, state, key):
+        """The cheap estimator's forward pass."""
+        return self.cheap.forward_pass(problem, theta, task, state, jax.random.split(key, 3)[0])
+
+    def backward_pass(self, problem, theta, task, state, key, s_r, residuals):
         """One draw of G_cheap + (ξ/q)(G_exact − G_cheap); the exact branch runs only when ξ = 1."""
-        self.check(problem)
-        g, _, _, _, state, c = debiased_step(problem, theta, task, self.cheap, state, self.exact, self.q, key)
+        g, _, _, _, state, c = debiased_backward(problem, theta, task, self.cheap, state, self.exact, self.q, key,
+                                                 s_r, residuals)
         return g, state, c
 
     def expected_cost(self, r):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from ..cost import cost
-from .base import Estimator, finish, charge_v, outer_cotangents, with_finite_flag
+from .base import TwoPass, charge_v, finish, outer_cotangents, with_finite_flag
 
 
 def first_order(problem, theta, task, s_r):
@@ -18,16 +18,19 @@ def first_order(problem, theta, task, s_r):
 
 
 @dataclass(frozen=True)
-class FOM(Estimator):
+class FOM(TwoPass):
     """The first-order method (Likhosherstov et al. 2021 Alg. 3): run the r inner steps, then
     G_FO = ∂L_out/∂θ + (∂V/∂θ)ᵀ ∂L_out/∂φ at φ_r. Biased, O(1) memory; cost r + 1 gradient
     evaluations (+ one JVP of V when V depends on θ)."""
 
     name: ClassVar[str] = "fom"
 
-    def estimate(self, problem, theta, task, state, key):
+    def forward_pass(self, problem, theta, task, state, key):
+        """The r inner steps, nothing stored."""
+        return problem.run(theta, task), None
+
+    def backward_pass(self, problem, theta, task, state, key, s_r, residuals):
         """G_FO of eq. 10-11 with its Cost."""
-        s_r = problem.run(theta, task)
         g, _ = first_order(problem, theta, task, s_r)
         c = self.expected_cost(problem.steps)
         return g, state, with_finite_flag(g, charge_v(c, problem, theta, task), s_r)

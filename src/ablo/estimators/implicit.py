@@ -33,10 +33,11 @@ from typing import ClassVar, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from ..cost import cost
 from ..linear_solvers import CG, FixedPoint, Neumann, check_int, check_positive, tree_norm
-from .base import Estimator, tree_sub, with_finite_flag
+from .base import TwoPass, tree_sub, with_finite_flag
 
 tree_map = jax.tree_util.tree_map
 
@@ -68,7 +69,7 @@ def mixed_product(problem, theta, phi, task, v):
 
 
 @dataclass(frozen=True)
-class AID(Estimator):
+class AID(TwoPass):
     """AID-BiO (Ji et al. 2021 Alg. 1) with a linear solver value, e.g.
     ``AID(CG(tol=1e-10, maxiter=10), warm_start=True)``. ``warm_start`` switches both warm
     starts (y and v)."""
@@ -82,9 +83,10 @@ class AID(Estimator):
         return f"aid-{getattr(self.solver, 'kind', 'custom')}"
 
     def __post_init__(self):
-        if not callable(self.solver):
-            raise ValueError(f"solver must be a linear solver value such as CG(), Neumann() or FixedPoint(); "
-                             f"got {self.solver!r}")
+        if not callable(self.solver) or not callable(getattr(self.solver, "max_matvecs", None)):
+            raise ValueError(f"solver must be a linear solver value such as CG(), Neumann() or FixedPoint(): a "
+                             f"callable (matvec, b, x0) -> (x, SolveInfo) with a method max_matvecs(warm_start) "
+                             f"giving its most products A v per solve; got {self.solver!r}")
         if not isinstance(self.warm_start, bool):
             raise ValueError(f"warm_start must be True or False; got {self.warm_start!r}")
 
@@ -102,13 +104,17 @@ class AID(Estimator):
         """Solve ∇²_φ L_in v = ∇_φ L_out with the solver value from ``x0`` (the warm start v)."""
         return self.solver(matvec, b, x0)
 
-    def estimate(self, problem, theta, task, state, key):
-        """Alg. 1 of Ji et al. 2021: r inner steps from y_{k−1} (warm start), v from the linear
-        solver (eq. 3), hypergradient ∇_θ L_out − ∇²_θφ L_in v. Cost: r + 1 gradients, solver
-        matvecs + 1 HVPs; the state carries y_k, v and the solver's report."""
-        T = problem.steps
+    def forward_pass(self, problem, theta, task, state, key):
+        """r inner steps from y_{k−1} (the warm start) or from the problem's start."""
         s0 = problem.optimizer.init(state.phi) if self.warm_start else problem.initial_state(theta, task)
-        phi = problem.optimizer.params(problem.run(theta, task, 0, T, s0))
+        return problem.run(theta, task, 0, problem.steps, s0), None
+
+    def backward_pass(self, problem, theta, task, state, key, s_r, residuals):
+        """Alg. 1 of Ji et al. 2021 after the inner steps: v from the linear solver (eq. 3),
+        hypergradient ∇_θ L_out − ∇²_θφ L_in v. Cost: r + 1 gradients, solver matvecs + 1 HVPs;
+        the state carries y_k, v and the solver's report."""
+        T = problem.steps
+        phi = problem.optimizer.params(s_r)
         f_theta, f_phi, matvec = implicit_parts(problem, theta, phi, task, task)
         v, info = self.solve(matvec, f_phi, state.v if self.warm_start else None, state.step)
         g = tree_sub(f_theta, mixed_product(problem, theta, phi, task, v))
@@ -124,9 +130,8 @@ class AID(Estimator):
     def expected_cost(self, r):
         """An upper bound: r + 1 gradient evaluations and the solver's matvec cap + 1 HVPs (CG
         stops early at its tolerance; the cost record holds the matvecs actually run)."""
-        s = self.solver
-        cap = {CG: lambda: s.maxiter, Neumann: lambda: s.Q, FixedPoint: lambda: s.N - 1}[type(s)]()
-        return cost(grad_evals=r + 1, hvps=cap + int(self.warm_start) + 1, states=1)
+        cap = self.solver.max_matvecs(warm_start=self.warm_start)
+        return cost(grad_evals=r + 1, hvps=cap + 1, states=1)
 
 
 class HOAGState(NamedTuple):
@@ -175,7 +180,7 @@ class HOAG(AID):
 
     def __post_init__(self):
         check_positive("tol", self.tol, " (initial CG tolerance ε_0 of HOAG)")
-        if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float)) or not 0 < self.decay < 1:
+        if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float, np.integer, np.floating)) or not 0 < self.decay < 1:
             raise ValueError(f"decay must be in (0, 1) (ε_k = tol * decay^k, summable); got {self.decay!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..cost import cost
 from ..linear_solvers import check_int, check_positive
-from .base import Estimator, tree_sub, with_finite_flag
+from .base import Estimator, TwoPass, tree_sub, with_finite_flag
 from .implicit import mixed_product
 
 tree_map = jax.tree_util.tree_map
@@ -95,6 +95,7 @@ class StochasticState(NamedTuple):
 class _Stochastic(Estimator):
     inner_part: Part = "train"
     outer_part: Part = "val"
+    needs_key: ClassVar[bool] = True
 
     def hvp(self, problem, theta, phi, task, key, size, v):
         """∇²_φ G(θ, φ; B) v on a fresh batch B of ``size`` examples (one HVP)."""
@@ -122,7 +123,7 @@ class _Stochastic(Estimator):
 
 
 @dataclass(frozen=True)
-class StocBiO(_Stochastic):
+class StocBiO(TwoPass, _Stochastic):
     """stocBiO (Ji et al. 2021 Alg. 2-3). Per call: T = r inner SGD steps on batches of ``inner_batch``
     (warm-started from y_{k−1}^T), v_0 = ∇_y F(D_F), then eq. 5 as Alg. 3 computes it,
 
@@ -153,7 +154,7 @@ class StocBiO(_Stochastic):
         for name in ("inner_batch", "outer_batch", "hess_batch", "jvp_batch"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 1)
-        if isinstance(self.hess_decay, bool) or not isinstance(self.hess_decay, (int, float)) \
+        if isinstance(self.hess_decay, bool) or not isinstance(self.hess_decay, (int, float, np.integer, np.floating)) \
                 or not 0 < self.hess_decay <= 1:
             raise ValueError(f"hess_decay must be in (0, 1] (|B_(Q-j)| ~ hess_batch * hess_decay^j); "
                              f"got {self.hess_decay!r}")
@@ -183,14 +184,19 @@ class StocBiO(_Stochastic):
             samples += size * (j1 - j0)
         return tree_map(lambda a: self.eta * a, acc), samples
 
-    def estimate(self, problem, theta, task, state, key):
-        """Alg. 2 of Ji et al. 2021: T mini-batch SGD steps from the warm start, the Neumann
-        estimate v (Alg. 3, eq. 5-6) over independent batches, then ∇_θ f − ∇²_θy g v on one more
-        batch. Cost: T + 1 gradients, Q + 1 HVPs, the samples drawn."""
-        k_in, k_f, k_h, k_g = jax.random.split(key, 4)
-        T, S = problem.steps, self.size("inner_batch")
+    def forward_pass(self, problem, theta, task, state, key):
+        """Alg. 2 of Ji et al. 2021 lines 4-7: T mini-batch SGD steps from the warm start."""
         s0 = problem.optimizer.init(state.inner) if self.warm_start else problem.initial_state(theta, task)
-        phi = problem.optimizer.params(self.sgd(problem, theta, task, s0, k_in, 0, T, S))
+        k_in = jax.random.split(key, 4)[0]
+        return self.sgd(problem, theta, task, s0, k_in, 0, problem.steps, self.size("inner_batch")), None
+
+    def backward_pass(self, problem, theta, task, state, key, s_r, residuals):
+        """Alg. 2 of Ji et al. 2021 after the inner steps: the Neumann estimate v (Alg. 3,
+        eq. 5-6) over independent batches, then ∇_θ f − ∇²_θy g v on one more batch. Cost: T + 1
+        gradients, Q + 1 HVPs, the samples drawn."""
+        _, k_f, k_h, k_g = jax.random.split(key, 4)
+        T, S = problem.steps, self.size("inner_batch")
+        phi = problem.optimizer.params(s_r)
         f_theta, v0 = self.outer_grads(problem, theta, phi, task, k_f, self.size("outer_batch"))
         v, hess_samples = self.neumann(problem, theta, phi, task, k_h, v0)
         g = self.hypergradient(problem, theta, phi, task, k_g, f_theta, v, self.size("jvp_batch"))
@@ -267,7 +273,7 @@ class BSA(_SingleSample):
     def __post_init__(self):
         super().__post_init__()
         check_positive("t0", self.t0, " (inner steps T_k = t0 (k+1)^power)")
-        if isinstance(self.power, bool) or not isinstance(self.power, (int, float)) or self.power < 0:
+        if isinstance(self.power, bool) or not isinstance(self.power, (int, float, np.integer, np.floating)) or self.power < 0:
             raise ValueError(f"power must be a number >= 0 (inner steps T_k = t0 (k+1)^power); got {self.power!r}")
 
     def init(self, problem, theta, task):
@@ -322,7 +328,7 @@ class TTSA(_SingleSample):
         super().__post_init__()
         for name in ("inner_decay", "outer_decay"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must be a number in [0, 1] (step size ∝ (k+1)^-{name}); got {value!r}")
 
     def inner_steps_for(self, r):

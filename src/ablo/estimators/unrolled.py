@@ -29,11 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..cost import cost
-from .base import (Estimator, charge_v, finish, outer_cotangents, reverse_over, run_storing, step_vjp, tree_add, v_jvps,
+from .base import (TwoPass, charge_v, finish, outer_cotangents, reverse_over, run_storing, step_vjp, tree_add, v_jvps,
                    with_finite_flag)
 
 
-class ExactUnrolled(Estimator):
+class ExactUnrolled(TwoPass):
     """An exact reverse-mode estimator split into a forward and a backward half, so that
     UFOM can share the forward pass with FOM (Likhosherstov et al. 2021 Alg. 4)."""
 
@@ -54,10 +54,12 @@ class ExactUnrolled(Estimator):
         c = self.backward_cost(r)
         return c._replace(grad_evals=c.grad_evals + r + 1)
 
-    def estimate(self, problem, theta, task, state, key):
-        """Forward half, outer gradient, backward half: the exact hypergradient and its Cost."""
-        self.check(problem)
-        s_r, aux = self.forward(problem, theta, task)
+    def forward_pass(self, problem, theta, task, state, key):
+        """The forward half."""
+        return self.forward(problem, theta, task)
+
+    def backward_pass(self, problem, theta, task, state, key, s_r, aux):
+        """Outer gradient, backward half: the exact hypergradient and its Cost."""
         b_theta, b_s = outer_cotangents(problem, theta, s_r, task)
         g = self.backward(problem, theta, task, aux, b_theta, b_s)
         c = self.expected_cost(problem.steps)
@@ -200,7 +202,7 @@ class Checkpointed(ExactUnrolled):
 
 
 @dataclass(frozen=True)
-class Truncated(Estimator):
+class Truncated(TwoPass):
     """K-step truncated reverse mode, K-RMD (Shaban et al. 2019 eq. 8): back-propagate through the last
     K steps only and close with V's Jacobian at the truncation point, so K = r is exact and
     K = 0 is FOM (with V constant this is eq. 8 verbatim). Memory O(K), time O(r + K)."""
@@ -212,12 +214,14 @@ class Truncated(Estimator):
         if isinstance(self.K, bool) or not isinstance(self.K, (int, np.integer)) or not 0 <= self.K <= problem.steps:
             raise ValueError(f"K (truncation depth) must be an integer in [0, r] = [0, {problem.steps}]; got {self.K!r}")
 
-    def estimate(self, problem, theta, task, state, key):
-        """K-RMD of eq. 8: r forward steps, reverse through the last K, close with V's Jacobian."""
-        self.check(problem)
+    def forward_pass(self, problem, theta, task, state, key):
+        """r − K steps, then K steps storing their inputs."""
         r, K = problem.steps, int(self.K)
-        s = problem.run(theta, task, 0, r - K)
-        s_r, states = run_storing(problem, theta, task, s, r - K, K)
+        return run_storing(problem, theta, task, problem.run(theta, task, 0, r - K), r - K, K)
+
+    def backward_pass(self, problem, theta, task, state, key, s_r, states):
+        """K-RMD of eq. 8: reverse through the last K steps, close with V's Jacobian."""
+        r, K = problem.steps, int(self.K)
         b_theta, b_s = outer_cotangents(problem, theta, s_r, task)
         if K > 0:
             b_theta, b_s = reverse_over(problem, theta, task, states, r - K, b_theta, b_s)
@@ -230,7 +234,7 @@ class Truncated(Estimator):
 
 
 @dataclass(frozen=True)
-class Forward(Estimator):
+class Forward(TwoPass):
     """Forward mode, FMD (Shaban et al. 2019 eq. 7): Z_j = Z_{j−1}A_j + B_j, the Jacobian ds_j/dθ, carried
     along the inner loop as dim θ tangents of the state (``jax.jvp`` of each step under ``vmap``
     over the directions, inside the ``lax.scan``), from Z_0 = ∂s_0/∂θ; then
@@ -241,8 +245,8 @@ class Forward(Estimator):
 
     name: ClassVar[str] = "forward"
 
-    def estimate(self, problem, theta, task, state, key):
-        """FMD of eq. 7: Z carried through the loop as dim θ tangents, then ∂_θL_out + Z ∂_φL_out."""
+    def forward_pass(self, problem, theta, task, state, key):
+        """FMD of eq. 7: (s_r, Z_r), Z carried through the loop as dim θ tangents."""
         flat, unravel = jax.flatten_util.ravel_pytree(theta)
         n = flat.shape[0]
         basis = jax.vmap(unravel)(jnp.eye(n, dtype=flat.dtype))
@@ -260,8 +264,13 @@ class Forward(Estimator):
             return push(lambda th, s_: split(problem.step(th, join(s_, ints), t, task)), theta, s)(basis, Z), None
 
         (s_r, Z, ints), _ = jax.lax.scan(body, (s0, Z, ints), jnp.arange(problem.steps))
-        s_r = join(s_r, ints)
-        Z = [z for z, k in zip(Z, real) if k]
+        return join(s_r, ints), [z for z, k in zip(Z, real) if k]
+
+    def backward_pass(self, problem, theta, task, state, key, s_r, Z):
+        """d_θ = ∂_θL_out + Z_r ∂_sL_out."""
+        flat, unravel = jax.flatten_util.ravel_pytree(theta)
+        n = flat.shape[0]
+        real = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in jax.tree_util.tree_leaves(s_r)]
         b_theta, b_s = outer_cotangents(problem, theta, s_r, task)
         b_real = [b for b, k in zip(jax.tree_util.tree_leaves(b_s), real) if k]
         along = jax.vmap(lambda z: sum(jnp.vdot(b, zi) for b, zi in zip(b_real, z)))(Z)

@@ -10,10 +10,11 @@ linear system at y_k^T, eq. 3). :class:`WarmStart` adds this to any estimator ``
 state holds φ = y_{k−1}^T and the base's own state; each call hands ``base`` the problem with
 V(θ, T) = φ (so V does not depend on θ) and keeps the new y_k^T for the next call.
 
-Where y_k^T comes from. An :class:`~ablo.estimators.unrolled.ExactUnrolled` base (``Reverse``,
-``Recompute``, ``Checkpointed``) is split into its forward and backward halves and its forward
-pass's s_r is kept: no extra work. Any other base is called whole and y_k^T is recomputed by
-one more inner run of r steps, charged as r gradient evaluations in the Cost.
+Where y_k^T comes from: the base's ``forward_pass`` (its inner loop) gives s_r, which is kept,
+and its ``backward_pass`` the estimate. For every estimator of this package that is no extra
+work; an estimator that implements ``estimate`` only is called whole after one more inner run
+of r steps (the default passes of :class:`~ablo.estimators.base.Estimator`), charged as r
+gradient evaluations in the Cost.
 
 The warm start assumes one task per outer step (the dataset of Ji et al. 2021's experiments): with a
 meta-batch of several tasks :meth:`Estimator.estimate_batch` averages the tasks' iterates.
@@ -25,11 +26,10 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..cost import cost
 from ..problem import constant_init
-from .base import Estimator, charge_v, outer_cotangents, with_finite_flag
+from .base import Estimator, TwoPass, with_finite_flag
 from .implicit import AID, aid_cg
-from .unrolled import ExactUnrolled, Reverse
+from .unrolled import Reverse
 
 
 class WarmState(NamedTuple):
@@ -40,10 +40,10 @@ class WarmState(NamedTuple):
 
 
 @dataclass(frozen=True)
-class WarmStart(Estimator):
+class WarmStart(TwoPass):
     """``base`` run from the previous outer step's inner iterate (Ji et al. 2021 Alg. 1 line 3).
-    ``WarmStart(Reverse())`` is ITD-BiO (registered as ``itd-bio``). Cost: the base's, plus r
-    gradient evaluations for a base that is not ExactUnrolled (the inner run giving y_k^T)."""
+    ``WarmStart(Reverse())`` is ITD-BiO (registered as ``itd-bio``). Cost: the base's (plus r
+    gradient evaluations for a base without its own forward pass)."""
 
     base: Estimator = field(default_factory=Reverse)
 
@@ -61,7 +61,13 @@ class WarmStart(Estimator):
 
     @property
     def random_branch(self) -> bool:
+        """The base's."""
         return self.base.random_branch
+
+    @property
+    def needs_key(self) -> bool:
+        """The base's."""
+        return self.base.needs_key
 
     def check(self, problem) -> None:
         self.base.check(problem)
@@ -74,20 +80,19 @@ class WarmStart(Estimator):
     def describe_state(self, state) -> dict:
         return self.base.describe_state(state.base)
 
-    def estimate(self, problem, theta, task, state, key):
-        """The base's estimate on the problem started at the carried y_{k−1}^T; the new state
-        carries this call's y_k^T."""
-        self.check(problem)
-        warm = dataclasses.replace(problem, init=constant_init(state.phi))
-        if isinstance(self.base, ExactUnrolled):
-            s_r, aux = self.base.forward(warm, theta, task)
-            g = self.base.backward(warm, theta, task, aux, *outer_cotangents(warm, theta, s_r, task))
-            c = with_finite_flag(g, charge_v(self.base.expected_cost(warm.steps), warm, theta, task), s_r)
-            return g, WarmState(warm.optimizer.params(s_r), state.base), c
-        g, base_state, c = self.base.estimate(warm, theta, task, state.base, key)
-        s_r = warm.run(theta, task)
-        c = with_finite_flag(g, c + cost(grad_evals=warm.steps), s_r)
-        return g, WarmState(warm.optimizer.params(s_r), base_state), c
+    def warm(self, problem, state):
+        """The problem started at the carried y_{k−1}^T (V independent of θ)."""
+        return dataclasses.replace(problem, init=constant_init(state.phi))
+
+    def forward_pass(self, problem, theta, task, state, key):
+        """The base's forward pass from the carried y_{k−1}^T."""
+        return self.base.forward_pass(self.warm(problem, state), theta, task, state.base, key)
+
+    def backward_pass(self, problem, theta, task, state, key, s_r, residuals):
+        """The base's backward pass; the new state carries this call's y_k^T = params(s_r)."""
+        warm = self.warm(problem, state)
+        g, base_state, c = self.base.backward_pass(warm, theta, task, state.base, key, s_r, residuals)
+        return g, WarmState(warm.optimizer.params(s_r), base_state), with_finite_flag(g, c, s_r)
 
 
 def itd_bio() -> WarmStart:
