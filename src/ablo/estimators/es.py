@@ -63,6 +63,7 @@ class ES(Estimator):
     sigma: float = 1e-3
     pairs: int = 8
     name: ClassVar[str] = "es"
+    needs_key: ClassVar[bool] = True
     traced: ClassVar[tuple] = ("sigma",)
 
     def __post_init__(self):
@@ -114,6 +115,7 @@ class PES(Estimator):
     pairs: int = 8
     K: Optional[int] = None
     name: ClassVar[str] = "pes"
+    needs_key: ClassVar[bool] = True
     traced: ClassVar[tuple] = ("sigma",)
     not_in_solve: ClassVar[str] = ("its particles and perturbation sums are carried from call to call (one window per "
                                   "call); use the explicit API with state, or es for a whole run per call")

@@ -151,6 +151,7 @@ class Telescope(Estimator):
     form: str = "single"
     name: ClassVar[str] = "telescope"
     random_branch: ClassVar[bool] = True
+    needs_key: ClassVar[bool] = True
     traced: ClassVar[tuple] = ("probs",)
 
     def __post_init__(self):
@@ -226,6 +227,7 @@ class AdaptiveTelescope(Estimator):
     p_min: float = 0.02
     name: ClassVar[str] = "adaptive-telescope"
     random_branch: ClassVar[bool] = True
+    needs_key: ClassVar[bool] = True
     traced: ClassVar[tuple] = ("beta", "p_min")
     not_in_solve: ClassVar[str] = ("its probabilities come from statistics carried from call to call; use the explicit "
                                   "API (ablo.hypergradient_batch with state), or telescope with probs you choose")
