@@ -69,13 +69,6 @@ def test_hierarchy_order_groups_newsgroups_by_prefix():
                    "talk.religion.misc", "alt.atheism", "misc.forsale", "soc.religion.christian"]
 
 
-def test_plot_order_puts_K_rmd_in_numeric_order_with_full_rmd_as_K_equal_T():
-    specs = ["fom", "reverse", "truncated-25", "ufom", "truncated-1", "truncated-5"]
-    assert ti.plot_order(specs, 100) == ["truncated-1", "truncated-5", "truncated-25", "reverse", "fom", "ufom"]
-    assert [ti.method_label(s, 100) for s in ("truncated-5", "reverse", "truncated-100")] == [
-        "5-RMD", "full RMD (K = T = 100)", "100-RMD (= full RMD)"]
-
-
 def test_balanced_split_is_disjoint_and_balanced():
     y = np.repeat(np.arange(ti.CLASSES), 7)
     tr, va = ti.balanced_split(y, 3, np.random.default_rng(0))

@@ -51,7 +51,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import jax
@@ -59,16 +58,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import Experiment, RunContext, register
-from ._notes import smoke_note, smoke_option
-from .hypercleaning import curve_rows
-from .. import estimators, inner, outer
+from . import Experiment, Result, RunContext, register
+from ._notes import paired_note, seeds_note, smoke_note, smoke_option
+from .. import inner, outer
 from ..meta import Reptile, maml, merge_support_query
 from ..models import convnet_apply, convnet_init, cross_entropy
 from ..problem import BilevelProblem
-from ..results import write_csv, write_markdown, write_summary
+from ..results import number
 from ._paper import fewshot_figures_withheld, reference
-from .config import ConfigError, ExperimentConfig, option
+from .config import ConfigError, ExperimentConfig, estimator, option
+from .plots import plot_curves
 
 NAME = "fewshot"
 #: Classes held out for testing on scikit-learn digits (7, 8, 9): the most ways without data_dir.
@@ -97,8 +96,10 @@ class Config(ExperimentConfig):
     methods: tuple[str, ...] = option(("fom", "recompute", "ufom", "adaptive-ufom", "reptile"),
                                       "estimator specs (reptile: Nichol et al.'s own protocol, the reptile_* keys)",
                                       estimators=True, min_len=1)
-    seeds: tuple[int, ...] = option((0,), "seeds (network init, tasks, estimator keys)", low=0, unique=True,
+    seeds: tuple[int, ...] = option((1,), "seeds (network init, tasks, estimator keys)", low=0, unique=True,
                                     min_len=1)
+    tuned_seeds: tuple[int, ...] = option((0,), "seeds the settings were chosen on (pre-registration); the seeds a "
+                                          "run reports must differ from them", low=0, unique=True)
     budget_calls: Optional[float] = option(200_000.0, "function calls per method and seed; none = no limit",
                                            low=0, low_open=True)
     outer_steps: Optional[int] = option(None, "outer steps per method and seed; none = no limit", low=1)
@@ -164,7 +165,7 @@ def load_splits(cfg: Config):
 
         train = load_omniglot(cfg.data_dir, "background", cfg.size).images
         test = load_omniglot(cfg.data_dir, "evaluation", cfg.size).images
-        described = {"name": "Omniglot", "dir": str(Path(cfg.data_dir).resolve()), "image_size": cfg.size}
+        described = {"name": "Omniglot", "image_size": cfg.size}
     q = lambda a: np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)
     return q(train), q(test), {**described, "train_classes": len(train), "test_classes": len(test)}
 
@@ -274,7 +275,7 @@ def make_eval(problem: BilevelProblem, sample, chunk: int = 200):
 
 
 # --- experiment ------------------------------------------------------------------------------
-def run(config: Config, ctx: RunContext) -> dict:
+def run(config: Config, ctx: RunContext) -> Result:
     cfg = config.resolved()
     train_imgs, test_imgs, dataset = load_splits(cfg)
     sample_train = make_sampler(train_imgs, cfg.ways, cfg.shots)
@@ -287,7 +288,7 @@ def run(config: Config, ctx: RunContext) -> dict:
     maml_setup = {"problem": problem, "tx": tx, "sampler": sample_train,
                   "evaluate": make_eval(problem, sample_test, chunk)}
     reptile = None
-    if any(isinstance(estimators.parse(spec), Reptile) for spec in cfg.methods):  # its own problem and data
+    if any(estimator(spec).name == Reptile.name for spec in cfg.methods):  # its own problem and data
         reptile = reptile_setup(cfg, train_imgs, test_imgs)
         reptile["evaluate"] = make_eval(reptile["test_problem"], reptile["test_sampler"], chunk)
     rows, curves = [], []
@@ -295,8 +296,8 @@ def run(config: Config, ctx: RunContext) -> dict:
         theta0 = convnet_init(jax.random.PRNGKey(seed), cfg.ways, train_imgs.shape[-1], filters=cfg.filters,
                               blocks=cfg.blocks)
         for spec in cfg.methods:
-            est = estimators.parse(spec)
-            setup = reptile if isinstance(est, Reptile) else maml_setup
+            est = estimator(spec)
+            setup = reptile if est.name == Reptile.name else maml_setup
             evaluate = setup["evaluate"]
             curve_eval = lambda th: evaluate(th, cfg.curve_tasks, jax.random.PRNGKey(7_000 + seed))
             res = outer.run(setup["problem"], est, setup["tx"], theta0, setup["sampler"], key=jax.random.PRNGKey(seed),
@@ -304,100 +305,67 @@ def run(config: Config, ctx: RunContext) -> dict:
                             eval_every_calls=eval_calls, checkpoint_every=cfg.checkpoint_every,
                             **ctx.outer_options(f"{spec} seed {seed}"))
             final = evaluate(res.theta, cfg.eval_tasks, jax.random.PRNGKey(9_000 + seed))
+            qs = [e["q"] for e in res.log if e.get("q") is not None]
             rows.append({"method": spec, "estimator": est.name, "seed": seed, **final, "steps": int(res.steps),
                          "function_calls": float(res.function_calls), "seconds": float(res.seconds),
-                         "mean_q": _mean_of(res.log, "q")})
-            curves += curve_rows(res.log, method=spec, seed=seed)
+                         "mean_q": float(np.mean(qs)) if qs else None})
+            curves += [{"method": spec, "seed": seed, **e} for e in res.log if "test_acc" in e]
     summary_cfg = {**cfg.as_dict(), "dataset": dataset}
-    write_csv(ctx.out / "curves.csv", curves)
-    plot_fewshot(curves, ctx.out / "curves.png", f"few-shot {cfg.shots}-shot {cfg.ways}-way ({dataset['name']})",
-                 cfg.curve_tasks)
-    _write_table(summary_cfg, rows, ctx.out)
-    write_summary(ctx.out, NAME, summary_cfg, rows)
-    return {"experiment": NAME, "config": summary_cfg, "results": rows}
+    plot_curves(curves, ctx.out / "curves.png", x="function_calls", ys=("test_acc",), order=list(cfg.methods),
+                chance={"test_acc": 100.0 / cfg.ways},
+                title=f"few-shot {cfg.shots}-shot {cfg.ways}-way ({dataset['name']}); curve points: {cfg.curve_tasks} "
+                      "held-out tasks each (the table: its own larger set)")
+    table, notes = _table(summary_cfg, rows)
+    return ctx.finish(NAME, summary_cfg, rows, title=f"Few-shot classification ({cfg.shots}-shot {cfg.ways}-way)",
+                      table=table, notes=notes, csv={"curves.csv": curves})
 
 
-def plot_fewshot(curves: list, path: Path, title: str, curve_tasks: int) -> None:
-    """Test accuracy (%) against function calls, one colour per method (thin lines: each seed;
-    thick: their mean where every seed has a point), one legend for every line. The points are
-    evaluated on ``curve_tasks`` held-out tasks, not the final table's tasks (the caption says so)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..results import save_figure
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, method in enumerate(dict.fromkeys(c["method"] for c in curves)):
-        runs = {}
-        for c in curves:
-            if c["method"] == method:
-                runs.setdefault(c["seed"], []).append((c["function_calls"], c["test_acc"]))
-        for seed, pts in runs.items():
-            single = len(runs) == 1
-            ax.plot(*zip(*pts), color=f"C{i}", lw=1.6 if single else 0.8, alpha=1.0 if single else 0.5,
-                    ls="-" if single else ("--", ":", "-.")[seed % 3],
-                    label=method if single else f"{method} seed {seed}")
-        if len(runs) > 1:
-            n = min(len(p) for p in runs.values())  # seeds reach their points at different call counts
-            xs, ys = np.mean([[pt for pt in p[:n]] for p in runs.values()], 0).T
-            ax.plot(xs, ys, color=f"C{i}", lw=2.2, label=f"{method} mean of {len(runs)} seeds (calls averaged too)")
-    ax.set_xlabel("function calls (gradient evaluations + HVPs + JVPs)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title(f"{title}\ncurve points: {curve_tasks} held-out tasks each (the table: its own larger set)",
-                 fontsize=9)
-    save_figure(fig, path)
-
-
-def _mean_of(entries: list, key: str):
-    """Mean of ``key`` over the entries that have it (None when none has)."""
-    vals = [e[key] for e in entries if e.get(key) is not None]
-    return float(np.mean(vals)) if vals else None
-
-
-def _write_table(cfg: dict, rows: list, out_dir: Path) -> None:
+def _table(cfg: dict, rows: list) -> tuple:
+    """(table rows, notes) of results.md: one row per method, means over seeds."""
     groups: dict = {}
     for r in rows:
         groups.setdefault(r["method"], []).append(r)
     table = []
     for method, rs in groups.items():
         acc = np.array([r["test_acc"] for r in rs])
+        qs = [r["mean_q"] for r in rs if r.get("mean_q") is not None]
         table.append({"method": method, "seeds": len(rs), "test_acc": float(acc.mean()),
                       "test_acc_ci95": float(np.mean([r["test_acc_ci95"] for r in rs])),
                       "seed_std": float(acc.std(ddof=1)) if len(rs) > 1 else None,
                       "function_calls": float(np.mean([r["function_calls"] for r in rs])),
-                      "seconds": float(np.mean([r["seconds"] for r in rs])), "mean_q": _mean_of(rs, "mean_q"),
-                      **reference(NAME, cfg, rs[0])})
+                      "seconds": float(np.mean([r["seconds"] for r in rs])),
+                      "mean_q": float(np.mean(qs)) if qs else None, **reference(NAME, cfg, rs[0])})
     d = cfg["dataset"]
-    data = (f"Omniglot from {d['dir']} ({d['train_classes']} background characters for meta-training, "
-            f"{d['test_classes']} evaluation characters held out)" if d["name"] == "Omniglot" else
-            f"scikit-learn digits (classes 0-6 meta-train, 7-9 held out), a smoke-scale stand-in")
-    clip = "" if cfg["clip"] is None else f" with per-entry clipping at ±{cfg['clip']}"
+    data = (f"Omniglot ({d['train_classes']} background characters for meta-training, {d['test_classes']} "
+            "evaluation characters held out)" if d["name"] == "Omniglot" else
+            "scikit-learn digits (classes 0-6 meta-train, 7-9 held out), a smoke-scale stand-in")
+    clip = "" if cfg["clip"] is None else f" with per-entry clipping at ±{number(cfg['clip'])}"
     withheld = fewshot_figures_withheld(cfg)
     paper = ("Likhosherstov et al. 2021, Table 2 (Omniglot 1-shot, 28x28, 64 filters, the paper's budget) is not "
              f"shown: {withheld}." if withheld else "paper_test_acc: Likhosherstov et al. 2021, Table 2 at this "
              "many ways.")
+    budget = " / ".join(x for x in (cfg["budget_calls"] and f"{number(cfg['budget_calls'])} function calls",
+                                    cfg["outer_steps"] and f"{cfg['outer_steps']:,} outer steps") if x)
+    ran = {r["estimator"] for r in rows}
     notes = ([smoke_note(cfg).strip()] if cfg["smoke"] else []) + [
         f"Data: {data}. {cfg['shots']}-shot {cfg['ways']}-way, images {cfg['size']}x{cfg['size']}, conv "
         f"{cfg['blocks']} x {cfg['filters']} filters (stride 2, batch norm, ReLU) + dense, r = {cfg['steps']} inner "
-        f"SGD steps (lr {cfg['inner_lr']}), meta-batch {cfg['meta_batch']}, outer Adam lr {cfg['outer_lr']}{clip}, "
-        f"budget per method and seed: {cfg['budget_calls'] or '-'} function calls / {cfg['outer_steps'] or '-'} "
-        f"outer steps, seeds {list(cfg['seeds'])}; test accuracy over {cfg['eval_tasks']} held-out tasks with a 95% "
-        "interval.",
-        paper + " 'recompute' is the paper's memory-efficient exact estimator."]
-    if any(r["estimator"] == Reptile.name for r in rows):
+        f"SGD steps (lr {number(cfg['inner_lr'])}), meta-batch {cfg['meta_batch']}, outer Adam lr "
+        f"{number(cfg['outer_lr'])}{clip}, budget per method and seed: {budget}; test accuracy over "
+        f"{cfg['eval_tasks']:,} held-out tasks with a 95% interval; chance is {number(100 / cfg['ways'])}%.",
+        seeds_note(cfg), paper + (" 'recompute' is the paper's memory-efficient exact estimator." if "recompute" in ran
+                                  else "")]
+    if len(cfg["seeds"]) > 1 and len(groups) > 1:
+        notes.append(paired_note(rows, "test_acc").strip())
+    if Reptile.name in ran:
         notes.append(
             f"Reptile runs Nichol et al.'s protocol (1-shot 20-way Omniglot settings of their code): "
             f"{cfg['reptile_train_shots']} drawings per class per training task, r = {cfg['steps']} inner "
-            f"{cfg['reptile_inner_optimizer']} steps (Adam: β1 = 0; lr {cfg['reptile_inner_lr']}) on one pass of "
-            f"mini-batches, outer SGD with meta step {cfg['reptile_meta_step']} annealed linearly to 0, meta-batch "
-            f"{cfg['meta_batch']}; evaluated after {cfg['reptile_eval_steps']} inner steps on mini-batches of "
-            f"{cfg['reptile_eval_batch']} support images.")
-    write_markdown(out_dir / "results.md", f"Few-shot classification ({cfg['shots']}-shot {cfg['ways']}-way)", table,
-                   notes="\n\n".join(notes))
+            f"{cfg['reptile_inner_optimizer']} steps (Adam: β1 = 0; lr {number(cfg['reptile_inner_lr'])}) on one pass "
+            f"of mini-batches, outer SGD with meta step {number(cfg['reptile_meta_step'])} annealed linearly to 0, "
+            f"meta-batch {cfg['meta_batch']}; evaluated after {cfg['reptile_eval_steps']} inner steps on mini-batches "
+            f"of {cfg['reptile_eval_batch']} support images.")
+    return table, "\n\n".join(notes)
 
 
 register(Experiment(NAME, run, Config, TINY,

@@ -38,10 +38,8 @@ character prototypes with per-drawing noise), a smoke stand-in only.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import jax
@@ -49,14 +47,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import Experiment, RunContext, register
+from . import Experiment, Result, RunContext, register
 from ._episodes import episode_sampler
-from .config import ConfigError, ExperimentConfig, option
-from .. import estimators, outer
+from ._notes import seeds_note
+from .config import ConfigError, ExperimentConfig, estimator, option
+from .plots import plot_curves
+from .. import outer
 from ..inner import gd
 from ..models import batch_norm, cross_entropy
 from ..problem import BilevelProblem
-from ..results import axis_label, figure_legend, natural_key, save_figure, write_csv, write_markdown, write_summary
+from ..results import natural_key
 
 NAME = "hyper-representation"
 N_CHARACTERS = 1623  # Omniglot: 964 background + 659 evaluation characters
@@ -102,7 +102,9 @@ class Config(ExperimentConfig):
     eval_tasks: int = option(300, "test tasks for the table (paper: 120)", low=2)
     curve_tasks: int = option(60, "of those, the first N evaluate the learning curves", low=2)
     curve_points: int = option(5, "curve evaluations per run", low=1, high=1000)
-    seed: int = option(0, "seed of θ_0, the meta-batches and the estimators' keys", low=0)
+    seed: int = option(1, "seed of θ_0, the meta-batches and the estimators' keys", low=0)
+    tuned_seeds: tuple[int, ...] = option((0,), "seeds the settings were chosen on (pre-registration); the seed a "
+                                          "run reports must differ from them", low=0, unique=True)
 
     def validate(self):
         if len(self.split) != 3:
@@ -122,7 +124,7 @@ class Config(ExperimentConfig):
         for key in ("table_methods", "methods"):
             for spec in getattr(self, key):
                 try:
-                    estimators.parse(spec).check(problem)
+                    estimator(spec).check(problem)
                 except ValueError as e:
                     raise ConfigError(f"{key}: {spec}: {e}") from None
 
@@ -274,7 +276,7 @@ def hypergradient_memory(problem, estimator, theta, task) -> int:
 # --- experiment ------------------------------------------------------------------------------
 def display_name(spec: str, steps: int) -> str:
     """A method's name in tables and legends (001/Ji et al. 2021's names where they have one)."""
-    est = estimators.parse(spec)
+    est = estimator(spec)
     if est.name == "truncated":
         return "Full RMD (T-RMD)" if est.K == steps else f"{est.K}-RMD"
     return {"reverse": "Full RMD", "itd-bio": "ITD-BiO", "aid-cg": "AID-BiO (CG)", "aid-bio": "AID-BiO",
@@ -310,8 +312,7 @@ def plan(cfg: Config) -> list:
     return runs
 
 
-def run(cfg: Config, ctx: RunContext) -> dict:
-    out_dir = ctx.out
+def run(cfg: Config, ctx: RunContext) -> Result:
     images = load_characters(cfg)
     train, val, test = split_characters(images.shape[0], cfg.split, cfg.split_seed)
     sample = {name: episode_sampler(images[idx], cfg.ways, cfg.shots, cfg.queries)
@@ -328,7 +329,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
             evaluators[id(r.problem)] = {s: make_evaluator(r.problem, sample[s], cfg.curve_tasks)
                                          for s in ("test", "val")}
         ev = evaluators[id(r.problem)]
-        est = estimators.parse(r.spec)
+        est = estimator(r.spec)
         curve = lambda theta: {"test_acc": mean_ci(ev["test"](theta, curve_keys))[0]}
         every = (dict(eval_every=max(1, cfg.hyper_iterations // cfg.curve_points)) if r.part == "table4"
                  else dict(eval_every_calls=cfg.budget_calls / cfg.curve_points))
@@ -351,16 +352,20 @@ def run(cfg: Config, ctx: RunContext) -> dict:
         curves += [{"part": r.part, "method": r.name, "hyper_iterations": e["step"],
                     "function_calls": e["function_calls"], "test_acc": e["test_acc"]}
                    for e in res.log if "test_acc" in e]
-    write_csv(out_dir / "results.csv", rows)
-    write_csv(out_dir / "curves.csv", curves)
-    plot_curves(curves, out_dir / "curves.png", cfg)
+    title = (f"Omniglot {cfg.ways}-way {cfg.shots}-shot, hyper-representation (test characters); curves: the first "
+             f"{cfg.curve_tasks} of the table's {cfg.eval_tasks} test tasks, so their last points differ from the table")
+    for part, x, name in (("table4", "hyper_iterations", "curves.png"), ("calls", "function_calls", "curves_calls.png")):
+        pts = [c for c in curves if c["part"] == part]
+        order = list(dict.fromkeys(c["method"] for c in pts))
+        plot_curves(pts, ctx.out / name, x=x, ys=("test_acc",), title=title,
+                    order=sorted(order, key=natural_key) if part == "table4" else order,
+                    chance={"test_acc": 100.0 / cfg.ways})
     cols = ["part", "method", "T", "K", "hyper_iterations", "function_calls", "test_acc", "test_acc_ci95", "val_acc",
             "sec_per_iter", "memory_mb"]
-    write_markdown(out_dir / "results.md", "Hyper-representation, Omniglot 5-way 1-shot (Shaban et al. 2019, §4.3, Ji et al. 2021, §5.2)", rows,
-                   cols, notes(cfg, len(train), len(val), len(test)))
-    summary = write_summary(out_dir, NAME, {**cfg.as_dict(), "characters": {"train": len(train), "validation": len(val),
-                                                                             "test": len(test)}}, rows)
-    return json.loads(summary.read_text())
+    config = {**cfg.as_dict(), "characters": {"train": len(train), "validation": len(val), "test": len(test)}}
+    text = notes(cfg, len(train), len(val), len(test)) + "\n" + seeds_note(cfg)
+    return ctx.finish(NAME, config, rows, title="Hyper-representation, Omniglot 5-way 1-shot (Shaban et al. 2019, "
+                      "§4.3, Ji et al. 2021, §5.2)", columns=cols, notes=text, csv={"results.csv": rows, "curves.csv": curves})
 
 
 def notes(cfg: Config, n_train: int, n_val: int, n_test: int) -> str:
@@ -381,7 +386,7 @@ def notes(cfg: Config, n_train: int, n_val: int, n_test: int) -> str:
             "say); max-pooling stops once a map is 2x2. Outer step size not tuned on the validation characters "
             "(val_acc is reported, not used).\n\n"
             f"test_acc: mean query accuracy over {cfg.eval_tasks} test-character tasks (paper: 120) ± 1.96·sd/√n. "
-            f"Curves (curves.png): test accuracy on the first {cfg.curve_tasks} of those tasks. sec_per_iter excludes "
+            f"Curves (curves.png: Table 4's part, curves_calls.png: equal calls): test accuracy on the first {cfg.curve_tasks} of those tasks. sec_per_iter excludes "
             "compilation and evaluation, on a 2-core CPU shared with other jobs; memory_mb (Table 4 part only) is "
             "XLA's temporary buffer size of one compiled hypergradient (one task). Equal-calls part: "
             f"{cfg.budget_calls:g} function calls each (gradients + HVPs + JVPs as ablo counts them; Likhosherstov et al. 2021 §5 "
@@ -391,34 +396,6 @@ def notes(cfg: Config, n_train: int, n_val: int, n_test: int) -> str:
             "ANIL adapts only the dense layer from θ's head, without regulariser.\n\n"
             "Shaban et al. 2019 Table 4 (Omniglot, T = 50):\n\n| Method | Accuracy | iter. | Sec/iter. |\n|---|---|---|---|\n"
             f"{paper}\n")
-
-
-def plot_curves(curves: list, path: Path, cfg: Config) -> None:
-    """Test accuracy against hyper-iterations (Table 4 part, K in numeric order) and function
-    calls (equal-calls part), one figure legend for every line; the caption says the curves use
-    the first ``curve_tasks`` of the table's ``eval_tasks`` test tasks."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    panels = (("table4", "hyper_iterations", axis_label("hyper_iterations"), "K-RMD at equal hyper-iterations (Table 4)",
-               "o-"),
-              ("calls", "function_calls", axis_label("function_calls"), "equal function calls", "s--"))
-    colors = iter(plt.get_cmap("tab20").colors)  # one color per line across both panels
-    for ax, (part, x, xlabel, title, style) in zip(axes, panels):
-        methods = list(dict.fromkeys(c["method"] for c in curves if c["part"] == part))
-        for method in sorted(methods, key=natural_key) if part == "table4" else methods:  # 1-, 5-, 25-RMD, Full
-            pts = [c for c in curves if c["part"] == part and c["method"] == method]
-            ax.plot([c[x] for c in pts], [c["test_acc"] for c in pts], style, ms=3, color=next(colors),
-                    label=f"{'A' if part == 'table4' else 'B'}: {method}")
-        ax.set(xlabel=xlabel, ylabel=f"test accuracy (%), {cfg.curve_tasks} test tasks", title=title)
-    fig.suptitle(f"Omniglot {cfg.ways}-way {cfg.shots}-shot, hyper-representation (test characters)\n"
-                 f"curves: the first {cfg.curve_tasks} of the table's {cfg.eval_tasks} test tasks, so their last "
-                 "points differ from the table", fontsize=10)
-    figure_legend(fig, ncol=5)
-    save_figure(fig, path)
 
 
 register(Experiment(NAME, run, Config, TINY,

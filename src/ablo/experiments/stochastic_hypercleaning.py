@@ -30,7 +30,6 @@ also tol and cg_cap_hits).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Optional
 
@@ -39,17 +38,16 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import Experiment, RunContext, register
-from .. import estimators
+from . import Experiment, Result, RunContext, register
 from ..curvature import check_step_size
 from ..models import accuracy, cross_entropy, linear_init, mlp_apply
 from ..problem import BilevelProblem
 from ..problems import hypercleaning
-from ..results import write_csv, write_markdown, write_summary
-from ._notes import paper_note, smoke_note, smoke_option
-from ._wallclock import (curve_rows, outer_step_size, plot_curves, protocol_note, result_row, schedule_note,
-                         seeded_split, wallclock_run)
-from .config import ConfigError, ExperimentConfig, option
+from ..results import number
+from ._data import seeded_split
+from ._notes import paper_note, seeds_note, smoke_note, smoke_option
+from ._wallclock import outer_step_size, plot_test_vs_time, protocol_note, result_row, schedule_note, wallclock_run
+from .config import ConfigError, ExperimentConfig, estimator, option
 
 NAME = "stochastic-hypercleaning"
 SINGLE_SAMPLE = ("bsa", "ttsa")  # estimators (by name) whose inner step size is single_sample_inner_lr
@@ -62,8 +60,10 @@ class Config(ExperimentConfig):
                                       "estimator specs compared", estimators=True, min_len=1)
     corruptions: tuple[float, ...] = option((0.1, 0.2, 0.4), "label corruption rates p (Ji et al. 2021 Fig. 4: 0.1 "
                                             "and 0.2)", low=0, high=1, min_len=1, unique=True)
-    seeds: tuple[int, ...] = option((0,), "seeds: each draws the splits, the corruption and the batches", low=0,
+    seeds: tuple[int, ...] = option((1,), "seeds: each draws the splits, the corruption and the batches", low=0,
                                     min_len=1, unique=True)
+    tuned_seeds: tuple[int, ...] = option((0,), "seeds the settings were chosen on (pre-registration); the seeds a "
+                                          "run reports must differ from them", low=0, unique=True)
     DATASET = "mnist"  # data_dir defaults to the fetched mnist (config.build)
     data_dir: Optional[str] = option(None, "folder holding mnist/ (none: scikit-learn digits)")
     n_train: int = option(20_000, "MNIST: training images (corrupted)", low=1)
@@ -127,7 +127,7 @@ def load(cfg: Config, seed: int) -> tuple:
     d = load_mnist(cfg.data_dir)
     x, y = d["train"]
     tr, va = seeded_split(len(y), (cfg.n_train, cfg.n_val), seed)
-    desc = (f"MNIST from {cfg.data_dir}: {len(tr)} train / {len(va)} validation (random, from the 60,000 "
+    desc = (f"MNIST: {len(tr)} train / {len(va)} validation (random, from the 60,000 "
             f"training images) / {len(d['test'][1])} test images")
     return unit_rows(x[tr]), y[tr], unit_rows(x[va]), y[va], unit_rows(d["test"][0]), d["test"][1], desc
 
@@ -161,8 +161,8 @@ def prepare(cfg: Config, seed: int, methods: dict) -> tuple:
     return problems, tasks, jnp.asarray(x_te), jnp.asarray(y_te), description
 
 
-def run(cfg: Config, ctx: RunContext) -> dict:
-    methods = {spec: estimators.parse(spec) for spec in cfg.methods}
+def run(cfg: Config, ctx: RunContext) -> Result:
+    methods = {spec: estimator(spec) for spec in cfg.methods}
     data = {seed: prepare(cfg, seed, methods) for seed in cfg.seeds}  # step sizes checked before any run
     rows, curves = [], []
     total = len(methods) * len(cfg.seeds) * len(cfg.corruptions)
@@ -179,24 +179,24 @@ def run(cfg: Config, ctx: RunContext) -> dict:
                                              steps=cfg.outer_steps, eval_every=cfg.eval_every, evaluate=evaluate,
                                              ctx=ctx, label=f"{NAME} {spec} p {p:g} seed {seed}")
                     rows.append(result_row(curve, r, method=spec, p=p, seed=seed))
-                    curves.append(dict(method=spec, p=p, seed=seed, points=curve))
+                    curves += [{"method": spec, "p": p, "seed": seed, **point} for point in curve]
                     advance(1)
-    write_csv(ctx.out / "curves.csv", curve_rows(curves, ("method", "p", "seed")))
     real = cfg.data_dir is not None
     for p in cfg.corruptions:
-        plot_curves([c for c in curves if c["p"] == p], ctx.out / f"test_vs_time_p{p:g}.png",
-                    f"Hypercleaning on {'MNIST' if real else 'digits'}, corruption p = {p:g}")
-    smoke = smoke_note(cfg)
+        plot_test_vs_time([c for c in curves if c["p"] == p], ctx.out / f"test_vs_time_p{p:g}.png",
+                          f"Hypercleaning on {'MNIST' if real else 'digits'}, corruption p = {p:g}")
     paper = paper_note(PAPER_NOTE, "Ji et al. 2021 Figure 4", "MNIST", real, cfg.smoke)
-    protocol = (f"T = {cfg.inner_steps} inner steps (lr {cfg.inner_lr}; BSA/TTSA {cfg.single_sample_inner_lr}), "
-                f"warm-started by every method that carries its iterate, outer Adam (lr {cfg.outer_lr}), C_r = "
-                f"{cfg.l2}; methods {', '.join(methods)}. {schedule_note(methods.values())}")
-    notes = (f"{smoke}Data: {description}; labels corrupted with probability p.\n\nProtocol: {protocol} "
-             f"{protocol_note(cfg)}\n\n{paper}\n\nCurves: curves.csv; plots: test_vs_time_p*.png.")
-    write_markdown(ctx.out / "results.md", "Stochastic data hypercleaning (Ji et al. 2021 §A.2)", rows,
-                   ["method", "p", "seed", "test_loss", "test_acc", "steps", "seconds", "function_calls", "tol",
-                    "cg_cap_hits"], notes)
-    return json.loads(write_summary(ctx.out, NAME, {**cfg.as_dict(), "data": description}, rows).read_text())
+    single = [spec for spec, est in methods.items() if est.name in SINGLE_SAMPLE]
+    protocol = (f"T = {cfg.inner_steps} inner steps (lr {number(cfg.inner_lr)}"
+                + (f"; {', '.join(single)}: {number(cfg.single_sample_inner_lr)}" if single else "")
+                + f"), warm-started by every method that carries its iterate, outer Adam (lr {number(cfg.outer_lr)}), "
+                f"C_r = {number(cfg.l2)}; methods {', '.join(methods)}. {schedule_note(methods.values())}")
+    notes = (f"{smoke_note(cfg)}Data: {description}; labels corrupted with probability p.\n\nProtocol: {protocol} "
+             f"{protocol_note(cfg)} {seeds_note(cfg)}\n\n{paper}\n\nCurves: curves.csv; plots: test_vs_time_p*.png.")
+    return ctx.finish(NAME, {**cfg.as_dict(), "data": description}, rows,
+                      title="Stochastic data hypercleaning (Ji et al. 2021 §A.2)",
+                      columns=["method", "p", "seed", "test_loss", "test_acc", "steps", "seconds", "function_calls",
+                               "tol", "cg_cap_hits"], notes=notes, csv={"curves.csv": curves})
 
 
 register(Experiment(NAME, run, Config, TINY, "MNIST hypercleaning, 20,000 images, p = 0.1 / 0.2 / 0.4: stocBiO vs BSA, "

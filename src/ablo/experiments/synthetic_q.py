@@ -31,32 +31,33 @@ is FOM, run apart.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import estimators, outer
+from .. import outer
 from ..estimators import FOM, UFOM, Reverse
 from ..estimators.debiased import check_exact
 from ..inner import gd
 from ..problem import BilevelProblem
-from ..results import save_figure, write_csv, write_markdown, write_summary
+from ..results import number, save_figure
 from ..theory import bias_variance, cost_model, q_star
-from . import Experiment, RunContext, register
-from . import counterexample
-from ._notes import smoke_note, smoke_option
-from .config import ConfigError, ExperimentConfig, option
+from . import Experiment, Result, RunContext, register
+from ..problems import counterexample
+from ._notes import seeds_note, smoke_note, smoke_option
+from .config import ConfigError, ExperimentConfig, estimator, option
 
 NAME = "synthetic-q"
 
 
 @dataclass(frozen=True)
 class Config(ExperimentConfig):
-    seeds: tuple[int, ...] = option(tuple(range(16)), "seeds: each draws its θ_0 and its tasks", low=0, min_len=1,
-                                    unique=True)
+    seeds: tuple[int, ...] = option(tuple(range(16, 32)), "seeds: each draws its θ_0 and its tasks", low=0,
+                                    min_len=1, unique=True)
+    tuned_seeds: tuple[int, ...] = option(tuple(range(16)), "seeds the settings were chosen on (pre-registration); "
+                                          "the seeds a run reports must differ from them", low=0, unique=True)
     outer_steps: int = option(12_000, "outer SGD steps (rounded down to a multiple of record_every)", low=1,
                               high=10_000_000)
     r: int = option(10, "inner GD steps r", low=1, high=1000)
@@ -92,14 +93,14 @@ class Config(ExperimentConfig):
             if len(v) != 2 or not v[0] <= v[1]:
                 raise ConfigError(f"{key}: give lo, hi with lo <= hi; got {list(v)!r}")
         try:
-            check_exact(estimators.parse(self.exact))
+            check_exact(estimator(self.exact))
         except ValueError as e:
             raise ConfigError(f"exact: {e}") from None
         if self.record_every > self.outer_steps:
             raise ConfigError(f"record_every: {self.record_every} exceeds outer_steps = {self.outer_steps}")
 
 
-TINY = dict(smoke=True, seeds=(0, 1), outer_steps=30, n_alpha=2, q_grid_range=(0.1, 1.0), q_grid_points=2,
+TINY = dict(smoke=True, seeds=(16, 17), outer_steps=30, n_alpha=2, q_grid_range=(0.1, 1.0), q_grid_points=2,
             theta_grid_points=5, record_every=5)
 
 
@@ -177,7 +178,7 @@ def calls_to_target(rms, calls, target):
     return float(calls[hit[0]]) if hit.size else float("inf")
 
 
-def run(cfg: Config, ctx: RunContext) -> dict:
+def run(cfg: Config, ctx: RunContext) -> Result:
     r = cfg.r
     problem = make_problem(r)
     alphas = np.geomspace(cfg.alpha_range[0], cfg.alpha_range[1], cfg.n_alpha)
@@ -186,7 +187,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     # L_in = α f_i with unit GD is GD of size α on f_i: α must be below 2/a_i at every α
     counterexample.check_alpha(counterexample.make_problem(float(alphas[-1]), r),
                                counterexample.stack_tasks(cfg.a, cfg.b, cfg.A), float(alphas[-1]), name="alpha")
-    branch = estimators.parse(cfg.exact)
+    branch = estimator(cfg.exact)
     c_det, c_rnd = cost_model(r, cfg.C1, cfg.C2, exact=branch)
     thetas = jnp.linspace(*cfg.theta_grid_range, cfg.theta_grid_points)
     task_sets = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[make_tasks(cfg.a, cfg.b, cfg.A, al) for al in alphas])
@@ -207,7 +208,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
         positive = qs > 0
         rms_q, calls_q = ufom_sweep(problem, qs[positive], branch, task_sets, theta0, run_keys, cfg, f"{NAME} ufom")
         advance()
-        rms_0, calls_0 = expected_curves(problem, estimators.parse("fom"), task_sets, theta0, run_keys, cfg,
+        rms_0, calls_0 = expected_curves(problem, estimator("fom"), task_sets, theta0, run_keys, cfg,
                                          f"{NAME} fom")
         advance()
     shape = (len(alphas), len(qs), rms_q.shape[-1])
@@ -232,20 +233,20 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     curves = [{"alpha": float(alphas[i_curve]), "q_label": name, "q": float(qs[ng + k]), "step": (s + 1) * every,
                "function_calls": float(calls[i_curve, ng + k, s]), "rms_grad": float(rms[i_curve, ng + k, s])}
               for k, name in enumerate(("q=0", "q*", "q=1")) for s in range(calls.shape[2])]
-    write_csv(ctx.out / "curves.csv", curves)
-    write_csv(ctx.out / "grid_search.csv", grid_rows)
-    write_csv(ctx.out / "d2_v2.csv", [{k: r[k] for k in ("alpha", "D2", "V2", "q_theory", "q_grid")} for r in rows])
     _write_figures(ctx.out, rows, alphas, i_curve, qs[ng:], rms[i_curve, ng:], calls[i_curve, ng:], target)
     c = rows[i_curve]
-    notes = (smoke_note(cfg) + f"UFOM's exact branch: {cfg.exact}. C_det = {c_det}, C_rnd = {c_rnd} (C1 = {cfg.C1}, C2 = {cfg.C2}), eps = "
-             f"{cfg.eps}; target sqrt(E|dM/dθ|²) <= {target}; {len(cfg.seeds)} seeds, {steps} steps, γ_k = "
-             f"{cfg.gamma0}/(k+1). At α = {alphas[i_curve]:.4g}: expected function calls to the target: q = 0: "
-             f"{c['calls_to_target_q0']}, q* = {c['q_theory']:.4f}: {c['calls_to_target_qstar']}, q = 1: "
-             f"{c['calls_to_target_q1']} (inf = never).")
-    write_markdown(ctx.out / "results.md", "Optimal q: theory against grid search (Likhosherstov et al. 2021 Fig. 1d-f)", rows,
-                   ["alpha", "D2", "V2", "q_theory", "q_grid", "calls_to_target_q_grid"], notes=notes)
+    calls_to = lambda v: "never" if not np.isfinite(v) else number(v)
+    notes = (smoke_note(cfg) + f"UFOM's exact branch: {cfg.exact}. C_det = {number(c_det)}, C_rnd = {number(c_rnd)} "
+             f"(C1 = {number(cfg.C1)}, C2 = {number(cfg.C2)}), eps = {number(cfg.eps)}; target sqrt(E|dM/dθ|²) <= "
+             f"{number(target)}; {steps:,} steps, γ_k = {number(cfg.gamma0)}/(k+1). At α = {alphas[i_curve]:.4g}: "
+             f"expected function calls to the target: q = 0: {calls_to(c['calls_to_target_q0'])}, q* = "
+             f"{c['q_theory']:.4f}: {calls_to(c['calls_to_target_qstar'])}, q = 1: {calls_to(c['calls_to_target_q1'])}. "
+             + seeds_note(cfg))
+    d2 = [{k: r[k] for k in ("alpha", "D2", "V2", "q_theory", "q_grid")} for r in rows]
     config_out = {**cfg.as_dict(), "alphas": alphas.tolist(), "C_det": c_det, "C_rnd": c_rnd}
-    return json.loads(write_summary(ctx.out, NAME, config_out, rows).read_text())
+    return ctx.finish(NAME, config_out, rows, title="Optimal q: theory against grid search (Likhosherstov et al. 2021 "
+                      "Fig. 1d-f)", columns=["alpha", "D2", "V2", "q_theory", "q_grid", "calls_to_target_q_grid"],
+                      notes=notes, csv={"curves.csv": curves, "grid_search.csv": grid_rows, "d2_v2.csv": d2})
 
 
 def _write_figures(out_dir, rows, alphas, i_curve, q_curve, rms, calls, target):

@@ -25,7 +25,6 @@ learned_C.png (C averaged over trials, classes grouped by the newsgroup hierarch
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -35,15 +34,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import Experiment, RunContext, register
-from .. import estimators, outer
+from . import Experiment, Result, RunContext, register
+from .. import outer
 from ..curvature import check_step_size
 from ..estimators import Reverse
 from ..inner import gd
 from ..models import accuracy, cross_entropy
 from ..problem import BilevelProblem, constant_init
-from ..results import figure_legend, save_figure, write_csv, write_markdown, write_summary
-from .config import ConfigError, ExperimentConfig, option
+from ..results import figure_legend, save_figure
+from ._notes import seeds_note
+from .config import ConfigError, ExperimentConfig, estimator, option
+from .plots import method_label, method_order
 
 NAME = "task-interaction"
 CLASSES = 20
@@ -81,7 +82,9 @@ class Config(ExperimentConfig):
     B0: float = option(-8.0, "initial entries of B (C_ij = 2 softplus(B0) at the start)", low=-30, high=5)
     nu0: float = option(-8.0, "initial ν (ρ = softplus(ν0) at the start)", low=-30, high=5)
     eval_every: int = option(10, "hyper-iterations between Fig. 6 evaluations", low=1)
-    seed: int = option(0, "seed of the trials' draws and of the estimators' keys", low=0)
+    seed: int = option(1, "seed of the trials' draws and of the estimators' keys", low=0)
+    tuned_seeds: tuple[int, ...] = option((0,), "seeds the settings were chosen on (pre-registration); the seed a "
+                                          "run reports must differ from them", low=0, unique=True)
     synthetic_train: int = option(6000, "generated training pool size (without data_dir)", low=CLASSES)
     synthetic_test: int = option(2000, "generated test set size (without data_dir)", low=CLASSES)
 
@@ -92,7 +95,7 @@ class Config(ExperimentConfig):
         problem = make_problem(self.inner_steps, self.inner_lr)
         for spec in self.methods:
             try:
-                estimators.parse(spec).check(problem)
+                estimator(spec).check(problem)
             except ValueError as e:
                 raise ConfigError(f"methods: {spec}: {e}") from None
 
@@ -157,7 +160,7 @@ def theta0(cfg: Config, classes: int = CLASSES, dtype=jnp.float32) -> dict:
 def load(cfg: Config) -> tuple[dict, list, str]:
     """({"train": (X, y), "test": (X, y)} float32 with rows of norm ``feature_scale``, class names, description)."""
     if cfg.data_dir is None:
-        from .newsgroups import synthetic_corpus
+        from ._data import synthetic_corpus
 
         data = synthetic_corpus(cfg.synthetic_train, cfg.synthetic_test, cfg.max_features, 40, seed=cfg.seed)
         names = [f"class{c:02d}" for c in range(CLASSES)]
@@ -233,28 +236,7 @@ def train(problem, est, cfg: Config, task, test, key, evaluate, ctx: RunContext,
 
 # -- the experiment --------------------------------------------------------------------------
 
-def method_label(spec: str, T: int) -> str:
-    """'1-RMD', 'full RMD (K = T = 100)', 'FOM', ... for legends and tables."""
-    est = estimators.parse(spec)
-    if est.name == "truncated":
-        return f"{est.K}-RMD" if est.K < T else f"{est.K}-RMD (= full RMD)"
-    names = {"reverse": f"full RMD (K = T = {T})", "fom": "FOM", "adaptive-ufom": "Adaptive UFOM"}
-    if est.name == "ufom":
-        return f"UFOM (q = {est.q:g})"
-    return names.get(est.name, spec)
-
-
-def plot_order(specs, T: int) -> list:
-    """K-RMD in numeric order of K (full RMD as K = T), then the other methods as given."""
-    def key(i):
-        est = estimators.parse(specs[i])
-        K = est.K if est.name == "truncated" else T if est.name == "reverse" else None
-        return (0, K, i) if K is not None else (1, 0, i)
-
-    return [specs[i] for i in sorted(range(len(specs)), key=key)]
-
-
-def run(cfg: Config, ctx: RunContext) -> dict:
+def run(cfg: Config, ctx: RunContext) -> Result:
     """Every method on every trial; writes summary.json (one row per method and trial), table3.csv,
     curves.csv, learned_C.csv, fig6.png, learned_C.png and results.md into ``ctx.out``. Cost per
     method and trial: ``outer_steps`` estimates plus ``outer_steps / eval_every + 1`` evaluations."""
@@ -271,10 +253,10 @@ def run(cfg: Config, ctx: RunContext) -> dict:
                       "val": (jnp.asarray(x_pool[va]), jnp.asarray(y_pool[va]))})
     L = max(check_step_size(problem, theta0(cfg), task, cfg.inner_lr) for task in tasks)
 
-    order = plot_order(list(cfg.methods), cfg.inner_steps)
+    order = method_order(list(cfg.methods), cfg.inner_steps)
     rows, curves, learned_C = [], [], {}
     for spec in order:
-        est = estimators.parse(spec)
+        est = estimator(spec)
         evaluate = make_evaluate(problem, est)
         Cs = []
         for trial, task in enumerate(tasks):
@@ -298,19 +280,16 @@ def run(cfg: Config, ctx: RunContext) -> dict:
         learned_C[spec] = np.mean(Cs, 0)
 
     table = aggregate(rows, order)
-    out = ctx.out
-    write_csv(out / "curves.csv", curves)
-    write_csv(out / "table3.csv", table)
-    write_csv(out / "learned_C.csv", [{"method": s, "row": names[i], **{names[j]: float(C[i, j]) for j in range(len(names))}}
-                                      for s, C in learned_C.items() for i in range(len(names))])
-    fig6(out / "fig6.png", curves, order, cfg)
-    heatmap(out / "learned_C.png", learned_C, order, names, cfg)
-    summary = write_summary(out, NAME, {**cfg.as_dict(), "data": description, "inner_L_at_start": L}, rows)
-    write_markdown(out / "results.md", "Task interaction (Shaban et al. 2019 §4.2.2, App. G.2; Table 3, Fig. 6)", table,
-                   ["method", "test_acc_mean", "test_acc_std", "test_acc_best_val_mean", "test_acc_start_mean",
-                    "val_loss_mean", "cosine_mean", "true_grad_norm_mean", "trials", "hyper_iterations",
-                    "sec_per_iter"], notes(cfg, description, L))
-    return json.loads(summary.read_text())
+    fig6(ctx.out / "fig6.png", curves, order, cfg)
+    heatmap(ctx.out / "learned_C.png", learned_C, order, names, cfg)
+    learned = [{"method": s, "row": names[i], **{names[j]: float(C[i, j]) for j in range(len(names))}}
+               for s, C in learned_C.items() for i in range(len(names))]
+    return ctx.finish(NAME, {**cfg.as_dict(), "data": description, "inner_L_at_start": L}, rows,
+                      title="Task interaction (Shaban et al. 2019 §4.2.2, App. G.2; Table 3, Fig. 6)", table=table,
+                      columns=["method", "test_acc_mean", "test_acc_std", "test_acc_best_val_mean",
+                               "test_acc_start_mean", "val_loss_mean", "cosine_mean", "true_grad_norm_mean", "trials",
+                               "hyper_iterations", "sec_per_iter"], notes=notes(cfg, description, L) + " " + seeds_note(cfg),
+                      csv={"curves.csv": curves, "table3.csv": table, "learned_C.csv": learned})
 
 
 def aggregate(rows, order) -> list:
