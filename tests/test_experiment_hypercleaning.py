@@ -15,6 +15,7 @@ import pytest
 
 from ablo import FOM, Reverse
 from ablo import checkpoint as ckpt
+from ablo import outer
 from ablo.experiments import _paper, get
 from ablo.experiments import hypercleaning as hc
 from ablo.experiments.config import ConfigError, build
@@ -171,11 +172,13 @@ def test_model_defaults_are_resolved_in_one_place():
     assert lin.outer_lr is None
     assert build(hc.Config, {"data_dir": "/mnist", "outer_lr": "0.1"}).resolved().first_step_norm is None
     mlp = build(hc.Config, {"model": "mlp"}).resolved()
-    assert mlp.methods == ("recompute", "fom", "adaptive-ufom") and mlp.seeds == (0, 1, 2)
+    assert mlp.methods == ("recompute", "fom", "adaptive-ufom") and mlp.seeds == (3, 4, 5)
+    assert mlp.tuned_seeds == (0, 1, 2) and lin.seeds == (3,)  # pre-registered: reported seeds are fresh
     assert (mlp.n_train, mlp.steps, mlp.pool, mlp.hidden, mlp.budget_calls) == (600, 20, None, 32, 10_000)
     assert (mlp.corruption, mlp.test_set, mlp.decay_bias, mlp.l2, mlp.outer_lr) == ("wrong", "test", False, 1e-3, 0.3)
     assert build(hc.Config, {"model": "mlp", "first_step_norm": "5"}).resolved().outer_lr is None
-    assert build(hc.Config, {"inner_lr": "auto"}).inner_lr is None
+    assert build(hc.Config, {}).inner_lr is None  # auto (1/L) by default: the defaults are never refused
+    assert build(hc.Config, {"inner_lr": "paper"}).inner_lr == hc.PAPER_INNER_LR == 1.0
     assert build(get("demo").config, {}).resolved().methods == ("recompute", "fom", "ufom", "adaptive-ufom")
 
 
@@ -183,7 +186,8 @@ def test_model_defaults_are_resolved_in_one_place():
     ({"model": "cnn"}, "model"), ({"Ks": "1,5"}, "unknown config key 'Ks'"), ({"corrupt": "1.5"}, "corrupt"),
     ({"n_train": "0"}, "n_train"), ({"methods": "truncated-99"}, "methods: truncated-99"),
     ({"methods": "truncated-5.5"}, "truncated-5.5"), ({"hidden": "16"}, "hidden is not used"),
-    ({"pool": "2"}, "pool is not used"), ({"seeds": "0,0"}, "seeds"), ({"inner_lr": "0"}, "inner_lr"),
+    ({"pool": "2"}, "pool is not used"), ({"seeds": "4,4"}, "seeds"), ({"inner_lr": "0"}, "inner_lr"),
+    ({"seeds": "0,3"}, "tuned_seeds"),
     ({"inner_lr": "[1, 2]"}, "inner_lr"), ({"model": "mlp", "hidden": "0"}, "hidden"),
     ({"corruption": "flip"}, "corruption"), ({"test_set": "val"}, "test_set"),
     ({"outer_lr": "0.1", "first_step_norm": "3"}, "first_step_norm"), ({"first_step_norm": "0"}, "first_step_norm")])
@@ -205,7 +209,7 @@ def test_tiny_linear_run_writes_summary_curves_table_and_plot(tmp_path, capsys):
     for r in doc["results"]:
         assert set(hc.ROW_KEYS) <= set(r)
         assert r["steps"] == tiny["outer_steps"] and 0 <= r["test_acc"] <= 100 and 0 <= r["f1"] <= 1
-        assert r["inner_lr"] == 1.0 and 0 < r["L"] < 2.0
+        assert r["inner_lr"] == pytest.approx(1 / r["L"])  # auto by default
     # K-RMD costs r + 1 gradients + K HVPs per step (the start W_0 = 0 does not depend on θ: no JVP)
     r = tiny["steps"]
     assert [row["function_calls"] for row in doc["results"]] == [3 * (r + 1 + K) for K in (1, r)]
@@ -221,6 +225,9 @@ def test_tiny_linear_run_writes_summary_curves_table_and_plot(tmp_path, capsys):
     assert "scikit-learn digits" in md and "MNIST from" not in md
     assert "Shaban et al. 2019, Table 2" in md and "are not shown" in md and "paper_" not in md
     assert (tmp_path / "checkpoints" / "reverse seed 0").is_dir()
+    assert doc["config"]["inner_lr"] == pytest.approx(doc["results"][0]["inner_lr"])  # resolved, with how
+    assert doc["config"]["inner_lr_resolved"].startswith("auto: α = 1/L")
+    assert "Seeds: [0] (a smoke run reports nothing" in md
 
 
 def test_tiny_mlp_run_spends_equal_budgets(tmp_path, capsys):
@@ -229,9 +236,12 @@ def test_tiny_mlp_run_spends_equal_budgets(tmp_path, capsys):
     assert code == 0, err
     doc = json.loads((tmp_path / "summary.json").read_text())
     r = get("hypercleaning").tiny["steps"]
-    per_step = {"fom": r + 2, "recompute": r + 1 + r * (r - 1) // 2 + r + 1}
-    for row in doc["results"]:
-        assert 200 <= row["function_calls"] < 200 + per_step[row["method"]]
+    fom, exact = doc["results"]
+    assert 200 <= exact["function_calls"] < 200 + r + 1 + r * (r - 1) // 2 + r + 1 and exact["stopped"] is None
+    # FOM's hypergradient is exactly 0 here (V, L_out do not depend on θ): θ never moves, the run says so and stops
+    assert fom["steps"] == outer.SATURATED_STEPS and "exactly 0" in fom["stopped"]
+    assert fom["function_calls"] == outer.SATURATED_STEPS * (r + 2) == fom["grad_evals"] + fom["hvps"] + fom["jvps"]
+    assert exact["states"] == 1 and exact["hvps"] > 0  # the whole Cost record reaches summary.json
     assert "Likhosherstov et al. 2021, Table 1" in (tmp_path / "results.md").read_text()
 
 
@@ -247,7 +257,7 @@ def test_every_tiny_run_of_demo_works(tmp_path, capsys):
 def test_step_size_at_or_above_two_over_L_is_refused_with_L(bright_mnist, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = call(["run", "hypercleaning", "--tiny", "--data-dir", str(bright_mnist), "--n-train", "100",
-                         "--n-val", "100", "--out", str(out)], capsys)
+                         "--n-val", "100", "--inner-lr", "paper", "--out", str(out)], capsys)
     assert code == 2 and len(err) == 1, err
     assert "inner_lr = 1 is at or above 2/L" in err[0] and "L = " in err[0] and "1/L" in err[0]
     L = float(err[0].split("(L = ")[1].split(",")[0])
@@ -262,11 +272,11 @@ def test_auto_step_size_is_one_over_L_and_the_results_name_the_data(bright_mnist
     assert code == 0, err
     doc = json.loads((tmp_path / "summary.json").read_text())
     (row,) = doc["results"]
-    assert row["inner_lr"] == pytest.approx(1 / row["L"]) and doc["config"]["inner_lr"] is None
+    assert row["inner_lr"] == pytest.approx(1 / row["L"]) == pytest.approx(doc["config"]["inner_lr"])
     d = doc["config"]["dataset"]
     assert (d["name"], d["train_images"], d["test_images"], d["image_size"]) == ("MNIST", 300, 100, 14)
     md = (tmp_path / "results.md").read_text()
-    assert f"MNIST from {bright_mnist.resolve()}" in md and "300 training / 100 test images" in md
+    assert str(bright_mnist) not in md and "MNIST (300 training / 100 test images" in md  # no machine path
     assert "α = 1/L (inner_lr = auto" in md
     assert "are not shown: they are for 28x28 MNIST with 60000/10000 images" in md
 
@@ -333,10 +343,15 @@ def test_real_mnist_curvature_lets_alpha_one_pass():
     assert alpha == 1.0 and 1.5 < L < 2.0
 
 
-def test_paired_note_reports_per_seed_differences_against_the_first_method():
+def test_paired_note_states_the_difference_with_its_95_percent_interval():
+    from scipy import stats
+
     rows = [{"method": m, "seed": s, "test_acc": a} for m, accs in (("exact", (80, 81, 79)), ("aufom", (81, 81.5, 80)))
             for s, a in enumerate(accs)]
     note = hc.paired_note(rows, "test_acc")
-    se = np.std([1, 0.5, 1], ddof=1) / np.sqrt(3)
-    assert f"aufom − exact: +0.833 ± {se:.2g} (higher on 3 of 3 seeds)" in note
+    half = stats.t.ppf(0.975, 2) * np.std([1, 0.5, 1], ddof=1) / np.sqrt(3)
+    assert f"aufom − exact: +0.833, 95% interval [{0.8333 - half:+.3g}, {0.8333 + half:+.3g}] over 3 seeds" in note
+    assert "(better)" in note and "of 3" not in note  # the interval excludes 0; never "N of N" alone
+    noisy = [dict(r, test_acc=r["test_acc"] + (3 if r["seed"] == 0 and r["method"] == "exact" else 0)) for r in rows]
+    assert "not distinguishable from 0" in hc.paired_note(noisy, "test_acc")
     assert hc.paired_note([r for r in rows if r["method"] == "exact"], "test_acc") == ""  # nothing to pair

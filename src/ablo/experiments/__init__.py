@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
+from .. import outer
 from ..results import jsonable, write_csv, write_markdown, write_summary
 from ..runfolder import RunFolder, checkpoint_dir
 from .config import ExperimentConfig, build
@@ -86,14 +87,17 @@ class RunContext:
     def checkpoint_dir(self, label: str) -> Path:
         return checkpoint_dir(self.out, label)
 
-    def outer_options(self, label: str) -> dict:
-        """Keyword arguments of :func:`ablo.outer.run` for the run called ``label``: its checkpoint
-        folder, resume, the progress bar labelled ``label``, a note saying where a resume starts."""
+    def train(self, label: str, problem, estimator, optimizer, theta0, sampler, **options):
+        """:func:`ablo.outer.run` of the run called ``label`` with this run's checkpoint folder, resume
+        flag and progress bar; notes where a resume starts and why a run stopped before its budget."""
         def resumed(step: int) -> None:
             self.note(f"{label}: resuming from outer step {step}" if step else f"{label}: no checkpoint, starting at step 0")
 
-        return dict(checkpoint_dir=self.checkpoint_dir(label), resume=self.resume, progress=self.progress, label=label,
-                    on_resume=resumed)
+        result = outer.run(problem, estimator, optimizer, theta0, sampler, checkpoint_dir=self.checkpoint_dir(label),
+                           resume=self.resume, progress=self.progress, label=label, on_resume=resumed, **options)
+        if result.stopped:
+            self.note(result.stopped)
+        return result
 
     def finish(self, experiment: str, config: Mapping, rows: Sequence[Mapping], *, title: str,
                table: Optional[Sequence[Mapping]] = None, columns: Optional[Sequence[str]] = None, notes: str = "",

@@ -38,6 +38,8 @@ def seeds_note(cfg) -> str:
     cfg = cfg if isinstance(cfg, dict) else cfg.as_dict()
     reported = cfg.get("seeds") or ([cfg["seed"]] if cfg.get("seed") is not None else [])
     tuned = list(cfg.get("tuned_seeds") or [])
+    if cfg.get("smoke") and not tuned:
+        return f"Seeds: {list(reported)} (a smoke run reports nothing, so no seeds are held out from tuning)."
     chosen = f"settings chosen on seeds {tuned}" if tuned else "no seeds recorded as used to choose the settings"
     return f"Seeds: {chosen} (tuned_seeds); reported on seeds {list(reported)}, disjoint from them."
 

@@ -53,9 +53,8 @@ def wallclock_run(problem, estimator, optimizer, theta0, task, *, key, seconds: 
     state0 = outer.init(problem, estimator, optimizer, theta0, task)
     curve = [{"step": 0, "seconds": 0.0, "function_calls": 0.0, **eval_fn(theta0, state0)}]
     budget = outer.Budget(seconds=seconds, steps=steps)
-    result = outer.run(problem, estimator, optimizer, theta0, lambda k: task, key=key, budget=budget,
-                       log_every=eval_every, eval_fn=eval_fn, eval_every=eval_every, log_losses=False,
-                       **ctx.outer_options(label))
+    result = ctx.train(label, problem, estimator, optimizer, theta0, lambda k: task, key=key, budget=budget,
+                       log_every=eval_every, eval_fn=eval_fn, eval_every=eval_every, log_losses=False)
     names = [k for k in curve[0] if k not in ("step", "seconds", "function_calls")]
     curve += [{"step": e["step"], "seconds": e["seconds"], "function_calls": e["function_calls"],
                **{k: e[k] for k in names}, **{k: e[k] for k in SOLVER_REPORT if k in e}}
@@ -97,4 +96,5 @@ def result_row(curve: list, result, **ident) -> dict:
     last = result.log[-1] if result.log else {}
     return dict(**ident, test_loss=curve[-1]["test_loss"], test_acc=curve[-1]["test_acc"], steps=result.steps,
                 seconds=result.seconds, function_calls=result.function_calls, compile_seconds=result.compile_seconds,
+                **(result.cost or {}), stopped=result.stopped or None,
                 **{k: last[k] for k in ("tol", "cg_cap_hits") if k in last})

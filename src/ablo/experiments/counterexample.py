@@ -63,7 +63,7 @@ class Config(ExperimentConfig):
             raise ConfigError(f"theta0_range: give lo, hi with lo < hi; got {list(self.theta0_range)!r}")
 
 
-TINY = dict(smoke=True, seeds=(10, 11), outer_steps=50, curve_points=10)
+TINY = dict(smoke=True, seeds=(0, 1), tuned_seeds=(), outer_steps=50, curve_points=10)
 
 
 def descend(problem, estimator, tasks, theta0, keys, cfg: Config, label: str):

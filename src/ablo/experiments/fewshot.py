@@ -145,7 +145,7 @@ class Config(ExperimentConfig):
 
 
 TINY = dict(filters=4, steps=2, meta_batch=2, budget_calls=60.0, eval_tasks=20, curve_tasks=8, eval_calls=30.0,
-            methods=("fom", "reptile"), smoke=True)
+            methods=("fom", "reptile"), seeds=(0,), tuned_seeds=(), smoke=True)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -300,15 +300,16 @@ def run(config: Config, ctx: RunContext) -> Result:
             setup = reptile if est.name == Reptile.name else maml_setup
             evaluate = setup["evaluate"]
             curve_eval = lambda th: evaluate(th, cfg.curve_tasks, jax.random.PRNGKey(7_000 + seed))
-            res = outer.run(setup["problem"], est, setup["tx"], theta0, setup["sampler"], key=jax.random.PRNGKey(seed),
+            res = ctx.train(f"{spec} seed {seed}", setup["problem"], est, setup["tx"], theta0, setup["sampler"],
+                            key=jax.random.PRNGKey(seed),
                             budget=budget, meta_batch=cfg.meta_batch, devices=cfg.devices, eval_fn=curve_eval,
-                            eval_every_calls=eval_calls, checkpoint_every=cfg.checkpoint_every,
-                            **ctx.outer_options(f"{spec} seed {seed}"))
+                            eval_every_calls=eval_calls, checkpoint_every=cfg.checkpoint_every)
             final = evaluate(res.theta, cfg.eval_tasks, jax.random.PRNGKey(9_000 + seed))
             qs = [e["q"] for e in res.log if e.get("q") is not None]
             rows.append({"method": spec, "estimator": est.name, "seed": seed, **final, "steps": int(res.steps),
                          "function_calls": float(res.function_calls), "seconds": float(res.seconds),
-                         "mean_q": float(np.mean(qs)) if qs else None})
+                         "mean_q": float(np.mean(qs)) if qs else None, **(res.cost or {}),
+                         "stopped": res.stopped or None})
             curves += [{"method": spec, "seed": seed, **e} for e in res.log if "test_acc" in e]
     summary_cfg = {**cfg.as_dict(), "dataset": dataset}
     plot_curves(curves, ctx.out / "curves.png", x="function_calls", ys=("test_acc",), order=list(cfg.methods),

@@ -130,7 +130,8 @@ class Config(ExperimentConfig):
 
 
 TINY = dict(size=8, filters=4, steps=3, hyper_iterations=3, table_methods=("truncated-1",), short_horizon=False,
-            methods=("fom",), anil=False, budget_calls=100, eval_tasks=12, curve_tasks=6, curve_points=2)
+            methods=("fom",), anil=False, budget_calls=100, eval_tasks=12, curve_tasks=6, curve_points=2, seed=0,
+            tuned_seeds=())
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -333,9 +334,8 @@ def run(cfg: Config, ctx: RunContext) -> Result:
         curve = lambda theta: {"test_acc": mean_ci(ev["test"](theta, curve_keys))[0]}
         every = (dict(eval_every=max(1, cfg.hyper_iterations // cfg.curve_points)) if r.part == "table4"
                  else dict(eval_every_calls=cfg.budget_calls / cfg.curve_points))
-        res = outer.run(r.problem, est, tx, r.theta0, sample["train"], key=jax.random.PRNGKey(cfg.seed),
-                        budget=r.budget, meta_batch=cfg.meta_batch, eval_fn=curve, **every,
-                        **ctx.outer_options(label))
+        res = ctx.train(label, r.problem, est, tx, r.theta0, sample["train"], key=jax.random.PRNGKey(cfg.seed),
+                        budget=r.budget, meta_batch=cfg.meta_batch, eval_fn=curve, **every)
         acc, ci = mean_ci(ev["test"](res.theta, test_keys))
         rows.append({"part": r.part, "method": r.name, "spec": r.spec, "T": r.problem.steps,
                      "K": getattr(est, "K", None), "hyper_iterations": res.steps,

@@ -180,7 +180,7 @@ class Config(ExperimentConfig):
 
 
 TINY = dict(n_train=200, n_val=200, steps=5, outer_steps=3, eval_every=2, methods=("truncated-1", "reverse"),
-            seeds=(3,), budget_calls=300.0, hidden=8, smoke=True)
+            seeds=(0,), tuned_seeds=(), budget_calls=300.0, hidden=8, smoke=True)
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -354,13 +354,14 @@ def run(config: Config, ctx: RunContext) -> Result:
             est = estimator(spec)
             evaluate = make_eval(problem, s["data"], est, key) if cfg.track_true_grad else plain
             optimizer, eta0 = outer_optimizer(cfg, problem, est, s["theta0"], task, key)
-            res = outer.run(problem, est, optimizer, s["theta0"], sampler, key=key, budget=budget,
-                            eval_fn=evaluate, eval_every=cfg.eval_every, checkpoint_every=cfg.eval_every,
-                            log_losses=False, **ctx.outer_options(f"{spec} seed {seed}"))
+            res = ctx.train(f"{spec} seed {seed}", problem, est, optimizer, s["theta0"], sampler, key=key,
+                            budget=budget, eval_fn=evaluate, eval_every=cfg.eval_every,
+                            checkpoint_every=cfg.eval_every, log_losses=False)
             final = {k: res.log[-1].get(k) for k in METRICS + TRUE_GRAD}  # outer.run evaluates the last step
             ids = {"method": spec, "estimator": est.name, "K": getattr(est, "K", None), "seed": seed}
             rows.append({**ids, "inner_lr": s["alpha"], "L": s["L"], "outer_lr": eta0, **final, "steps": int(res.steps),
-                         "function_calls": float(res.function_calls), "seconds": float(res.seconds)})
+                         "function_calls": float(res.function_calls), "seconds": float(res.seconds),
+                         **(res.cost or {}), "stopped": res.stopped or None})
             curves += [{**ids, **e} for e in res.log if "test_acc" in e]
     alphas = [seeds[seed]["alpha"] for seed in cfg.seeds]
     summary_cfg = {**cfg.as_dict(), "inner_lr": alphas[0] if len(set(alphas)) == 1 else alphas,

@@ -79,7 +79,7 @@ class Config(ExperimentConfig):
 
 
 TINY = dict(smoke=True, methods=("stocbio:Q=3,batch=50", "itd-bio"), seconds=30.0, outer_steps=3, inner_steps=3,
-            eval_every=2, n_train=200, n_test=100)
+            eval_every=2, n_train=200, n_test=100, seeds=(0,), tuned_seeds=())
 
 #: Ji et al. 2021 gives Figures 2-3 without numbers in the text; their axes span test loss 1.0-3.5 and
 #: test accuracy 0.2-0.7 over 60 s.

@@ -93,7 +93,7 @@ class Config(ExperimentConfig):
 
 
 TINY = dict(smoke=True, methods=("ttsa:N=3", "hoag:maxiter=3"), digits_train=200, digits_val=100,
-            corruptions=(0.4,), outer_steps=3, inner_steps=3, eval_every=2, seconds=30.0)
+            corruptions=(0.4,), outer_steps=3, inner_steps=3, eval_every=2, seconds=30.0, seeds=(0,), tuned_seeds=())
 
 PAPER_NOTE = ("Ji et al. 2021 Figure 4 (p = 0.1 and 0.2, averages of 10 seeds, grid-searched step sizes; numbers only "
               "as plots): stocBiO converges fastest of all methods in training and test loss; the improvement is "

@@ -100,7 +100,7 @@ class Config(ExperimentConfig):
             raise ConfigError(f"record_every: {self.record_every} exceeds outer_steps = {self.outer_steps}")
 
 
-TINY = dict(smoke=True, seeds=(16, 17), outer_steps=30, n_alpha=2, q_grid_range=(0.1, 1.0), q_grid_points=2,
+TINY = dict(smoke=True, seeds=(0, 1), tuned_seeds=(), outer_steps=30, n_alpha=2, q_grid_range=(0.1, 1.0), q_grid_points=2,
             theta_grid_points=5, record_every=5)
 
 

@@ -107,7 +107,7 @@ class Config(ExperimentConfig):
 
 
 TINY = dict(methods=("truncated-1", "reverse", "fom"), max_features=60, feature_scale=10.0, per_class=4, trials=2,
-            inner_steps=8, outer_steps=6, eval_every=3, synthetic_train=400, synthetic_test=200)
+            inner_steps=8, outer_steps=6, eval_every=3, synthetic_train=400, synthetic_test=200, seed=0, tuned_seeds=())
 
 
 # -- the bilevel problem ---------------------------------------------------------------------
@@ -228,9 +228,9 @@ def train(problem, est, cfg: Config, task, test, key, evaluate, ctx: RunContext,
         m = evaluate(theta, state.estimator_state, outer.eval_key(key, int(state.step)), task, test)
         return {k: float(v) for k, v in m.items()}
 
-    result = outer.run(problem, est, optax.adam(cfg.outer_lr), theta0(cfg), lambda k: task, key=key,
+    result = ctx.train(label, problem, est, optax.adam(cfg.outer_lr), theta0(cfg), lambda k: task, key=key,
                        budget=outer.Budget(steps=cfg.outer_steps), log_every=cfg.eval_every, eval_fn=eval_fn,
-                       eval_every=cfg.eval_every, log_losses=False, **ctx.outer_options(label))
+                       eval_every=cfg.eval_every, log_losses=False)
     return result, [e for e in result.log if "val_loss" in e]
 
 

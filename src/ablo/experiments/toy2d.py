@@ -81,7 +81,8 @@ class Config(ExperimentConfig):
                 raise ConfigError(f"methods: {spec}: {e}") from None
 
 
-TINY = dict(steps=6, methods=("truncated-1", "truncated-3", "reverse"), outer_steps=30, smoke=True)
+TINY = dict(steps=6, methods=("truncated-1", "truncated-3", "reverse"), outer_steps=30, seed=0, tuned_seeds=(),
+            smoke=True)
 
 
 def f_outer(theta, phi, task):
