@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from .. import outer
+from .. import estimators, outer
 from ..curvature import check_step_size
 from ..inner import gd
 from ..problem import BilevelProblem
@@ -78,3 +78,36 @@ def check_alpha(problem, tasks, alpha: float, name: str = "alpha") -> None:
     for i in range(tasks[0].shape[0]):
         task = jax.tree_util.tree_map(lambda x: x[i], tasks)
         check_step_size(problem, task[1] / task[0], task, alpha, name=name)
+
+
+def descend(problem, estimator, tasks, theta0, keys, cfg, label: str):
+    """:func:`sgd_scan` for a batch of seeds (``theta0``, ``keys``: one each), vmapped, one jit.
+    Returns (θ_k for k = 1..steps, cumulative function calls), each (seeds, steps);
+    :class:`ablo.outer.Diverged` names the first non-finite step."""
+    one = lambda th, k: sgd_scan(problem, estimator, tasks, th, k, cfg.gamma0, cfg.outer_steps)
+    m = jax.jit(jax.vmap(one))(theta0, keys)
+    outer.raise_if_diverged(m, label)
+    return np.asarray(m["theta"]), np.cumsum(np.asarray(m["function_calls"], float), axis=1)
+
+
+def roots(fn, lo=-50.0, hi=50.0, n=20001, refine=3):
+    """Sign changes of a vectorised scalar function on [lo, hi], each refined by ``refine`` passes
+    of an n-point grid over its bracket (same shape each time: one compilation)."""
+    out = []
+    grid = np.linspace(lo, hi, n)
+    g = np.asarray(fn(grid))
+    for i in np.where(np.sign(g[:-1]) * np.sign(g[1:]) < 0)[0]:
+        a, b = grid[i], grid[i + 1]
+        for _ in range(refine):
+            sub = np.linspace(a, b, n)
+            gs = np.asarray(fn(sub))
+            j = int(np.argmax(np.sign(gs[:-1]) * np.sign(gs[1:]) <= 0))
+            a, b = sub[j], sub[j + 1]
+        out.append(0.5 * (a + b))
+    return out
+
+
+def mean_fom_fn(problem, tasks):
+    """Jitted θ-vector ↦ E_T[G_FO(θ, T)]: its zeros are where FOM's SGD settles."""
+    fom = estimators.get("fom")
+    return jax.jit(jax.vmap(lambda th: jnp.mean(jax.vmap(lambda t: fom.estimate(problem, th, t, (), None)[0])(tasks))))

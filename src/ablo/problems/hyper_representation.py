@@ -1,0 +1,163 @@
+"""The one-shot hyper-representation problem of the ``hyper-representation`` experiment (Shaban et al. 2019
+§4.3, App. G.3, Fig. 8): Omniglot characters (or a generated stand-in) split at random, the conv
+net whose first blocks are the hyper-representation λ and whose last blocks and dense layer are
+fine-tuned per task from learned centres with learned ρ_j = softplus(ν_j), its evaluator and the
+memory of one hypergradient. ``cfg`` is the experiment's config.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..inner import gd
+from ..models import batch_norm, cross_entropy
+from ..problem import BilevelProblem
+
+N_CHARACTERS = 1623  # Omniglot: 964 background + 659 evaluation characters
+DRAWINGS = 20
+BLOCKS = 4  # conv blocks; + 1 dense layer = the 5 layers of Shaban et al. 2019, Fig. 8
+FROZEN = 2  # blocks in the hyper-representation λ
+
+
+def split_characters(n: int, sizes, seed: int) -> tuple:
+    """(train, validation, test) character indices: a random permutation of range(n) cut into
+    ``sizes`` (which must sum to n), each part sorted. ValueError naming ``split`` otherwise."""
+    sizes = tuple(int(s) for s in sizes)
+    if sum(sizes) != n or min(sizes) < 1:
+        raise ValueError(f"split: the parts must be >= 1 and sum to the {n} characters available; got {list(sizes)}")
+    perm = np.random.default_rng(seed).permutation(n)
+    cuts = np.cumsum(sizes)[:-1]
+    return tuple(np.sort(part) for part in np.split(perm, cuts))
+
+
+def synthetic_omniglot(size: int, seed: int = 0, n: int = N_CHARACTERS, drawings: int = DRAWINGS) -> np.ndarray:
+    """A generated Omniglot-shaped stand-in, (n, drawings, size, size) uint8 ink: each character a
+    random sparse binary prototype, each drawing it with 10% of its pixels flipped."""
+    rng = np.random.default_rng(seed)
+    proto = rng.random((n, 1, size, size)) < 0.25
+    flips = rng.random((n, drawings, size, size)) < 0.1
+    return (np.logical_xor(proto, flips) * 255).astype(np.uint8)
+
+
+def load_characters(cfg) -> np.ndarray:
+    """All characters, (1623, 20, size, size) uint8 ink 0-255: Omniglot's background then evaluation
+    set from ``data_dir``, or :func:`synthetic_omniglot` when it is None."""
+    if cfg.data_dir is None:
+        return synthetic_omniglot(cfg.size, cfg.split_seed)
+    from ..data import load_omniglot
+
+    parts = [load_omniglot(cfg.data_dir, split, cfg.size).images for split in ("background", "evaluation")]
+    return np.round(np.clip(np.concatenate(parts), 0, 1) * 255).astype(np.uint8)
+
+
+# --- network ---------------------------------------------------------------------------------
+def _block_init(key, c_in: int, filters: int) -> dict:
+    return {"w": jax.random.normal(key, (3, 3, c_in, filters)) * jnp.sqrt(2.0 / (9 * c_in)),
+            "scale": jnp.ones(filters), "offset": jnp.zeros(filters)}
+
+
+def conv_block(p: dict, x: jax.Array) -> jax.Array:
+    """3x3 conv (stride 1, SAME) → 2x2 max-pool (SAME; skipped once the map is 2x2 or smaller, so
+    the last batch norm never pools fewer than 4 positions) → batch norm → ReLU (Shaban et al. 2019, Fig. 8)."""
+    x = jax.lax.conv_general_dilated(x, p["w"], (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if x.shape[1] > 2:
+        x = jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "SAME")
+    return jax.nn.relu(batch_norm(x, p["scale"], p["offset"]))
+
+
+def _map_side(size: int) -> int:
+    for _ in range(BLOCKS):
+        size = -(-size // 2) if size > 2 else size
+    return size
+
+
+def init_layers(key, cfg) -> list:
+    """The 5 layers of Shaban et al. 2019, Fig. 8: 4 conv blocks and a dense layer to ``ways`` logits."""
+    keys = jax.random.split(key, BLOCKS + 1)
+    blocks = [_block_init(k, 1 if i == 0 else cfg.filters, cfg.filters) for i, k in enumerate(keys[:-1])]
+    flat = _map_side(cfg.size) ** 2 * cfg.filters
+    dense = {"w": jax.random.normal(keys[-1], (flat, cfg.ways)) * jnp.sqrt(1.0 / flat), "b": jnp.zeros(cfg.ways)}
+    return blocks + [dense]
+
+
+def logits(theta: dict, phi: list, x: jax.Array) -> jax.Array:
+    """nn(x; φ, θ): θ["body"]'s conv blocks, then φ's conv blocks and its last (dense) layer."""
+    for p in theta["body"] + phi[:-1]:
+        x = conv_block(p, x)
+    x = x.reshape(x.shape[0], -1)
+    return x @ phi[-1]["w"] + phi[-1]["b"]
+
+
+def init_theta(key, cfg, frozen: int = FROZEN, regularised: bool = True) -> dict:
+    """θ_0 = {"body": the first ``frozen`` layers, "centre": the others (w_0 = c), "nu": ν_j with
+    softplus(ν_j) = rho0 per adapted layer (only when ``regularised``)}."""
+    layers = init_layers(key, cfg)
+    theta = {"body": layers[:frozen], "centre": layers[frozen:]}
+    if regularised:
+        nu = math.log(math.expm1(cfg.rho0))  # softplus⁻¹(ρ_0)
+        theta["nu"] = jnp.full(len(layers) - frozen, nu)
+    return theta
+
+
+def _sq_dist(a, b) -> jax.Array:
+    return sum(jnp.sum((x - y) ** 2) for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+
+
+def make_problem(cfg, steps: Optional[int] = None, regularised: bool = True) -> BilevelProblem:
+    """The bilevel problem of Shaban et al. 2019, §4.3 (module docstring) with r = ``steps`` (default cfg.steps):
+    L_in = Σ_S CE + Σ_j softplus(ν_j)‖w_j − c_j‖² (no regulariser when not ``regularised``: ANIL),
+    L_out = mean_Q CE, φ_0 = V(θ) = θ["centre"], GD with step γ = cfg.inner_lr."""
+
+    def inner_loss(theta, phi, task):
+        x, y = task["support"]
+        loss = cross_entropy(logits(theta, phi, x), y) * y.shape[0]
+        if regularised:
+            rho = jax.nn.softplus(theta["nu"])
+            loss = loss + sum(rho[j] * _sq_dist(w, c) for j, (w, c) in enumerate(zip(phi, theta["centre"])))
+        return loss
+
+    def outer_loss(theta, phi, task):
+        x, y = task["query"]
+        return cross_entropy(logits(theta, phi, x), y)
+
+    return BilevelProblem(inner_loss, outer_loss, gd(cfg.inner_lr), cfg.steps if steps is None else steps,
+                          init=lambda theta, task: theta["centre"])
+
+
+# --- evaluation and measurement ----------------------------------------------------------------
+def make_evaluator(problem: BilevelProblem, sample, chunk: int):
+    """(θ, keys) -> per-task query accuracy after the inner run (numpy, len(keys)); keys are
+    evaluated ``chunk`` at a time by one compiled function (the last chunk padded)."""
+
+    def accuracy(theta, key):
+        task = sample(key)
+        phi = problem.optimizer.params(problem.run(theta, task))
+        x, y = task["query"]
+        return jnp.mean(jnp.argmax(logits(theta, phi, x), -1) == y)
+
+    batch = jax.jit(lambda theta, keys: jax.lax.map(lambda k: accuracy(theta, k), keys, batch_size=min(chunk, 25)))
+
+    def evaluate(theta, keys) -> np.ndarray:
+        n = len(keys)
+        padded = jnp.concatenate([keys, jnp.repeat(keys[-1:], -n % chunk, axis=0)])
+        return np.concatenate([np.asarray(batch(theta, ks)) for ks in padded.reshape(-1, chunk, *keys.shape[1:])])[:n]
+
+    return evaluate
+
+
+def mean_ci(acc: np.ndarray) -> tuple:
+    """(mean, 95% normal half-width 1.96·sd/√n) in %."""
+    return 100 * float(acc.mean()), 100 * 1.96 * float(acc.std(ddof=1)) / math.sqrt(len(acc))
+
+
+def hypergradient_memory(problem, estimator, theta, task) -> int:
+    """XLA temporary bytes of one hypergradient (one task), from the compiled executable."""
+    key = jax.random.PRNGKey(0)
+    state = estimator.init(problem, theta, task)
+    f = jax.jit(lambda th, t, k: estimator.estimate(problem, th, t, state, k)[0])
+    return int(f.lower(theta, task, key).compile().memory_analysis().temp_size_in_bytes)
