@@ -13,7 +13,7 @@ from ablo.estimators import Reverse, Truncated
 from ablo.experiments import execute, get
 from ablo.experiments import hyper_representation as hr
 from ablo.problems.hyper_representation import synthetic_omniglot
-from ablo.experiments._episodes import episode_sampler
+from ablo.problems.hyper_representation import episode_sampler
 from ablo.experiments.config import ConfigError, build
 
 REAL = next((p for p in (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "omniglot",

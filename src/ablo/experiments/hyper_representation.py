@@ -47,10 +47,9 @@ import optax
 from . import Experiment, Result, RunContext, register
 from .. import outer
 from ..problem import BilevelProblem
-from ..problems.hyper_representation import (BLOCKS, DRAWINGS, hypergradient_memory, init_theta, load_characters,
-                                             make_evaluator, make_problem, mean_ci, split_characters)
+from ..problems.hyper_representation import (BLOCKS, DRAWINGS, episode_sampler, hypergradient_memory, init_theta,
+                                             load_characters, make_evaluator, make_problem, mean_ci, split_characters)
 from ..results import natural_key
-from ._episodes import episode_sampler
 from ._notes import seeds_note
 from .config import ConfigError, ExperimentConfig, estimator, option
 from .plots import plot_curves

@@ -30,17 +30,14 @@ from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from . import Experiment, Result, RunContext, register
 from ..curvature import check_step_size
-from ..inner import gd
 from ..models import accuracy, cross_entropy
-from ..problem import BilevelProblem, constant_init
+from ..problems.newsgroups import load, make_problem, seeded_split
 from ..results import number
 from ._notes import paper_note, seeds_note, smoke_note, smoke_option
-from ._data import seeded_split, synthetic_corpus
 from ._wallclock import outer_step_size, plot_test_vs_time, protocol_note, result_row, schedule_note, wallclock_run
 from .config import ExperimentConfig, estimator, option
 
@@ -86,36 +83,6 @@ TINY = dict(smoke=True, methods=("stocbio:Q=3,batch=50", "itd-bio"), seconds=30.
 PAPER_NOTE = ("Ji et al. 2021 Figure 2 (all 101,631 words; numbers only as plots, axes test loss 1.0-3.5 and test "
               "accuracy 0.2-0.7 over 60 s): stocBiO converges fastest and reaches the best test accuracy; "
               "reverse, AID-FP, AID-CG and HOAG are slower.")
-
-
-def load(cfg: Config) -> tuple:
-    """({"train": (X, y), "test": (X, y)} dense float32, description of the data read)."""
-    if cfg.data_dir is None:
-        data = synthetic_corpus(cfg.n_train, cfg.n_test, cfg.vocabulary, cfg.length)
-        return data, (f"generated bag-of-words data (no data_dir), not 20 Newsgroups: {cfg.n_train} train / "
-                      f"{cfg.n_test} test documents, {cfg.vocabulary} words, 20 classes")
-    from ..data import load_newsgroups
-
-    d = load_newsgroups(cfg.data_dir, max_features=cfg.max_features)
-    data = {s: (d[s][0].toarray().astype(np.float32), d[s][1]) for s in ("train", "test")}
-    return data, (f"20 Newsgroups bydate: {data['train'][0].shape[0]} train "
-                  f"(split in half: train / validation), {data['test'][0].shape[0]} test posts, TF-IDF of the "
-                  f"{data['train'][0].shape[1]} most frequent words")
-
-
-def make_problem(inner_steps: int, inner_lr: float, features: int) -> BilevelProblem:
-    """The bilevel problem above, W_0 = 0; the task is {"train": (X, y), "val": (X, y)}."""
-
-    def inner_loss(lam, w, task):
-        x, y = task["train"]
-        return cross_entropy(x @ w, y) + 0.5 * jnp.mean(jnp.exp(lam)[:, None] * w ** 2)
-
-    def outer_loss(lam, w, task):
-        x, y = task["val"]
-        return cross_entropy(x @ w, y)
-
-    return BilevelProblem(inner_loss, outer_loss, gd(inner_lr), inner_steps,
-                          constant_init(jnp.zeros((features, 20), jnp.float32)))
 
 
 def run(cfg: Config, ctx: RunContext) -> Result:

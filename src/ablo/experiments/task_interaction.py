@@ -110,7 +110,7 @@ TINY = dict(methods=("truncated-1", "reverse", "fom"), max_features=60, feature_
 def load(cfg: Config) -> tuple[dict, list, str]:
     """({"train": (X, y), "test": (X, y)} float32 with rows of norm ``feature_scale``, class names, description)."""
     if cfg.data_dir is None:
-        from ._data import synthetic_corpus
+        from ..problems.newsgroups import synthetic_corpus
 
         data = synthetic_corpus(cfg.synthetic_train, cfg.synthetic_test, cfg.max_features, 40, seed=cfg.seed)
         names = [f"class{c:02d}" for c in range(CLASSES)]
