@@ -84,16 +84,13 @@ class RunContext:
     resume: bool = False
     note: Callable[[str], None] = lambda message: None
 
-    def checkpoint_dir(self, label: str) -> Path:
-        return checkpoint_dir(self.out, label)
-
     def train(self, label: str, problem, estimator, optimizer, theta0, sampler, **options):
         """:func:`ablo.outer.run` of the run called ``label`` with this run's checkpoint folder, resume
         flag and progress bar; notes where a resume starts and why a run stopped before its budget."""
         def resumed(step: int) -> None:
             self.note(f"{label}: resuming from outer step {step}" if step else f"{label}: no checkpoint, starting at step 0")
 
-        result = outer.run(problem, estimator, optimizer, theta0, sampler, checkpoint_dir=self.checkpoint_dir(label),
+        result = outer.run(problem, estimator, optimizer, theta0, sampler, checkpoint_dir=checkpoint_dir(self.out, label),
                            resume=self.resume, progress=self.progress, label=label, on_resume=resumed, **options)
         if result.stopped:
             self.note(result.stopped)

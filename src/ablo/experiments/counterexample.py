@@ -1,21 +1,7 @@
 """Experiment ``counterexample``: the problem of Likhosherstov et al. 2021 Theorem 2 / §5.1 (Figure 1a-c), on which
 outer SGD with FOM stalls at a non-stationary point while UFOM (q = 0.1) converges.
 
-Two equally likely tasks, s = p = 1, V(θ) = θ, L_in = L_out = f_i(φ), r = 10 GD steps of size
-α = 0.1, a = (0.5, 1.5), b_1 = 0, p_i = (1 − α a_i)^r,
-b_2 = 2√(2D) / |(a_1 p_1² + a_2 p_2²) p_2 / (a_1 p_1 + a_2 p_2) − p_2²| with D = 0.06,
-A = |b_1/a_1 − b_2/a_2| + 1, and with z = |φ − b_i/a_i| (SPEC §2)
-
-    f = a z²/2                                              z ≤ A
-    f = −a(z−A)³/6 + a(z−A)²/2 + aAz − aA²/2                A < z ≤ A+1
-    f = (a/2 + aA) z − a/6 − aA²/2 − aA/2                   z > A+1.
-
-``methods`` are estimator specs (``fom``, ``ufom:q=0.1``, ``adaptive-ufom``, ...). Outer SGD
-θ_k = θ_{k−1} − γ_k G(θ_{k−1}, T_k), γ_k = γ_0/(k+1), k = 1..10,000, one task per step,
-θ_0 ~ U(−10, 30): ``outer.make_step`` (optax SGD with that schedule) under ``outer.scan``,
-vmapped over seeds, one jit per method. The inner step α is checked against the curvature
-a_i of each f_i at its minimum before training; a non-finite step stops the run with
-:class:`ablo.outer.Diverged`.
+The problem, its data and the protocol in detail: :mod:`ablo.problems.counterexample`.
 """
 
 from __future__ import annotations
@@ -33,6 +19,7 @@ from ..results import figure_legend, save_figure
 from . import Experiment, Result, RunContext, register
 from ._notes import paired_note, seeds_note, smoke_note, smoke_option
 from .config import ConfigError, ExperimentConfig, estimator, option
+from .plots import pyplot
 
 NAME = "counterexample"
 
@@ -134,11 +121,7 @@ def _write_figures(out_dir, tasks, M, trajectories, fixed, stat, fixed_grad):
     all steps, and a second panel zoomed on the last 90% of steps so that FOM's fixed point and
     the stationary point, 3 apart, are told apart after the early excursion), fig_grad.png (Fig. 1c,
     with |∂M/∂θ| at FOM's fixed point, where FOM stalls)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     colors = {"fom": "tab:red", "ufom": "tab:blue"}
     marks = [(x, "tab:red", f"FOM fixed point, θ = {x:.3f}") for x in fixed] + \
             [(x, "tab:blue", f"stationary point ∂M/∂θ = 0, θ = {x:.3f}") for x in stat]

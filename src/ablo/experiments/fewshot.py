@@ -1,49 +1,6 @@
 """Few-shot classification, MAML form (Likhosherstov et al. 2021 §5.3, Table 2; Finn et al. 2017).
 
-A task T = (D_tr, D_te): m classes drawn from a split's characters, K + 1 drawings of each,
-K for training and one for testing (s = mK, t = m). With V(θ, T) = θ,
-
-    L_in(θ, φ, T) = L_CCE(φ, D_tr),   L_out(θ, φ, T) = L_CCE(φ, D_te),
-
-r steps of inner SGD, an outer Adam over meta-batches of tasks, every method stopped at the same
-budget of function calls (Proposition 1's counts: r + 1 gradients for FOM, plus r(r − 1)/2
-gradients and r HVPs for the memory-efficient exact ``recompute``).
-
-Reptile (Nichol et al. 2018; :class:`ablo.meta.Reptile`) runs with its own authors' settings,
-as Likhosherstov et al. 2020 (UFO-BLO, App. B) did ("as in 1-shot 20-way experiment in the
-implementation of [Nichol et al.]": openai/supervised-reptile, transductive 1-shot 20-way
-Omniglot): each training task has ``reptile_train_shots`` = 10 drawings of each of its m classes
-(the task's data, shuffled once), the inner run is r = 10 Adam steps (β1 = 0, step 5e-4) on
-consecutive mini-batches of m·10/r (20 at 20-way: one pass over the task), the direction θ − φ_r
-of a meta-batch of 5 tasks is averaged and applied with outer SGD whose step (meta step size)
-falls linearly from 1 to 0 over the run's outer steps (theirs: over 200,000 steps; here over the
-steps the call budget allows). At test time Reptile adapts as its authors' evaluation does: 50
-Adam steps on mini-batches of m/2 support images (cycled in one shuffled order; theirs reshuffles
-each pass). Differences from their code: the Adam moments restart with every task (theirs persist
-across tasks), and the net is this experiment's (14x14, 3 blocks, 16 filters). Cost: r gradient
-evaluations per task, each on a mini-batch as large as FOM's support set at 1-shot.
-
-g(φ, x): ``blocks`` blocks of [3x3 conv, stride 2, ``filters`` channels, batch norm with the batch's
-statistics (transductive, as MAML), ReLU], then a dense layer to m logits. Defaults, scaled down for two
-CPU cores: 1-shot 20-way (the paper: 30- and 40-way; at 5-way FOM's bias is too small to matter within
-budgets that fit two cores — Finn et al. 2017, Table 1, report first-order MAML 0.4 points behind MAML at 5-way
-and 6.4 points behind at 20-way), 200,000 function calls per method, 14x14 images
-(Finn et al.: 28x28, 4 blocks, 64 filters) with 16 filters and 3 blocks, so the last batch norm still
-pools a 2x2 map (m·4 values per channel, as Finn's 4 blocks at 28x28). With 4 blocks at 14x14 it would
-normalise over only m values per channel (5 in 5-way): the inner Hessian at θ_0 then has a top
-eigenvalue ≈ 89 (≈ 18 with 3 blocks), so lr 0.4 overshoots that direction 36-fold in the first
-inner step, the exact hypergradient is ≈ 3-6x FOM's norm at cosine 0.2-0.3, and exact MAML
-learns slower per outer step than FOM (a property of that problem, not an estimator error: reverse,
-recompute and finite differences agree). Evaluation: ≥ 1000
-tasks from the held-out characters (Omniglot's evaluation alphabets), accuracy on D_te after the
-inner run, mean and 95% normal interval 1.96·sd/√n. Without ``data_dir``: scikit-learn digits
-(8x8, classes 0-6 to train, 7-9 held out, at most 3-way), a smoke-scale stand-in. Training is
-:func:`ablo.outer.run` (a non-finite step stops the run naming step, method and cause), with a
-curve point every ``eval_calls`` function calls.
-
-The inner step size is not checked against 2/L at θ_0 here: with batch norm the net is scale
-invariant in most directions and the top eigenvalue at θ_0 (≈ 18) does not bound a stable step
-(lr 0.4, Finn et al.'s for Omniglot, trains here), so the check would refuse that setting.
+The problem, its data and the protocol in detail: :mod:`ablo.problems.fewshot`.
 """
 
 from __future__ import annotations

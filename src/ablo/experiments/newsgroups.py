@@ -1,26 +1,6 @@
 """Per-feature ℓ2-regularized logistic regression on 20 Newsgroups (Ji et al. 2021 §A.2, Figure 2).
 
-With W ∈ R^{p×c} (c = 20 groups, no bias) and one hyperparameter λ_j per feature:
-
-    L_in(λ, W)  = CE(X_tr W, y_tr) + ½ mean_{j,k}(e^{λ_j} W_jk²),   L_out(λ, W) = CE(X_val W, y_val),
-
-T = 10 inner GD steps with step size 100, outer SGD with step size 100, λ_0 = 0, W_0 = 0.
-``methods`` are estimator specs; the defaults are Ji et al. 2021 §A.2's methods with its settings:
-``stocbio`` (Alg. 2-3, η = 0.5, Q = 10, mini-batches of 1000), ``itd-bio`` (reverse mode through
-the warm-started inner loop: the paper's "reverse"), ``aid-fp`` (fixed-point map with the inner
-step, as the paper's hypertorch code), ``aid-bio`` (AID-CG, 10 CG steps, warm starts of y and v,
-Alg. 1) and ``hoag`` (CG to Pedregosa's tolerance 1e-3 · 0.9^k, safety cap 10,000
-iterations, reported if hit). Every default method warm-starts its inner iterate, y_k^0 = y_{k−1}^T, in
-its estimator state. Compared by test loss and test accuracy of each method's current W
-against running time (see ``_wallclock``).
-
-Data: the bydate split read by :func:`ablo.data.load_newsgroups` (TF-IDF fitted on the training
-posts, at most ``max_features`` words — the paper uses all 101,631; we keep the most frequent
-``max_features`` so that dense float32 X fits two CPU cores); the training posts are split at
-random in half into train and validation (as the paper's code), the bydate test posts are the
-test set. Without ``data_dir``: generated bag-of-words documents (``synthetic_corpus``), and the
-paper's figure is not quoted. Rows: method, seed, test_loss, test_acc, steps, seconds,
-function_calls, compile_seconds (HOAG also tol and cg_cap_hits).
+The problem, its data and the protocol in detail: :mod:`ablo.problems.newsgroups`.
 """
 
 from __future__ import annotations

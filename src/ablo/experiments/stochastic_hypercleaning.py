@@ -1,31 +1,7 @@
 """Stochastic data hypercleaning on MNIST (Ji et al. 2021 §A.2, Figure 4): stocBiO against BSA, TTSA
 and HOAG, test loss against running time.
 
-A linear classifier φ = (W, b) is trained on n = 20,000 images whose labels are corrupted with
-probability p; λ ∈ R^n weighs each training loss by σ(λ_i) (``ablo.problems.hypercleaning``):
-
-    L_in(λ, φ)  = (1/n) Σ_i σ(λ_i) CE(W x_i + b, ỹ_i) + C_r ‖W‖²,   C_r = 0.001,
-    L_out(λ, φ) = CE on 5,000 clean validation images,
-
-λ_0 = 0, φ_0 = 0, outer Adam. The task is {"train": {"x", "y", "idx"}, "val": {"x_val",
-"y_val"}}: the stochastic methods draw mini-batches (stocBiO: 50, BSA and TTSA: single samples,
-as the paper) from its parts, the indices i travelling with their examples so σ(λ_i) can be
-read; HOAG uses the whole data. ``methods`` are estimator specs. Compared by test loss and test
-accuracy of each method's current inner iterate against running time (see ``_wallclock``),
-for each corruption rate p.
-
-Choices the paper leaves to a grid search that we did not run: T = 10 inner steps of size 1
-(``inner_lr``; 0.1 for the single-sample BSA and TTSA, ``single_sample_inner_lr``, as one sample
-per step of size 1 leaves a very noisy iterate), Adam step 0.1, η = 0.5, Q = N = 10 for every
-method. TTSA's two step sizes decay on Hong et al.'s two time scales: inner β_k = 0.1 (k+1)^{−2/5},
-outer Adam α_k = 0.1 (k+1)^{−3/5}. HOAG runs CG to Pedregosa's tolerance 1e-3 · 0.9^k.
-Images are flattened and scaled to unit ℓ2 norm (so ∇²L_in ≼ ½ I + 2C_r I and step
-size 1 and η = 0.5 are stable for every batch). Corruption: each training label independently,
-with probability p, is replaced by one of the 9 other classes drawn uniformly. Without
-``data_dir``: scikit-learn's digits (1,797 8x8 images: ``digits_train`` / ``digits_val``, the
-rest for testing), and the paper's figure is not quoted.
-Rows: method, p, seed, test_loss, test_acc, steps, seconds, function_calls, compile_seconds (HOAG
-also tol and cg_cap_hits).
+The problem, its data and the protocol in detail: :mod:`ablo.problems.stochastic_hypercleaning`.
 """
 
 from __future__ import annotations

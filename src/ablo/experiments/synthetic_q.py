@@ -1,32 +1,7 @@
 """Experiment ``synthetic-q``: the optimal q of UFOM in theory and in practice (Likhosherstov et al. 2021 §4.4, §5.1,
 Figure 1d-f).
 
-Two equally likely tasks f_i of the counterexample family with a = (0.5, 1.5), b = (0, 10), A = 400
-(so f_i is the quadratic a_i z²/2 on the region explored), V(θ) = θ, r = 10 inner GD steps of size α.
-For each α on 10 log-spaced values in [1e-3, 5e-2]:
-
-* D² and V² (eq. 14, 16): max over a grid of θ ∈ [−50, 50] of the task means of ‖G_FO − G_exact‖²
-  and ‖G_exact‖² (measured with the FOM and Reverse estimators);
-* q_theory: q* of eq. 21 with these D², V² and Proposition 1's cost model (C1 = C2 = 1, ε = 0),
-  C_rnd taken from UFOM's exact branch (``exact``: Prop. 1 verbatim for the default
-  ``recompute``, r(r−1)/2 gradient evaluations and r HVPs; for e.g. ``checkpointed`` its own
-  ``backward_cost(r)``, ``theory.cost_model(r, exact=...)``);
-* q_grid: the q ∈ linspace(0.05, 1, 20) whose outer SGD (UFOM with that q, one task per step,
-  γ_k = γ0/(k+1), θ_0 ~ U(−50, 50), the same number of steps for every q) first brings
-  E‖∂M/∂θ(θ_k)‖² (mean over seeds, checked every ``record_every`` steps) to target² or below in the
-  fewest expected function calls (mean over seeds of the counted gradient evaluations + HVPs + JVPs;
-  ablo also counts V's JVP, so a step costs r + 2 + ξ (C_rnd + 1), e.g. r + 2 + ξ (r(r−1)/2 + r + 1)
-  with recomputation, one more than eq. 19's C_det + ξ C_rnd per step and per branch).
-  The criterion is the expectation that eq. 18 bounds; FOM (q = 0) stalls at its fixed point
-  where ‖∂M/∂θ‖ stays above the target.
-
-At α = ``alpha_curve`` (0.01) the same runs give convergence curves for q = 0 (FOM), q_theory, 1.
-Implementation: α enters as a field of the task (inner loss α f_i with unit GD step, identical
-dynamics), so for one q every (α, seed) run is a lane of one jitted ``outer.scan`` of
-``outer.make_step`` (optax SGD with γ_k = γ0/(k+1)), vmapped over α and seeds; UFOM's random
-branch is computed on every lane there but counted only when drawn. The q values > 0 are one
-more vmapped axis (q is a traced value of ``UFOM(q=...)``): the whole grid compiles once; q = 0
-is FOM, run apart.
+The problem, its data and the protocol in detail: :mod:`ablo.problems.synthetic_q`.
 """
 
 from __future__ import annotations
@@ -46,6 +21,7 @@ from ..theory import cost_model, q_star
 from . import Experiment, Result, RunContext, register
 from ._notes import seeds_note, smoke_note, smoke_option
 from .config import ConfigError, ExperimentConfig, estimator, option
+from .plots import pyplot
 
 NAME = "synthetic-q"
 
@@ -174,11 +150,7 @@ def run(cfg: Config, ctx: RunContext) -> Result:
 
 
 def _write_figures(out_dir, rows, alphas, i_curve, q_curve, rms, calls, target):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(alphas, [r["V2"] for r in rows], "o-", label="V²")
     ax.plot(alphas, [r["D2"] for r in rows], "s-", label="D²")

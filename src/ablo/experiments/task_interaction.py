@@ -1,26 +1,6 @@
 """Task interaction, Shaban et al. 2019 §4.2.2 and App. G.2 (Table 3, Fig. 6), on 20 Newsgroups.
 
-A multi-class linear logistic model with one weight vector w_v per class (W = [w_1..w_V] ∈ R^{d×V},
-bias b ∈ R^V) is trained by T = 100 GD steps at γ = 0.1 from W = 0, b = 0 on
-
-    g(w; θ) = l_train(W, b) + Σ_{i,j} C_ij ‖w_i − w_j‖² + ρ Σ_v ‖w_v‖²,
-    C = A + Aᵀ,  A = softplus(B),  ρ = softplus(ν),  θ = {B ∈ R^{V×V}, ν},
-
-(the coupling is 2 tr(W L Wᵀ) with L = diag(C1) − C the graph Laplacian of C), and the upper
-level is the validation cross-entropy f(θ) = l_val(ŵ(θ)) (∇_θ f = 0). Shaban et al. 2019 uses CIFAR-10/100
-with ResNet-18 features; those are not available here, so the V = 20 classes are the newsgroups
-and the features TF-IDF (rows scaled to norm ``feature_scale``, see :class:`Config`).
-
-Each of ``trials`` trials draws balanced, disjoint training and validation sets of m examples
-per class from the bydate training posts; the bydate test posts are the test set (the paper uses
-"the rest of the dataset"). For each method (an estimator spec; K-RMD = ``truncated-K``, full
-RMD = ``reverse``) θ is trained by Adam (App. G: Adam for every upper level; the step size is
-ours) for ``outer_steps`` hyper-iterations with :func:`ablo.outer.run`; every ``eval_every`` steps we record Fig. 6's
-quantities at θ_τ: the validation loss, ‖d_θ f‖ by exact reverse mode and the cosine between a
-fresh draw of the method's estimate and d_θ f, plus the test accuracy (Table 3). Outputs:
-table3.csv (mean ± std over trials per method), curves.csv and fig6.png, learned_C.csv and
-learned_C.png (C averaged over trials, classes grouped by the newsgroup hierarchy), summary.json
-(one row per method and trial) and results.md.
+The problem, its data and the protocol in detail: :mod:`ablo.problems.task_interaction`.
 """
 
 from __future__ import annotations
@@ -37,12 +17,12 @@ import optax
 from . import Experiment, Result, RunContext, register
 from .. import outer
 from ..curvature import check_step_size
-from ..problems.task_interaction import (CLASSES, balanced_split, coupling, hierarchy_order, make_evaluate,
+from ..problems.task_interaction import (CLASSES, balanced_split, coupling, hierarchy_order, load, make_evaluate,
                                          make_problem, theta0)
-from ..results import figure_legend, save_figure
+from ..results import save_figure
 from ._notes import seeds_note
 from .config import ConfigError, ExperimentConfig, estimator, option
-from .plots import method_label, method_order
+from .plots import method_label, method_order, plot_curves, pyplot
 
 NAME = "task-interaction"
 
@@ -105,44 +85,6 @@ TINY = dict(methods=("truncated-1", "reverse", "fom"), max_features=60, feature_
             inner_steps=8, outer_steps=6, eval_every=3, synthetic_train=400, synthetic_test=200, seed=0, tuned_seeds=())
 
 
-# -- the bilevel problem ---------------------------------------------------------------------
-
-def load(cfg: Config) -> tuple[dict, list, str]:
-    """({"train": (X, y), "test": (X, y)} float32 with rows of norm ``feature_scale``, class names, description)."""
-    if cfg.data_dir is None:
-        from ..problems.newsgroups import synthetic_corpus
-
-        data = synthetic_corpus(cfg.synthetic_train, cfg.synthetic_test, cfg.max_features, 40, seed=cfg.seed)
-        names = [f"class{c:02d}" for c in range(CLASSES)]
-        what = (f"GENERATED TF-IDF-like data (no data_dir; not 20 Newsgroups): {cfg.synthetic_train} training-pool "
-                f"and {cfg.synthetic_test} test documents over {cfg.max_features} words, 20 classes each with its "
-                "own 30-word topic mixed into a shared Zipf background (no class hierarchy)")
-    else:
-        from ..data import load_newsgroups
-
-        d = load_newsgroups(cfg.data_dir, max_features=cfg.max_features)
-        data = {s: (d[s][0].toarray().astype(np.float32), d[s][1]) for s in ("train", "test")}
-        names = list(d["groups"])
-        what = (f"20 Newsgroups bydate from {cfg.data_dir}: training/validation sets drawn from the "
-                f"{len(data['train'][1])} training posts, the {len(data['test'][1])} test posts as test set; TF-IDF "
-                f"of the {data['train'][0].shape[1]} most frequent words")
-    data = {s: (x * np.float32(cfg.feature_scale), y) for s, (x, y) in data.items()}
-    return data, names, what + f", rows scaled to ℓ2 norm {cfg.feature_scale:g}"
-
-
-def train(problem, est, cfg: Config, task, test, key, evaluate, ctx: RunContext, label: str):
-    """θ trained by Adam(outer_lr) with ``est`` for ``outer_steps`` steps (:func:`ablo.outer.run`, checkpointed
-    and resumable under ``ctx``). Returns (RunResult, [eval entries with "step"])."""
-    def eval_fn(theta, state):
-        m = evaluate(theta, state.estimator_state, outer.eval_key(key, int(state.step)), task, test)
-        return {k: float(v) for k, v in m.items()}
-
-    result = ctx.train(label, problem, est, optax.adam(cfg.outer_lr), theta0(cfg), lambda k: task, key=key,
-                       budget=outer.Budget(steps=cfg.outer_steps), log_every=cfg.eval_every, eval_fn=eval_fn,
-                       eval_every=cfg.eval_every, log_losses=False)
-    return result, [e for e in result.log if "val_loss" in e]
-
-
 # -- the experiment --------------------------------------------------------------------------
 
 def run(cfg: Config, ctx: RunContext) -> Result:
@@ -170,7 +112,12 @@ def run(cfg: Config, ctx: RunContext) -> Result:
         Cs = []
         for trial, task in enumerate(tasks):
             key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), trial)
-            result, evals = train(problem, est, cfg, task, test, key, evaluate, ctx, f"{spec} trial {trial}")
+            eval_fn = lambda theta, state: {k: float(v) for k, v in evaluate(  # noqa: B023 - used in this iteration
+                theta, state.estimator_state, outer.eval_key(key, int(state.step)), task, test).items()}
+            result = ctx.train(f"{spec} trial {trial}", problem, est, optax.adam(cfg.outer_lr), theta0(cfg),
+                               lambda k: task, key=key, budget=outer.Budget(steps=cfg.outer_steps),  # noqa: B023
+                               log_every=cfg.eval_every, eval_fn=eval_fn, eval_every=cfg.eval_every, log_losses=False)
+            evals = [e for e in result.log if "val_loss" in e]
             first = evaluate(theta0(cfg), est.init(problem, theta0(cfg), task), outer.eval_key(key, 0), task, test)
             first = {k: float(v) for k, v in first.items()}
             points = [{"step": 0, **first}] + [{k: e[k] for k in ("step", *first)} for e in evals]
@@ -189,7 +136,13 @@ def run(cfg: Config, ctx: RunContext) -> Result:
         learned_C[spec] = np.mean(Cs, 0)
 
     table = aggregate(rows, order)
-    fig6(ctx.out / "fig6.png", curves, order, cfg)
+    plot_curves(curves, ctx.out / "fig6.png", x="step", ys=("val_loss", "true_grad_norm", "cosine"), order=order,
+                labels={spec: method_label(spec, cfg.inner_steps) for spec in order}, seed="trial",
+                styles={spec: ("-", "--", "-.", ":")[i % 4] for i, spec in enumerate(order)}, log_y=("true_grad_norm",),
+                axis={"step": "hyper-iteration τ (outer steps)", "cosine": "cos(estimate, exact d_θ f)",
+                      "val_loss": "validation cross-entropy (nats)"},
+                title=f"Task interaction (Shaban et al. 2019 Fig. 6 analogue): mean over {cfg.trials} trials, the "
+                      "validation set of each trial")
     heatmap(ctx.out / "learned_C.png", learned_C, order, names, cfg)
     learned = [{"method": s, "row": names[i], **{names[j]: float(C[i, j]) for j in range(len(names))}}
                for s, C in learned_C.items() for i in range(len(names))]
@@ -237,43 +190,9 @@ def notes(cfg: Config, description: str, L: float) -> str:
 
 # -- figures ---------------------------------------------------------------------------------
 
-def fig6(path: Path, curves, order, cfg: Config) -> None:
-    """Fig. 6: validation loss, ‖d_θ f‖ and cos(estimate, d_θ f) against hyper-iterations, mean over trials."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    panels = (("val_loss", "validation cross-entropy (nats)", "upper-level objective"),
-              ("true_grad_norm", r"$\|d_\theta f\|$ (exact reverse; nats per unit θ)", "norm of the true hypergradient"),
-              ("cosine", r"cos(estimate, $d_\theta f$) (unitless)", "cosine to the true hypergradient"))
-    styles = ("-", "--", "-.", ":")  # lines that coincide (e.g. K-RMD and full RMD early on) stay visible
-    for n, spec in enumerate(order):
-        pts = [c for c in curves if c["method"] == spec]
-        steps = sorted({p["step"] for p in pts})
-        for ax, (k, ylabel, title) in zip(axes, panels):
-            mean = [np.mean([p[k] for p in pts if p["step"] == s]) for s in steps]
-            ax.plot(steps, mean, styles[n % len(styles)], marker=".", ms=3, lw=1.2,
-                    label=method_label(spec, cfg.inner_steps))
-    for ax, (k, ylabel, title) in zip(axes, panels):
-        ax.set(xlabel="hyper-iteration τ (outer steps)", ylabel=ylabel, title=title)
-        if k == "true_grad_norm":
-            ax.set_yscale("log")
-    axes[2].axhline(0.0, color="grey", lw=0.5)
-    fig.suptitle(f"Task interaction (Shaban et al. 2019 Fig. 6 analogue), mean over {cfg.trials} trials, validation set "
-                 "of each trial")
-    figure_legend(fig, ncol=len(order))
-    save_figure(fig, path)
-
-
 def heatmap(path: Path, learned_C: dict, order, names, cfg: Config) -> None:
     """The learned C (mean over trials) per method, rows/columns grouped by the newsgroup hierarchy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     idx = hierarchy_order(names)
     hierarchical = all("." in name for name in names)  # newsgroup names; generated classes have none
     n = len(order)

@@ -1,26 +1,6 @@
 """The toy problem of Shaban et al. 2019 §4.1: λ, w ∈ R²,
 
-    f(ŵ) = ‖ŵ‖² + 10‖sin ŵ‖²,    g(w, λ) = ½ (w − λ)ᵀ G (w − λ),   G = diag(1, ½),
-
-ŵ = w_T after T = 100 GD steps on g with γ = 0.1 from w_0 = (2, 2). g is β = 1 smooth and
-α = ½ strongly convex, B_t = γG, so Prop. 3.1 eq. (10) bounds the K-RMD error
-
-    ‖h_{T−K} − d_λ f‖ ≤ (1 − γα)^K / (γα) · ‖∇_ŵ f‖ · M_B,   M_B = ‖γG‖ = γ.
-
-Four parts, all with ablo's ``Truncated(K)`` against the exact ``Reverse``:
-
-1. ``bound``: measured error and the bound at λ = (1, 1) for K = 1..T (Shaban et al. 2019 Fig. 1);
-2. ``f``: outer GD on f from λ_0 with η_τ = η_0/√τ, η_0 chosen so that the first step has norm
-   0.6 (Shaban et al. 2019 footnote 4), for each K in ``Ks`` and each other method (Fig. 4);
-3. ``f_tilde``: the same on f̃ = f + 5‖λ − (1, 0)‖², where ∇_λ f̃ ≠ 0 and 1-RMD converges to a
-   biased point (Theorem 3.3; Fig. 3);
-4. ``descent_ratio``: h_{T−K}ᵀ d_λ / ‖d_λ‖² at each λ_τ of the K = 1 trajectory, for each K of
-   the truncated methods and K = T, on f and on f̃ (Fig. 2). Lemma 3.2 (∇_λ f = 0, g strongly
-   convex) keeps it positive on f, h_{T−K} being a sufficient descent direction; on f̃ it may
-   turn negative. At K = T it is 1 (h_0 = d_λ).
-
-The outer loop is a ``lax.scan`` over τ (deterministic: no tasks, the seed only feeds the
-estimators' keys). Rows: one per objective and method (and K); fields in docs/results-format.md.
+The problem, its data and the protocol in detail: :mod:`ablo.problems.toy2d`.
 """
 
 from __future__ import annotations

@@ -5,6 +5,18 @@ real parameter, V(θ) = θ, L_in = L_out = f_i(φ), r GD steps; shared by the ``
     f = a z²/2                                              z ≤ A
     f = −a(z−A)³/6 + a(z−A)²/2 + aAz − aA²/2                A < z ≤ A+1
     f = (a/2 + aA) z − a/6 − aA²/2 − aA/2                   z > A+1.
+
+The ``counterexample`` experiment's protocol:
+
+Two equally likely tasks, s = p = 1, V(θ) = θ, L_in = L_out = f_i(φ), r = 10 GD steps of size
+α = 0.1, a = (0.5, 1.5), b_1 = 0, p_i = (1 − α a_i)^r,
+b_2 = 2√(2D) / |(a_1 p_1² + a_2 p_2²) p_2 / (a_1 p_1 + a_2 p_2) − p_2²| with D = 0.06,
+A = |b_1/a_1 − b_2/a_2| + 1 (SPEC §2), f_i as above. ``methods`` are estimator specs (``fom``, ``ufom:q=0.1``, ``adaptive-ufom``, ...). Outer SGD
+θ_k = θ_{k−1} − γ_k G(θ_{k−1}, T_k), γ_k = γ_0/(k+1), k = 1..10,000, one task per step,
+θ_0 ~ U(−10, 30): ``outer.make_step`` (optax SGD with that schedule) under ``outer.scan``,
+vmapped over seeds, one jit per method. The inner step α is checked against the curvature
+a_i of each f_i at its minimum before training; a non-finite step stops the run with
+:class:`ablo.outer.Diverged`.
 """
 
 from __future__ import annotations

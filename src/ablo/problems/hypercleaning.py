@@ -20,6 +20,39 @@ A task is a dict ``{"x", "y", "x_val", "y_val"}``; with ``"idx"`` (indices of th
 among the n training examples) the weights are σ(θ[idx]), so a mini-batch task works too; with
 ``phi0`` None the start is ``task["phi0"]`` (a warm start carried by the caller), else V = φ_0
 constant.
+
+The ``hypercleaning`` experiment's protocol:
+
+A classifier g(φ, x) is trained on n examples, a fraction of them with a wrong label, by r steps
+of GD at step size α; θ ∈ R^n weighs each training loss by σ(θ_i); the outer loss is the
+cross-entropy on a clean validation set (the one problem :mod:`ablo.problems.hypercleaning`):
+
+    L_in(θ, φ)  = (1/n) Σ_i σ(θ_i) l_CE(g(φ, x_i), ỹ_i) + λ Σ_layers ‖W‖_F²,
+    L_out(θ, φ) = mean_{val} l_CE(g(φ, x), y),   φ_0 = V constant (|Ω_T| = 1).
+
+The papers write the sum over i with α = 1; on [0, 1] pixels that overshoots, so we use the mean
+(as Franceschi et al. 2017), i.e. the sum with α/n. Before training, α is checked against the
+curvature of L_in at φ_0 (:func:`ablo.curvature.check_step_size`: α ≥ 2/L is refused, L the top
+Hessian eigenvalue); ``inner_lr = auto`` sets α = 1/L. Outer optimizer: Adam, by
+:func:`ablo.outer.run` (divergence stops the run naming step, method and cause).
+
+``model = linear`` (Shaban et al. 2019, App. G.1): g = Wx + b from W = 0, K-RMD as ``truncated-K`` specs
+and ``reverse`` (K = r), 1000 hyperiterations of Adam at η_τ = η_0/√τ with η_0 set per method so
+the first update has norm ``first_step_norm`` (:func:`outer_optimizer`), λ = 0.001/n on W and b
+(the paper's ratio to its summed loss), and at every evaluation the exact hypergradient's norm
+and the descent ratio of the method's estimate (Shaban et al. 2019 Fig. 5 and Fig. 2's ratio). ``model =
+mlp`` (Likhosherstov et al. 2021): two layers with ReLU; methods (default exact = memory-efficient ``recompute``,
+``fom``, ``adaptive-ufom``) at an equal budget of function calls, constant Adam step. V and L_out
+do not depend on θ, so FOM's estimate is exactly zero and FOM is training on the uncleaned data.
+
+Data: MNIST IDX files from ``data_dir``, else scikit-learn's 8x8 digits (a scaled-down stand-in);
+train and val are class-balanced draws from the 60k training images; the test set is the rest of
+the 70k images (``test_set = rest``, Shaban et al. 2019) or the 10k test images (``test``). Corruption:
+``uniform`` replaces each training label with probability ``corrupt`` by a uniformly random class
+(Shaban et al. 2019 App. G.1), ``wrong`` replaces exactly ⌊corrupt·n⌋ by a wrong one (Likhosherstov et al. 2021); F1 scores
+θ_i < −3 as "corrupted" against the labels that are wrong (Shaban et al. 2019 §4.2.1). Rows:
+:data:`ROW_KEYS` (train_clean_acc: the uncorrupted part of the training set, Likhosherstov et al. 2021 Table 1;
+outer_lr: the η_0 the method ran with).
 """
 
 from __future__ import annotations
