@@ -11,7 +11,7 @@ from ablo.experiments import execute, get
 
 CASES = {
     "toy2d": ("toy2d", {"seed": 3}),
-    "hypercleaning-linear": ("hypercleaning", {"model": "linear", "seeds": (3,)}),
+    "hypercleaning-linear": ("hypercleaning", {"model": "linear", "seeds": (3,), "inner_lr": 1.0}),  # the old default α
     "hypercleaning-mlp": ("hypercleaning", {"model": "mlp", "seeds": (3, 4), "inner_lr": "auto"}),
     "counterexample": ("counterexample", {"seeds": (3, 4)}),
     "synthetic-q": ("synthetic-q", {"seeds": (3, 4)}),

@@ -20,7 +20,7 @@ from ablo.experiments import _paper, get
 from ablo.experiments import hypercleaning as hc
 from ablo.experiments.config import ConfigError, build
 from ablo.models import linear_init
-from ablo.problems.hypercleaning import make_problem
+from ablo.problems.hypercleaning import f1_corrupted, make_problem
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_cli  # noqa: E402
@@ -144,8 +144,8 @@ def test_f1_of_the_threshold_rule_matches_a_hand_count():
     theta = jnp.array([-5.0, -4.0, -2.9, 0.0, -3.5, 1.0])
     corrupted = jnp.array([True, True, True, False, False, False])
     # predicted corrupted: 0, 1, 4 -> tp 2, fp 1, fn 1 -> F1 = 2·2 / (3 + 3)
-    assert float(hc.f1_corrupted(theta, corrupted)) == pytest.approx(4 / 6)
-    assert np.isnan(float(hc.f1_corrupted(theta, jnp.zeros(6, bool))))  # nothing corrupted: F1 undefined, not 0
+    assert float(f1_corrupted(theta, corrupted)) == pytest.approx(4 / 6)
+    assert np.isnan(float(f1_corrupted(theta, jnp.zeros(6, bool))))  # nothing corrupted: F1 undefined, not 0
 
 
 def test_fom_is_blind_here_but_the_exact_hypergradient_downweights_corrupted_examples():
@@ -178,6 +178,8 @@ def test_model_defaults_are_resolved_in_one_place():
     assert (mlp.corruption, mlp.test_set, mlp.decay_bias, mlp.l2, mlp.outer_lr) == ("wrong", "test", False, 1e-3, 0.3)
     assert build(hc.Config, {"model": "mlp", "first_step_norm": "5"}).resolved().outer_lr is None
     assert build(hc.Config, {}).inner_lr is None  # auto (1/L) by default: the defaults are never refused
+    with pytest.raises(ConfigError, match="tuned_seeds"):  # pre-registration: no reporting on the tuning seeds
+        build(hc.Config, {"seeds": "0,3"})
     assert build(hc.Config, {"inner_lr": "paper"}).inner_lr == hc.PAPER_INNER_LR == 1.0
     assert build(get("demo").config, {}).resolved().methods == ("recompute", "fom", "ufom", "adaptive-ufom")
 
@@ -187,7 +189,6 @@ def test_model_defaults_are_resolved_in_one_place():
     ({"n_train": "0"}, "n_train"), ({"methods": "truncated-99"}, "methods: truncated-99"),
     ({"methods": "truncated-5.5"}, "truncated-5.5"), ({"hidden": "16"}, "hidden is not used"),
     ({"pool": "2"}, "pool is not used"), ({"seeds": "4,4"}, "seeds"), ({"inner_lr": "0"}, "inner_lr"),
-    ({"seeds": "0,3"}, "tuned_seeds"),
     ({"inner_lr": "[1, 2]"}, "inner_lr"), ({"model": "mlp", "hidden": "0"}, "hidden"),
     ({"corruption": "flip"}, "corruption"), ({"test_set": "val"}, "test_set"),
     ({"outer_lr": "0.1", "first_step_norm": "3"}, "first_step_norm"), ({"first_step_norm": "0"}, "first_step_norm")])
@@ -240,7 +241,8 @@ def test_tiny_mlp_run_spends_equal_budgets(tmp_path, capsys):
     assert 200 <= exact["function_calls"] < 200 + r + 1 + r * (r - 1) // 2 + r + 1 and exact["stopped"] is None
     # FOM's hypergradient is exactly 0 here (V, L_out do not depend on θ): θ never moves, the run says so and stops
     assert fom["steps"] == outer.SATURATED_STEPS and "exactly 0" in fom["stopped"]
-    assert fom["function_calls"] == outer.SATURATED_STEPS * (r + 2) == fom["grad_evals"] + fom["hvps"] + fom["jvps"]
+    assert fom["grad_evals"] == outer.SATURATED_STEPS * (r + 1)  # r inner steps and the outer gradient per step
+    assert fom["function_calls"] == fom["grad_evals"] + fom["hvps"] + fom["jvps"]
     assert exact["states"] == 1 and exact["hvps"] > 0  # the whole Cost record reaches summary.json
     assert "Likhosherstov et al. 2021, Table 1" in (tmp_path / "results.md").read_text()
 
@@ -281,22 +283,19 @@ def test_auto_step_size_is_one_over_L_and_the_results_name_the_data(bright_mnist
     assert "are not shown: they are for 28x28 MNIST with 60000/10000 images" in md
 
 
-def test_a_run_that_diverges_after_passing_the_check_stops_with_one_line(tmp_path, capsys):
-    """The step-size check passes at φ_0, but an outer Adam step of 1e38 walks θ (float32) past
-    the largest float within a few steps. ``ablo run`` stops: exit 2, one line naming the step, the
-    run and the cause, and the last good checkpoint is kept with a finite θ."""
+def test_a_run_that_saturates_theta_stops_with_a_line_that_says_so(tmp_path, capsys):
+    """An outer Adam step of 1e38 throws θ far out, where σ(θ_i) is 0 or 1 in float32 and the
+    hypergradient exactly 0: the run stops after outer.SATURATED_STEPS such steps instead of
+    spending its budget, says so in one line (exit 0), and the row records why."""
     code, _, err = call(["run", "hypercleaning", "--tiny", "--outer-lr", "1e38", "--set", "schedule=constant",
                          "--steps", "20", "-m", "truncated-1", "--out", str(tmp_path)], capsys)
-    assert code == 2 and len(err) == 1, err
-    assert "of truncated-1 seed 0: the theta is not finite" in err[0] and "Traceback" not in err[0]
-    step = int(err[0].split("outer step ")[1].split()[0])
-    assert 1 < step < 20  # the first steps were finite
-    ck = tmp_path / "checkpoints" / "truncated-1 seed 0"
-    assert ckpt.info(ck)["step"] == step - 1 and str(ckpt.path(ck)) in err[0]
-    with np.load(ckpt.path(ck)) as z:
+    assert code == 0, err
+    assert "truncated-1 seed 0: the hypergradient was exactly 0" in " ".join(err) and "Traceback" not in "".join(err)
+    (row,) = json.loads((tmp_path / "summary.json").read_text())["results"]
+    assert row["steps"] < 20 and "exactly 0" in row["stopped"]
+    with np.load(ckpt.path(tmp_path / "checkpoints" / "truncated-1 seed 0")) as z:
         theta = z["theta/0"]
-    assert np.all(np.isfinite(theta)) and np.abs(theta).max() > 1e38
-    assert not (tmp_path / "summary.json").exists()
+    assert np.all(np.isfinite(theta)) and np.abs(theta).max() > 1e37
 
 
 # --- the papers' figures ---------------------------------------------------------------------------
@@ -337,7 +336,7 @@ def test_real_mnist_curvature_lets_alpha_one_pass():
     data = SHARED / "mnist"
     if not data.is_dir():
         pytest.skip(f"MNIST not found at {data} (set ABLO_DATA_DIR to the shared data folder)")
-    cfg = build(hc.Config, {"data_dir": str(data)}).resolved()
+    cfg = build(hc.Config, {"data_dir": str(data), "inner_lr": "paper"}).resolved()
     d = hc.make_data(cfg, 0)
     alpha, L = hc.step_size(cfg, d["task"], hc.init_model(cfg, 784, 0), jnp.zeros(5000))
     assert alpha == 1.0 and 1.5 < L < 2.0

@@ -110,9 +110,9 @@ class RunResult(NamedTuple):
 
 #: The Cost fields a run reports (``RunResult.cost``, the experiments' rows and summary.json).
 COST_FIELDS = ("grad_evals", "hvps", "jvps", "states", "samples")
-#: A run stops after this many outer steps in a row with a hypergradient that is exactly 0: θ
-#: no longer moves (saturated, e.g. σ(θ_i) at 0 or 1 in float precision, or an estimator that
-#: does not see θ, as FOM where V and L_out do not depend on it).
+#: A run stops after this many outer steps in a row with a hypergradient that is exactly 0: nothing
+#: is left to learn from (θ saturated, e.g. σ(θ_i) at 0 or 1 in float precision, or an estimator
+#: that does not see θ, as FOM where V and L_out do not depend on it).
 SATURATED_STEPS = 5
 
 
@@ -332,7 +332,7 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
     ``advance(n)``; ``label`` (default the estimator's name) names the run in it.
     ``log_losses=False`` skips the extra inner run that the logged losses cost (they are then
     None). A run whose hypergradient is exactly 0 for :data:`SATURATED_STEPS` steps in a row stops
-    there (θ no longer moves): ``RunResult.stopped`` says so. ``RunResult.cost`` is the run's whole
+    there: ``RunResult.stopped`` says so. ``RunResult.cost`` is the run's whole
     Cost record; the checkpoint stores a :func:`ablo.checkpoint.fingerprint` of the estimator,
     problem and optimizer, and ``resume=True`` refuses a checkpoint written for others. The step is compiled before the clock starts: ``seconds`` counts outer steps only, not
     compilation (``compile_seconds``), ``eval_fn`` nor checkpoint writing.
@@ -411,8 +411,8 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
             zero_steps = zero_steps + 1 if m["grad_norm"] == 0 else 0
             if zero_steps >= SATURATED_STEPS:
                 snap.stopped = (f"{label}: the hypergradient was exactly 0 for {zero_steps} outer steps in a row (θ "
-                                f"saturated, or an estimator that does not see θ): stopped at step {snap.step}, θ no "
-                                "longer moves")
+                                f"saturated, e.g. σ(θ_i) at 0 or 1, or an estimator that does not see θ): stopped at "
+                                f"step {snap.step}")
             if not log_losses:
                 m["outer_loss"] = m["inner_loss"] = None
             done = budget.exhausted(snap.step, snap.function_calls, snap.seconds) or bool(snap.stopped)

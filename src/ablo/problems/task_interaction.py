@@ -147,7 +147,7 @@ def load(cfg) -> tuple[dict, list, str]:
         d = load_newsgroups(cfg.data_dir, max_features=cfg.max_features)
         data = {s: (d[s][0].toarray().astype(np.float32), d[s][1]) for s in ("train", "test")}
         names = list(d["groups"])
-        what = (f"20 Newsgroups bydate from {cfg.data_dir}: training/validation sets drawn from the "
+        what = (f"20 Newsgroups bydate: training/validation sets drawn from the "
                 f"{len(data['train'][1])} training posts, the {len(data['test'][1])} test posts as test set; TF-IDF "
                 f"of the {data['train'][0].shape[1]} most frequent words")
     data = {s: (x * np.float32(cfg.feature_scale), y) for s, (x, y) in data.items()}
