@@ -204,3 +204,31 @@ def test_cli_run_killed_and_resumed_writes_the_same_summary(tmp_path, monkeypatc
             assert row.pop("seconds") > 0
     assert a == b
     assert a["results"][0]["steps"] == steps
+
+
+def test_resume_with_another_estimator_problem_or_optimizer_is_refused(tmp_path):
+    go(tmp_path, 2)
+    other_problem = ablo.BilevelProblem(PROBLEM.inner_loss, PROBLEM.outer_loss, ablo.adam(0.2), steps=3,
+                                        init=PROBLEM.init)  # another inner step size: same shapes
+    for name, args in (("estimator", (PROBLEM, ablo.estimators.get("adaptive-ufom", q_min=0.3), OPT)),
+                       ("problem", (other_problem, EST, OPT)), ("optimizer", (PROBLEM, EST, optax.adam(0.07)))):
+        with pytest.raises(ckpt.CheckpointError, match=f"another {name}"):
+            run(*args, THETA0, sampler, key=jax.random.PRNGKey(7), budget=Budget(steps=4), meta_batch=2,
+                checkpoint_dir=tmp_path, resume=True)
+    assert go(tmp_path, 4, resume=True).steps == 4  # the same settings resume
+
+
+def test_a_checkpoint_without_fingerprint_still_resumes(tmp_path):
+    """Checkpoints written before fingerprints were stored (format version 1 too) are accepted."""
+    go(tmp_path, 2)
+    arrays = dict(np.load(ckpt.path(tmp_path)))
+    meta = json.loads(arrays["__meta__"].tobytes().decode())
+    assert set(meta.pop("fingerprint")) == {"estimator", "problem", "optimizer"}
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(ckpt.path(tmp_path), **arrays)
+    assert go(tmp_path, 4, resume=True).steps == 4
+
+
+def test_describe_is_by_value_not_by_address():
+    assert ckpt.describe(optax.adam(0.05)) == ckpt.describe(optax.adam(0.05)) != ckpt.describe(optax.adam(0.06))
+    assert "0x" not in ckpt.describe(PROBLEM) and "0x" not in ckpt.describe(EST)

@@ -12,7 +12,8 @@ import pytest
 from ablo.estimators import Reverse, Truncated
 from ablo.experiments import execute, get
 from ablo.experiments import hyper_representation as hr
-from ablo.experiments._episodes import episode_sampler
+from ablo.problems.hyper_representation import synthetic_omniglot
+from ablo.problems.hyper_representation import episode_sampler
 from ablo.experiments.config import ConfigError, build
 
 REAL = next((p for p in (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "omniglot",
@@ -82,7 +83,7 @@ def test_config_refuses_a_truncation_deeper_than_T_and_bad_splits():
 def tiny_problem():
     cfg = build(hr.Config, {"size": 6, "filters": 2, "steps": 3, "ways": 3, "queries": 2, "inner_lr": 0.05,
                             "table_methods": "truncated-1", "rho0": 0.5})
-    images = hr.synthetic_omniglot(cfg.size, n=10, drawings=4)
+    images = synthetic_omniglot(cfg.size, n=10, drawings=4)
     task = episode_sampler(images, cfg.ways, cfg.shots, cfg.queries)(jax.random.PRNGKey(0))
     theta = hr.init_theta(jax.random.PRNGKey(1), cfg)
     return cfg, hr.make_problem(cfg), theta, task

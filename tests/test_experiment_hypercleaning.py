@@ -15,11 +15,12 @@ import pytest
 
 from ablo import FOM, Reverse
 from ablo import checkpoint as ckpt
+from ablo import outer
 from ablo.experiments import _paper, get
 from ablo.experiments import hypercleaning as hc
 from ablo.experiments.config import ConfigError, build
 from ablo.models import linear_init
-from ablo.problems.hypercleaning import make_problem
+from ablo.problems.hypercleaning import f1_corrupted, make_problem
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_cli  # noqa: E402
@@ -143,8 +144,8 @@ def test_f1_of_the_threshold_rule_matches_a_hand_count():
     theta = jnp.array([-5.0, -4.0, -2.9, 0.0, -3.5, 1.0])
     corrupted = jnp.array([True, True, True, False, False, False])
     # predicted corrupted: 0, 1, 4 -> tp 2, fp 1, fn 1 -> F1 = 2·2 / (3 + 3)
-    assert float(hc.f1_corrupted(theta, corrupted)) == pytest.approx(4 / 6)
-    assert np.isnan(float(hc.f1_corrupted(theta, jnp.zeros(6, bool))))  # nothing corrupted: F1 undefined, not 0
+    assert float(f1_corrupted(theta, corrupted)) == pytest.approx(4 / 6)
+    assert np.isnan(float(f1_corrupted(theta, jnp.zeros(6, bool))))  # nothing corrupted: F1 undefined, not 0
 
 
 def test_fom_is_blind_here_but_the_exact_hypergradient_downweights_corrupted_examples():
@@ -171,11 +172,15 @@ def test_model_defaults_are_resolved_in_one_place():
     assert lin.outer_lr is None
     assert build(hc.Config, {"data_dir": "/mnist", "outer_lr": "0.1"}).resolved().first_step_norm is None
     mlp = build(hc.Config, {"model": "mlp"}).resolved()
-    assert mlp.methods == ("recompute", "fom", "adaptive-ufom") and mlp.seeds == (0, 1, 2)
+    assert mlp.methods == ("recompute", "fom", "adaptive-ufom") and mlp.seeds == (3, 4, 5)
+    assert mlp.tuned_seeds == (0, 1, 2) and lin.seeds == (3,)  # pre-registered: reported seeds are fresh
     assert (mlp.n_train, mlp.steps, mlp.pool, mlp.hidden, mlp.budget_calls) == (600, 20, None, 32, 10_000)
     assert (mlp.corruption, mlp.test_set, mlp.decay_bias, mlp.l2, mlp.outer_lr) == ("wrong", "test", False, 1e-3, 0.3)
     assert build(hc.Config, {"model": "mlp", "first_step_norm": "5"}).resolved().outer_lr is None
-    assert build(hc.Config, {"inner_lr": "auto"}).inner_lr is None
+    assert build(hc.Config, {}).inner_lr is None  # auto (1/L) by default: the defaults are never refused
+    with pytest.raises(ConfigError, match="tuned_seeds"):  # pre-registration: no reporting on the tuning seeds
+        build(hc.Config, {"seeds": "0,3"})
+    assert build(hc.Config, {"inner_lr": "paper"}).inner_lr == hc.PAPER_INNER_LR == 1.0
     assert build(get("demo").config, {}).resolved().methods == ("recompute", "fom", "ufom", "adaptive-ufom")
 
 
@@ -183,7 +188,7 @@ def test_model_defaults_are_resolved_in_one_place():
     ({"model": "cnn"}, "model"), ({"Ks": "1,5"}, "unknown config key 'Ks'"), ({"corrupt": "1.5"}, "corrupt"),
     ({"n_train": "0"}, "n_train"), ({"methods": "truncated-99"}, "methods: truncated-99"),
     ({"methods": "truncated-5.5"}, "truncated-5.5"), ({"hidden": "16"}, "hidden is not used"),
-    ({"pool": "2"}, "pool is not used"), ({"seeds": "0,0"}, "seeds"), ({"inner_lr": "0"}, "inner_lr"),
+    ({"pool": "2"}, "pool is not used"), ({"seeds": "4,4"}, "seeds"), ({"inner_lr": "0"}, "inner_lr"),
     ({"inner_lr": "[1, 2]"}, "inner_lr"), ({"model": "mlp", "hidden": "0"}, "hidden"),
     ({"corruption": "flip"}, "corruption"), ({"test_set": "val"}, "test_set"),
     ({"outer_lr": "0.1", "first_step_norm": "3"}, "first_step_norm"), ({"first_step_norm": "0"}, "first_step_norm")])
@@ -205,7 +210,7 @@ def test_tiny_linear_run_writes_summary_curves_table_and_plot(tmp_path, capsys):
     for r in doc["results"]:
         assert set(hc.ROW_KEYS) <= set(r)
         assert r["steps"] == tiny["outer_steps"] and 0 <= r["test_acc"] <= 100 and 0 <= r["f1"] <= 1
-        assert r["inner_lr"] == 1.0 and 0 < r["L"] < 2.0
+        assert r["inner_lr"] == pytest.approx(1 / r["L"])  # auto by default
     # K-RMD costs r + 1 gradients + K HVPs per step (the start W_0 = 0 does not depend on θ: no JVP)
     r = tiny["steps"]
     assert [row["function_calls"] for row in doc["results"]] == [3 * (r + 1 + K) for K in (1, r)]
@@ -221,6 +226,9 @@ def test_tiny_linear_run_writes_summary_curves_table_and_plot(tmp_path, capsys):
     assert "scikit-learn digits" in md and "MNIST from" not in md
     assert "Shaban et al. 2019, Table 2" in md and "are not shown" in md and "paper_" not in md
     assert (tmp_path / "checkpoints" / "reverse seed 0").is_dir()
+    assert doc["config"]["inner_lr"] == pytest.approx(doc["results"][0]["inner_lr"])  # resolved, with how
+    assert doc["config"]["inner_lr_resolved"].startswith("auto: α = 1/L")
+    assert "Seeds: [0] (a smoke run reports nothing" in md
 
 
 def test_tiny_mlp_run_spends_equal_budgets(tmp_path, capsys):
@@ -229,9 +237,13 @@ def test_tiny_mlp_run_spends_equal_budgets(tmp_path, capsys):
     assert code == 0, err
     doc = json.loads((tmp_path / "summary.json").read_text())
     r = get("hypercleaning").tiny["steps"]
-    per_step = {"fom": r + 2, "recompute": r + 1 + r * (r - 1) // 2 + r + 1}
-    for row in doc["results"]:
-        assert 200 <= row["function_calls"] < 200 + per_step[row["method"]]
+    fom, exact = doc["results"]
+    assert 200 <= exact["function_calls"] < 200 + r + 1 + r * (r - 1) // 2 + r + 1 and exact["stopped"] is None
+    # FOM's hypergradient is exactly 0 here (V, L_out do not depend on θ): θ never moves, the run says so and stops
+    assert fom["steps"] == outer.SATURATED_STEPS and "exactly 0" in fom["stopped"]
+    assert fom["grad_evals"] == outer.SATURATED_STEPS * (r + 1)  # r inner steps and the outer gradient per step
+    assert fom["function_calls"] == fom["grad_evals"] + fom["hvps"] + fom["jvps"]
+    assert exact["states"] == 1 and exact["hvps"] > 0  # the whole Cost record reaches summary.json
     assert "Likhosherstov et al. 2021, Table 1" in (tmp_path / "results.md").read_text()
 
 
@@ -247,7 +259,7 @@ def test_every_tiny_run_of_demo_works(tmp_path, capsys):
 def test_step_size_at_or_above_two_over_L_is_refused_with_L(bright_mnist, tmp_path, capsys):
     out = tmp_path / "out"
     code, _, err = call(["run", "hypercleaning", "--tiny", "--data-dir", str(bright_mnist), "--n-train", "100",
-                         "--n-val", "100", "--out", str(out)], capsys)
+                         "--n-val", "100", "--inner-lr", "paper", "--out", str(out)], capsys)
     assert code == 2 and len(err) == 1, err
     assert "inner_lr = 1 is at or above 2/L" in err[0] and "L = " in err[0] and "1/L" in err[0]
     L = float(err[0].split("(L = ")[1].split(",")[0])
@@ -262,32 +274,28 @@ def test_auto_step_size_is_one_over_L_and_the_results_name_the_data(bright_mnist
     assert code == 0, err
     doc = json.loads((tmp_path / "summary.json").read_text())
     (row,) = doc["results"]
-    assert row["inner_lr"] == pytest.approx(1 / row["L"]) and doc["config"]["inner_lr"] is None
+    assert row["inner_lr"] == pytest.approx(1 / row["L"]) == pytest.approx(doc["config"]["inner_lr"])
     d = doc["config"]["dataset"]
-    # generated IDX files in MNIST's names and shapes: their digests are not MNIST's
-    assert (d["name"], d["train_images"], d["test_images"], d["image_size"]) == ("unknown", 300, 100, 14)
+    assert (d["name"], d["train_images"], d["test_images"], d["image_size"]) == ("unknown", 300, 100, 14)  # generated IDX files: not MNIST by digest
     md = (tmp_path / "results.md").read_text()
-    assert f"unknown from {bright_mnist.resolve()}" in md and "300 training / 100 test images" in md
+    assert str(bright_mnist) not in md and "unknown (300 training / 100 test images" in md  # no machine path
     assert "α = 1/L (inner_lr = auto" in md
     assert "are not shown: they are for 28x28 MNIST with 60000/10000 images" in md
 
 
-def test_a_run_that_diverges_after_passing_the_check_stops_with_one_line(tmp_path, capsys):
-    """The step-size check passes at φ_0, but an outer Adam step of 1e38 walks θ (float32) past
-    the largest float within a few steps. ``ablo run`` stops: exit 2, one line naming the step, the
-    run and the cause, and the last good checkpoint is kept with a finite θ."""
+def test_a_run_that_saturates_theta_stops_with_a_line_that_says_so(tmp_path, capsys):
+    """An outer Adam step of 1e38 throws θ far out, where σ(θ_i) is 0 or 1 in float32 and the
+    hypergradient exactly 0: the run stops after outer.SATURATED_STEPS such steps instead of
+    spending its budget, says so in one line (exit 0), and the row records why."""
     code, _, err = call(["run", "hypercleaning", "--tiny", "--outer-lr", "1e38", "--set", "schedule=constant",
                          "--steps", "20", "-m", "truncated-1", "--out", str(tmp_path)], capsys)
-    assert code == 2 and len(err) == 1, err
-    assert "of truncated-1 seed 0: the theta is not finite" in err[0] and "Traceback" not in err[0]
-    step = int(err[0].split("outer step ")[1].split()[0])
-    assert 1 < step < 20  # the first steps were finite
-    ck = tmp_path / "checkpoints" / "truncated-1 seed 0"
-    assert ckpt.info(ck)["step"] == step - 1 and str(ckpt.path(ck)) in err[0]
-    with np.load(ckpt.path(ck)) as z:
+    assert code == 0, err
+    assert "truncated-1 seed 0: the hypergradient was exactly 0" in " ".join(err) and "Traceback" not in "".join(err)
+    (row,) = json.loads((tmp_path / "summary.json").read_text())["results"]
+    assert row["steps"] < 20 and "exactly 0" in row["stopped"]
+    with np.load(ckpt.path(tmp_path / "checkpoints" / "truncated-1 seed 0")) as z:
         theta = z["theta/0"]
-    assert np.all(np.isfinite(theta)) and np.abs(theta).max() > 1e38
-    assert not (tmp_path / "summary.json").exists()
+    assert np.all(np.isfinite(theta)) and np.abs(theta).max() > 1e37
 
 
 # --- the papers' figures ---------------------------------------------------------------------------
@@ -328,16 +336,21 @@ def test_real_mnist_curvature_lets_alpha_one_pass():
     data = SHARED / "mnist"
     if not data.is_dir():
         pytest.skip(f"MNIST not found at {data} (set ABLO_DATA_DIR to the shared data folder)")
-    cfg = build(hc.Config, {"data_dir": str(data)}).resolved()
+    cfg = build(hc.Config, {"data_dir": str(data), "inner_lr": "paper"}).resolved()
     d = hc.make_data(cfg, 0)
     alpha, L = hc.step_size(cfg, d["task"], hc.init_model(cfg, 784, 0), jnp.zeros(5000))
     assert alpha == 1.0 and 1.5 < L < 2.0
 
 
-def test_paired_note_reports_per_seed_differences_against_the_first_method():
+def test_paired_note_states_the_difference_with_its_95_percent_interval():
+    from scipy import stats
+
     rows = [{"method": m, "seed": s, "test_acc": a} for m, accs in (("exact", (80, 81, 79)), ("aufom", (81, 81.5, 80)))
             for s, a in enumerate(accs)]
     note = hc.paired_note(rows, "test_acc")
-    se = np.std([1, 0.5, 1], ddof=1) / np.sqrt(3)
-    assert f"aufom − exact: +0.833 ± {se:.2g} (higher on 3 of 3 seeds)" in note
+    half = stats.t.ppf(0.975, 2) * np.std([1, 0.5, 1], ddof=1) / np.sqrt(3)
+    assert f"aufom − exact: +0.833, 95% interval [{0.8333 - half:+.3g}, {0.8333 + half:+.3g}] over 3 seeds" in note
+    assert "(better)" in note and "of 3" not in note  # the interval excludes 0; never "N of N" alone
+    noisy = [dict(r, test_acc=r["test_acc"] + (3 if r["seed"] == 0 and r["method"] == "exact" else 0)) for r in rows]
+    assert "not distinguishable from 0" in hc.paired_note(noisy, "test_acc")
     assert hc.paired_note([r for r in rows if r["method"] == "exact"], "test_acc") == ""  # nothing to pair

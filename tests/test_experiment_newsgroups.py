@@ -10,7 +10,7 @@ import pytest
 
 from ablo.experiments import get
 from ablo.experiments.config import ConfigError
-from ablo.experiments.newsgroups import synthetic_corpus
+from ablo.problems.newsgroups import synthetic_corpus
 from _cli_run import ablo, one_error_line
 
 

@@ -16,7 +16,7 @@ from ablo.estimators import StocBiO
 from ablo.experiments import get
 from ablo.experiments.config import ConfigError
 from ablo.experiments._wallclock import outer_step_size
-from ablo.experiments.stochastic_hypercleaning import corrupt, make_problem, unit_rows
+from ablo.problems.stochastic_hypercleaning import corrupt, make_problem, unit_rows
 from ablo.models import linear_init
 from ablo.problems import hypercleaning
 from _cli_run import ablo, one_error_line

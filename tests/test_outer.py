@@ -10,6 +10,7 @@ import optax
 import pytest
 
 import ablo
+from ablo import outer
 from ablo.outer import Budget, run
 
 R = 4
@@ -65,6 +66,22 @@ def test_step_budget_and_call_count():
     assert res.steps == 7 and len(res.log) == 7
     assert res.function_calls == 7 * per_step
     assert [e["function_calls"] for e in res.log] == [per_step * (k + 1) for k in range(7)]
+    # the whole Cost record, summed over the run (states: the most held at once)
+    assert res.cost == {"grad_evals": 7 * m * (R + 1), "hvps": 0, "jvps": 7 * m, "states": m, "samples": 0}
+    assert res.stopped == ""
+
+
+def test_a_run_whose_hypergradient_stays_exactly_zero_stops_and_says_so():
+    """V and L_out independent of θ: FOM's estimate is exactly 0, θ never moves; the run stops after
+    SATURATED_STEPS such steps with the reason, instead of spending its whole budget."""
+    blind = ablo.BilevelProblem(lambda th, phi, c: 0.5 * jnp.sum(th * (phi - c) ** 2),
+                                lambda th, phi, c: 0.5 * jnp.sum((phi - c) ** 2), ablo.gd(0.1), steps=R,
+                                init=lambda th, c: jnp.zeros(2))
+    res = run(blind, ablo.FOM(), OPT, jnp.ones(2), sampler, key=KEY, budget=Budget(steps=50))
+    assert res.steps == outer.SATURATED_STEPS and "exactly 0" in res.stopped and "fom" in res.stopped
+    assert np.array_equal(res.theta, jnp.ones(2))
+    moving = run(blind, ablo.Reverse(), OPT, jnp.ones(2), sampler, key=KEY, budget=Budget(steps=8))
+    assert moving.steps == 8 and moving.stopped == ""
 
 
 @pytest.mark.parametrize("q", [0.3, 1.0])

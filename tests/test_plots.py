@@ -1,5 +1,7 @@
-"""The shared plotting helpers of ablo.results: numeric label order, one figure legend that covers
-every line and overlaps no panel, axis labels with units."""
+"""The shared plotting helpers (ablo.results, ablo.experiments.plots): numeric label order, one
+figure legend that covers every line and overlaps no panel, axis labels with units, text that never
+overlaps (rendered and compared by bounding box), spread over seeds as a band, [0, 1] for F1, a log
+scale where one line would squeeze the others, a chance line."""
 
 import matplotlib
 import numpy as np
@@ -53,9 +55,77 @@ def test_counterexample_zoom_leaves_out_the_early_excursion():
     assert lo < 2.840 and 5.77 < hi < 7  # both marked points in view, the excursion to 150 out of it
 
 
-def test_toy2d_legend_order_is_numeric_in_K():
-    from ablo.experiments.toy2d import method_label, plot_order
+def test_method_order_is_numeric_in_K_and_labels_say_which_depth():
+    from ablo.experiments.plots import method_label, method_order
 
-    order = plot_order(["truncated-25", "reverse", "truncated-5", "truncated-1"], 100)
-    assert order == ["truncated-1", "truncated-5", "truncated-25", "reverse"]
-    assert [method_label(s, 100) for s in order] == ["K = 1", "K = 5", "K = 25", "K = T = 100 (exact)"]
+    order = method_order(["truncated-25", "fom", "reverse", "truncated-5", "truncated-1", "ufom:q=0.2"], 100)
+    assert order == ["truncated-1", "truncated-5", "truncated-25", "reverse", "fom", "ufom:q=0.2"]
+    assert [method_label(s, 100) for s in order] == ["1-RMD", "5-RMD", "25-RMD", "full RMD (K = T = 100)", "FOM",
+                                                     "UFOM (q=0.2)"]
+    assert method_label("truncated-100", 100) == method_label("recompute", 100) == "full RMD (K = T = 100)"
+
+
+def _curves(methods, seeds, f1=lambda m, s, k: 0.0, acc=lambda m, s, k: 50.0 + k):
+    return [{"method": m, "seed": s, "function_calls": 100.0 * k, "test_acc": acc(m, s, k), "f1": f1(m, s, k),
+             "val_ce": 2.0 - 0.01 * k} for m in methods for s in seeds for k in range(10)]
+
+
+def _drawn_ticks(ax) -> set:
+    """The tick labels of ``ax`` that are drawn: those at a location inside the view limits."""
+    out = set()
+    for axis, (lo, hi) in ((ax.xaxis, sorted(ax.get_xbound())), (ax.yaxis, sorted(ax.get_ybound()))):
+        for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+            if lo - 1e-9 * abs(hi - lo) <= tick.get_loc() <= hi + 1e-9 * abs(hi - lo):
+                out |= {id(tick.label1), id(tick.label2)}
+    return out
+
+
+def _overlaps(fig) -> list:
+    """Pairs of drawn, non-empty texts of ``fig`` whose rendered bounding boxes intersect."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    ticks = {id(t) for ax in fig.axes for tick in ax.xaxis.get_major_ticks() + ax.xaxis.get_minor_ticks()
+             + ax.yaxis.get_major_ticks() + ax.yaxis.get_minor_ticks() for t in (tick.label1, tick.label2)}
+    drawn = set().union(*(_drawn_ticks(ax) for ax in fig.axes))
+    texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_visible() and t.get_text().strip()
+             and (id(t) not in ticks or id(t) in drawn)]
+    boxes = [(t.get_text(), t.get_window_extent(renderer)) for t in texts]
+    return [(a, b) for i, (a, ba) in enumerate(boxes) for b, bb in boxes[i + 1:]
+            if ba.x0 < bb.x1 - 0.5 and bb.x0 < ba.x1 - 0.5 and ba.y0 < bb.y1 - 0.5 and bb.y0 < ba.y1 - 0.5]
+
+
+def test_curve_plot_text_never_overlaps_even_with_long_titles_and_many_methods():
+    from ablo.experiments.plots import curve_figure
+
+    methods = ["recompute", "fom", "adaptive-ufom", "truncated-1", "truncated-25", "ufom:q=0.2"]
+    fig = curve_figure(_curves(methods, (0, 1, 2)), x="function_calls", ys=("test_acc", "val_ce", "f1"),
+                       title="Hypercleaning (mlp, MNIST): test accuracy on the 10000 test images, mean over seeds "
+                             "[100, 101, 102, 103, 104] with a title long enough to run into the panels",
+                       chance={"test_acc": 10.0})
+    assert _overlaps(fig) == []
+    plt.close(fig)
+
+
+def test_curve_plot_draws_the_seed_spread_as_a_band_and_f1_on_zero_to_one():
+    from ablo.experiments.plots import curve_figure
+
+    fig = curve_figure(_curves(["fom", "recompute"], (0, 1), acc=lambda m, s, k: 50 + k + 3 * s),
+                       x="function_calls", ys=("test_acc", "f1"))
+    acc, f1 = fig.axes[:2]
+    assert len(acc.collections) == 2  # one band per method: the spread over the two seeds
+    assert f1.get_ylim()[0] <= 0 and f1.get_ylim()[1] >= 1 and f1.get_ylim()[1] - f1.get_ylim()[0] < 1.1
+    assert any("mean of 2 seeds" in t.get_text() for t in fig.legends[0].get_texts())
+    plt.close(fig)
+    one = curve_figure(_curves(["fom"], (0,)), x="function_calls", ys=("test_acc",))
+    assert len(one.axes[0].collections) == 0  # one seed: no band
+    plt.close(one)
+
+
+def test_curve_plot_uses_a_log_scale_when_one_line_would_squeeze_the_others_and_draws_chance():
+    from ablo.experiments.plots import curve_figure
+
+    rows = _curves(["fom", "recompute", "adaptive-ufom"], (0,), acc=lambda m, s, k: 1e4 if m == "fom" else 1 + k)
+    fig = curve_figure(rows, x="function_calls", ys=("test_acc", "val_ce"), chance={"test_acc": 10.0})
+    assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_yscale() == "linear"
+    assert any(line.get_label().startswith("chance") for line in fig.axes[0].get_lines())
+    plt.close(fig)

@@ -92,3 +92,21 @@ def test_a_diverging_outer_loop_stops_naming_step_method_and_cause():
     c = cfg(outer_steps=50, steps=5, first_step_norm=1e30)
     with pytest.raises(Diverged, match=r"outer step \d+ of f reverse: the (theta|hypergradient|grad norm)"):
         toy2d.descend(toy2d.make_problem(c), Reverse(), c, jax.random.PRNGKey(0), "f reverse")
+
+
+def test_a_tiny_run_parses_each_method_spec_once(tmp_path, monkeypatch):
+    """`ablo run toy2d --tiny` turns each method spec into an estimator once: the config check,
+    the runs, the labels and the sort keys share it."""
+    from collections import Counter
+
+    from _cli_run import ablo as cli
+
+    from ablo import estimators
+    from ablo.experiments import config as config_mod
+
+    parsed, parse = Counter(), estimators.parse
+    monkeypatch.setattr(estimators, "parse", lambda spec: parsed.update([spec]) or parse(spec))
+    config_mod.estimator.cache_clear()
+    code, out, err = cli("run", "toy2d", "--tiny", "--out", tmp_path / "run")
+    assert code == 0, err
+    assert parsed == Counter(toy2d.TINY["methods"])

@@ -8,7 +8,9 @@ one, never a truncated file. It is a plain NumPy ``.npz`` (no pickle):
 * ``key``: the run's PRNG key data (step k draws its tasks from ``fold_in(key, k)``);
 * ``__meta__``: UTF-8 JSON with the format name and version, each tree's structure
   (``str(treedef)``), leaf count, shapes and dtypes, the step, the cumulative function calls,
-  seconds and skipped steps, and the log so far.
+  seconds and skipped steps, the log so far, the run's :func:`fingerprint` (the estimator,
+  problem and optimizer it was written for) and its Cost record so far (both absent in
+  checkpoints of older versions).
 
 Pytrees are rebuilt on the structure of the resuming run's own trees, after checking that the
 stored structure, shapes and dtypes are the same; any mismatch, or an unreadable file, raises
@@ -17,6 +19,9 @@ stored structure, shapes and dtypes are the same; any mismatch, or an unreadable
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import hashlib
 import io
 import json
 import zipfile
@@ -52,6 +57,46 @@ class Snapshot:
     seconds: float = 0.0
     skipped: int = 0
     log: List[dict] = field(default_factory=list)
+    fingerprint: Optional[dict] = None
+    cost: Optional[dict] = field(default_factory=lambda: dict.fromkeys(("grad_evals", "hvps", "jvps", "states",
+                                                                         "samples"), 0.0))
+    stopped: str = ""
+
+
+def describe(obj, seen=None) -> str:
+    """A text description of ``obj`` that is the same in every process: values of numbers, strings
+    and containers, shapes and dtypes of arrays, dataclass fields, and functions by module and
+    qualified name with what their closures hold (an optax transformation's learning rate, a
+    loss's constants); anything else by its type name, never by memory address."""
+    seen = set() if seen is None else seen
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return repr(obj)
+    if hasattr(obj, "shape") and hasattr(obj, "dtype"):
+        return f"array{tuple(obj.shape)}:{obj.dtype}"
+    if id(obj) in seen:
+        return type(obj).__qualname__
+    seen.add(id(obj))
+    sub = lambda x: describe(x, seen)
+    if isinstance(obj, (tuple, list)):
+        return f"{type(obj).__qualname__}[" + ",".join(map(sub, obj)) + "]"
+    if isinstance(obj, dict):
+        return "{" + ",".join(f"{k!r}:{sub(v)}" for k, v in sorted(obj.items(), key=lambda kv: repr(kv[0]))) + "}"
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return f"{type(obj).__qualname__}(" + ",".join(f"{f.name}={sub(getattr(obj, f.name))}"
+                                                        for f in dataclasses.fields(obj)) + ")"
+    if isinstance(obj, functools.partial):
+        return f"partial({sub(obj.func)},{sub(obj.args)},{sub(obj.keywords)})"
+    if hasattr(obj, "__code__"):
+        cells = [c.cell_contents for c in (obj.__closure__ or ()) if c.cell_contents is not c]
+        return f"{obj.__module__}.{obj.__qualname__}(" + ",".join(map(sub, cells)) + ")"
+    return type(obj).__qualname__
+
+
+def fingerprint(problem, estimator, optimizer) -> dict:
+    """{"estimator", "problem", "optimizer": SHA-256 of :func:`describe`}: what a checkpoint was
+    written for, so that a resume with other settings is refused."""
+    digest = lambda x: hashlib.sha256(describe(x).encode()).hexdigest()
+    return {"estimator": digest(estimator), "problem": digest(problem), "optimizer": digest(optimizer)}
 
 
 def path(directory) -> Path:
@@ -82,6 +127,10 @@ def save(directory, snap: Snapshot) -> Path:
     meta = {"format": FORMAT, "version": VERSION, "trees": trees, "step": int(snap.step),
             "function_calls": float(snap.function_calls), "seconds": float(snap.seconds),
             "skipped": int(snap.skipped), "log": snap.log}
+    if snap.fingerprint is not None:
+        meta["fingerprint"] = snap.fingerprint
+    if snap.cost is not None:
+        meta["cost"] = snap.cost
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -131,7 +180,7 @@ def load(directory, like: Snapshot) -> Optional[Snapshot]:
             trees[name] = jax.tree_util.tree_unflatten(treedef, [arrays[f"{name}/{i}"] for i in range(len(leaves))])
         return Snapshot(trees["theta"], trees["opt_state"], trees["estimator_state"], arrays["key"],
                         int(meta["step"]), float(meta["function_calls"]), float(meta["seconds"]),
-                        int(meta["skipped"]), list(meta["log"]))
+                        int(meta["skipped"]), list(meta["log"]), meta.get("fingerprint"), meta.get("cost"))
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, CheckpointError):
             raise

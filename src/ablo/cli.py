@@ -545,10 +545,11 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="output directory"),
          overwrite: bool = typer.Option(False, help=OVERWRITE_HELP)):
     """The README's main job: hypercleaning on scikit-learn's digits, exact vs FOM vs UFOM vs
     Adaptive UFOM at an equal function-call budget (a few minutes on two cores)."""
-    from .experiments import demo as demo_exp
+    from .experiments import get
 
-    cfg = demo_exp.EXPERIMENT.make_config({} if budget_calls is None else {"budget_calls": budget_calls})
-    run_experiment(demo_exp.EXPERIMENT, cfg, out, overwrite=overwrite)
+    exp = get("demo")
+    run_experiment(exp, exp.make_config({} if budget_calls is None else {"budget_calls": budget_calls}), out,
+                   overwrite=overwrite)
 
 
 @app.command()

@@ -90,7 +90,10 @@ class Budget:
 class RunResult(NamedTuple):
     """What :func:`run` returns: the final θ and optimizer/estimator states, the log, the outer
     steps done, the function calls spent, the seconds of outer-step time (compilation excluded),
-    the steps skipped as non-finite and the seconds spent compiling the step."""
+    the steps skipped as non-finite, the seconds spent compiling the step, the whole
+    :class:`~ablo.cost.Cost` record of the run (:data:`COST_FIELDS` summed, ``states`` the most
+    held at once; None after resuming a checkpoint that did not store it) and, when the run stopped
+    before its budget, why (``stopped``, else "")."""
 
     theta: Any
     opt_state: Any
@@ -101,6 +104,16 @@ class RunResult(NamedTuple):
     seconds: float
     skipped: int
     compile_seconds: float = 0.0
+    cost: Optional[dict] = None
+    stopped: str = ""
+
+
+#: The Cost fields a run reports (``RunResult.cost``, the experiments' rows and summary.json).
+COST_FIELDS = ("grad_evals", "hvps", "jvps", "states", "samples")
+#: A run stops after this many outer steps in a row with a hypergradient that is exactly 0: nothing
+#: is left to learn from (θ saturated, e.g. σ(θ_i) at 0 or 1 in float precision, or an estimator
+#: that does not see θ, as FOM where V and L_out do not depend on it).
+SATURATED_STEPS = 5
 
 
 class OuterState(NamedTuple):
@@ -257,6 +270,7 @@ def make_step(problem, estimator, optimizer, sampler, meta_batch: int = 1, mesh=
                                state.skipped + nonfinite.astype(jnp.int32))
         metrics = {"outer_loss": l_out, "inner_loss": l_in, "grad_norm": grad_norm,
                    "function_calls": c.function_calls, "nonfinite": nonfinite,
+                   **{f"cost_{k}": getattr(c, k) for k in COST_FIELDS},
                    **{f"bad_{k}": v for k, v in bad.items()}}
         return new_state, metrics
 
@@ -317,7 +331,10 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
     (:mod:`ablo.sharding`). ``progress(description, total)`` returns a context manager yielding
     ``advance(n)``; ``label`` (default the estimator's name) names the run in it.
     ``log_losses=False`` skips the extra inner run that the logged losses cost (they are then
-    None). The step is compiled before the clock starts: ``seconds`` counts outer steps only, not
+    None). A run whose hypergradient is exactly 0 for :data:`SATURATED_STEPS` steps in a row stops
+    there: ``RunResult.stopped`` says so. ``RunResult.cost`` is the run's whole
+    Cost record; the checkpoint stores a :func:`ablo.checkpoint.fingerprint` of the estimator,
+    problem and optimizer, and ``resume=True`` refuses a checkpoint written for others. The step is compiled before the clock starts: ``seconds`` counts outer steps only, not
     compilation (``compile_seconds``), ``eval_fn`` nor checkpoint writing.
     """
     validate(problem, estimator, optimizer, sampler, key, budget, meta_batch, log_every, eval_fn, eval_every,
@@ -330,15 +347,23 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
                          f"{type(e).__name__}: {e}") from None
     problem.validate(theta0, task_shape)
     state0 = init(problem, estimator, optimizer, theta0, sampler(key))
-    snap = ckpt.Snapshot(state0.theta, state0.opt_state, state0.estimator_state, key)
+    fingerprint = ckpt.fingerprint(problem, estimator, optimizer) if checkpoint_dir is not None else None
+    snap = ckpt.Snapshot(state0.theta, state0.opt_state, state0.estimator_state, key, fingerprint=fingerprint)
     if resume:
         restored = ckpt.load(checkpoint_dir, snap)
         if restored is not None:
             if not np.array_equal(restored.key, ckpt.key_data(key)):
                 raise ValueError(f"the checkpoint {ckpt.path(checkpoint_dir)} was written by a run with another key "
                                  "(seed); resume with the same key or use another checkpoint directory")
+            differ = [k for k, v in (restored.fingerprint or {}).items() if fingerprint.get(k) != v]
+            if differ:
+                raise ckpt.CheckpointError(
+                    f"the checkpoint {ckpt.path(checkpoint_dir)} was written by a run with another "
+                    f"{' and '.join(differ)} ({estimator.name} now); resume with the same estimator, problem and "
+                    "optimizer, or use another checkpoint directory")
             snap = ckpt.Snapshot(restored.theta, restored.opt_state, restored.estimator_state, key, restored.step,
-                                 restored.function_calls, restored.seconds, restored.skipped, restored.log)
+                                 restored.function_calls, restored.seconds, restored.skipped, restored.log,
+                                 fingerprint, restored.cost)
         if on_resume is not None:
             on_resume(snap.step)
     mesh = sharding.task_mesh(devices) if devices is not None and devices > 1 else None
@@ -359,8 +384,10 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
         state = state_of(snap)._replace(function_calls=jnp.asarray(snap.function_calls, jnp.float32))
         return eval_fn(snap.theta, state) if with_state else eval_fn(snap.theta)
 
+    zero_steps = 0
+
     def steps(advance):
-        nonlocal next_eval
+        nonlocal next_eval, zero_steps
         while not budget.exhausted(snap.step, snap.function_calls, snap.seconds):
             t0 = time.perf_counter()
             new, m = step_fn(state_of(snap), key)
@@ -378,9 +405,17 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
             snap.skipped += int(m["nonfinite"])
             snap.step += 1
             snap.function_calls += m["function_calls"]
+            if snap.cost is not None:
+                snap.cost = {k: max(snap.cost[k], m[f"cost_{k}"]) if k == "states" else snap.cost[k] + m[f"cost_{k}"]
+                             for k in COST_FIELDS}
+            zero_steps = zero_steps + 1 if m["grad_norm"] == 0 else 0
+            if zero_steps >= SATURATED_STEPS:
+                snap.stopped = (f"{label}: the hypergradient was exactly 0 for {zero_steps} outer steps in a row (θ "
+                                f"saturated, e.g. σ(θ_i) at 0 or 1, or an estimator that does not see θ): stopped at "
+                                f"step {snap.step}")
             if not log_losses:
                 m["outer_loss"] = m["inner_loss"] = None
-            done = budget.exhausted(snap.step, snap.function_calls, snap.seconds)
+            done = budget.exhausted(snap.step, snap.function_calls, snap.seconds) or bool(snap.stopped)
             due = eval_every is not None and snap.step % eval_every == 0
             if next_eval is not None and snap.function_calls >= next_eval:
                 due = True
@@ -391,6 +426,8 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
             if checkpoint_dir is not None and (done or (checkpoint_every and snap.step % checkpoint_every == 0)):
                 save()
             advance(1)
+            if snap.stopped:
+                return
 
     with (progress or _no_progress)(label, budget.steps) as advance:
         advance(snap.step)
@@ -399,7 +436,7 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
         except KeyboardInterrupt:  # between or inside steps: snap holds the last completed one
             raise Interrupted(snap.step, save() if checkpoint_dir is not None else None) from None
     return RunResult(snap.theta, snap.opt_state, snap.estimator_state, snap.log, snap.step, snap.function_calls,
-                     snap.seconds, snap.skipped, compile_seconds)
+                     snap.seconds, snap.skipped, compile_seconds, snap.cost, snap.stopped)
 
 
 def _entry(snap: ckpt.Snapshot, m: dict, estimator: Estimator, evaluate) -> dict:

@@ -15,13 +15,14 @@ from typing import Iterable, Mapping, Sequence
 from .atomic import atomic_write
 
 
-def _jsonable(x):
+def jsonable(x):
+    """``x`` as plain JSON values: arrays as lists, non-finite floats as None, keys as strings."""
     if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if hasattr(x, "tolist"):  # numpy / jax arrays and scalars
-        return _jsonable(x.tolist())
+        return jsonable(x.tolist())
     if isinstance(x, float) and not math.isfinite(x):
         return None
     return x
@@ -29,7 +30,7 @@ def _jsonable(x):
 
 def write_summary(out_dir, experiment: str, config: Mapping, results: Sequence[Mapping]) -> Path:
     """summary.json: {"experiment": name, "config": {...}, "results": [row per method and seed]}."""
-    doc = {"experiment": experiment, "config": _jsonable(config), "results": _jsonable(list(results))}
+    doc = {"experiment": experiment, "config": jsonable(config), "results": jsonable(list(results))}
     return atomic_write(Path(out_dir) / "summary.json", json.dumps(doc, indent=2, sort_keys=False) + "\n")
 
 
@@ -58,14 +59,22 @@ def write_csv(path, rows: Iterable[Mapping]) -> Path:
     w = csv.DictWriter(buf, fieldnames=cols)
     w.writeheader()
     for r in rows:
-        w.writerow({k: _jsonable(v) for k, v in r.items()})
+        w.writerow({k: jsonable(v) for k, v in r.items()})
     return atomic_write(path, buf.getvalue())
 
 
-def _fmt(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "" if v is None else str(v)
+def number(v, digits: int = 4) -> str:
+    """A number as people read it: whole values and values of 1000 or more without exponent and
+    with thousands separators (12,010), others with ``digits`` significant digits (0.4795, 2.3e-05),
+    non-finite as nan/inf; None as "", anything else as str."""
+    if v is None:
+        return ""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) and not hasattr(v, "__float__"):
+        return str(v)
+    x = float(v)
+    if not math.isfinite(x):
+        return str(x)
+    return f"{x:,.0f}" if abs(x) >= 1000 or x == int(x) else f"{x:.{digits}g}"
 
 
 def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None) -> str:
@@ -77,7 +86,7 @@ def markdown_table(rows: Sequence[Mapping], columns: Sequence[str] | None = None
         for r in rows:
             columns += [k for k in r if k not in columns]
     lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    lines += ["| " + " | ".join(number(r.get(c)) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 

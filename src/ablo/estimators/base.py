@@ -292,6 +292,10 @@ class Estimator:
     def check(self, problem: BilevelProblem) -> None:
         """Raise ValueError when this estimator's settings do not fit ``problem``."""
 
+    def exact_at(self, steps: int) -> bool:
+        """True when the estimate is the exact ∂M^(r)/∂θ of a problem with r = ``steps`` inner steps."""
+        return False
+
     def estimate_batch(self, problem, theta, tasks, state, key):
         """Mean hypergradient over a meta-batch (tasks stacked on axis 0), total cost.
 

@@ -49,6 +49,9 @@ class ExactUnrolled(TwoPass):
         """Cost of the backward half (static: it depends on r only)."""
         raise NotImplementedError
 
+    def exact_at(self, steps):
+        return True
+
     def expected_cost(self, r):
         """The forward half's r steps and the outer gradient, plus ``backward_cost(r)``."""
         c = self.backward_cost(r)
@@ -213,6 +216,9 @@ class Truncated(TwoPass):
     def check(self, problem):
         if isinstance(self.K, bool) or not isinstance(self.K, (int, np.integer)) or not 0 <= self.K <= problem.steps:
             raise ValueError(f"K (truncation depth) must be an integer in [0, r] = [0, {problem.steps}]; got {self.K!r}")
+
+    def exact_at(self, steps):
+        return self.K >= steps
 
     def forward_pass(self, problem, theta, task, state, key):
         """r − K steps, then K steps storing their inputs."""

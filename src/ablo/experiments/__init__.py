@@ -3,10 +3,11 @@
 Each module in this package registers an :class:`Experiment` on import: its name, its config
 class (a frozen :class:`~ablo.experiments.config.ExperimentConfig` whose fields declare type,
 range and help), ``tiny`` (overrides for a seconds-long smoke run, used by the tests) and
-``run(config, ctx) -> summary``. ``run`` builds its problems from the config, estimators from
+``run(config, ctx) -> Result``. ``run`` builds its problems from the config, estimators from
 the config's specs (:func:`ablo.estimators.parse`), trains with :mod:`ablo.outer` (``run``, or
-``make_step`` under ``lax.scan``/``vmap``) and writes summary.json / CSV / PNG / Markdown into
-``ctx.out`` through :mod:`ablo.results`.
+``make_step`` under ``lax.scan``/``vmap``), draws its figures with :mod:`.plots` and ends with
+:meth:`RunContext.finish`, which writes summary.json, the CSV files and results.md once and
+returns the :class:`Result` in memory.
 
 :func:`execute` is the one way to run an experiment (the CLI uses it): it claims the out folder
 (:class:`~ablo.runfolder.RunFolder`: manifest, lock, no mixing or silent replacing) and hands
@@ -18,10 +19,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import pkgutil
+from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 
+from .. import outer
+from ..results import jsonable, write_csv, write_markdown, write_summary
 from ..runfolder import RunFolder, checkpoint_dir
 from .config import ExperimentConfig, build
 
@@ -33,12 +37,34 @@ def null_progress(description: str, total):
 
 
 @dataclass(frozen=True)
+class Result(MappingABC):
+    """What a run returns, in memory, and what its summary.json holds: the experiment's name, its
+    config as run (every automatic value resolved, with how), one row per method and seed. Read
+    as the summary document (``result["results"]``)."""
+
+    experiment: str
+    config: Mapping
+    results: Sequence[Mapping]
+
+    def __getitem__(self, key: str):
+        if key not in ("experiment", "config", "results"):
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(("experiment", "config", "results"))
+
+    def __len__(self) -> int:
+        return 3
+
+
+@dataclass(frozen=True)
 class Experiment:
-    """A registered experiment: ``run(config, ctx) -> summary document``; ``config`` its
+    """A registered experiment: ``run(config, ctx) -> Result``; ``config`` its
     ExperimentConfig class; ``tiny`` the smoke-run overrides; ``summary`` one line for ``ablo list``."""
 
     name: str
-    run: Callable[[Any, "RunContext"], dict]
+    run: Callable[[Any, "RunContext"], Result]
     config: type
     tiny: Mapping = field(default_factory=dict)
     summary: str = ""
@@ -58,17 +84,29 @@ class RunContext:
     resume: bool = False
     note: Callable[[str], None] = lambda message: None
 
-    def checkpoint_dir(self, label: str) -> Path:
-        return checkpoint_dir(self.out, label)
-
-    def outer_options(self, label: str) -> dict:
-        """Keyword arguments of :func:`ablo.outer.run` for the run called ``label``: its checkpoint
-        folder, resume, the progress bar labelled ``label``, a note saying where a resume starts."""
+    def train(self, label: str, problem, estimator, optimizer, theta0, sampler, **options):
+        """:func:`ablo.outer.run` of the run called ``label`` with this run's checkpoint folder, resume
+        flag and progress bar; notes where a resume starts and why a run stopped before its budget."""
         def resumed(step: int) -> None:
             self.note(f"{label}: resuming from outer step {step}" if step else f"{label}: no checkpoint, starting at step 0")
 
-        return dict(checkpoint_dir=self.checkpoint_dir(label), resume=self.resume, progress=self.progress, label=label,
-                    on_resume=resumed)
+        result = outer.run(problem, estimator, optimizer, theta0, sampler, checkpoint_dir=checkpoint_dir(self.out, label),
+                           resume=self.resume, progress=self.progress, label=label, on_resume=resumed, **options)
+        if result.stopped:
+            self.note(result.stopped)
+        return result
+
+    def finish(self, experiment: str, config: Mapping, rows: Sequence[Mapping], *, title: str,
+               table: Optional[Sequence[Mapping]] = None, columns: Optional[Sequence[str]] = None, notes: str = "",
+               csv: Optional[Mapping[str, Sequence[Mapping]]] = None) -> Result:
+        """Write the run's files once (each atomically): ``csv`` ({file name: rows}), results.md (``title``,
+        ``table`` (default ``rows``) with ``columns``, ``notes``) and summary.json; return the :class:`Result`."""
+        for name, csv_rows in (csv or {}).items():
+            write_csv(self.out / name, csv_rows)
+        write_markdown(self.out / "results.md", title, rows if table is None else table, columns, notes)
+        result = Result(experiment, jsonable(dict(config)), jsonable(list(rows)))
+        write_summary(self.out, experiment, result.config, result.results)
+        return result
 
 
 EXPERIMENTS: Dict[str, Experiment] = {}
@@ -95,7 +133,7 @@ def get(name: str) -> Experiment:
 
 
 def execute(exp: Experiment, cfg: ExperimentConfig, out, *, resume: bool = False, overwrite: bool = False,
-            progress: Callable = null_progress, note: Callable[[str], None] = lambda m: None) -> dict:
+            progress: Callable = null_progress, note: Callable[[str], None] = lambda m: None) -> Result:
     """Run ``exp`` with ``cfg`` into the folder ``out`` (claimed by a RunFolder for the run)."""
     with RunFolder(out, exp.name, cfg, getattr(cfg, "data_dir", None), resume=resume, overwrite=overwrite) as folder:
         return exp.run(cfg, RunContext(folder.path, progress, resume, note))

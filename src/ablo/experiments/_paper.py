@@ -47,7 +47,8 @@ def hypercleaning_figures_withheld(config: Mapping) -> str:
         return f"they are for 28x28 MNIST with 60000/10000 images, this run read {read}"
     protocol = {**HYPERCLEANING_PROTOCOL, **HYPERCLEANING_MODEL_PROTOCOL.get(config.get("model"), {})}
     same = lambda a, b: (a == b or (isinstance(a, float) and isinstance(b, float) and abs(a - b) <= 1e-12 * abs(b)))
-    differ = [f"{k} = {config.get(k)} (paper: {v})" for k, v in protocol.items() if not same(config.get(k), v)]
+    say = lambda v: "no limit" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+    differ = [f"{k} = {say(config.get(k))} (paper: {say(v)})" for k, v in protocol.items() if not same(config.get(k), v)]
     return f"the protocol differs: {', '.join(differ)}" if differ else ""
 
 

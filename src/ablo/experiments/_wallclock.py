@@ -14,9 +14,17 @@ the iterate its own next inner run would reach, φ_r from V, computed outside th
 from __future__ import annotations
 
 import jax
-import numpy as np
 
 from .. import outer
+from .plots import plot_curves
+
+
+def plot_test_vs_time(curves: list, path, title: str) -> None:
+    """Ji et al. 2021 Figures 2-4 style: test loss (left) and test accuracy (right) against running
+    time, one line per method (the mean over seeds, their spread as a band)."""
+    plot_curves(curves, path, x="seconds", ys=("test_loss", "test_acc"), order=list(dict.fromkeys(
+        c["method"] for c in curves)), title=f"{title}; every point: the full test set",
+        axis={"seconds": "running time (s, outer steps only)", "test_acc": "test accuracy (fraction)"})
 
 
 def current_iterate(problem, estimator_state, theta, task):
@@ -45,9 +53,8 @@ def wallclock_run(problem, estimator, optimizer, theta0, task, *, key, seconds: 
     state0 = outer.init(problem, estimator, optimizer, theta0, task)
     curve = [{"step": 0, "seconds": 0.0, "function_calls": 0.0, **eval_fn(theta0, state0)}]
     budget = outer.Budget(seconds=seconds, steps=steps)
-    result = outer.run(problem, estimator, optimizer, theta0, lambda k: task, key=key, budget=budget,
-                       log_every=eval_every, eval_fn=eval_fn, eval_every=eval_every, log_losses=False,
-                       **ctx.outer_options(label))
+    result = ctx.train(label, problem, estimator, optimizer, theta0, lambda k: task, key=key, budget=budget,
+                       log_every=eval_every, eval_fn=eval_fn, eval_every=eval_every, log_losses=False)
     names = [k for k in curve[0] if k not in ("step", "seconds", "function_calls")]
     curve += [{"step": e["step"], "seconds": e["seconds"], "function_calls": e["function_calls"],
                **{k: e[k] for k in names}, **{k: e[k] for k in SOLVER_REPORT if k in e}}
@@ -89,46 +96,5 @@ def result_row(curve: list, result, **ident) -> dict:
     last = result.log[-1] if result.log else {}
     return dict(**ident, test_loss=curve[-1]["test_loss"], test_acc=curve[-1]["test_acc"], steps=result.steps,
                 seconds=result.seconds, function_calls=result.function_calls, compile_seconds=result.compile_seconds,
+                **(result.cost or {}), stopped=result.stopped or None,
                 **{k: last[k] for k in ("tol", "cg_cap_hits") if k in last})
-
-
-def plot_curves(curves: list, path, title: str, group_key: str = "method") -> None:
-    """Ji et al. 2021 Figures 2-4 style: test loss (left) and test accuracy (right) against running
-    time, one colour per ``group_key`` value, one line per seed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..results import save_figure
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    groups = list(dict.fromkeys(c[group_key] for c in curves))
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, name in enumerate(groups):
-        for j, c in enumerate(x for x in curves if x[group_key] == name):
-            t = [p["seconds"] for p in c["points"]]
-            for ax, key in zip(axes, ("test_loss", "test_acc")):
-                ax.plot(t, [p[key] for p in c["points"]], color=colors[i % len(colors)],
-                        label=name if j == 0 else None, alpha=0.9 if j == 0 else 0.5)
-    for ax, label in zip(axes, ("test loss (cross-entropy, nats)", "test accuracy (fraction)")):
-        ax.set_xlabel("running time / s")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    axes[0].legend(title="one line per seed" if len({c.get("seed") for c in curves}) > 1 else None)
-    fig.suptitle(f"{title}\nevery point: the full test set")
-    save_figure(fig, path)
-
-
-def curve_rows(curves: list, keys: tuple) -> list:
-    """Flatten curves to CSV rows: the identifying ``keys`` of each curve, then its points."""
-    return [{**{k: c[k] for k in keys}, **p} for c in curves for p in c["points"]]
-
-
-def seeded_split(n: int, sizes: tuple, seed: int) -> list:
-    """Disjoint random index sets of the given sizes from range(n)."""
-    if sum(sizes) > n:
-        raise ValueError(f"the splits need {sum(sizes)} examples but the data has {n}")
-    perm = np.random.default_rng(seed).permutation(n)
-    cuts = np.cumsum((0,) + tuple(sizes))
-    return [perm[a:b] for a, b in zip(cuts[:-1], cuts[1:])]

@@ -18,6 +18,7 @@ values given (:meth:`ExperimentConfig.inactive`) are refused. Every error is a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -34,15 +35,16 @@ class ConfigError(ValueError):
 
 def option(default, help: str, *, low=None, high=None, low_open: bool = False, high_open: bool = False,
            choices=None, min_len: int = 0, unique: bool = False, estimators: bool = False, hashed: bool = True,
-           none_word: Optional[str] = None):
+           none_word: Optional[str] = None, named: Optional[Mapping[str, Any]] = None):
     """A config field: ``default``, a one-line ``help``, numeric bounds (for a list: of each item),
     allowed ``choices``, the least list length ``min_len``, ``unique`` list items, ``estimators`` for estimator specs
     (checked by building them), ``hashed=False`` for fields that do not change results (e.g. the
     number of devices), which resume may change; ``none_word`` another word for None in an optional
-    field (e.g. "auto" when None means "chosen by the experiment")."""
+    field (e.g. "auto" when None means "chosen by the experiment"); ``named`` {word: value} for
+    named settings (e.g. {"paper": 1.0}: the paper's value, typed as the word)."""
     meta = dict(help=help, low=low, high=high, low_open=low_open, high_open=high_open, choices=choices,
                 min_len=min_len, unique=unique or estimators, estimators=estimators, hashed=hashed,
-                none_word=none_word)
+                none_word=none_word, named=dict(named or {}))
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -173,6 +175,9 @@ def parse_value(cls, key: str, value) -> Any:
     nones = ("none", "null") + ((fields[key].metadata["none_word"],) if fields[key].metadata.get("none_word") else ())
     if optional and (value is None or (isinstance(value, str) and value.strip().lower() in nones)):
         return None
+    named = fields[key].metadata.get("named") or {}
+    if isinstance(value, str) and value.strip().lower() in named:
+        return named[value.strip().lower()]
     if not seq:
         if isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected {_type_name(typ)}, one value; got {value!r}")
@@ -224,11 +229,9 @@ def check(cfg: ExperimentConfig, explicit=()) -> ExperimentConfig:
             if meta.get("unique") and len(set(v)) != len(v):
                 raise ConfigError(f"{f.name}: values repeat in {list(v)!r}")
         if meta.get("estimators"):
-            from .. import estimators
-
             for spec in v:
                 try:
-                    estimators.parse(spec)
+                    estimator(spec)
                 except ValueError as e:
                     raise ConfigError(f"{f.name}: {e}") from None
     cfg.validate()
@@ -241,6 +244,16 @@ def check(cfg: ExperimentConfig, explicit=()) -> ExperimentConfig:
         if key in inactive:
             raise ConfigError(f"{key} is not used here: {inactive[key]}")
     return cfg
+
+
+@functools.lru_cache(maxsize=None)
+def estimator(spec: str):
+    """The estimator of the spec ``spec`` (:func:`ablo.estimators.parse`), parsed once per process:
+    estimators are immutable values, so the config check, the run, the labels and the sort keys
+    share one."""
+    from .. import estimators
+
+    return estimators.parse(spec)
 
 
 def cached_data_dir(cls) -> Optional[str]:

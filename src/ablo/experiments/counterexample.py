@@ -1,42 +1,25 @@
 """Experiment ``counterexample``: the problem of Likhosherstov et al. 2021 Theorem 2 / §5.1 (Figure 1a-c), on which
 outer SGD with FOM stalls at a non-stationary point while UFOM (q = 0.1) converges.
 
-Two equally likely tasks, s = p = 1, V(θ) = θ, L_in = L_out = f_i(φ), r = 10 GD steps of size
-α = 0.1, a = (0.5, 1.5), b_1 = 0, p_i = (1 − α a_i)^r,
-b_2 = 2√(2D) / |(a_1 p_1² + a_2 p_2²) p_2 / (a_1 p_1 + a_2 p_2) − p_2²| with D = 0.06,
-A = |b_1/a_1 − b_2/a_2| + 1, and with z = |φ − b_i/a_i| (SPEC §2)
-
-    f = a z²/2                                              z ≤ A
-    f = −a(z−A)³/6 + a(z−A)²/2 + aAz − aA²/2                A < z ≤ A+1
-    f = (a/2 + aA) z − a/6 − aA²/2 − aA/2                   z > A+1.
-
-``methods`` are estimator specs (``fom``, ``ufom:q=0.1``, ``adaptive-ufom``, ...). Outer SGD
-θ_k = θ_{k−1} − γ_k G(θ_{k−1}, T_k), γ_k = γ_0/(k+1), k = 1..10,000, one task per step,
-θ_0 ~ U(−10, 30): ``outer.make_step`` (optax SGD with that schedule) under ``outer.scan``,
-vmapped over seeds, one jit per method. The inner step α is checked against the curvature
-a_i of each f_i at its minimum before training; a non-finite step stops the run with
-:class:`ablo.outer.Diverged`.
+The problem, its data and the protocol in detail: :mod:`ablo.problems.counterexample`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from .. import estimators, outer
-from ..curvature import check_step_size
-from ..inner import gd
-from ..problem import BilevelProblem
-from ..results import figure_legend, save_figure, write_csv, write_markdown, write_summary
-from . import Experiment, RunContext, register
-from ._notes import smoke_note, smoke_option
-from .config import ConfigError, ExperimentConfig, option
+from ..problems.counterexample import (check_alpha, counterexample_constants, descend, exact_grad_fn, make_problem,
+                                       mean_fom_fn, piecewise_f, roots, stack_tasks)
+from ..results import figure_legend, save_figure
+from . import Experiment, Result, RunContext, register
+from ._notes import paired_note, seeds_note, smoke_note, smoke_option
+from .config import ConfigError, ExperimentConfig, estimator, option
+from .plots import pyplot
 
 NAME = "counterexample"
 
@@ -45,8 +28,10 @@ NAME = "counterexample"
 class Config(ExperimentConfig):
     methods: tuple[str, ...] = option(("fom", "ufom:q=0.1"), "estimator specs compared", estimators=True,
                                       min_len=1)
-    seeds: tuple[int, ...] = option(tuple(range(10)), "seeds: each draws its θ_0 and its tasks", low=0, min_len=1,
-                                    unique=True)
+    seeds: tuple[int, ...] = option(tuple(range(10, 20)), "seeds: each draws its θ_0 and its tasks", low=0,
+                                    min_len=1, unique=True)
+    tuned_seeds: tuple[int, ...] = option(tuple(range(10)), "seeds the settings were chosen on (pre-registration); "
+                                          "the seeds a run reports must differ from them", low=0, unique=True)
     outer_steps: int = option(10_000, "outer SGD steps", low=1, high=10_000_000)
     alpha: float = option(0.1, "inner GD step size α (must be below 2/max a_i)", low=0, low_open=True)
     r: int = option(10, "inner GD steps r", low=1, high=10_000)
@@ -64,108 +49,15 @@ class Config(ExperimentConfig):
             raise ConfigError(f"theta0_range: give lo, hi with lo < hi; got {list(self.theta0_range)!r}")
 
 
-TINY = dict(smoke=True, seeds=(0, 1), outer_steps=50, curve_points=10)
+TINY = dict(smoke=True, seeds=(0, 1), tuned_seeds=(), outer_steps=50, curve_points=10)
 
 
-def piecewise_f(phi, task):
-    """f_i(φ) of Likhosherstov et al. 2021 Theorem 2 (convex, twice differentiable, bounded gradient); task = (a, b, A)."""
-    a, b, A = task
-    d = phi - b / a
-    z = jnp.abs(d)
-    u = z - A
-    mid = -a * u ** 3 / 6 + a * u ** 2 / 2 + a * A * z - a * A ** 2 / 2
-    far = (a / 2 + a * A) * z - a / 6 - a * A ** 2 / 2 - a * A / 2
-    return jnp.where(z <= A, a * d * d / 2, jnp.where(z <= A + 1, mid, far))
-
-
-def counterexample_constants(alpha=0.1, r=10, a=(0.5, 1.5), D=0.06):
-    """(b, A) of the construction: b = (0, b_2) from D, A = |b_1/a_1 − b_2/a_2| + 1."""
-    a = np.asarray(a, float)
-    p = (1 - alpha * a) ** r
-    b2 = 2 * np.sqrt(2 * D) / abs((a[0] * p[0] ** 2 + a[1] * p[1] ** 2) * p[1] / (a[0] * p[0] + a[1] * p[1])
-                                  - p[1] ** 2)
-    b = np.array([0.0, b2])
-    return b, float(abs(b[0] / a[0] - b[1] / a[1]) + 1)
-
-
-def make_problem(alpha: float, r: int):
-    """The two-task problem: V(θ) = θ, L_in = L_out = f_i(φ), r GD steps of size α; tasks stacked."""
-    loss = lambda theta, phi, task: piecewise_f(phi, task)
-    return BilevelProblem(loss, loss, gd(float(alpha)), int(r))
-
-
-def stack_tasks(a, b, A):
-    a = jnp.asarray(a, float)
-    return a, jnp.asarray(b, float), jnp.full_like(a, float(A))
-
-
-def exact_grad_fn(problem, tasks):
-    """Jitted, vectorised θ ↦ (∂M/∂θ, M) with M(θ) = mean_i M(θ; T_i) (autodiff through the
-    unrolled loop: exact), for θ of any shape."""
-    M = lambda th: jnp.mean(jax.vmap(lambda t: problem.objective(th, t))(tasks))
-    vec = lambda f: jax.jit(lambda x: jnp.vectorize(f)(jnp.asarray(x, float)))
-    return vec(jax.grad(M)), vec(M)
-
-
-def sgd_scan(problem, estimator, tasks, theta0, key, gamma0: float, steps: int) -> dict:
-    """One outer SGD run (Likhosherstov et al. 2021 Alg. 1): each step draws one of the stacked ``tasks``
-    uniformly, γ_k = γ0/(k+1) for k = 1..steps (optax SGD; optax counts from 0). ``outer.make_step``
-    under ``outer.scan``: pure, so callers vmap it over seeds (``theta0``, ``key``) and task sets.
-    Returns the stacked per-step metrics (θ after each step as ``theta``)."""
-    n_tasks = jax.tree_util.tree_leaves(tasks)[0].shape[0]
-    sampler = lambda k: jax.tree_util.tree_map(lambda x: x[jax.random.randint(k, (), 0, n_tasks)], tasks)
-    sgd = optax.sgd(lambda count: gamma0 / (count + 2.0))
-    state = outer.init(problem, estimator, sgd, theta0, sampler(key))
-    return outer.scan(outer.make_step(problem, estimator, sgd, sampler, log_losses=False), state, key, steps)[1]
-
-
-def descend(problem, estimator, tasks, theta0, keys, cfg: Config, label: str):
-    """:func:`sgd_scan` for a batch of seeds (``theta0``, ``keys``: one each), vmapped, one jit.
-    Returns (θ_k for k = 1..steps, cumulative function calls), each (seeds, steps);
-    :class:`ablo.outer.Diverged` names the first non-finite step."""
-    one = lambda th, k: sgd_scan(problem, estimator, tasks, th, k, cfg.gamma0, cfg.outer_steps)
-    m = jax.jit(jax.vmap(one))(theta0, keys)
-    outer.raise_if_diverged(m, label)
-    return np.asarray(m["theta"]), np.cumsum(np.asarray(m["function_calls"], float), axis=1)
-
-
-def roots(fn, lo=-50.0, hi=50.0, n=20001, refine=3):
-    """Sign changes of a vectorised scalar function on [lo, hi], each refined by ``refine`` passes
-    of an n-point grid over its bracket (same shape each time: one compilation)."""
-    out = []
-    grid = np.linspace(lo, hi, n)
-    g = np.asarray(fn(grid))
-    for i in np.where(np.sign(g[:-1]) * np.sign(g[1:]) < 0)[0]:
-        a, b = grid[i], grid[i + 1]
-        for _ in range(refine):
-            sub = np.linspace(a, b, n)
-            gs = np.asarray(fn(sub))
-            j = int(np.argmax(np.sign(gs[:-1]) * np.sign(gs[1:]) <= 0))
-            a, b = sub[j], sub[j + 1]
-        out.append(0.5 * (a + b))
-    return out
-
-
-def mean_fom_fn(problem, tasks):
-    """Jitted θ-vector ↦ E_T[G_FO(θ, T)]: its zeros are where FOM's SGD settles."""
-    fom = estimators.get("fom")
-    return jax.jit(jax.vmap(lambda th: jnp.mean(jax.vmap(lambda t: fom.estimate(problem, th, t, (), None)[0])(tasks))))
-
-
-def check_alpha(problem, tasks, alpha: float, name: str = "alpha") -> None:
-    """Refuse α ≥ 2/L, L = a_i the curvature of f_i at its minimum b_i/a_i (the largest along the
-    loop); ``name`` is the config key reported."""
-    for i in range(tasks[0].shape[0]):
-        task = jax.tree_util.tree_map(lambda x: x[i], tasks)
-        check_step_size(problem, task[1] / task[0], task, alpha, name=name)
-
-
-def run(cfg: Config, ctx: RunContext) -> dict:
+def run(cfg: Config, ctx: RunContext) -> Result:
     b, A = counterexample_constants(cfg.alpha, cfg.r, cfg.a, cfg.D)
     problem = make_problem(cfg.alpha, cfg.r)
     tasks = stack_tasks(cfg.a, b, A)
     check_alpha(problem, tasks, cfg.alpha)
-    methods = {spec: estimators.parse(spec) for spec in cfg.methods}
+    methods = {spec: estimator(spec) for spec in cfg.methods}
     for est in methods.values():
         est.check(problem)
     grad_M, M = exact_grad_fn(problem, tasks)
@@ -195,7 +87,6 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     fixed_grad = np.abs(np.asarray(grad_M(np.asarray(fixed)))).tolist()
     stationary = {"fom_fixed_points": [{"theta": x, "abs_grad_M": g} for x, g in zip(fixed, fixed_grad)],
                   "stationary_points": stat}
-    write_csv(ctx.out / "curves.csv", curves)
     _write_figures(ctx.out, tasks, M, trajectories, fixed, stat, fixed_grad)
     table = []
     for spec in methods:
@@ -205,10 +96,11 @@ def run(cfg: Config, ctx: RunContext) -> dict:
                       "mean final abs grad": float(np.mean(g)), "min": float(np.min(g)), "max": float(np.max(g))})
     notes = (smoke_note(cfg) + f"b_2 = {b[1]:.5f}, A = {A:.5f}. FOM's fixed point(s) E[G_FO] = 0 at θ = "
              + ", ".join(f"{x:.4f} (|∂M/∂θ| = {g:.4f})" for x, g in zip(fixed, fixed_grad))
-             + f". {steps} outer SGD steps, γ_k = {cfg.gamma0}/(k+1), {len(seeds)} seeds, θ_0 ~ U({lo}, {hi}).")
-    write_markdown(ctx.out / "results.md", "Counterexample (Likhosherstov et al. 2021 §5.1, Theorem 2)", table, notes=notes)
-    summary = write_summary(ctx.out, NAME, {**cfg.as_dict(), "b": b.tolist(), "A": A, **stationary}, rows)
-    return json.loads(summary.read_text())
+             + f". {steps:,} outer SGD steps, γ_k = {cfg.gamma0:g}/(k+1), θ_0 ~ U({lo:g}, {hi:g}); "
+             + seeds_note(cfg) + paired_note(rows, "final_abs_grad", lower_is_better=True))
+    return ctx.finish(NAME, {**cfg.as_dict(), "b": b.tolist(), "A": A, **stationary}, rows,
+                      title="Counterexample (Likhosherstov et al. 2021 §5.1, Theorem 2)", table=table, notes=notes,
+                      csv={"curves.csv": curves})
 
 
 def zoom_window(trajectories, points) -> tuple:
@@ -229,11 +121,7 @@ def _write_figures(out_dir, tasks, M, trajectories, fixed, stat, fixed_grad):
     all steps, and a second panel zoomed on the last 90% of steps so that FOM's fixed point and
     the stationary point, 3 apart, are told apart after the early excursion), fig_grad.png (Fig. 1c,
     with |∂M/∂θ| at FOM's fixed point, where FOM stalls)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     colors = {"fom": "tab:red", "ufom": "tab:blue"}
     marks = [(x, "tab:red", f"FOM fixed point, θ = {x:.3f}") for x in fixed] + \
             [(x, "tab:blue", f"stationary point ∂M/∂θ = 0, θ = {x:.3f}") for x in stat]

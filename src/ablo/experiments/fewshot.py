@@ -1,78 +1,30 @@
 """Few-shot classification, MAML form (Likhosherstov et al. 2021 §5.3, Table 2; Finn et al. 2017).
 
-A task T = (D_tr, D_te): m classes drawn from a split's characters, K + 1 drawings of each,
-K for training and one for testing (s = mK, t = m). With V(θ, T) = θ,
-
-    L_in(θ, φ, T) = L_CCE(φ, D_tr),   L_out(θ, φ, T) = L_CCE(φ, D_te),
-
-r steps of inner SGD, an outer Adam over meta-batches of tasks, every method stopped at the same
-budget of function calls (Proposition 1's counts: r + 1 gradients for FOM, plus r(r − 1)/2
-gradients and r HVPs for the memory-efficient exact ``recompute``).
-
-Reptile (Nichol et al. 2018; :class:`ablo.meta.Reptile`) runs with its own authors' settings,
-as Likhosherstov et al. 2020 (UFO-BLO, App. B) did ("as in 1-shot 20-way experiment in the
-implementation of [Nichol et al.]": openai/supervised-reptile, transductive 1-shot 20-way
-Omniglot): each training task has ``reptile_train_shots`` = 10 drawings of each of its m classes
-(the task's data, shuffled once), the inner run is r = 10 Adam steps (β1 = 0, step 5e-4) on
-consecutive mini-batches of m·10/r (20 at 20-way: one pass over the task), the direction θ − φ_r
-of a meta-batch of 5 tasks is averaged and applied with outer SGD whose step (meta step size)
-falls linearly from 1 to 0 over the run's outer steps (theirs: over 200,000 steps; here over the
-steps the call budget allows). At test time Reptile adapts as its authors' evaluation does: 50
-Adam steps on mini-batches of m/2 support images (cycled in one shuffled order; theirs reshuffles
-each pass). Differences from their code: the Adam moments restart with every task (theirs persist
-across tasks), and the net is this experiment's (14x14, 3 blocks, 16 filters). Cost: r gradient
-evaluations per task, each on a mini-batch as large as FOM's support set at 1-shot.
-
-g(φ, x): ``blocks`` blocks of [3x3 conv, stride 2, ``filters`` channels, batch norm with the batch's
-statistics (transductive, as MAML), ReLU], then a dense layer to m logits. Defaults, scaled down for two
-CPU cores: 1-shot 20-way (the paper: 30- and 40-way; at 5-way FOM's bias is too small to matter within
-budgets that fit two cores — Finn et al. 2017, Table 1, report first-order MAML 0.4 points behind MAML at 5-way
-and 6.4 points behind at 20-way), 200,000 function calls per method, 14x14 images
-(Finn et al.: 28x28, 4 blocks, 64 filters) with 16 filters and 3 blocks, so the last batch norm still
-pools a 2x2 map (m·4 values per channel, as Finn's 4 blocks at 28x28). With 4 blocks at 14x14 it would
-normalise over only m values per channel (5 in 5-way): the inner Hessian at θ_0 then has a top
-eigenvalue ≈ 89 (≈ 18 with 3 blocks), so lr 0.4 overshoots that direction 36-fold in the first
-inner step, the exact hypergradient is ≈ 3-6x FOM's norm at cosine 0.2-0.3, and exact MAML
-learns slower per outer step than FOM (a property of that problem, not an estimator error: reverse,
-recompute and finite differences agree). Evaluation: ≥ 1000
-tasks from the held-out characters (Omniglot's evaluation alphabets), accuracy on D_te after the
-inner run, mean and 95% normal interval 1.96·sd/√n. Without ``data_dir``: scikit-learn digits
-(8x8, classes 0-6 to train, 7-9 held out, at most 3-way), a smoke-scale stand-in. Training is
-:func:`ablo.outer.run` (a non-finite step stops the run naming step, method and cause), with a
-curve point every ``eval_calls`` function calls.
-
-The inner step size is not checked against 2/L at θ_0 here: with batch norm the net is scale
-invariant in most directions and the top eigenvalue at θ_0 (≈ 18) does not bound a stable step
-(lr 0.4, Finn et al.'s for Omniglot, trains here), so the check would refuse that setting.
+The problem, its data and the protocol in detail: :mod:`ablo.problems.fewshot`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import Experiment, RunContext, register
-from ._notes import smoke_note, smoke_option
-from .hypercleaning import curve_rows
-from .. import estimators, inner, outer
-from ..meta import Reptile, maml, merge_support_query
-from ..models import convnet_apply, convnet_init, cross_entropy
-from ..problem import BilevelProblem
-from ..results import write_csv, write_markdown, write_summary
+from . import Experiment, Result, RunContext, register
+from ._notes import paired_note, seeds_note, smoke_note, smoke_option
+from .. import outer
+from ..meta import Reptile
+from ..models import convnet_init
+from ..problems.fewshot import DIGITS_WAYS, load_splits, make_eval, make_problem, make_sampler, reptile_setup
+from ..results import number
 from ._paper import fewshot_figures_withheld, reference
-from .config import ConfigError, ExperimentConfig, option
+from .config import ConfigError, ExperimentConfig, estimator, option
+from .plots import plot_curves
 
 NAME = "fewshot"
-#: Classes held out for testing on scikit-learn digits (7, 8, 9): the most ways without data_dir.
-DIGITS_WAYS = 3
 
 
 @dataclass(frozen=True)
@@ -97,8 +49,10 @@ class Config(ExperimentConfig):
     methods: tuple[str, ...] = option(("fom", "recompute", "ufom", "adaptive-ufom", "reptile"),
                                       "estimator specs (reptile: Nichol et al.'s own protocol, the reptile_* keys)",
                                       estimators=True, min_len=1)
-    seeds: tuple[int, ...] = option((0,), "seeds (network init, tasks, estimator keys)", low=0, unique=True,
+    seeds: tuple[int, ...] = option((1,), "seeds (network init, tasks, estimator keys)", low=0, unique=True,
                                     min_len=1)
+    tuned_seeds: tuple[int, ...] = option((0,), "seeds the settings were chosen on (pre-registration); the seeds a "
+                                          "run reports must differ from them", low=0, unique=True)
     budget_calls: Optional[float] = option(200_000.0, "function calls per method and seed; none = no limit",
                                            low=0, low_open=True)
     outer_steps: Optional[int] = option(None, "outer steps per method and seed; none = no limit", low=1)
@@ -144,137 +98,11 @@ class Config(ExperimentConfig):
 
 
 TINY = dict(filters=4, steps=2, meta_batch=2, budget_calls=60.0, eval_tasks=20, curve_tasks=8, eval_calls=30.0,
-            methods=("fom", "reptile"), smoke=True)
-
-
-# --- data ------------------------------------------------------------------------------------
-def load_splits(cfg: Config):
-    """(meta-train, held-out) image arrays (classes, examples, h, w) as uint8 ink intensity 0-255,
-    and a description of the data read."""
-    if cfg.data_dir is None:
-        from ..data import load_digits
-
-        x, y = load_digits()
-        per = min(np.bincount(y))
-        imgs = np.stack([x[y == c][:per] for c in range(10)]).reshape(10, per, 8, 8)
-        train, test = imgs[:10 - DIGITS_WAYS], imgs[10 - DIGITS_WAYS:]
-        described = {"name": "scikit-learn digits", "image_size": 8}
-    else:
-        from ..data import load_omniglot
-
-        train = load_omniglot(cfg.data_dir, "background", cfg.size).images
-        test = load_omniglot(cfg.data_dir, "evaluation", cfg.size).images
-        described = {"name": "Omniglot", "dir": str(Path(cfg.data_dir).resolve()), "image_size": cfg.size}
-    q = lambda a: np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)
-    return q(train), q(test), {**described, "train_classes": len(train), "test_classes": len(test)}
-
-
-def make_sampler(images: np.ndarray, ways: int, shots: int):
-    """key -> {"support": (x (m·K, h, w, 1), y), "query": (x (m, h, w, 1), y)} (the task convention of
-    :mod:`ablo.meta`): a pure JAX task sampler."""
-    n_cls, n_ex = images.shape[:2]
-    if ways > n_cls or shots + 1 > n_ex:
-        raise ConfigError(f"ways must be <= {n_cls} classes and shots + 1 <= {n_ex} examples per class; "
-                         f"got ways={ways}, shots={shots}")
-    data = jnp.asarray(images)
-
-    def sample(key):
-        kc, ke = jax.random.split(key)
-        cls = jax.random.choice(kc, n_cls, (ways,), replace=False)
-        ex = jnp.argsort(jax.random.uniform(ke, (ways, n_ex)), axis=1)[:, : shots + 1]
-        x = data[cls[:, None], ex].astype(jnp.result_type(float))[..., None] / 255.0  # (m, K+1, h, w, 1)
-        labels = jnp.broadcast_to(jnp.arange(ways)[:, None], (ways, shots + 1))
-        flat = lambda a: a.reshape((-1,) + a.shape[2:])
-        return {"support": (flat(x[:, :shots]), flat(labels[:, :shots])), "query": (x[:, shots], labels[:, shots])}
-
-    return sample
-
-
-# --- model and methods ----------------------------------------------------------------------
-def make_problem(steps: int, inner_lr: float) -> BilevelProblem:
-    """MAML (:func:`ablo.meta.maml`): V(θ, T) = θ, L_in = CCE on D_tr, L_out = CCE on D_te, r SGD steps
-    of the conv net :func:`ablo.models.convnet_apply`."""
-    return maml(convnet_apply, cross_entropy, inner_lr, steps)
-
-
-@dataclass(frozen=True, eq=False)
-class MiniBatched(BilevelProblem):
-    """A problem whose inner step t reads the mini-batch t of the support set: examples
-    (t·batch + i) mod n, i < batch, of ``task["support"]`` (n examples, in the task's order), so
-    r·batch = n is one pass. The query set is left whole."""
-
-    batch: int = 1
-
-    def step(self, theta, s, t, task):
-        """One inner step on mini-batch t (one gradient evaluation)."""
-        x, y = task["support"]
-        idx = (t * self.batch + jnp.arange(self.batch)) % x.shape[0]
-        return super().step(theta, s, t, {**task, "support": (x[idx], y[idx])})
-
-
-def minibatched(problem: BilevelProblem, batch: int) -> MiniBatched:
-    """``problem`` with its inner steps on mini-batches of ``batch`` support examples."""
-    return MiniBatched(**{f.name: getattr(problem, f.name) for f in dataclasses.fields(problem)}, batch=batch)
-
-
-def shuffled(sample, merge: bool = False):
-    """A sampler whose support set (with ``merge``: support ∪ query) comes in a random order
-    drawn from the task's key."""
-
-    def sample_shuffled(key):
-        k_task, k_perm = jax.random.split(key)
-        task = sample(k_task)
-        task = merge_support_query(task) if merge else task
-        x, y = task["support"]
-        perm = jax.random.permutation(k_perm, x.shape[0])
-        return {**task, "support": (x[perm], y[perm])}
-
-    return sample_shuffled
-
-
-def reptile_setup(cfg: "Config", train_images: np.ndarray, test_images: np.ndarray) -> dict:
-    """Nichol et al.'s Reptile protocol (module docstring) at this config: the training problem
-    (r Adam steps on one pass of mini-batches), the training sampler (``reptile_train_shots``
-    drawings per class, shuffled), the outer SGD with the meta step annealed linearly to 0 over
-    the outer steps the budget allows, and the test-time problem and sampler."""
-    n_task = cfg.ways * cfg.reptile_train_shots
-    opt = functools.partial(inner.adam, b1=0.0) if cfg.reptile_inner_optimizer == "adam" else inner.gd
-    base = maml(convnet_apply, cross_entropy, cfg.reptile_inner_lr, cfg.steps, optimizer=opt)
-    train = minibatched(base, -(-n_task // cfg.steps))
-    per_step = cfg.meta_batch * cfg.steps  # r gradient evaluations per task
-    limits = [n for n in (cfg.outer_steps, cfg.budget_calls and -(-int(cfg.budget_calls) // per_step)) if n]
-    anneal = optax.linear_schedule(cfg.reptile_meta_step, 0.0, transition_steps=max(min(limits), 1))
-    test_base = maml(convnet_apply, cross_entropy, cfg.reptile_inner_lr, cfg.reptile_eval_steps, optimizer=opt)
-    test = minibatched(test_base, cfg.reptile_eval_batch)
-    return {"problem": train, "tx": optax.sgd(anneal),
-            "sampler": shuffled(make_sampler(train_images, cfg.ways, cfg.reptile_train_shots - 1), merge=True),
-            "test_problem": test, "test_sampler": shuffled(make_sampler(test_images, cfg.ways, cfg.shots))}
-
-
-def make_eval(problem: BilevelProblem, sample, chunk: int = 200):
-    """(θ, n_tasks, key) -> {test_acc, test_acc_ci95} in %: accuracy on D_te after the inner run, over
-    n_tasks tasks drawn with fixed keys, evaluated ``chunk`` tasks per call of one compiled function."""
-
-    def accuracy(theta, k):
-        task = sample(k)
-        phi = problem.optimizer.params(problem.run(theta, task))
-        return jnp.mean(jnp.argmax(convnet_apply(phi, task["query"][0]), 1) == task["query"][1])
-
-    # 25 tasks vmapped at a time within a chunk: bounded memory, one compiled function
-    batch = jax.jit(lambda theta, keys: jax.lax.map(lambda k: accuracy(theta, k), keys, batch_size=25))
-
-    def evaluate(theta, n_tasks: int, key):
-        n = -(-n_tasks // chunk) * chunk
-        acc = np.concatenate([np.asarray(batch(theta, ks))
-                              for ks in jax.random.split(key, n).reshape(-1, chunk, *key.shape)])[:n_tasks]
-        return {"test_acc": 100 * float(acc.mean()),
-                "test_acc_ci95": float(100 * 1.96 * acc.std(ddof=1) / np.sqrt(n_tasks))}
-
-    return evaluate
+            methods=("fom", "reptile"), seeds=(0,), tuned_seeds=(), smoke=True)
 
 
 # --- experiment ------------------------------------------------------------------------------
-def run(config: Config, ctx: RunContext) -> dict:
+def run(config: Config, ctx: RunContext) -> Result:
     cfg = config.resolved()
     train_imgs, test_imgs, dataset = load_splits(cfg)
     sample_train = make_sampler(train_imgs, cfg.ways, cfg.shots)
@@ -287,7 +115,7 @@ def run(config: Config, ctx: RunContext) -> dict:
     maml_setup = {"problem": problem, "tx": tx, "sampler": sample_train,
                   "evaluate": make_eval(problem, sample_test, chunk)}
     reptile = None
-    if any(isinstance(estimators.parse(spec), Reptile) for spec in cfg.methods):  # its own problem and data
+    if any(estimator(spec).name == Reptile.name for spec in cfg.methods):  # its own problem and data
         reptile = reptile_setup(cfg, train_imgs, test_imgs)
         reptile["evaluate"] = make_eval(reptile["test_problem"], reptile["test_sampler"], chunk)
     rows, curves = [], []
@@ -295,109 +123,77 @@ def run(config: Config, ctx: RunContext) -> dict:
         theta0 = convnet_init(jax.random.PRNGKey(seed), cfg.ways, train_imgs.shape[-1], filters=cfg.filters,
                               blocks=cfg.blocks)
         for spec in cfg.methods:
-            est = estimators.parse(spec)
-            setup = reptile if isinstance(est, Reptile) else maml_setup
+            est = estimator(spec)
+            setup = reptile if est.name == Reptile.name else maml_setup
             evaluate = setup["evaluate"]
             curve_eval = lambda th: evaluate(th, cfg.curve_tasks, jax.random.PRNGKey(7_000 + seed))
-            res = outer.run(setup["problem"], est, setup["tx"], theta0, setup["sampler"], key=jax.random.PRNGKey(seed),
+            res = ctx.train(f"{spec} seed {seed}", setup["problem"], est, setup["tx"], theta0, setup["sampler"],
+                            key=jax.random.PRNGKey(seed),
                             budget=budget, meta_batch=cfg.meta_batch, devices=cfg.devices, eval_fn=curve_eval,
-                            eval_every_calls=eval_calls, checkpoint_every=cfg.checkpoint_every,
-                            **ctx.outer_options(f"{spec} seed {seed}"))
+                            eval_every_calls=eval_calls, checkpoint_every=cfg.checkpoint_every)
             final = evaluate(res.theta, cfg.eval_tasks, jax.random.PRNGKey(9_000 + seed))
+            qs = [e["q"] for e in res.log if e.get("q") is not None]
             rows.append({"method": spec, "estimator": est.name, "seed": seed, **final, "steps": int(res.steps),
                          "function_calls": float(res.function_calls), "seconds": float(res.seconds),
-                         "mean_q": _mean_of(res.log, "q")})
-            curves += curve_rows(res.log, method=spec, seed=seed)
+                         "mean_q": float(np.mean(qs)) if qs else None, **(res.cost or {}),
+                         "stopped": res.stopped or None})
+            curves += [{"method": spec, "seed": seed, **e} for e in res.log if "test_acc" in e]
     summary_cfg = {**cfg.as_dict(), "dataset": dataset}
-    write_csv(ctx.out / "curves.csv", curves)
-    plot_fewshot(curves, ctx.out / "curves.png", f"few-shot {cfg.shots}-shot {cfg.ways}-way ({dataset['name']})",
-                 cfg.curve_tasks)
-    _write_table(summary_cfg, rows, ctx.out)
-    write_summary(ctx.out, NAME, summary_cfg, rows)
-    return {"experiment": NAME, "config": summary_cfg, "results": rows}
+    plot_curves(curves, ctx.out / "curves.png", x="function_calls", ys=("test_acc",), order=list(cfg.methods),
+                chance={"test_acc": 100.0 / cfg.ways},
+                title=f"few-shot {cfg.shots}-shot {cfg.ways}-way ({dataset['name']}); curve points: {cfg.curve_tasks} "
+                      "held-out tasks each (the table: its own larger set)")
+    table, notes = _table(summary_cfg, rows)
+    return ctx.finish(NAME, summary_cfg, rows, title=f"Few-shot classification ({cfg.shots}-shot {cfg.ways}-way)",
+                      table=table, notes=notes, csv={"curves.csv": curves})
 
 
-def plot_fewshot(curves: list, path: Path, title: str, curve_tasks: int) -> None:
-    """Test accuracy (%) against function calls, one colour per method (thin lines: each seed;
-    thick: their mean where every seed has a point), one legend for every line. The points are
-    evaluated on ``curve_tasks`` held-out tasks, not the final table's tasks (the caption says so)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..results import save_figure
-
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for i, method in enumerate(dict.fromkeys(c["method"] for c in curves)):
-        runs = {}
-        for c in curves:
-            if c["method"] == method:
-                runs.setdefault(c["seed"], []).append((c["function_calls"], c["test_acc"]))
-        for seed, pts in runs.items():
-            single = len(runs) == 1
-            ax.plot(*zip(*pts), color=f"C{i}", lw=1.6 if single else 0.8, alpha=1.0 if single else 0.5,
-                    ls="-" if single else ("--", ":", "-.")[seed % 3],
-                    label=method if single else f"{method} seed {seed}")
-        if len(runs) > 1:
-            n = min(len(p) for p in runs.values())  # seeds reach their points at different call counts
-            xs, ys = np.mean([[pt for pt in p[:n]] for p in runs.values()], 0).T
-            ax.plot(xs, ys, color=f"C{i}", lw=2.2, label=f"{method} mean of {len(runs)} seeds (calls averaged too)")
-    ax.set_xlabel("function calls (gradient evaluations + HVPs + JVPs)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    ax.set_title(f"{title}\ncurve points: {curve_tasks} held-out tasks each (the table: its own larger set)",
-                 fontsize=9)
-    save_figure(fig, path)
-
-
-def _mean_of(entries: list, key: str):
-    """Mean of ``key`` over the entries that have it (None when none has)."""
-    vals = [e[key] for e in entries if e.get(key) is not None]
-    return float(np.mean(vals)) if vals else None
-
-
-def _write_table(cfg: dict, rows: list, out_dir: Path) -> None:
+def _table(cfg: dict, rows: list) -> tuple:
+    """(table rows, notes) of results.md: one row per method, means over seeds."""
     groups: dict = {}
     for r in rows:
         groups.setdefault(r["method"], []).append(r)
     table = []
     for method, rs in groups.items():
         acc = np.array([r["test_acc"] for r in rs])
+        qs = [r["mean_q"] for r in rs if r.get("mean_q") is not None]
         table.append({"method": method, "seeds": len(rs), "test_acc": float(acc.mean()),
                       "test_acc_ci95": float(np.mean([r["test_acc_ci95"] for r in rs])),
                       "seed_std": float(acc.std(ddof=1)) if len(rs) > 1 else None,
                       "function_calls": float(np.mean([r["function_calls"] for r in rs])),
-                      "seconds": float(np.mean([r["seconds"] for r in rs])), "mean_q": _mean_of(rs, "mean_q"),
-                      **reference(NAME, cfg, rs[0])})
+                      "seconds": float(np.mean([r["seconds"] for r in rs])),
+                      "mean_q": float(np.mean(qs)) if qs else None, **reference(NAME, cfg, rs[0])})
     d = cfg["dataset"]
-    data = (f"Omniglot from {d['dir']} ({d['train_classes']} background characters for meta-training, "
-            f"{d['test_classes']} evaluation characters held out)" if d["name"] == "Omniglot" else
-            f"scikit-learn digits (classes 0-6 meta-train, 7-9 held out), a smoke-scale stand-in")
-    clip = "" if cfg["clip"] is None else f" with per-entry clipping at ±{cfg['clip']}"
+    data = (f"Omniglot ({d['train_classes']} background characters for meta-training, {d['test_classes']} "
+            "evaluation characters held out)" if d["name"] == "Omniglot" else
+            "scikit-learn digits (classes 0-6 meta-train, 7-9 held out), a smoke-scale stand-in")
+    clip = "" if cfg["clip"] is None else f" with per-entry clipping at ±{number(cfg['clip'])}"
     withheld = fewshot_figures_withheld(cfg)
     paper = ("Likhosherstov et al. 2021, Table 2 (Omniglot 1-shot, 28x28, 64 filters, the paper's budget) is not "
              f"shown: {withheld}." if withheld else "paper_test_acc: Likhosherstov et al. 2021, Table 2 at this "
              "many ways.")
+    budget = " / ".join(x for x in (cfg["budget_calls"] and f"{number(cfg['budget_calls'])} function calls",
+                                    cfg["outer_steps"] and f"{cfg['outer_steps']:,} outer steps") if x)
+    ran = {r["estimator"] for r in rows}
     notes = ([smoke_note(cfg).strip()] if cfg["smoke"] else []) + [
         f"Data: {data}. {cfg['shots']}-shot {cfg['ways']}-way, images {cfg['size']}x{cfg['size']}, conv "
         f"{cfg['blocks']} x {cfg['filters']} filters (stride 2, batch norm, ReLU) + dense, r = {cfg['steps']} inner "
-        f"SGD steps (lr {cfg['inner_lr']}), meta-batch {cfg['meta_batch']}, outer Adam lr {cfg['outer_lr']}{clip}, "
-        f"budget per method and seed: {cfg['budget_calls'] or '-'} function calls / {cfg['outer_steps'] or '-'} "
-        f"outer steps, seeds {list(cfg['seeds'])}; test accuracy over {cfg['eval_tasks']} held-out tasks with a 95% "
-        "interval.",
-        paper + " 'recompute' is the paper's memory-efficient exact estimator."]
-    if any(r["estimator"] == Reptile.name for r in rows):
+        f"SGD steps (lr {number(cfg['inner_lr'])}), meta-batch {cfg['meta_batch']}, outer Adam lr "
+        f"{number(cfg['outer_lr'])}{clip}, budget per method and seed: {budget}; test accuracy over "
+        f"{cfg['eval_tasks']:,} held-out tasks with a 95% interval; chance is {number(100 / cfg['ways'])}%.",
+        seeds_note(cfg), paper + (" 'recompute' is the paper's memory-efficient exact estimator." if "recompute" in ran
+                                  else "")]
+    if len(cfg["seeds"]) > 1 and len(groups) > 1:
+        notes.append(paired_note(rows, "test_acc").strip())
+    if Reptile.name in ran:
         notes.append(
             f"Reptile runs Nichol et al.'s protocol (1-shot 20-way Omniglot settings of their code): "
             f"{cfg['reptile_train_shots']} drawings per class per training task, r = {cfg['steps']} inner "
-            f"{cfg['reptile_inner_optimizer']} steps (Adam: β1 = 0; lr {cfg['reptile_inner_lr']}) on one pass of "
-            f"mini-batches, outer SGD with meta step {cfg['reptile_meta_step']} annealed linearly to 0, meta-batch "
-            f"{cfg['meta_batch']}; evaluated after {cfg['reptile_eval_steps']} inner steps on mini-batches of "
-            f"{cfg['reptile_eval_batch']} support images.")
-    write_markdown(out_dir / "results.md", f"Few-shot classification ({cfg['shots']}-shot {cfg['ways']}-way)", table,
-                   notes="\n\n".join(notes))
+            f"{cfg['reptile_inner_optimizer']} steps (Adam: β1 = 0; lr {number(cfg['reptile_inner_lr'])}) on one pass "
+            f"of mini-batches, outer SGD with meta step {number(cfg['reptile_meta_step'])} annealed linearly to 0, "
+            f"meta-batch {cfg['meta_batch']}; evaluated after {cfg['reptile_eval_steps']} inner steps on mini-batches "
+            f"of {cfg['reptile_eval_batch']} support images.")
+    return table, "\n\n".join(notes)
 
 
 register(Experiment(NAME, run, Config, TINY,

@@ -1,59 +1,27 @@
 """Data hypercleaning (Shaban et al. 2019 §4.2.1 and App. G.1; Likhosherstov et al. 2021 §5.2, Table 1).
 
-A classifier g(φ, x) is trained on n examples, a fraction of them with a wrong label, by r steps
-of GD at step size α; θ ∈ R^n weighs each training loss by σ(θ_i); the outer loss is the
-cross-entropy on a clean validation set (the one problem :mod:`ablo.problems.hypercleaning`):
-
-    L_in(θ, φ)  = (1/n) Σ_i σ(θ_i) l_CE(g(φ, x_i), ỹ_i) + λ Σ_layers ‖W‖_F²,
-    L_out(θ, φ) = mean_{val} l_CE(g(φ, x), y),   φ_0 = V constant (|Ω_T| = 1).
-
-The papers write the sum over i with α = 1; on [0, 1] pixels that overshoots, so we use the mean
-(as Franceschi et al. 2017), i.e. the sum with α/n. Before training, α is checked against the
-curvature of L_in at φ_0 (:func:`ablo.curvature.check_step_size`: α ≥ 2/L is refused, L the top
-Hessian eigenvalue); ``inner_lr = auto`` sets α = 1/L. Outer optimizer: Adam, by
-:func:`ablo.outer.run` (divergence stops the run naming step, method and cause).
-
-``model = linear`` (Shaban et al. 2019, App. G.1): g = Wx + b from W = 0, K-RMD as ``truncated-K`` specs
-and ``reverse`` (K = r), 1000 hyperiterations of Adam at η_τ = η_0/√τ with η_0 set per method so
-the first update has norm ``first_step_norm`` (:func:`outer_optimizer`), λ = 0.001/n on W and b
-(the paper's ratio to its summed loss), and at every evaluation the exact hypergradient's norm
-and the descent ratio of the method's estimate (Shaban et al. 2019 Fig. 5 and Fig. 2's ratio). ``model =
-mlp`` (Likhosherstov et al. 2021): two layers with ReLU; methods (default exact = memory-efficient ``recompute``,
-``fom``, ``adaptive-ufom``) at an equal budget of function calls, constant Adam step. V and L_out
-do not depend on θ, so FOM's estimate is exactly zero and FOM is training on the uncleaned data.
-
-Data: MNIST IDX files from ``data_dir``, else scikit-learn's 8x8 digits (a scaled-down stand-in);
-train and val are class-balanced draws from the 60k training images; the test set is the rest of
-the 70k images (``test_set = rest``, Shaban et al. 2019) or the 10k test images (``test``). Corruption:
-``uniform`` replaces each training label with probability ``corrupt`` by a uniformly random class
-(Shaban et al. 2019 App. G.1), ``wrong`` replaces exactly ⌊corrupt·n⌋ by a wrong one (Likhosherstov et al. 2021); F1 scores
-θ_i < −3 as "corrupted" against the labels that are wrong (Shaban et al. 2019 §4.2.1). Rows:
-:data:`ROW_KEYS` (train_clean_acc: the uncorrupted part of the training set, Likhosherstov et al. 2021 Table 1;
-outer_lr: the η_0 the method ran with).
+The problem, its data and the protocol in detail: :mod:`ablo.problems.hypercleaning`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from . import Experiment, RunContext, register
-from .. import estimators, outer
-from ..curvature import check_step_size, top_eigenvalue
-from ..estimators.unrolled import ExactUnrolled, Truncated
-from ..models import cross_entropy, linear_init, mlp_apply, mlp_init
-from ..problems.hypercleaning import f1_corrupted, make_problem
-from ..results import axis_label, figure_legend, natural_key, save_figure, write_csv, write_markdown, write_summary
+from . import Experiment, Result, RunContext, register
+from .. import outer
+from ..problems.hypercleaning import (METRICS, TRUE_GRAD, init_model, make_data, make_eval, make_problem,
+                                      outer_optimizer, step_size)
+from ..results import number
 from ._paper import hypercleaning_figures_withheld, reference
-from ._notes import smoke_note, smoke_option
-from .config import ConfigError, ExperimentConfig, option
+from ._notes import paired_note, seeds_note, smoke_note, smoke_option
+from .config import ConfigError, ExperimentConfig, estimator, option
+from .plots import plot_curves
 
 NAME = "hypercleaning"
 
@@ -64,17 +32,19 @@ ROW_KEYS = ("method", "estimator", "K", "seed", "inner_lr", "L", "outer_lr", "tr
 #: The values of the config fields left None, per model (n_train/n_val: on MNIST; l2 None on the
 #: linear model: 0.001/n_train, Shaban et al.'s weight on their summed loss in the mean's units).
 MODEL_DEFAULTS = {
-    "linear": dict(methods=("truncated-1", "truncated-5", "truncated-25", "truncated-50", "reverse"), seeds=(0,),
+    "linear": dict(methods=("truncated-1", "truncated-5", "truncated-25", "truncated-50", "reverse"), seeds=(3,),
                    outer_steps=1000, budget_calls=None, steps=100, hidden=None, pool=1, n_train=5000, n_val=5000,
                    corruption="uniform", l2=None, decay_bias=True, test_set="rest", schedule="inv-sqrt",
                    first_step_norm=None, outer_lr=None, eval_every=25, track_true_grad=True),
-    "mlp": dict(methods=("recompute", "fom", "adaptive-ufom"), seeds=(0, 1, 2), outer_steps=None,
+    "mlp": dict(methods=("recompute", "fom", "adaptive-ufom"), seeds=(3, 4, 5), outer_steps=None,
                 budget_calls=10_000.0, steps=20, hidden=32, pool=2, n_train=1000, n_val=1000, corruption="wrong",
                 l2=1e-3, decay_bias=False, test_set="test", schedule="constant", first_step_norm=None,
                 outer_lr=0.3, eval_every=10, track_true_grad=False),
 }
 #: n_train and n_val on scikit-learn digits (1,347 examples left after the test quarter).
 DIGITS_SIZE = 600
+#: The papers' inner step size α (Shaban et al. 2019 App. G.1, Likhosherstov et al. 2021 §5.2): ``inner_lr=paper``.
+PAPER_INNER_LR = 1.0
 
 
 @dataclass(frozen=True)
@@ -98,9 +68,10 @@ class Config(ExperimentConfig):
                                        "default, linear); wrong: exactly ⌊p·n⌋ labels replaced by a wrong class "
                                        "(Likhosherstov et al. 2021 §5.2; default, mlp)", choices=("uniform", "wrong"))
     steps: Optional[int] = option(None, "inner GD steps r; default 100 (linear) / 20 (mlp)", low=1, high=100_000)
-    inner_lr: Optional[float] = option(1.0, "inner GD step size α, refused at or above 2/L (L: top eigenvalue of "
-                                       "the inner Hessian at φ_0); auto = 1/L", low=0, low_open=True,
-                                       none_word="auto")
+    inner_lr: Optional[float] = option(None, "inner GD step size α, refused at or above 2/L (L: top eigenvalue of "
+                                       "the inner Hessian at φ_0); auto (default) = 1/L; paper = the papers' α = 1 "
+                                       "(refused where 2/L <= 1 on the data at hand, e.g. digits or --tiny sizes)",
+                                       low=0, low_open=True, none_word="auto", named={"paper": PAPER_INNER_LR})
     l2: Optional[float] = option(None, "weight decay λ added to the mean weighted loss; default 0.001/n_train "
                                  "(linear: Shaban et al. 2019's 0.001 on its summed loss) / 0.001 (mlp)", low=0)
     decay_bias: Optional[bool] = option(None, "decay the biases too; default true (linear: Shaban et al. 2019's W ∈ "
@@ -115,7 +86,10 @@ class Config(ExperimentConfig):
         None, "estimator specs; default truncated-1,truncated-5,truncated-25,truncated-50,reverse (linear) / "
         "recompute,fom,adaptive-ufom (mlp)", estimators=True, min_len=1)
     seeds: Optional[tuple[int, ...]] = option(None, "seeds (split, corruption, MLP init, estimator keys); default "
-                                              "0 (linear) / 0,1,2 (mlp)", low=0, unique=True, min_len=1)
+                                              "3 (linear) / 3,4,5 (mlp)", low=0, unique=True, min_len=1)
+    tuned_seeds: tuple[int, ...] = option((0, 1, 2), "seeds the settings were chosen on (pre-registration: 0 for "
+                                          "the linear model, 0,1,2 for the MLP); the seeds a run reports must differ",
+                                          low=0, unique=True)
     outer_steps: Optional[int] = option(None, "outer Adam steps per run; default 1000 (linear, Shaban et al. 2019 Table 2) "
                                         "/ no limit (mlp)", low=1, high=10_000_000)
     budget_calls: Optional[float] = option(None, "function calls per run; default no limit (linear) / 10000 (mlp)",
@@ -158,7 +132,7 @@ class Config(ExperimentConfig):
         problem = make_problem(steps=r.steps, phi0=None)
         for spec in r.methods:
             try:
-                estimators.parse(spec).check(problem)
+                estimator(spec).check(problem)
             except ValueError as e:
                 raise ConfigError(f"methods: {spec}: {e}") from None
         if self.outer_lr is not None and self.first_step_norm is not None:
@@ -175,151 +149,7 @@ class Config(ExperimentConfig):
 
 
 TINY = dict(n_train=200, n_val=200, steps=5, outer_steps=3, eval_every=2, methods=("truncated-1", "reverse"),
-            seeds=(0,), budget_calls=300.0, hidden=8, smoke=True)
-
-
-# --- data ------------------------------------------------------------------------------------
-def load_splits(cfg: Config, rng):
-    """((x, y) to draw train/val from, (x_test, y_test), description of the data read).
-
-    MNIST (``data_dir``): the 60k training images and the 10k test images, average-pooled
-    ``pool`` x ``pool``. Digits: a random quarter held out as the test set."""
-    if cfg.data_dir is None:
-        from ..data import load_digits
-
-        x, y = load_digits()
-        perm = rng.permutation(len(y))
-        n_test = len(y) // 4
-        pool, test = (x[perm[n_test:]], y[perm[n_test:]]), (x[perm[:n_test]], y[perm[:n_test]])
-        return pool, test, {"name": "scikit-learn digits", "images": len(y), "image_size": 8, "test_images": n_test}
-    from ..data import load_mnist
-
-    d = load_mnist(cfg.data_dir)
-    p = cfg.pool
-    shrink = lambda x: x.reshape(-1, 28 // p, p, 28 // p, p).mean((2, 4)).reshape(len(x), -1)
-    pool, test = ((shrink(x), y) for x, y in (d["train"], d["test"]))
-    return pool, test, {"name": d["name"], "dir": str(Path(cfg.data_dir).resolve()), "train_images": len(pool[1]),
-                        "test_images": len(test[1]), "image_size": 28 // p}
-
-
-def make_data(cfg: Config, seed: int) -> dict:
-    """The task {"x", "y" (corrupted), "x_val", "y_val"}, the clean training labels, the mask of
-    corrupted examples (labels that differ from the true one), the test set and the description of
-    the data read. Train and val are class-balanced draws from the training pool; the test set is
-    the held-out images (``test_set = test``) or those plus the rest of the pool (``rest``)."""
-    rng = np.random.default_rng(seed)
-    (x, y), (xt, yt), described = load_splits(cfg, rng)
-    n, n_val = cfg.n_train, cfg.n_val
-    tr, va = _balanced_splits(y, (n, n_val), rng, described["name"])
-    y_tr = y[tr].copy()
-    if cfg.corruption == "uniform":
-        hit = rng.random(n) < cfg.corrupt
-        y_tr[hit] = rng.integers(0, 10, size=int(hit.sum()))
-    else:
-        bad = rng.permutation(n)[: int(cfg.corrupt * n)]
-        y_tr[bad] = (y_tr[bad] + rng.integers(1, 10, size=len(bad))) % 10
-    corrupted = y_tr != y[tr]
-    if cfg.test_set == "rest":
-        rest = np.setdiff1d(np.arange(len(y)), np.concatenate([tr, va]))
-        xt, yt = np.concatenate([x[rest], xt]), np.concatenate([y[rest], yt])
-    f = jnp.asarray
-    task = {"x": f(x[tr]), "y": f(y_tr), "x_val": f(x[va]), "y_val": f(y[va])}
-    return {"task": task, "clean_y": f(y[tr]), "corrupted": f(corrupted), "test": (f(xt), f(yt)),
-            "dataset": {**described, "n_train": n, "n_val": n_val, "n_test": len(yt),
-                        "corrupted": int(corrupted.sum())}}
-
-
-def _balanced_splits(y: np.ndarray, sizes: tuple, rng, name: str) -> list:
-    """Disjoint index sets of the given sizes, each shuffled and class-balanced (⌈size/classes⌉
-    per class, trimmed at random to size)."""
-    classes = np.unique(y)
-    per = [-(-m // len(classes)) for m in sizes]
-    have = min(np.sum(y == c) for c in classes)
-    if sum(per) > have:
-        raise ConfigError(f"n_train + n_val = {sum(sizes)} needs {sum(per)} examples of every class but "
-                         f"{name} has {have} of its rarest; lower n_train or n_val")
-    by_class = [rng.permutation(np.flatnonzero(y == c)) for c in classes]
-    starts = np.cumsum([0] + per)
-    return [rng.permutation(np.concatenate([ix[starts[i]:starts[i + 1]] for ix in by_class]))[:m]
-            for i, m in enumerate(sizes)]
-
-
-def init_model(cfg: Config, d: int, seed: int, dtype=jnp.float32) -> list:
-    """φ_0: W = 0, b = 0 for the linear model (Shaban et al. 2019 App. G.1); He init for the MLP."""
-    if cfg.model == "linear":
-        return linear_init(d, 10, dtype)
-    phi = mlp_init(jax.random.PRNGKey(10_000 + seed), [d, cfg.hidden, 10])
-    return jax.tree_util.tree_map(lambda a: a.astype(dtype), phi)
-
-
-def step_size(cfg: Config, task, phi0, theta0) -> tuple:
-    """(α, L): the configured α after :func:`check_step_size` refused α ≥ 2/L, or α = 1/L for auto."""
-    probe = make_problem(steps=cfg.steps, phi0=phi0, l2=cfg.l2, decay_bias=cfg.decay_bias)
-    if cfg.inner_lr is None:
-        L = top_eigenvalue(probe, theta0, task)
-        return 1.0 / L, L
-    return cfg.inner_lr, check_step_size(probe, theta0, task, cfg.inner_lr)
-
-
-#: What make_eval's function returns (with ``estimator``: also ``true_grad_norm``, ``descent_ratio``).
-METRICS = ("train_clean_acc", "test_acc", "test_ce", "val_acc", "val_ce", "f1")
-TRUE_GRAD = ("true_grad_norm", "descent_ratio")
-
-
-def make_eval(problem, data: dict, estimator=None, key=None):
-    """(θ, outer state) -> metrics of the classifier φ_r(θ) trained by the inner loop. With
-    ``estimator``, also the norm of the exact hypergradient d = ∂M^(r)/∂θ (reverse mode; Shaban et al. 2019
-    Fig. 5) and the descent ratio hᵀd/‖d‖² of the estimate h the run would draw at θ (Shaban et al. 2019
-    Fig. 2, Lemma 3.2): the run's own estimator state, a key of its own per evaluation
-    (``outer.eval_key``); an exact estimator's h is d itself."""
-    task, (xt, yt) = data["task"], data["test"]
-    clean = ~data["corrupted"]
-    exact = estimators.parse("reverse")
-    reuse = isinstance(estimator, ExactUnrolled) or (isinstance(estimator, Truncated) and estimator.K >= problem.steps)
-
-    @jax.jit
-    def evaluate(theta, est_state, k):
-        task_, xt_ = jax.lax.optimization_barrier((task, xt))  # keep XLA from constant-folding the data
-        phi = problem.optimizer.params(problem.run(theta, task_))
-        hit_tr = jnp.argmax(mlp_apply(phi, task_["x"]), 1) == data["clean_y"]
-        logits = mlp_apply(phi, xt_)
-        out = {"train_clean_acc": 100 * jnp.sum(hit_tr & clean) / jnp.sum(clean),
-               "test_acc": 100 * jnp.mean(jnp.argmax(logits, 1) == yt),
-               "test_ce": cross_entropy(logits, yt),
-               "val_acc": 100 * jnp.mean(jnp.argmax(mlp_apply(phi, task_["x_val"]), 1) == task_["y_val"]),
-               "val_ce": problem.outer_loss(theta, phi, task_),
-               "f1": f1_corrupted(theta, data["corrupted"])}
-        if estimator is not None:
-            d = exact.estimate(problem, theta, task_, exact.init(problem, theta, task_), k)[0]
-            h = d if reuse else estimator.estimate(problem, theta, task_, est_state, k)[0]
-            out.update(true_grad_norm=jnp.linalg.norm(d), descent_ratio=jnp.vdot(h, d) / jnp.vdot(d, d))
-        return out
-
-    def eval_fn(theta, state):
-        est_state = state.estimator_state if estimator is not None else None
-        k = outer.eval_key(key, int(state.step)) if key is not None else None
-        return {name: float(v) for name, v in evaluate(theta, est_state, k).items()}
-
-    return eval_fn
-
-
-def outer_optimizer(cfg: Config, problem, estimator, theta0, task, key) -> tuple:
-    """(optax Adam, η_0): η_0 = ``outer_lr``, or else first_step_norm / ‖u_1‖ with u_1 the first
-    Adam update at unit step size from the estimator's hypergradient at θ_0 (Shaban et al. 2019 App. G.1:
-    the first update has the same norm for every K; one estimate, not charged to the run; an
-    estimate of 0, as FOM's here, takes the norm √n of Adam's update of a gradient without zeros). Step
-    size η_τ = η_0/√τ (``schedule = inv-sqrt``, Shaban et al. 2019 Thm 3.3) or η_0."""
-    eta0 = cfg.outer_lr
-    if eta0 is None:
-        g = estimator.estimate(problem, theta0, task, estimator.init(problem, theta0, task), key)[0]
-        unit = optax.adam(1.0)
-        norm = float(optax.tree.norm(unit.update(g, unit.init(theta0), theta0)[0]))
-        if not np.isfinite(norm):
-            raise ConfigError(f"first_step_norm: the first hypergradient of {estimator.name} at θ_0 is not finite; "
-                             "lower inner_lr or give outer_lr")
-        eta0 = cfg.first_step_norm / (norm or np.sqrt(theta0.size))  # an estimate of 0 (FOM here): Adam's √n
-    lr = (lambda count: eta0 / jnp.sqrt(count + 1.0)) if cfg.schedule == "inv-sqrt" else eta0
-    return optax.adam(lr), eta0
+            seeds=(0,), tuned_seeds=(), budget_calls=300.0, hidden=8, smoke=True)
 
 
 # --- experiment ------------------------------------------------------------------------------
@@ -335,7 +165,7 @@ def prepare(cfg: Config, seed: int) -> dict:
     return {"data": data, "theta0": theta0, "alpha": alpha, "L": L, "problem": problem}
 
 
-def run(config: Config, ctx: RunContext) -> dict:
+def run(config: Config, ctx: RunContext) -> Result:
     cfg = config.resolved()
     budget = outer.Budget(steps=cfg.outer_steps, function_calls=cfg.budget_calls)
     seeds = {seed: prepare(cfg, seed) for seed in cfg.seeds}  # every step size checked before any training
@@ -346,100 +176,60 @@ def run(config: Config, ctx: RunContext) -> dict:
         key = jax.random.PRNGKey(seed)
         plain = make_eval(problem, s["data"])  # the same for every method when no h is compared
         for spec in cfg.methods:
-            est = estimators.parse(spec)
+            est = estimator(spec)
             evaluate = make_eval(problem, s["data"], est, key) if cfg.track_true_grad else plain
             optimizer, eta0 = outer_optimizer(cfg, problem, est, s["theta0"], task, key)
-            res = outer.run(problem, est, optimizer, s["theta0"], sampler, key=key, budget=budget,
-                            eval_fn=evaluate, eval_every=cfg.eval_every, checkpoint_every=cfg.eval_every,
-                            log_losses=False, **ctx.outer_options(f"{spec} seed {seed}"))
+            res = ctx.train(f"{spec} seed {seed}", problem, est, optimizer, s["theta0"], sampler, key=key,
+                            budget=budget, eval_fn=evaluate, eval_every=cfg.eval_every,
+                            checkpoint_every=cfg.eval_every, log_losses=False)
             final = {k: res.log[-1].get(k) for k in METRICS + TRUE_GRAD}  # outer.run evaluates the last step
             ids = {"method": spec, "estimator": est.name, "K": getattr(est, "K", None), "seed": seed}
             rows.append({**ids, "inner_lr": s["alpha"], "L": s["L"], "outer_lr": eta0, **final, "steps": int(res.steps),
-                         "function_calls": float(res.function_calls), "seconds": float(res.seconds)})
-            curves += curve_rows(res.log, **ids)
-    dataset = seeds[cfg.seeds[-1]]["data"]["dataset"]
-    summary_cfg = {**cfg.as_dict(), "inner_lr": config.inner_lr, "dataset": dataset}
-    report(summary_cfg, rows, curves, ctx.out)
-    write_summary(ctx.out, NAME, summary_cfg, rows)
-    return {"experiment": NAME, "config": summary_cfg, "results": rows}
+                         "function_calls": float(res.function_calls), "seconds": float(res.seconds),
+                         **(res.cost or {}), "stopped": res.stopped or None})
+            curves += [{**ids, **e} for e in res.log if "test_acc" in e]
+    alphas = [seeds[seed]["alpha"] for seed in cfg.seeds]
+    summary_cfg = {**cfg.as_dict(), "inner_lr": alphas[0] if len(set(alphas)) == 1 else alphas,
+                   "inner_lr_resolved": ("given" if config.inner_lr is not None else
+                                         "auto: α = 1/L, L the top eigenvalue of the inner Hessian at φ_0 "
+                                         + ("(one value per seed, in the order of seeds)" if len(alphas) > 1 else "")
+                                         ).strip(),
+                   "dataset": seeds[cfg.seeds[-1]]["data"]["dataset"]}
+    return report(summary_cfg, rows, curves, ctx)
 
 
-def report(cfg: dict, rows: list, curves: list, out_dir: Path) -> None:
-    """Write curves.csv, curves.png, (with the true gradient tracked) true_gradient.png and
-    results.md of a run from its resolved config (a summary's), result rows and curve rows; also
-    what merges runs of one protocol that ran their methods in separate processes."""
-    write_csv(out_dir / "curves.csv", curves)
+def report(cfg: dict, rows: list, curves: list, ctx: RunContext) -> Result:
+    """curves.png, (with the true gradient tracked) true_gradient.png, curves.csv, results.md and
+    summary.json of a run from its resolved config (a summary's), result rows and curve rows."""
     linear = cfg["model"] == "linear"
-    x = "step" if linear else "function_calls"
-    order = [(m,) for m in cfg["methods"]]
-    plot_curves(curves, out_dir / "curves.png", x=x, ys=["test_acc", "val_ce", "f1"], group=("method",), order=order,
+    seeds = f"seed {cfg['seeds'][0]}" if len(cfg["seeds"]) == 1 else f"seeds {list(cfg['seeds'])}"
+    plot_curves(curves, ctx.out / "curves.png", x="step" if linear else "function_calls",
+                ys=("test_acc", "val_ce", "f1"), order=list(cfg["methods"]),
                 title=f"Hypercleaning ({cfg['model']}, {cfg['dataset']['name']}): test accuracy on the "
-                      f"{cfg['dataset'].get('n_test', 'held-out')} test images, " + (
-                          f"seed {cfg['seeds'][0]}" if len(cfg["seeds"]) == 1 else f"mean over seeds {list(cfg['seeds'])}"))
+                      f"{cfg['dataset'].get('n_test', 'held-out')} test images, {seeds}")
     if cfg.get("track_true_grad"):
-        plot_curves(curves, out_dir / "true_gradient.png", x="step", ys=["true_grad_norm", "descent_ratio"],
-                    group=("method",), order=order, log_y=("true_grad_norm",),
+        plot_curves(curves, ctx.out / "true_gradient.png", x="step", ys=("true_grad_norm", "descent_ratio"),
+                    order=list(cfg["methods"]), log_y=("true_grad_norm",),
                     title="Exact hypergradient d along each method's iterates: ‖d‖ (Shaban et al. 2019, Fig. 5) "
                           "and hᵀd/‖d‖² (their Fig. 2's ratio)")
-    _write_tables(cfg, rows, out_dir)
-
-
-def curve_rows(log: list, metric: str = "test_acc", **labels) -> list:
-    """The outer-loop log entries that carry evaluation metrics (``metric``), tagged with ``labels``."""
-    return [{**labels, **e} for e in log if metric in e]
-
-
-def plot_curves(rows: list, path: Path, x: str, ys: list, group: tuple, title: str, log_y: tuple = (),
-                order: Optional[list] = None) -> None:
-    """One panel per metric in ``ys`` against ``x`` (axis labels with units: :func:`ablo.results.axis_label`),
-    one line per ``group`` value (in ``order``, a list of group tuples, else in natural order), mean
-    over seeds, one legend for the figure; panels named in ``log_y`` on a log scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(ys), figsize=(4.4 * len(ys), 3.6), squeeze=False)
-    lines: dict = {}
-    for r in rows:
-        lines.setdefault(tuple(r.get(g) for g in group), []).append(r)
-    for ax, y in zip(axes[0], ys):
-        rank = {g: i for i, g in enumerate(order or ())}
-        for i, (label, rs) in enumerate(sorted(lines.items(), key=lambda kv: (rank.get(kv[0], len(rank)),
-                                                                               natural_key(" ".join(map(str, kv[0])))))):
-            by_seed: dict = {}
-            for r in rs:
-                if r.get(y) is not None:
-                    by_seed.setdefault(r.get("seed"), []).append((r[x], r[y]))
-            if not by_seed:
-                continue
-            n = min(len(v) for v in by_seed.values())
-            xs = np.mean([[p[0] for p in v[:n]] for v in by_seed.values()], 0)
-            ys_ = np.mean([[p[1] for p in v[:n]] for v in by_seed.values()], 0)
-            name = " ".join(str(v) for v in label if v is not None)
-            ax.plot(xs, ys_, label=name, color=f"C{i % 10}", marker="." if n < 30 else None)
-        ax.set_xlabel(axis_label(x))
-        ax.set_ylabel(axis_label(y))
-        if y in log_y:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-    fig.suptitle(title, fontsize=9)
-    figure_legend(fig, ncol=min(len(lines), 6))
-    save_figure(fig, path)
+    table, columns, notes = _tables(cfg, rows)
+    return ctx.finish(NAME, cfg, rows, title=f"Hypercleaning ({cfg['model']})", table=table, columns=columns,
+                      notes=notes, csv={"curves.csv": curves})
 
 
 def describe_dataset(d: dict) -> str:
     """One phrase naming the data read and its sizes."""
-    if "dir" in d:  # IDX files read from data_dir: MNIST, Fashion-MNIST or unknown, by their digests
-        where = (f"{d['name']} from {d['dir']} ({d['train_images']} training / {d['test_images']} test images, "
+    if "images" not in d:  # IDX files from data_dir: MNIST, Fashion-MNIST or unknown, named by their digests
+        where = (f"{d['name']} ({d['train_images']:,} training / {d['test_images']:,} test images, "
                  f"{d['image_size']}x{d['image_size']} pixels)")
     else:
-        where = (f"{d['name']} ({d['images']} 8x8 images, {d['test_images']} held out as the test set; a scaled-down "
-                 "stand-in for MNIST, pass --data-dir for MNIST)")
-    return f"{where}, n_train = {d['n_train']}, n_val = {d['n_val']}"
+        where = (f"{d['name']} ({d['images']:,} 8x8 images, {d['test_images']:,} held out as the test set; a "
+                 "scaled-down stand-in for MNIST, pass --data-dir for MNIST)")
+    return f"{where}, n_train = {d['n_train']:,}, n_val = {d['n_val']:,}"
 
 
-def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
+def _tables(cfg: dict, rows: list) -> tuple:
+    """(table rows, columns, notes) of results.md: one row per method, means over seeds."""
     linear = cfg["model"] == "linear"
     keys = (["test_acc", "val_acc", "val_ce", "f1", "true_grad_norm", "train_clean_acc"] if linear
             else ["train_clean_acc", "test_acc", "test_ce", "f1"]) + ["outer_lr", "function_calls", "seconds"]
@@ -457,28 +247,30 @@ def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
                 t[k + "_std"] = float(v.std(ddof=1))
         t.update(reference(NAME, cfg, rs[0]))
         table.append(t)
-    Ls = ", ".join(f"{r['L']:.4g}" for r in rows if r["method"] == rows[0]["method"])
+    Ls = ", ".join(number(r["L"]) for r in rows if r["method"] == rows[0]["method"])
     alpha = (f"inner GD α = 1/L (inner_lr = auto; L = {Ls} per seed, the top eigenvalue of the inner Hessian at φ_0)"
-             if cfg["inner_lr"] is None else f"inner GD α = {cfg['inner_lr']} (below 2/L; L = {Ls} per seed at φ_0)")
+             if cfg["inner_lr_resolved"] != "given" else
+             f"inner GD α = {number(cfg['inner_lr'])} (below 2/L; L = {Ls} per seed at φ_0)")
     d = cfg["dataset"]
-    corrupted = (f"each training label replaced with probability {cfg['corrupt']} by a uniformly random class, "
-                 f"which may be the true one ({d.get('corrupted', '?')} of {d['n_train']} labels wrong, seed "
+    corrupted = (f"each training label replaced with probability {number(cfg['corrupt'])} by a uniformly random "
+                 f"class, which may be the true one ({d.get('corrupted', '?')} of {d['n_train']:,} labels wrong, seed "
                  f"{cfg['seeds'][-1]})" if cfg["corruption"] == "uniform" else
-                 f"{int(cfg['corrupt'] * d['n_train'])} training labels replaced by a wrong class")
+                 f"{int(cfg['corrupt'] * d['n_train']):,} training labels replaced by a wrong class")
     test = ("test set: every image not drawn for train/val" if cfg["test_set"] == "rest" else "test set: the "
-            "held-out test images") + f" ({d.get('n_test', '?')})"
-    step = (f"η_0 set per method so the first update has norm {cfg['first_step_norm']} (outer_lr column)"
-            if cfg.get("first_step_norm") else f"η_0 = {cfg['outer_lr']}")
+            "held-out test images") + f" ({d.get('n_test', '?'):,})"
+    step = (f"η_0 set per method so the first update has norm {number(cfg['first_step_norm'])} (outer_lr column)"
+            if cfg.get("first_step_norm") else f"η_0 = {number(cfg['outer_lr'])}")
     schedule = "η_τ = η_0/√τ" if cfg["schedule"] == "inv-sqrt" else "constant"
+    budget = " / ".join(x for x in (cfg["outer_steps"] and f"{cfg['outer_steps']:,} outer steps",
+                                    cfg["budget_calls"] and f"{number(cfg['budget_calls'])} function calls") if x)
     notes = ([smoke_note(cfg).strip()] if cfg["smoke"] else []) + [
         f"Data: {describe_dataset(d)}; {corrupted}; {test}. r = {cfg['steps']}, {alpha}, λ = {cfg['l2']:.3g} on the "
         f"weights{' and biases' if cfg['decay_bias'] else ''}, added to the mean weighted cross-entropy (the papers "
         "write the sum, which overshoots with α = 1 on [0, 1] pixels; the mean is the sum with α/n"
         + ("; λ = 0.001/n keeps Shaban et al.'s ratio of data term to regulariser" if np.isclose(
-            cfg["l2"], 0.001 / d["n_train"]) else "") + "). Outer: Adam, "
-        f"{step}, {schedule}; seeds {list(cfg['seeds'])}.",
-        f"Budget per run: {cfg['outer_steps'] or '-'} outer steps / {cfg['budget_calls'] or '-'} function calls; "
-        "seconds count the outer steps only (not compilation or evaluation)."]
+            cfg["l2"], 0.001 / d["n_train"]) else "") + f"). Outer: Adam, {step}, {schedule}.",
+        f"Budget per run: {budget}; seconds count the outer steps only (not compilation or evaluation).",
+        seeds_note(cfg)]
     if d.get("corrupted") == 0:
         notes.append("f1 is NaN: no training label is corrupted, so there is nothing to detect and F1 is undefined.")
     if cfg.get("track_true_grad"):
@@ -489,42 +281,49 @@ def _write_tables(cfg: dict, rows: list, out_dir: Path) -> None:
              else "Likhosherstov et al. 2021, Table 1 (28x28 MNIST, n = 5000, r = 100)")
     if withheld:
         notes.append(f"The figures of {paper} are not shown: {withheld}.")
-    elif linear:
-        notes.append(f"paper_* columns: {paper}.")
     else:
-        notes.append(f"paper_* columns: {paper}; hidden width {cfg['hidden']} (the paper gives none), all "
-                     "methods at the same function-call budget.")
-    if not linear:
-        notes.append("'recompute' is the paper's memory-efficient exact estimator. FOM's hypergradient is exactly 0 "
-                     "here (V, L_out independent of θ), so FOM is training on uncleaned data.")
+        notes.append(f"paper_* columns: {paper}" + ("." if linear else f"; hidden width {cfg['hidden']} (the paper "
+                                                                       "gives none), all methods at one function-call "
+                                                                       "budget."))
+    ran = {r["estimator"] for r in rows}
+    if "recompute" in ran:
+        notes.append("'recompute' is the paper's memory-efficient exact estimator.")
+    if "fom" in ran and not linear:
+        notes.append("FOM's hypergradient is exactly 0 here (V, L_out independent of θ), so FOM trains on the "
+                     "uncleaned data.")
     if len(cfg["seeds"]) > 1 and len(groups) > 1:
-        notes.append(paired_note(rows, "test_acc"))
-    cols = ["method", "seeds"]
+        notes.append(paired_note(rows, "test_acc").strip())
+    columns = ["method", "seeds"]
     for t in table:
-        cols += [c for c in t if c not in cols and t[c] is not None]
-    write_markdown(out_dir / "results.md", f"Hypercleaning ({cfg['model']})", table, cols, "\n\n".join(notes))
-
-
-def paired_note(rows: list, key: str) -> str:
-    """One sentence per method: its difference in ``key`` from the first method, paired by seed
-    (mean ± standard error over seeds, and on how many seeds it is higher): a difference smaller
-    than the seed spread can still be consistent seed by seed."""
-    by: dict = {}
-    for r in rows:
-        by.setdefault(r["method"], {})[r["seed"]] = r[key]
-    (ref, base), *others = by.items()
-    if not others:
-        return ""
-    parts = []
-    for method, vals in others:
-        seeds = sorted(set(vals) & set(base))
-        diff = np.array([vals[s] - base[s] for s in seeds], float)
-        se = diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
-        parts.append(f"{method} − {ref}: {diff.mean():+.3g} ± {se:.2g} (higher on {int((diff > 0).sum())} of "
-                     f"{len(diff)} seeds)")
-    return f"{key} paired by seed (mean difference ± standard error): " + "; ".join(parts) + "."
+        columns += [c for c in t if c not in columns and t[c] is not None]
+    return table, columns, "\n\n".join(notes)
 
 
 register(Experiment(NAME, run, Config, TINY,
                     "data hypercleaning on MNIST: K-RMD on a linear model (Shaban et al. 2019, Table 2), exact/FOM/Adaptive UFOM "
                     "on a two-layer MLP (Likhosherstov et al. 2021, Table 1)"))
+
+
+def _default(name: str, value):
+    """Config's field ``name`` (type, range, help) with another default."""
+    return dataclasses.field(default=value, metadata={f.name: f for f in dataclasses.fields(Config)}[name].metadata)
+
+
+@dataclass(frozen=True)
+class DemoConfig(Config):
+    """The README demo (``ablo demo``): hypercleaning with an MLP on scikit-learn's bundled digits
+    (no download; give data_dir for MNIST), 600 examples, half mislabelled, exact (``recompute``),
+    FOM, UFOM and Adaptive UFOM at 12,000 function calls each. Its summary.json says "hypercleaning"."""
+
+    DATASET = None
+    model: str = _default("model", "mlp")
+    n_train: Optional[int] = _default("n_train", 600)
+    n_val: Optional[int] = _default("n_val", 600)
+    methods: Optional[tuple[str, ...]] = _default("methods", ("recompute", "fom", "ufom", "adaptive-ufom"))
+    seeds: Optional[tuple[int, ...]] = _default("seeds", (3,))
+    budget_calls: Optional[float] = _default("budget_calls", 12_000.0)
+
+
+register(Experiment("demo", run, DemoConfig, {**TINY, "methods": ("recompute", "fom", "ufom", "adaptive-ufom")},
+                    "the README demo: hypercleaning on scikit-learn digits, exact vs FOM vs UFOM vs Adaptive UFOM at an "
+                    "equal function-call budget"))

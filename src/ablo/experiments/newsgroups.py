@@ -1,50 +1,25 @@
 """Per-feature ℓ2-regularized logistic regression on 20 Newsgroups (Ji et al. 2021 §A.2, Figure 2).
 
-With W ∈ R^{p×c} (c = 20 groups, no bias) and one hyperparameter λ_j per feature:
-
-    L_in(λ, W)  = CE(X_tr W, y_tr) + ½ mean_{j,k}(e^{λ_j} W_jk²),   L_out(λ, W) = CE(X_val W, y_val),
-
-T = 10 inner GD steps with step size 100, outer SGD with step size 100, λ_0 = 0, W_0 = 0.
-``methods`` are estimator specs; the defaults are Ji et al. 2021 §A.2's methods with its settings:
-``stocbio`` (Alg. 2-3, η = 0.5, Q = 10, mini-batches of 1000), ``itd-bio`` (reverse mode through
-the warm-started inner loop: the paper's "reverse"), ``aid-fp`` (fixed-point map with the inner
-step, as the paper's hypertorch code), ``aid-bio`` (AID-CG, 10 CG steps, warm starts of y and v,
-Alg. 1) and ``hoag`` (CG to Pedregosa's tolerance 1e-3 · 0.9^k, safety cap 10,000
-iterations, reported if hit). Every default method warm-starts its inner iterate, y_k^0 = y_{k−1}^T, in
-its estimator state. Compared by test loss and test accuracy of each method's current W
-against running time (see ``_wallclock``).
-
-Data: the bydate split read by :func:`ablo.data.load_newsgroups` (TF-IDF fitted on the training
-posts, at most ``max_features`` words — the paper uses all 101,631; we keep the most frequent
-``max_features`` so that dense float32 X fits two CPU cores); the training posts are split at
-random in half into train and validation (as the paper's code), the bydate test posts are the
-test set. Without ``data_dir``: generated bag-of-words documents (``synthetic_corpus``), and the
-paper's figure is not quoted. Rows: method, seed, test_loss, test_acc, steps, seconds,
-function_calls, compile_seconds (HOAG also tol and cg_cap_hits).
+The problem, its data and the protocol in detail: :mod:`ablo.problems.newsgroups`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from . import Experiment, RunContext, register
-from .. import estimators
+from . import Experiment, Result, RunContext, register
 from ..curvature import check_step_size
-from ..inner import gd
 from ..models import accuracy, cross_entropy
-from ..problem import BilevelProblem, constant_init
-from ..results import write_csv, write_markdown, write_summary
-from ._notes import paper_note, smoke_note, smoke_option
-from ._wallclock import (curve_rows, outer_step_size, plot_curves, protocol_note, result_row, schedule_note,
-                         seeded_split, wallclock_run)
-from .config import ExperimentConfig, option
+from ..problems.newsgroups import load, make_problem, seeded_split
+from ..results import number
+from ._notes import paper_note, seeds_note, smoke_note, smoke_option
+from ._wallclock import outer_step_size, plot_test_vs_time, protocol_note, result_row, schedule_note, wallclock_run
+from .config import ExperimentConfig, estimator, option
 
 NAME = "newsgroups"
 SYNTHETIC = ("n_train", "n_test", "vocabulary", "length")
@@ -55,8 +30,10 @@ class Config(ExperimentConfig):
     methods: tuple[str, ...] = option(("stocbio:eta=0.5,Q=10,batch=1000", "itd-bio", "aid-fp:eta=100,N=10",
                                        "aid-bio:maxiter=10,tol=1e-12", "hoag"),
                                       "estimator specs compared", estimators=True, min_len=1)
-    seeds: tuple[int, ...] = option((0,), "seeds: each splits the training posts and seeds the estimators", low=0,
+    seeds: tuple[int, ...] = option((1,), "seeds: each splits the training posts and seeds the estimators", low=0,
                                     min_len=1, unique=True)
+    tuned_seeds: tuple[int, ...] = option((0,), "seeds the settings were chosen on (pre-registration); the seeds a "
+                                          "run reports must differ from them", low=0, unique=True)
     DATASET = "20newsgroups"  # data_dir defaults to the fetched 20newsgroups (config.build)
     data_dir: Optional[str] = option(None, "folder holding 20newsgroups/ (none: generated documents)")
     max_features: int = option(5000, "TF-IDF vocabulary: the most frequent words kept", low=1, high=200_000)
@@ -79,7 +56,7 @@ class Config(ExperimentConfig):
 
 
 TINY = dict(smoke=True, methods=("stocbio:Q=3,batch=50", "itd-bio"), seconds=30.0, outer_steps=3, inner_steps=3,
-            eval_every=2, n_train=200, n_test=100)
+            eval_every=2, n_train=200, n_test=100, seeds=(0,), tuned_seeds=())
 
 #: Ji et al. 2021 gives Figures 2-3 without numbers in the text; their axes span test loss 1.0-3.5 and
 #: test accuracy 0.2-0.7 over 60 s.
@@ -88,57 +65,8 @@ PAPER_NOTE = ("Ji et al. 2021 Figure 2 (all 101,631 words; numbers only as plots
               "reverse, AID-FP, AID-CG and HOAG are slower.")
 
 
-def synthetic_corpus(n_train: int, n_test: int, vocabulary: int, length: int, seed: int = 0, classes: int = 20):
-    """Generated stand-in for 20 Newsgroups: each class draws words from a shared Zipf background
-    (70 %) mixed with its own 30-word topic (30 %); counts → TF-IDF (smooth idf, ℓ2-normalised rows,
-    idf from the training part), as scikit-learn's TfidfVectorizer does."""
-    rng = np.random.default_rng(seed)
-    background = 1.0 / np.arange(1, vocabulary + 1)
-    background /= background.sum()
-    topics = np.stack([np.bincount(rng.choice(vocabulary, 30, replace=False), minlength=vocabulary) / 30.0
-                       for _ in range(classes)])
-    n = n_train + n_test
-    y = rng.integers(0, classes, n).astype(np.int32)
-    counts = np.stack([rng.multinomial(length, 0.7 * background + 0.3 * topics[c]) for c in y]).astype(np.float32)
-    df = (counts[:n_train] > 0).sum(0)
-    idf = np.log((1 + n_train) / (1 + df)) + 1
-    x = counts * idf
-    x /= np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    return {"train": (x[:n_train].astype(np.float32), y[:n_train]), "test": (x[n_train:].astype(np.float32), y[n_train:])}
-
-
-def load(cfg: Config) -> tuple:
-    """({"train": (X, y), "test": (X, y)} dense float32, description of the data read)."""
-    if cfg.data_dir is None:
-        data = synthetic_corpus(cfg.n_train, cfg.n_test, cfg.vocabulary, cfg.length)
-        return data, (f"generated bag-of-words data (no data_dir), not 20 Newsgroups: {cfg.n_train} train / "
-                      f"{cfg.n_test} test documents, {cfg.vocabulary} words, 20 classes")
-    from ..data import load_newsgroups
-
-    d = load_newsgroups(cfg.data_dir, max_features=cfg.max_features)
-    data = {s: (d[s][0].toarray().astype(np.float32), d[s][1]) for s in ("train", "test")}
-    return data, (f"20 Newsgroups bydate from {cfg.data_dir}: {data['train'][0].shape[0]} train "
-                  f"(split in half: train / validation), {data['test'][0].shape[0]} test posts, TF-IDF of the "
-                  f"{data['train'][0].shape[1]} most frequent words")
-
-
-def make_problem(inner_steps: int, inner_lr: float, features: int) -> BilevelProblem:
-    """The bilevel problem above, W_0 = 0; the task is {"train": (X, y), "val": (X, y)}."""
-
-    def inner_loss(lam, w, task):
-        x, y = task["train"]
-        return cross_entropy(x @ w, y) + 0.5 * jnp.mean(jnp.exp(lam)[:, None] * w ** 2)
-
-    def outer_loss(lam, w, task):
-        x, y = task["val"]
-        return cross_entropy(x @ w, y)
-
-    return BilevelProblem(inner_loss, outer_loss, gd(inner_lr), inner_steps,
-                          constant_init(jnp.zeros((features, 20), jnp.float32)))
-
-
-def run(cfg: Config, ctx: RunContext) -> dict:
-    methods = {spec: estimators.parse(spec) for spec in cfg.methods}
+def run(cfg: Config, ctx: RunContext) -> Result:
+    methods = {spec: estimator(spec) for spec in cfg.methods}
     data, description = load(cfg)
     x, y = data["train"]
     features = x.shape[1]
@@ -161,23 +89,23 @@ def run(cfg: Config, ctx: RunContext) -> dict:
                                          eval_every=cfg.eval_every, evaluate=evaluate, ctx=ctx,
                                          label=f"{NAME} {spec} seed {seed}")
                 rows.append(result_row(curve, r, method=spec, seed=seed))
-                curves.append(dict(method=spec, seed=seed, points=curve))
+                curves += [{"method": spec, "seed": seed, **point} for point in curve]
                 advance(1)
-    write_csv(ctx.out / "curves.csv", curve_rows(curves, ("method", "seed")))
     real = cfg.data_dir is not None
-    plot_curves(curves, ctx.out / "test_vs_time.png",
-                f"{'20 Newsgroups' if real else 'generated documents'}, {features} features")
-    smoke = smoke_note(cfg)
+    plot_test_vs_time(curves, ctx.out / "test_vs_time.png",
+                      f"{'20 Newsgroups' if real else 'generated documents'}, {features} features")
     paper = paper_note(PAPER_NOTE, "Ji et al. 2021 Figure 2", "20 Newsgroups", real, cfg.smoke)
-    protocol = (f"T = {cfg.inner_steps} inner GD steps (lr {cfg.inner_lr}), warm-started by every method that "
-                f"carries its iterate (itd-bio, aid-bio, aid-fp, hoag, stocbio), outer SGD (lr {cfg.outer_lr}).")
-    notes = (f"{smoke}Data: {description}.\n\nProtocol: {protocol} {schedule_note(methods.values())} {protocol_note(cfg)}\n\n{paper}\n\n"
-             "HOAG: tol is the CG tolerance ε_k its next step would use, cg_cap_hits the steps whose CG stopped at "
-             "the safety cap before ε_k. Curves: curves.csv; plot: test_vs_time.png.")
-    write_markdown(ctx.out / "results.md", "20 Newsgroups: per-feature l2 regularization (Ji et al. 2021 §A.2)", rows,
-                   ["method", "seed", "test_loss", "test_acc", "steps", "seconds", "function_calls", "tol",
-                    "cg_cap_hits"], notes)
-    return json.loads(write_summary(ctx.out, NAME, {**cfg.as_dict(), "data": description}, rows).read_text())
+    protocol = (f"T = {cfg.inner_steps} inner GD steps (lr {number(cfg.inner_lr)}), warm-started by every method "
+                f"that carries its iterate in its state, outer SGD (lr {number(cfg.outer_lr)}); methods "
+                f"{', '.join(methods)}.")
+    hoag = ("\n\nHOAG: tol is the CG tolerance ε_k its next step would use, cg_cap_hits the steps whose CG stopped at "
+            "the safety cap before ε_k." if any(est.name == "hoag" for est in methods.values()) else "")
+    notes = (f"{smoke_note(cfg)}Data: {description}.\n\nProtocol: {protocol} {schedule_note(methods.values())} "
+             f"{protocol_note(cfg)} {seeds_note(cfg)}\n\n{paper}{hoag}\n\nCurves: curves.csv; plot: test_vs_time.png.")
+    return ctx.finish(NAME, {**cfg.as_dict(), "data": description}, rows,
+                      title="20 Newsgroups: per-feature l2 regularization (Ji et al. 2021 §A.2)",
+                      columns=["method", "seed", "test_loss", "test_acc", "steps", "seconds", "function_calls", "tol",
+                               "cg_cap_hits"], notes=notes, csv={"curves.csv": curves})
 
 
 register(Experiment(NAME, run, Config, TINY, "20 Newsgroups per-feature l2 regularization: stocBiO vs ITD-BiO, "

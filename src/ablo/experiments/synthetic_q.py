@@ -1,62 +1,37 @@
 """Experiment ``synthetic-q``: the optimal q of UFOM in theory and in practice (Likhosherstov et al. 2021 §4.4, §5.1,
 Figure 1d-f).
 
-Two equally likely tasks f_i of the counterexample family with a = (0.5, 1.5), b = (0, 10), A = 400
-(so f_i is the quadratic a_i z²/2 on the region explored), V(θ) = θ, r = 10 inner GD steps of size α.
-For each α on 10 log-spaced values in [1e-3, 5e-2]:
-
-* D² and V² (eq. 14, 16): max over a grid of θ ∈ [−50, 50] of the task means of ‖G_FO − G_exact‖²
-  and ‖G_exact‖² (measured with the FOM and Reverse estimators);
-* q_theory: q* of eq. 21 with these D², V² and Proposition 1's cost model (C1 = C2 = 1, ε = 0),
-  C_rnd taken from UFOM's exact branch (``exact``: Prop. 1 verbatim for the default
-  ``recompute``, r(r−1)/2 gradient evaluations and r HVPs; for e.g. ``checkpointed`` its own
-  ``backward_cost(r)``, ``theory.cost_model(r, exact=...)``);
-* q_grid: the q ∈ linspace(0.05, 1, 20) whose outer SGD (UFOM with that q, one task per step,
-  γ_k = γ0/(k+1), θ_0 ~ U(−50, 50), the same number of steps for every q) first brings
-  E‖∂M/∂θ(θ_k)‖² (mean over seeds, checked every ``record_every`` steps) to target² or below in the
-  fewest expected function calls (mean over seeds of the counted gradient evaluations + HVPs + JVPs;
-  ablo also counts V's JVP, so a step costs r + 2 + ξ (C_rnd + 1), e.g. r + 2 + ξ (r(r−1)/2 + r + 1)
-  with recomputation, one more than eq. 19's C_det + ξ C_rnd per step and per branch).
-  The criterion is the expectation that eq. 18 bounds; FOM (q = 0) stalls at its fixed point
-  where ‖∂M/∂θ‖ stays above the target.
-
-At α = ``alpha_curve`` (0.01) the same runs give convergence curves for q = 0 (FOM), q_theory, 1.
-Implementation: α enters as a field of the task (inner loss α f_i with unit GD step, identical
-dynamics), so for one q every (α, seed) run is a lane of one jitted ``outer.scan`` of
-``outer.make_step`` (optax SGD with γ_k = γ0/(k+1)), vmapped over α and seeds; UFOM's random
-branch is computed on every lane there but counted only when drawn. The q values > 0 are one
-more vmapped axis (q is a traced value of ``UFOM(q=...)``): the whole grid compiles once; q = 0
-is FOM, run apart.
+The problem, its data and the protocol in detail: :mod:`ablo.problems.synthetic_q`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .. import estimators, outer
-from ..estimators import FOM, UFOM, Reverse
 from ..estimators.debiased import check_exact
-from ..inner import gd
-from ..problem import BilevelProblem
-from ..results import save_figure, write_csv, write_markdown, write_summary
-from ..theory import bias_variance, cost_model, q_star
-from . import Experiment, RunContext, register
-from . import counterexample
-from ._notes import smoke_note, smoke_option
-from .config import ConfigError, ExperimentConfig, option
+from ..problems import counterexample
+from ..problems.synthetic_q import (calls_to_target, expected_curves, make_problem, make_tasks, measure_d2_v2,
+                                    ufom_sweep)
+from ..results import number, save_figure
+from ..theory import cost_model, q_star
+from . import Experiment, Result, RunContext, register
+from ._notes import seeds_note, smoke_note, smoke_option
+from .config import ConfigError, ExperimentConfig, estimator, option
+from .plots import pyplot
 
 NAME = "synthetic-q"
 
 
 @dataclass(frozen=True)
 class Config(ExperimentConfig):
-    seeds: tuple[int, ...] = option(tuple(range(16)), "seeds: each draws its θ_0 and its tasks", low=0, min_len=1,
-                                    unique=True)
+    seeds: tuple[int, ...] = option(tuple(range(16, 32)), "seeds: each draws its θ_0 and its tasks", low=0,
+                                    min_len=1, unique=True)
+    tuned_seeds: tuple[int, ...] = option(tuple(range(16)), "seeds the settings were chosen on (pre-registration); "
+                                          "the seeds a run reports must differ from them", low=0, unique=True)
     outer_steps: int = option(12_000, "outer SGD steps (rounded down to a multiple of record_every)", low=1,
                               high=10_000_000)
     r: int = option(10, "inner GD steps r", low=1, high=1000)
@@ -92,92 +67,18 @@ class Config(ExperimentConfig):
             if len(v) != 2 or not v[0] <= v[1]:
                 raise ConfigError(f"{key}: give lo, hi with lo <= hi; got {list(v)!r}")
         try:
-            check_exact(estimators.parse(self.exact))
+            check_exact(estimator(self.exact))
         except ValueError as e:
             raise ConfigError(f"exact: {e}") from None
         if self.record_every > self.outer_steps:
             raise ConfigError(f"record_every: {self.record_every} exceeds outer_steps = {self.outer_steps}")
 
 
-TINY = dict(smoke=True, seeds=(0, 1), outer_steps=30, n_alpha=2, q_grid_range=(0.1, 1.0), q_grid_points=2,
+TINY = dict(smoke=True, seeds=(0, 1), tuned_seeds=(), outer_steps=30, n_alpha=2, q_grid_range=(0.1, 1.0), q_grid_points=2,
             theta_grid_points=5, record_every=5)
 
 
-def make_problem(r: int):
-    """V(θ) = θ, L_in = α f_i(φ) stepped with unit GD (= GD of size α on f_i), L_out = f_i(φ);
-    a task is (a_i, b_i, A, α)."""
-    f = counterexample.piecewise_f
-    return BilevelProblem(lambda theta, phi, task: task[3] * f(phi, task[:3]),
-                          lambda theta, phi, task: f(phi, task[:3]), gd(1.0), int(r))
-
-
-def make_tasks(a, b, A, alpha):
-    a = jnp.asarray(a, float)
-    return a, jnp.asarray(b, float), jnp.full_like(a, float(A)), jnp.full_like(a, float(alpha))
-
-
-def measure_d2_v2(problem, task_sets, thetas):
-    """[(D², V²) per task set] as maxima over ``thetas`` of the per-θ task means (eq. 14, 16);
-    ``task_sets`` stacked on axis 0 (one per α), one jit."""
-    per_task = lambda est, tasks: jax.vmap(lambda th: jax.vmap(lambda t: est.estimate(problem, th, t, (), None)[0])(
-        tasks))(thetas)
-    both = jax.jit(jax.vmap(lambda tasks: (per_task(FOM(), tasks), per_task(Reverse(), tasks))))
-    g_fo, g_ex = map(np.asarray, both(task_sets))
-    return [tuple(float(x) for x in np.max([bias_variance(fo[i][:, None], ex[i][:, None]) for i in range(len(thetas))],
-                                           axis=0)) for fo, ex in zip(g_fo, g_ex)]
-
-
-def _curves(problem, estimator, task_sets, theta0, keys, cfg: Config):
-    """Traceable part of :func:`expected_curves`: |∂M/∂θ(θ_k)| and cumulative calls every
-    ``record_every`` steps for every α (axis 0) and seed (axis 1), and the divergence flags."""
-    every = cfg.record_every
-    steps = every * (cfg.outer_steps // every)
-
-    def one(tasks, theta0, key):
-        m = counterexample.sgd_scan(problem, estimator, tasks, theta0, key, cfg.gamma0, steps)
-        grad_M = jax.grad(lambda th: jnp.mean(jax.vmap(lambda t: problem.objective(th, t))(tasks)))
-        gn = jax.vmap(lambda th: jnp.abs(grad_M(th)))(m["theta"][every - 1::every])
-        flags = {k: v for k, v in m.items() if k == "nonfinite" or k.startswith("bad_")}
-        return gn, jnp.cumsum(m["function_calls"])[every - 1::every], flags
-
-    return jax.vmap(jax.vmap(one, in_axes=(None, 0, 0)), in_axes=(0, None, None))(task_sets, theta0, keys)
-
-
-def _summarise(gn, calls, flags, label):
-    outer.raise_if_diverged(flags, label)
-    return np.sqrt(np.mean(np.asarray(gn) ** 2, axis=-2)), np.mean(np.asarray(calls, float), axis=-2)
-
-
-def expected_curves(problem, estimator, task_sets, theta0, keys, cfg: Config, label: str):
-    """Outer SGD with ``estimator`` (one task per step, γ_k = γ0/(k+1)) for every α (task set,
-    axis 0) and seed (``theta0``, ``keys``): ``outer.make_step`` under ``outer.scan``, vmapped
-    over both, one jit. Returns sqrt(mean over seeds of |∂M/∂θ(θ_k)|²) and the mean cumulative
-    function calls at k = every, 2·every, ..., each (n_alpha, steps // every);
-    :class:`ablo.outer.Diverged` names the first non-finite step."""
-    run = jax.jit(lambda: _curves(problem, estimator, task_sets, theta0, keys, cfg))
-    return _summarise(*run(), label)
-
-
-def ufom_sweep(problem, qs, branch, task_sets, theta0, keys, cfg: Config, label: str):
-    """:func:`expected_curves` of UFOM (exact branch ``branch``) for every q in ``qs`` at once: q
-    is a traced value of ``UFOM(q=...)``, vmapped, so the whole sweep compiles once. Under vmap UFOM's branch on ξ
-    becomes a select (both branches computed, the estimates and counts unchanged). Returns arrays
-    of shape (n_alpha, n_q, records)."""
-    sweep = jax.jit(jax.vmap(lambda q: _curves(problem, UFOM(q=q, exact=branch), task_sets, theta0, keys, cfg)))
-    gn, calls, flags = sweep(jnp.asarray(qs, jnp.result_type(float)))
-    for i, q in enumerate(qs):  # name the first diverging q as its spec
-        outer.raise_if_diverged(jax.tree_util.tree_map(lambda x: x[i], flags), f"{label}:q={float(q)!r}")
-    rms, calls = _summarise(gn, calls, flags, label)
-    return np.moveaxis(rms, 0, 1), np.moveaxis(calls, 0, 1)
-
-
-def calls_to_target(rms, calls, target):
-    """Expected function calls at the first step with RMS gradient norm <= target (inf if never)."""
-    hit = np.nonzero(rms <= target)[0]
-    return float(calls[hit[0]]) if hit.size else float("inf")
-
-
-def run(cfg: Config, ctx: RunContext) -> dict:
+def run(cfg: Config, ctx: RunContext) -> Result:
     r = cfg.r
     problem = make_problem(r)
     alphas = np.geomspace(cfg.alpha_range[0], cfg.alpha_range[1], cfg.n_alpha)
@@ -186,7 +87,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     # L_in = α f_i with unit GD is GD of size α on f_i: α must be below 2/a_i at every α
     counterexample.check_alpha(counterexample.make_problem(float(alphas[-1]), r),
                                counterexample.stack_tasks(cfg.a, cfg.b, cfg.A), float(alphas[-1]), name="alpha")
-    branch = estimators.parse(cfg.exact)
+    branch = estimator(cfg.exact)
     c_det, c_rnd = cost_model(r, cfg.C1, cfg.C2, exact=branch)
     thetas = jnp.linspace(*cfg.theta_grid_range, cfg.theta_grid_points)
     task_sets = jax.tree_util.tree_map(lambda *x: jnp.stack(x), *[make_tasks(cfg.a, cfg.b, cfg.A, al) for al in alphas])
@@ -207,7 +108,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
         positive = qs > 0
         rms_q, calls_q = ufom_sweep(problem, qs[positive], branch, task_sets, theta0, run_keys, cfg, f"{NAME} ufom")
         advance()
-        rms_0, calls_0 = expected_curves(problem, estimators.parse("fom"), task_sets, theta0, run_keys, cfg,
+        rms_0, calls_0 = expected_curves(problem, estimator("fom"), task_sets, theta0, run_keys, cfg,
                                          f"{NAME} fom")
         advance()
     shape = (len(alphas), len(qs), rms_q.shape[-1])
@@ -232,28 +133,24 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     curves = [{"alpha": float(alphas[i_curve]), "q_label": name, "q": float(qs[ng + k]), "step": (s + 1) * every,
                "function_calls": float(calls[i_curve, ng + k, s]), "rms_grad": float(rms[i_curve, ng + k, s])}
               for k, name in enumerate(("q=0", "q*", "q=1")) for s in range(calls.shape[2])]
-    write_csv(ctx.out / "curves.csv", curves)
-    write_csv(ctx.out / "grid_search.csv", grid_rows)
-    write_csv(ctx.out / "d2_v2.csv", [{k: r[k] for k in ("alpha", "D2", "V2", "q_theory", "q_grid")} for r in rows])
     _write_figures(ctx.out, rows, alphas, i_curve, qs[ng:], rms[i_curve, ng:], calls[i_curve, ng:], target)
     c = rows[i_curve]
-    notes = (smoke_note(cfg) + f"UFOM's exact branch: {cfg.exact}. C_det = {c_det}, C_rnd = {c_rnd} (C1 = {cfg.C1}, C2 = {cfg.C2}), eps = "
-             f"{cfg.eps}; target sqrt(E|dM/dθ|²) <= {target}; {len(cfg.seeds)} seeds, {steps} steps, γ_k = "
-             f"{cfg.gamma0}/(k+1). At α = {alphas[i_curve]:.4g}: expected function calls to the target: q = 0: "
-             f"{c['calls_to_target_q0']}, q* = {c['q_theory']:.4f}: {c['calls_to_target_qstar']}, q = 1: "
-             f"{c['calls_to_target_q1']} (inf = never).")
-    write_markdown(ctx.out / "results.md", "Optimal q: theory against grid search (Likhosherstov et al. 2021 Fig. 1d-f)", rows,
-                   ["alpha", "D2", "V2", "q_theory", "q_grid", "calls_to_target_q_grid"], notes=notes)
+    calls_to = lambda v: "never" if not np.isfinite(v) else number(v)
+    notes = (smoke_note(cfg) + f"UFOM's exact branch: {cfg.exact}. C_det = {number(c_det)}, C_rnd = {number(c_rnd)} "
+             f"(C1 = {number(cfg.C1)}, C2 = {number(cfg.C2)}), eps = {number(cfg.eps)}; target sqrt(E|dM/dθ|²) <= "
+             f"{number(target)}; {steps:,} steps, γ_k = {number(cfg.gamma0)}/(k+1). At α = {alphas[i_curve]:.4g}: "
+             f"expected function calls to the target: q = 0: {calls_to(c['calls_to_target_q0'])}, q* = "
+             f"{c['q_theory']:.4f}: {calls_to(c['calls_to_target_qstar'])}, q = 1: {calls_to(c['calls_to_target_q1'])}. "
+             + seeds_note(cfg))
+    d2 = [{k: r[k] for k in ("alpha", "D2", "V2", "q_theory", "q_grid")} for r in rows]
     config_out = {**cfg.as_dict(), "alphas": alphas.tolist(), "C_det": c_det, "C_rnd": c_rnd}
-    return json.loads(write_summary(ctx.out, NAME, config_out, rows).read_text())
+    return ctx.finish(NAME, config_out, rows, title="Optimal q: theory against grid search (Likhosherstov et al. 2021 "
+                      "Fig. 1d-f)", columns=["alpha", "D2", "V2", "q_theory", "q_grid", "calls_to_target_q_grid"],
+                      notes=notes, csv={"curves.csv": curves, "grid_search.csv": grid_rows, "d2_v2.csv": d2})
 
 
 def _write_figures(out_dir, rows, alphas, i_curve, q_curve, rms, calls, target):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(alphas, [r["V2"] for r in rows], "o-", label="V²")
     ax.plot(alphas, [r["D2"] for r in rows], "s-", label="D²")

@@ -1,31 +1,10 @@
 """Task interaction, Shaban et al. 2019 §4.2.2 and App. G.2 (Table 3, Fig. 6), on 20 Newsgroups.
 
-A multi-class linear logistic model with one weight vector w_v per class (W = [w_1..w_V] ∈ R^{d×V},
-bias b ∈ R^V) is trained by T = 100 GD steps at γ = 0.1 from W = 0, b = 0 on
-
-    g(w; θ) = l_train(W, b) + Σ_{i,j} C_ij ‖w_i − w_j‖² + ρ Σ_v ‖w_v‖²,
-    C = A + Aᵀ,  A = softplus(B),  ρ = softplus(ν),  θ = {B ∈ R^{V×V}, ν},
-
-(the coupling is 2 tr(W L Wᵀ) with L = diag(C1) − C the graph Laplacian of C), and the upper
-level is the validation cross-entropy f(θ) = l_val(ŵ(θ)) (∇_θ f = 0). Shaban et al. 2019 uses CIFAR-10/100
-with ResNet-18 features; those are not available here, so the V = 20 classes are the newsgroups
-and the features TF-IDF (rows scaled to norm ``feature_scale``, see :class:`Config`).
-
-Each of ``trials`` trials draws balanced, disjoint training and validation sets of m examples
-per class from the bydate training posts; the bydate test posts are the test set (the paper uses
-"the rest of the dataset"). For each method (an estimator spec; K-RMD = ``truncated-K``, full
-RMD = ``reverse``) θ is trained by Adam (App. G: Adam for every upper level; the step size is
-ours) for ``outer_steps`` hyper-iterations with :func:`ablo.outer.run`; every ``eval_every`` steps we record Fig. 6's
-quantities at θ_τ: the validation loss, ‖d_θ f‖ by exact reverse mode and the cosine between a
-fresh draw of the method's estimate and d_θ f, plus the test accuracy (Table 3). Outputs:
-table3.csv (mean ± std over trials per method), curves.csv and fig6.png, learned_C.csv and
-learned_C.png (C averaged over trials, classes grouped by the newsgroup hierarchy), summary.json
-(one row per method and trial) and results.md.
+The problem, its data and the protocol in detail: :mod:`ablo.problems.task_interaction`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -35,18 +14,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import Experiment, RunContext, register
-from .. import estimators, outer
+from . import Experiment, Result, RunContext, register
+from .. import outer
 from ..curvature import check_step_size
-from ..estimators import Reverse
-from ..inner import gd
-from ..models import accuracy, cross_entropy
-from ..problem import BilevelProblem, constant_init
-from ..results import figure_legend, save_figure, write_csv, write_markdown, write_summary
-from .config import ConfigError, ExperimentConfig, option
+from ..problems.task_interaction import (CLASSES, balanced_split, coupling, hierarchy_order, load, make_evaluate,
+                                         make_problem, theta0)
+from ..results import save_figure
+from ._notes import seeds_note
+from .config import ConfigError, ExperimentConfig, estimator, option
+from .plots import method_label, method_order, plot_curves, pyplot
 
 NAME = "task-interaction"
-CLASSES = 20
 
 #: Shaban et al. 2019 Table 3, as printed: (dataset, method, Avg. Acc., ± std, Avg. Iter., Sec/iter.).
 PAPER_TABLE3 = (("CIFAR-10", "1-RMD", 61.11, 1.23, 3300, 0.8), ("CIFAR-10", "5-RMD", 61.33, 1.08, 4950, 1.3),
@@ -54,8 +32,6 @@ PAPER_TABLE3 = (("CIFAR-10", "1-RMD", 61.11, 1.23, 3300, 0.8), ("CIFAR-10", "5-R
                 ("CIFAR-100", "1-RMD", 34.37, 0.63, 7440, 1.0), ("CIFAR-100", "5-RMD", 34.34, 0.68, 8805, 1.4),
                 ("CIFAR-100", "25-RMD", 34.51, 0.69, 8660, 1.6), ("CIFAR-100", "Full RMD", 34.70, 0.64, 5670, 2.8))
 
-#: The top-level newsgroup hierarchies in the order of the heatmap; other prefixes follow.
-HIERARCHY = ("comp", "rec", "sci", "talk")
 
 
 @dataclass(frozen=True)
@@ -81,7 +57,9 @@ class Config(ExperimentConfig):
     B0: float = option(-8.0, "initial entries of B (C_ij = 2 softplus(B0) at the start)", low=-30, high=5)
     nu0: float = option(-8.0, "initial ν (ρ = softplus(ν0) at the start)", low=-30, high=5)
     eval_every: int = option(10, "hyper-iterations between Fig. 6 evaluations", low=1)
-    seed: int = option(0, "seed of the trials' draws and of the estimators' keys", low=0)
+    seed: int = option(1, "seed of the trials' draws and of the estimators' keys", low=0)
+    tuned_seeds: tuple[int, ...] = option((0,), "seeds the settings were chosen on (pre-registration); the seed a "
+                                          "run reports must differ from them", low=0, unique=True)
     synthetic_train: int = option(6000, "generated training pool size (without data_dir)", low=CLASSES)
     synthetic_test: int = option(2000, "generated test set size (without data_dir)", low=CLASSES)
 
@@ -92,7 +70,7 @@ class Config(ExperimentConfig):
         problem = make_problem(self.inner_steps, self.inner_lr)
         for spec in self.methods:
             try:
-                estimators.parse(spec).check(problem)
+                estimator(spec).check(problem)
             except ValueError as e:
                 raise ConfigError(f"methods: {spec}: {e}") from None
 
@@ -104,157 +82,12 @@ class Config(ExperimentConfig):
 
 
 TINY = dict(methods=("truncated-1", "reverse", "fom"), max_features=60, feature_scale=10.0, per_class=4, trials=2,
-            inner_steps=8, outer_steps=6, eval_every=3, synthetic_train=400, synthetic_test=200)
-
-
-# -- the bilevel problem ---------------------------------------------------------------------
-
-def coupling(theta) -> tuple[jax.Array, jax.Array]:
-    """(C, ρ) = (A + Aᵀ, softplus(ν)) with A = softplus(B) (Shaban et al. 2019 App. G.2)."""
-    A = jax.nn.softplus(theta["B"])
-    return A + A.T, jax.nn.softplus(theta["nu"])
-
-
-def regulariser(theta, W) -> jax.Array:
-    """Σ_ij C_ij ‖w_i − w_j‖² + ρ Σ_v ‖w_v‖² = 2 tr(W (diag(C1) − C) Wᵀ) + ρ ‖W‖_F² (columns w_v)."""
-    C, rho = coupling(theta)
-    laplacian = jnp.diag(C.sum(1)) - C
-    return 2.0 * jnp.sum((W @ laplacian) * W) + rho * jnp.sum(W ** 2)
-
-
-def logits(phi, x) -> jax.Array:
-    """X W + b."""
-    return x @ phi["W"] + phi["b"]
-
-
-def inner_loss(theta, phi, task):
-    """g(w; θ) = mean training cross-entropy + the task-interaction regulariser."""
-    x, y = task["train"]
-    return cross_entropy(logits(phi, x), y) + regulariser(theta, phi["W"])
-
-
-def outer_loss(theta, phi, task):
-    """f = mean validation cross-entropy of ŵ (independent of θ given ŵ)."""
-    x, y = task["val"]
-    return cross_entropy(logits(phi, x), y)
-
-
-def make_problem(inner_steps: int, inner_lr: float, features: int = 1, classes: int = CLASSES,
-                 dtype=jnp.float32) -> BilevelProblem:
-    """The bilevel problem above with T = ``inner_steps`` GD steps of size ``inner_lr`` from W = 0, b = 0
-    (of ``dtype``); the task is {"train": (X, y), "val": (X, y)} with X of ``features`` columns."""
-    phi0 = {"W": jnp.zeros((features, classes), dtype), "b": jnp.zeros(classes, dtype)}
-    return BilevelProblem(inner_loss, outer_loss, gd(inner_lr), inner_steps, constant_init(phi0))
-
-
-def theta0(cfg: Config, classes: int = CLASSES, dtype=jnp.float32) -> dict:
-    """θ_0 = {B = B0 everywhere, ν = ν0}."""
-    return {"B": jnp.full((classes, classes), cfg.B0, dtype), "nu": jnp.asarray(cfg.nu0, dtype)}
-
-
-# -- data ------------------------------------------------------------------------------------
-
-def load(cfg: Config) -> tuple[dict, list, str]:
-    """({"train": (X, y), "test": (X, y)} float32 with rows of norm ``feature_scale``, class names, description)."""
-    if cfg.data_dir is None:
-        from .newsgroups import synthetic_corpus
-
-        data = synthetic_corpus(cfg.synthetic_train, cfg.synthetic_test, cfg.max_features, 40, seed=cfg.seed)
-        names = [f"class{c:02d}" for c in range(CLASSES)]
-        what = (f"GENERATED TF-IDF-like data (no data_dir; not 20 Newsgroups): {cfg.synthetic_train} training-pool "
-                f"and {cfg.synthetic_test} test documents over {cfg.max_features} words, 20 classes each with its "
-                "own 30-word topic mixed into a shared Zipf background (no class hierarchy)")
-    else:
-        from ..data import load_newsgroups
-
-        d = load_newsgroups(cfg.data_dir, max_features=cfg.max_features)
-        data = {s: (d[s][0].toarray().astype(np.float32), d[s][1]) for s in ("train", "test")}
-        names = list(d["groups"])
-        what = (f"20 Newsgroups bydate from {cfg.data_dir}: training/validation sets drawn from the "
-                f"{len(data['train'][1])} training posts, the {len(data['test'][1])} test posts as test set; TF-IDF "
-                f"of the {data['train'][0].shape[1]} most frequent words")
-    data = {s: (x * np.float32(cfg.feature_scale), y) for s, (x, y) in data.items()}
-    return data, names, what + f", rows scaled to ℓ2 norm {cfg.feature_scale:g}"
-
-
-def balanced_split(y: np.ndarray, per_class: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Disjoint training and validation indices with ``per_class`` examples of every class each."""
-    counts = np.bincount(y, minlength=CLASSES)
-    if counts.min() < 2 * per_class:
-        raise ConfigError(f"per_class: {per_class} needs {2 * per_class} examples of every class, but class "
-                         f"{int(counts.argmin())} has {int(counts.min())}; use per_class <= {int(counts.min()) // 2}")
-    picks = [rng.permutation(np.flatnonzero(y == c))[:2 * per_class] for c in range(CLASSES)]
-    return (np.concatenate([p[:per_class] for p in picks]), np.concatenate([p[per_class:] for p in picks]))
-
-
-def hierarchy_order(names) -> list:
-    """Indices of ``names`` grouped by top-level prefix: comp.*, rec.*, sci.*, talk.*, then the other
-    prefixes alphabetically (alt, misc, soc), names sorted within a group."""
-    prefix = lambda n: n.split(".")[0]
-    rank = lambda n: (HIERARCHY.index(prefix(n)) if prefix(n) in HIERARCHY else len(HIERARCHY), prefix(n), n)
-    return sorted(range(len(names)), key=lambda i: rank(names[i]))
-
-
-# -- one method on one trial -------------------------------------------------------------------
-
-def make_evaluate(problem, est):
-    """Jitted (θ, estimator state, key, task, test) -> Fig. 6 / Table 3 metrics at θ: validation and
-    training loss of ŵ(θ), ‖d_θ f‖ by exact reverse mode, the cosine between a fresh draw of
-    ``est``'s estimate and d_θ f, the test accuracy. Cost: one inner run, one reverse pass, one estimate."""
-
-    @jax.jit
-    def evaluate(theta, est_state, key, task, test):
-        phi = problem.optimizer.params(problem.run(theta, task))
-        true, _, _ = Reverse().estimate(problem, theta, task, (), key)
-        h, _, _ = est.estimate(problem, theta, task, est_state, key)
-        flat = lambda t: jnp.concatenate([x.ravel() for x in jax.tree_util.tree_leaves(t)])
-        t, e = flat(true), flat(h)
-        tiny = jnp.finfo(t.dtype).tiny
-        return {"val_loss": problem.outer_loss(theta, phi, task), "train_loss": inner_loss(theta, phi, task),
-                "true_grad_norm": jnp.linalg.norm(t),
-                "cosine": jnp.vdot(t, e) / jnp.maximum(jnp.linalg.norm(t) * jnp.linalg.norm(e), tiny),
-                "test_acc": accuracy(logits(phi, test[0]), test[1])}
-
-    return evaluate
-
-
-def train(problem, est, cfg: Config, task, test, key, evaluate, ctx: RunContext, label: str):
-    """θ trained by Adam(outer_lr) with ``est`` for ``outer_steps`` steps (:func:`ablo.outer.run`, checkpointed
-    and resumable under ``ctx``). Returns (RunResult, [eval entries with "step"])."""
-    def eval_fn(theta, state):
-        m = evaluate(theta, state.estimator_state, outer.eval_key(key, int(state.step)), task, test)
-        return {k: float(v) for k, v in m.items()}
-
-    result = outer.run(problem, est, optax.adam(cfg.outer_lr), theta0(cfg), lambda k: task, key=key,
-                       budget=outer.Budget(steps=cfg.outer_steps), log_every=cfg.eval_every, eval_fn=eval_fn,
-                       eval_every=cfg.eval_every, log_losses=False, **ctx.outer_options(label))
-    return result, [e for e in result.log if "val_loss" in e]
+            inner_steps=8, outer_steps=6, eval_every=3, synthetic_train=400, synthetic_test=200, seed=0, tuned_seeds=())
 
 
 # -- the experiment --------------------------------------------------------------------------
 
-def method_label(spec: str, T: int) -> str:
-    """'1-RMD', 'full RMD (K = T = 100)', 'FOM', ... for legends and tables."""
-    est = estimators.parse(spec)
-    if est.name == "truncated":
-        return f"{est.K}-RMD" if est.K < T else f"{est.K}-RMD (= full RMD)"
-    names = {"reverse": f"full RMD (K = T = {T})", "fom": "FOM", "adaptive-ufom": "Adaptive UFOM"}
-    if est.name == "ufom":
-        return f"UFOM (q = {est.q:g})"
-    return names.get(est.name, spec)
-
-
-def plot_order(specs, T: int) -> list:
-    """K-RMD in numeric order of K (full RMD as K = T), then the other methods as given."""
-    def key(i):
-        est = estimators.parse(specs[i])
-        K = est.K if est.name == "truncated" else T if est.name == "reverse" else None
-        return (0, K, i) if K is not None else (1, 0, i)
-
-    return [specs[i] for i in sorted(range(len(specs)), key=key)]
-
-
-def run(cfg: Config, ctx: RunContext) -> dict:
+def run(cfg: Config, ctx: RunContext) -> Result:
     """Every method on every trial; writes summary.json (one row per method and trial), table3.csv,
     curves.csv, learned_C.csv, fig6.png, learned_C.png and results.md into ``ctx.out``. Cost per
     method and trial: ``outer_steps`` estimates plus ``outer_steps / eval_every + 1`` evaluations."""
@@ -271,15 +104,20 @@ def run(cfg: Config, ctx: RunContext) -> dict:
                       "val": (jnp.asarray(x_pool[va]), jnp.asarray(y_pool[va]))})
     L = max(check_step_size(problem, theta0(cfg), task, cfg.inner_lr) for task in tasks)
 
-    order = plot_order(list(cfg.methods), cfg.inner_steps)
+    order = method_order(list(cfg.methods), cfg.inner_steps)
     rows, curves, learned_C = [], [], {}
     for spec in order:
-        est = estimators.parse(spec)
+        est = estimator(spec)
         evaluate = make_evaluate(problem, est)
         Cs = []
         for trial, task in enumerate(tasks):
             key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), trial)
-            result, evals = train(problem, est, cfg, task, test, key, evaluate, ctx, f"{spec} trial {trial}")
+            eval_fn = lambda theta, state: {k: float(v) for k, v in evaluate(  # noqa: B023 - used in this iteration
+                theta, state.estimator_state, outer.eval_key(key, int(state.step)), task, test).items()}
+            result = ctx.train(f"{spec} trial {trial}", problem, est, optax.adam(cfg.outer_lr), theta0(cfg),
+                               lambda k: task, key=key, budget=outer.Budget(steps=cfg.outer_steps),  # noqa: B023
+                               log_every=cfg.eval_every, eval_fn=eval_fn, eval_every=cfg.eval_every, log_losses=False)
+            evals = [e for e in result.log if "val_loss" in e]
             first = evaluate(theta0(cfg), est.init(problem, theta0(cfg), task), outer.eval_key(key, 0), task, test)
             first = {k: float(v) for k, v in first.items()}
             points = [{"step": 0, **first}] + [{k: e[k] for k in ("step", *first)} for e in evals]
@@ -298,19 +136,22 @@ def run(cfg: Config, ctx: RunContext) -> dict:
         learned_C[spec] = np.mean(Cs, 0)
 
     table = aggregate(rows, order)
-    out = ctx.out
-    write_csv(out / "curves.csv", curves)
-    write_csv(out / "table3.csv", table)
-    write_csv(out / "learned_C.csv", [{"method": s, "row": names[i], **{names[j]: float(C[i, j]) for j in range(len(names))}}
-                                      for s, C in learned_C.items() for i in range(len(names))])
-    fig6(out / "fig6.png", curves, order, cfg)
-    heatmap(out / "learned_C.png", learned_C, order, names, cfg)
-    summary = write_summary(out, NAME, {**cfg.as_dict(), "data": description, "inner_L_at_start": L}, rows)
-    write_markdown(out / "results.md", "Task interaction (Shaban et al. 2019 §4.2.2, App. G.2; Table 3, Fig. 6)", table,
-                   ["method", "test_acc_mean", "test_acc_std", "test_acc_best_val_mean", "test_acc_start_mean",
-                    "val_loss_mean", "cosine_mean", "true_grad_norm_mean", "trials", "hyper_iterations",
-                    "sec_per_iter"], notes(cfg, description, L))
-    return json.loads(summary.read_text())
+    plot_curves(curves, ctx.out / "fig6.png", x="step", ys=("val_loss", "true_grad_norm", "cosine"), order=order,
+                labels={spec: method_label(spec, cfg.inner_steps) for spec in order}, seed="trial",
+                styles={spec: ("-", "--", "-.", ":")[i % 4] for i, spec in enumerate(order)}, log_y=("true_grad_norm",),
+                axis={"step": "hyper-iteration τ (outer steps)", "cosine": "cos(estimate, exact d_θ f)",
+                      "val_loss": "validation cross-entropy (nats)"},
+                title=f"Task interaction (Shaban et al. 2019 Fig. 6 analogue): mean over {cfg.trials} trials, the "
+                      "validation set of each trial")
+    heatmap(ctx.out / "learned_C.png", learned_C, order, names, cfg)
+    learned = [{"method": s, "row": names[i], **{names[j]: float(C[i, j]) for j in range(len(names))}}
+               for s, C in learned_C.items() for i in range(len(names))]
+    return ctx.finish(NAME, {**cfg.as_dict(), "data": description, "inner_L_at_start": L}, rows,
+                      title="Task interaction (Shaban et al. 2019 §4.2.2, App. G.2; Table 3, Fig. 6)", table=table,
+                      columns=["method", "test_acc_mean", "test_acc_std", "test_acc_best_val_mean",
+                               "test_acc_start_mean", "val_loss_mean", "cosine_mean", "true_grad_norm_mean", "trials",
+                               "hyper_iterations", "sec_per_iter"], notes=notes(cfg, description, L) + " " + seeds_note(cfg),
+                      csv={"curves.csv": curves, "table3.csv": table, "learned_C.csv": learned})
 
 
 def aggregate(rows, order) -> list:
@@ -349,43 +190,9 @@ def notes(cfg: Config, description: str, L: float) -> str:
 
 # -- figures ---------------------------------------------------------------------------------
 
-def fig6(path: Path, curves, order, cfg: Config) -> None:
-    """Fig. 6: validation loss, ‖d_θ f‖ and cos(estimate, d_θ f) against hyper-iterations, mean over trials."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
-    panels = (("val_loss", "validation cross-entropy (nats)", "upper-level objective"),
-              ("true_grad_norm", r"$\|d_\theta f\|$ (exact reverse; nats per unit θ)", "norm of the true hypergradient"),
-              ("cosine", r"cos(estimate, $d_\theta f$) (unitless)", "cosine to the true hypergradient"))
-    styles = ("-", "--", "-.", ":")  # lines that coincide (e.g. K-RMD and full RMD early on) stay visible
-    for n, spec in enumerate(order):
-        pts = [c for c in curves if c["method"] == spec]
-        steps = sorted({p["step"] for p in pts})
-        for ax, (k, ylabel, title) in zip(axes, panels):
-            mean = [np.mean([p[k] for p in pts if p["step"] == s]) for s in steps]
-            ax.plot(steps, mean, styles[n % len(styles)], marker=".", ms=3, lw=1.2,
-                    label=method_label(spec, cfg.inner_steps))
-    for ax, (k, ylabel, title) in zip(axes, panels):
-        ax.set(xlabel="hyper-iteration τ (outer steps)", ylabel=ylabel, title=title)
-        if k == "true_grad_norm":
-            ax.set_yscale("log")
-    axes[2].axhline(0.0, color="grey", lw=0.5)
-    fig.suptitle(f"Task interaction (Shaban et al. 2019 Fig. 6 analogue), mean over {cfg.trials} trials, validation set "
-                 "of each trial")
-    figure_legend(fig, ncol=len(order))
-    save_figure(fig, path)
-
-
 def heatmap(path: Path, learned_C: dict, order, names, cfg: Config) -> None:
     """The learned C (mean over trials) per method, rows/columns grouped by the newsgroup hierarchy."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     idx = hierarchy_order(names)
     hierarchical = all("." in name for name in names)  # newsgroup names; generated classes have none
     n = len(order)

@@ -1,31 +1,10 @@
 """The toy problem of Shaban et al. 2019 §4.1: λ, w ∈ R²,
 
-    f(ŵ) = ‖ŵ‖² + 10‖sin ŵ‖²,    g(w, λ) = ½ (w − λ)ᵀ G (w − λ),   G = diag(1, ½),
-
-ŵ = w_T after T = 100 GD steps on g with γ = 0.1 from w_0 = (2, 2). g is β = 1 smooth and
-α = ½ strongly convex, B_t = γG, so Prop. 3.1 eq. (10) bounds the K-RMD error
-
-    ‖h_{T−K} − d_λ f‖ ≤ (1 − γα)^K / (γα) · ‖∇_ŵ f‖ · M_B,   M_B = ‖γG‖ = γ.
-
-Four parts, all with ablo's ``Truncated(K)`` against the exact ``Reverse``:
-
-1. ``bound``: measured error and the bound at λ = (1, 1) for K = 1..T (Shaban et al. 2019 Fig. 1);
-2. ``f``: outer GD on f from λ_0 with η_τ = η_0/√τ, η_0 chosen so that the first step has norm
-   0.6 (Shaban et al. 2019 footnote 4), for each K in ``Ks`` and each other method (Fig. 4);
-3. ``f_tilde``: the same on f̃ = f + 5‖λ − (1, 0)‖², where ∇_λ f̃ ≠ 0 and 1-RMD converges to a
-   biased point (Theorem 3.3; Fig. 3);
-4. ``descent_ratio``: h_{T−K}ᵀ d_λ / ‖d_λ‖² at each λ_τ of the K = 1 trajectory, for each K of
-   the truncated methods and K = T, on f and on f̃ (Fig. 2). Lemma 3.2 (∇_λ f = 0, g strongly
-   convex) keeps it positive on f, h_{T−K} being a sufficient descent direction; on f̃ it may
-   turn negative. At K = T it is 1 (h_0 = d_λ).
-
-The outer loop is a ``lax.scan`` over τ (deterministic: no tasks, the seed only feeds the
-estimators' keys). Rows: one per objective and method (and K); fields in docs/results-format.md.
+The problem, its data and the protocol in detail: :mod:`ablo.problems.toy2d`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,21 +12,17 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from . import Experiment, RunContext, register
-from .. import estimators, outer
+from . import Experiment, Result, RunContext, register
 from ..curvature import check_step_size
-from ..estimators import Reverse, Truncated
-from ..inner import gd
-from ..problem import BilevelProblem, constant_init
-from ..results import figure_legend, natural_key, save_figure, write_csv, write_markdown, write_summary
+from ..estimators import Truncated
+from ..problems.toy2d import descend, descent_ratios, f_outer, make_problem, truncation_errors, w_hat
+from ..results import figure_legend, number, save_figure
 from ._notes import smoke_note, smoke_option
-from .config import ConfigError, ExperimentConfig, option
+from .config import ConfigError, ExperimentConfig, estimator, option
+from .plots import method_label, method_order, pyplot
 
 NAME = "toy2d"
-G = jnp.array([1.0, 0.5])  # diagonal of G
-ALPHA = 0.5  # strong convexity of g (smallest eigenvalue of G)
 
 
 @dataclass(frozen=True)
@@ -65,7 +40,9 @@ class Config(ExperimentConfig):
                                     low=0, low_open=True)
     penalty: float = option(5.0, "weight of ‖λ − center‖² in f̃", low=0)
     penalty_center: tuple[float, ...] = option((1.0, 0.0), "center of the f̃ penalty (2 numbers)")
-    seed: int = option(0, "PRNG seed of the estimators' keys", low=0)
+    seed: int = option(1, "PRNG seed of the estimators' keys", low=0)
+    tuned_seeds: tuple[int, ...] = option((0,), "seeds the settings were chosen on (pre-registration); the seed a "
+                                          "run reports must differ from them", low=0, unique=True)
     smoke: bool = smoke_option()
 
     def validate(self):
@@ -74,122 +51,16 @@ class Config(ExperimentConfig):
                 raise ConfigError(f"{key}: give 2 numbers (λ, w ∈ R²); got {list(getattr(self, key))!r}")
         for spec in self.methods:
             try:
-                estimators.parse(spec).check(make_problem(self))
+                estimator(spec).check(make_problem(self))
             except ValueError as e:
                 raise ConfigError(f"methods: {spec}: {e}") from None
 
 
-TINY = dict(steps=6, methods=("truncated-1", "truncated-3", "reverse"), outer_steps=30, smoke=True)
+TINY = dict(steps=6, methods=("truncated-1", "truncated-3", "reverse"), outer_steps=30, seed=0, tuned_seeds=(),
+            smoke=True)
 
 
-def f_outer(theta, phi, task):
-    """f(ŵ) = ‖ŵ‖² + 10‖sin ŵ‖²; ∇_λ f = 0."""
-    return jnp.sum(phi ** 2) + 10.0 * jnp.sum(jnp.sin(phi) ** 2)
-
-
-def g_inner(theta, phi, task):
-    """g(w, λ) = ½ (w − λ)ᵀ G (w − λ)."""
-    return 0.5 * jnp.sum(G * (phi - theta) ** 2)
-
-
-def make_problem(cfg: Config, penalty: float = 0.0) -> BilevelProblem:
-    """The toy problem; ``penalty`` > 0 adds penalty·‖λ − penalty_center‖² to the outer loss (f̃)."""
-    center = jnp.asarray(cfg.penalty_center, float)
-    outer = f_outer if penalty == 0 else (lambda th, w, task: f_outer(th, w, task) + penalty * jnp.sum((th - center) ** 2))
-    return BilevelProblem(g_inner, outer, gd(cfg.inner_lr), cfg.steps, constant_init(jnp.asarray(cfg.w0, float)))
-
-
-def w_hat(cfg: Config, lam) -> jax.Array:
-    """ŵ = C w_0 + (I − C) λ with C = (I − γG)^T (Shaban et al. 2019 §4.1), in closed form."""
-    C = (1.0 - cfg.inner_lr * G) ** cfg.steps
-    return C * jnp.asarray(cfg.w0, float) + (1.0 - C) * lam
-
-
-def prop31_bound(cfg: Config, K, lam) -> jax.Array:
-    """Eq. (10): (1 − γα)^K/(γα) ‖∇_ŵ f‖ M_B with M_B = γ‖G‖ = γ."""
-    gamma = cfg.inner_lr
-    grad_f = jax.grad(f_outer, argnums=1)(None, w_hat(cfg, lam), None)
-    return (1.0 - gamma * ALPHA) ** K / (gamma * ALPHA) * jnp.linalg.norm(grad_f) * gamma * float(jnp.max(G))
-
-
-def truncation_errors(cfg: Config, lam, advance=lambda n=1: None) -> tuple[np.ndarray, np.ndarray]:
-    """(measured ‖h_{T−K} − d_λ f‖, bound (10)) for K = 1..T at λ (K-RMD against Reverse)."""
-    problem = make_problem(cfg)
-    lam = jnp.asarray(lam, float)
-    key = jax.random.PRNGKey(0)
-    exact, _, _ = Reverse().estimate(problem, lam, None, (), key)
-    errors, bounds = [], []
-    for K in range(1, problem.steps + 1):
-        h, _, _ = jax.jit(Truncated(K).estimate, static_argnums=0)(problem, lam, None, (), key)
-        errors.append(float(jnp.linalg.norm(h - exact)))
-        bounds.append(float(prop31_bound(cfg, K, lam)))
-        if not (np.isfinite(errors[-1]) and np.isfinite(bounds[-1])):
-            raise outer.Diverged(f"toy2d bound check at K = {K}: the K-RMD error ({errors[-1]:.4g}) or the bound "
-                                 f"({bounds[-1]:.4g}) is not finite; lower inner_lr or steps", K, f"truncated-{K}")
-        advance()
-    return np.array(errors), np.array(bounds)
-
-
-def descend(problem, estimator, cfg: Config, key, label: str):
-    """Outer GD λ_{τ+1} = λ_τ − η_0/√τ · h(λ_τ), τ = 1..outer_steps, η_0 = first_step_norm/‖h(λ_1)‖,
-    as ``outer.scan`` of ``outer.make_step`` (optax SGD with that schedule). Returns (trajectory
-    (steps+1, 2), true gradient norms ‖d_λ‖ along it, function calls); Diverged if a step is
-    not finite."""
-    lam0 = jnp.asarray(cfg.lambda0, float)
-    h0, _, _ = estimator.estimate(problem, lam0, None, estimator.init(problem, lam0, None), key)
-    eta0 = cfg.first_step_norm / float(jnp.linalg.norm(h0))
-    if not np.isfinite(eta0):
-        raise outer.Diverged(f"{label}: the first hypergradient has norm {float(jnp.linalg.norm(h0)):.4g}, so the "
-                             "first outer step cannot be scaled; lower inner_lr or steps", 1, label)
-    sgd = optax.chain(optax.scale_by_schedule(lambda k: eta0 / jnp.sqrt(k + 1.0)), optax.scale(-1.0))
-    step = outer.make_step(problem, estimator, sgd, lambda k: jnp.zeros(()), log_losses=False)  # no tasks
-    exact = lambda lam: Reverse().estimate(problem, lam, None, (), key)[0]
-
-    @jax.jit
-    def loop(state):
-        state, m = outer.scan(step, state, key, cfg.outer_steps)
-        gnorm = jax.vmap(lambda lam: jnp.linalg.norm(exact(lam)))(m["theta"])
-        return state, m, gnorm
-
-    state, m, gnorm = loop(outer.init(problem, estimator, sgd, lam0, jnp.zeros(())))
-    outer.raise_if_diverged(m, label)
-    traj = np.concatenate([np.asarray(lam0)[None], np.asarray(m["theta"])])
-    return traj, np.append(float(jnp.linalg.norm(exact(lam0))), np.asarray(gnorm)), float(state.function_calls)
-
-
-def descent_ratios(problem, lams, Ks, key) -> np.ndarray:
-    """Shaban et al. 2019 Fig. 2: r_K(λ) = h_{T−K}(λ)ᵀ d_λ / ‖d_λ‖² for each K in ``Ks`` (rows) at each λ
-    of ``lams`` (n, 2) (columns), h_{T−K} the K-RMD estimate and d_λ the exact hypergradient
-    (reverse mode) of ``problem``'s outer objective. r_K > 0: −h_{T−K} descends; r_T = 1. NaN
-    where d_λ = 0. Cost: one jit per K of the estimator vmapped over the n points."""
-    lams = jnp.asarray(lams)
-    per_point = lambda est: jax.jit(jax.vmap(lambda lam: est.estimate(problem, lam, None, (), key)[0]))(lams)
-    exact = per_point(Reverse())
-    sq = jnp.sum(exact ** 2, axis=1)
-    safe = jnp.where(sq > 0, sq, 1.0)
-    return np.array([np.asarray(jnp.where(sq > 0, jnp.sum(per_point(Truncated(int(K))) * exact, axis=1) / safe, jnp.nan))
-                     for K in Ks])
-
-
-def method_label(spec: str, T: int) -> str:
-    """A method's legend label: "K = 5" for K-RMD, "K = T = 100 (exact)" for reverse mode."""
-    est = estimators.parse(spec)
-    K = T if est.name == "reverse" else getattr(est, "K", None)
-    return spec if K is None else f"K = {K}" if K < T else f"K = T = {T} (exact)"
-
-
-def plot_order(specs, T: int) -> list:
-    """``specs`` in increasing K (reverse mode as K = T), the other methods after them by name."""
-    def key(spec):
-        est = estimators.parse(spec)
-        K = T if est.name == "reverse" else getattr(est, "K", None)
-        return (K is None, K or 0, natural_key(spec))
-
-    return sorted(specs, key=key)
-
-
-def run(cfg: Config, ctx: RunContext) -> dict:
-    out_dir = ctx.out
+def run(cfg: Config, ctx: RunContext) -> Result:
     specs = list(cfg.methods)
     if ctx.resume:
         ctx.note("toy2d keeps no checkpoints (each part runs in seconds): running again from outer step 0")
@@ -199,17 +70,16 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     with ctx.progress("toy2d: K-RMD error vs Prop. 3.1 bound", cfg.steps) as advance:
         errors, bounds = truncation_errors(cfg, cfg.lambda_bound, advance)
     bound_rows = [{"K": K, "error": e, "bound": b} for K, (e, b) in enumerate(zip(errors, bounds), start=1)]
-    write_csv(out_dir / "bound.csv", bound_rows)
 
     rows, curves, trajs = [], [], {}
     objectives = {"f": 0.0, "f_tilde": cfg.penalty}
-    exact_first = sorted(specs, key=lambda sp: estimators.parse(sp).name != "reverse")
+    exact_first = sorted(specs, key=lambda sp: estimator(sp).name != "reverse")
     with ctx.progress("toy2d: outer trajectories", len(objectives) * len(specs)) as advance:
         for obj, penalty in objectives.items():
             problem = make_problem(cfg, penalty)
             exact_final = None
             for spec in exact_first:
-                est = estimators.parse(spec)
+                est = estimator(spec)
                 K = getattr(est, "K", None)
                 t0 = time.perf_counter()
                 traj, gnorm, calls = descend(problem, est, cfg, jax.random.PRNGKey(cfg.seed), f"{obj} {spec}")
@@ -232,98 +102,97 @@ def run(cfg: Config, ctx: RunContext) -> dict:
                     row["distance_to_exact"] = (None if exact_final is None else
                                                 float(np.hypot(row["lambda_1"] - exact_final[0],
                                                                row["lambda_2"] - exact_final[1])))
-    write_csv(out_dir / "trajectories.csv", curves)
-    Ks = sorted({K for K in (getattr(estimators.parse(sp), "K", None) for sp in specs) if K is not None} | {cfg.steps})
+    Ks = sorted({K for K in (getattr(estimator(sp), "K", None) for sp in specs) if K is not None} | {cfg.steps})
     ratios, ratio_rows = {}, []
     with ctx.progress("toy2d: descent ratio along the K = 1 trajectory (Fig. 2)", len(objectives)) as advance:
         for obj, penalty in objectives.items():
             problem = make_problem(cfg, penalty)
-            traj = next((t for (o, sp), t in trajs.items() if o == obj and getattr(estimators.parse(sp), "K", 0) == 1),
-                        None)
+            traj = next((t for (o, sp), t in trajs.items() if o == obj and getattr(estimator(sp), "K", 0) == 1), None)
             if traj is None:  # no truncated-1 among the methods: the K = 1 trajectory is still Fig. 2's path
                 traj = descend(problem, Truncated(1), cfg, jax.random.PRNGKey(cfg.seed), f"{obj} truncated-1")[0]
             ratios[obj] = descent_ratios(problem, traj, Ks, jax.random.PRNGKey(cfg.seed))
             ratio_rows += [{"objective": obj, "K": K, "step": i, "lambda_1": float(lam[0]), "lambda_2": float(lam[1]),
                             "ratio": r} for K, rs in zip(Ks, ratios[obj]) for i, (lam, r) in enumerate(zip(traj, rs))]
             advance()
-    write_csv(out_dir / "descent_ratio.csv", ratio_rows)
-    _figures(out_dir, cfg, errors, bounds, trajs)
-    _ratio_figure(out_dir / "descent_ratio.png", cfg, Ks, ratios)
+    plot_bound(ctx.out / "bound.png", cfg, errors, bounds)
+    for obj in objectives:
+        plot_trajectories(ctx.out / f"trajectories_{obj}.png", cfg, obj, trajs)
+    plot_descent_ratio(ctx.out / "descent_ratio.png", cfg, Ks, ratios)
     ratio_min = {obj: {str(K): float(np.nanmin(r)) for K, r in zip(Ks, rs)} for obj, rs in ratios.items()}
-
-    summary = write_summary(out_dir, NAME, {**cfg.as_dict(), "bound_holds": bool(np.all(errors <= bounds)),
-                                            "max_error_over_bound": float(np.max(errors / bounds)),
-                                            "descent_ratio_min": ratio_min}, rows)
-    notes = smoke_note(cfg) + (f"Prop. 3.1 eq. (10) at λ = {tuple(cfg.lambda_bound)}, K = 1..{cfg.steps}: measured K-RMD error "
-             f"≤ bound for every K: {bool(np.all(errors <= bounds))} (max error/bound {np.max(errors / bounds):.3g}); "
-             f"see bound.png / bound.csv. Outer GD from λ_0 = {tuple(cfg.lambda0)}, {cfg.outer_steps} steps, "
-             f"η_τ = η_0/√τ with a first step of norm {cfg.first_step_norm}. true_grad_norm is ‖d_λ‖ (exact) at "
-             "the final λ: near 0 for the exact method; on f_tilde, 1-RMD stops where it is not (Theorem 3.3).\n\n"
-             "Shaban et al. 2019 Fig. 2 (descent_ratio.png / descent_ratio.csv): h_{T−K}ᵀ d_λ / ‖d_λ‖² at each λ_τ of the "
-             "K = 1 trajectory; its minimum over τ per K: "
-             + "; ".join(f"{obj}: " + ", ".join(f"K = {K}: {v:.3g}" for K, v in m.items()) for obj, m in ratio_min.items())
-             + ". Lemma 3.2 keeps it positive on f (−h_{T−K} a descent direction); the paper finds it can turn "
-             "negative on f_tilde; it is 1 at K = T.")
+    holds = bool(np.all(errors <= bounds))
+    config = {**cfg.as_dict(), "bound_holds": holds, "max_error_over_bound": float(np.max(errors / bounds)),
+              "descent_ratio_min": ratio_min}
     cols = ["objective", "method", "K", "lambda_1", "lambda_2", "outer_value", "true_grad_norm", "distance_to_exact",
             "function_calls", "seconds"]
-    write_markdown(out_dir / "results.md", "toy2d (Shaban et al. 2019, §4.1)", rows, cols, notes)
-    return json.loads(summary.read_text())
+    return ctx.finish(NAME, config, rows, title="toy2d (Shaban et al. 2019, §4.1)", columns=cols,
+                      notes=notes(cfg, rows, holds, errors / bounds, ratio_min),
+                      csv={"bound.csv": bound_rows, "trajectories.csv": curves, "descent_ratio.csv": ratio_rows})
 
 
-def _pyplot():
-    import matplotlib
+def notes(cfg: Config, rows, holds: bool, ratio, ratio_min) -> str:
+    """results.md's text: the bound check, the protocol, each method's final exact gradient norm and the
+    descent ratios, from this run's numbers."""
+    grads = "; ".join(f"{r['objective']} {r['method']}: {number(r['true_grad_norm'], 3)}" for r in rows)
+    ratios = "; ".join(f"{obj}: " + ", ".join(f"K = {K}: {number(v, 3)}" for K, v in m.items())
+                       for obj, m in ratio_min.items())
+    negative = [obj for obj, m in ratio_min.items() if min(m.values()) < 0]
+    return (smoke_note(cfg) + f"Prop. 3.1 eq. (10) at λ = {tuple(cfg.lambda_bound)}, K = 1..{cfg.steps}: the "
+            f"measured K-RMD error is {'at or below' if holds else 'NOT always below'} the bound for every K (largest "
+            f"error/bound {number(np.max(ratio), 3)}); see bound.png / bound.csv. Outer GD from λ_0 = "
+            f"{tuple(cfg.lambda0)}, {cfg.outer_steps} steps, η_τ = η_0/√τ with a first step of norm "
+            f"{number(cfg.first_step_norm)}, {tuple(cfg.methods)}.\n\n"
+            f"true_grad_norm, ‖d_λ‖ of the exact hypergradient at each method's final λ: {grads}.\n\n"
+            "Shaban et al. 2019 Fig. 2 (descent_ratio.png / descent_ratio.csv): h_{T−K}ᵀ d_λ / ‖d_λ‖² at each λ_τ of "
+            f"the K = 1 trajectory; its minimum over τ per K: {ratios}. It turned negative on "
+            f"{', '.join(negative) if negative else 'neither objective'} in this run; Lemma 3.2 keeps it positive "
+            "on f (∇_λ f = 0); at K = T it is 1.")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    return plt
-
-
-def _figures(out_dir: Path, cfg: Config, errors, bounds, trajs) -> None:
-    """bound.png (Fig. 1 right) and trajectories_{f,f_tilde}.png (Figs. 3-4): the outer iterates
-    on the contours of the objective and their distance to the exact method's final λ."""
-    plt = _pyplot()
+def plot_bound(path: Path, cfg: Config, errors, bounds) -> None:
+    """bound.png (Fig. 1 right): the measured K-RMD error against the bound (10), log scale."""
     Ks = np.arange(1, len(errors) + 1)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = pyplot().subplots(figsize=(5, 3.5))
     ax.semilogy(Ks, bounds, "--", label="Prop. 3.1 bound (eq. 10)")
     pos = errors > 0  # K = T is exact: error 0, off a log scale
     ax.semilogy(Ks[pos], errors[pos], label=r"measured $\|h_{T-K} - d_\lambda f\|$")
     ax.set(xlabel="K (inner steps back-propagated)", ylabel="hypergradient error (norm, log scale)",
            title=f"K-RMD error at λ = {tuple(cfg.lambda_bound)}, T = {cfg.steps}")
     ax.legend()
-    save_figure(fig, out_dir / "bound.png")
-
-    titles = {"f": "f", "f_tilde": f"f̃ = f + {cfg.penalty:g}‖λ − {tuple(cfg.penalty_center)}‖²"}
-    for obj in ("f", "f_tilde"):
-        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4.2))
-        points = np.concatenate([t for (o, _), t in trajs.items() if o == obj] + [[[-0.5, -0.5], [1.5, 1.5]]])
-        (x0, y0), (x1, y1) = points.min(0) - 0.1, points.max(0) + 0.1  # every iterate on the contours
-        X, Y = np.meshgrid(np.linspace(x0, x1, 200), np.linspace(y0, y1, 200))
-        pen = 0.0 if obj == "f" else cfg.penalty
-        lam = jnp.stack([X.ravel(), Y.ravel()], 1)
-        Z = np.asarray(jax.vmap(lambda l: f_outer(None, w_hat(cfg, l), None)
-                                + pen * jnp.sum((l - jnp.asarray(cfg.penalty_center)) ** 2))(lam)).reshape(X.shape)
-        a1.contour(X, Y, Z, 30, cmap="Greys", linewidths=0.6)
-        specs = plot_order([sp for o, sp in trajs if o == obj], cfg.steps)
-        exact = next((sp for sp in specs if estimators.parse(sp).name == "reverse"), None)
-        for spec in specs:
-            t = trajs[(obj, spec)]
-            label = method_label(spec, cfg.steps)
-            a1.plot(t[:, 0], t[:, 1], ".-", ms=2, lw=0.8, label=label)
-            ref = trajs[(obj, exact)][-1] if exact else t[-1]
-            dist = np.linalg.norm(t - ref, axis=1)
-            a2.semilogy(np.where(dist > 0, dist, np.nan), lw=1, label=label)  # λ* itself is off a log scale
-        a1.set(xlabel="λ₁", ylabel="λ₂", title=rf"outer iterates $\lambda_\tau$ on the contours of {titles[obj]}")
-        a2.set(xlabel=r"outer step $\tau$", ylabel=r"$\|\lambda_\tau - \lambda^*\|$ (log scale)",
-               title="distance to λ* = " + ("the exact method's final λ" if exact else "each method's own final λ"))
-        figure_legend(fig, ncol=len(specs))
-        save_figure(fig, out_dir / f"trajectories_{obj}.png")
+    save_figure(fig, path)
 
 
-def _ratio_figure(path: Path, cfg: Config, Ks, ratios) -> None:
+def plot_trajectories(path: Path, cfg: Config, obj: str, trajs) -> None:
+    """trajectories_{f,f_tilde}.png (Figs. 3-4): the outer iterates on the contours of the objective
+    and their distance to the exact method's final λ."""
+    title = "f" if obj == "f" else f"f̃ = f + {cfg.penalty:g}‖λ − {tuple(cfg.penalty_center)}‖²"
+    fig, (a1, a2) = pyplot().subplots(1, 2, figsize=(10, 4.2))
+    points = np.concatenate([t for (o, _), t in trajs.items() if o == obj] + [[[-0.5, -0.5], [1.5, 1.5]]])
+    (x0, y0), (x1, y1) = points.min(0) - 0.1, points.max(0) + 0.1  # every iterate on the contours
+    X, Y = np.meshgrid(np.linspace(x0, x1, 200), np.linspace(y0, y1, 200))
+    pen = 0.0 if obj == "f" else cfg.penalty
+    lam = jnp.stack([X.ravel(), Y.ravel()], 1)
+    Z = np.asarray(jax.vmap(lambda l: f_outer(None, w_hat(cfg, l), None)
+                            + pen * jnp.sum((l - jnp.asarray(cfg.penalty_center)) ** 2))(lam)).reshape(X.shape)
+    a1.contour(X, Y, Z, 30, cmap="Greys", linewidths=0.6)
+    specs = method_order([sp for o, sp in trajs if o == obj], cfg.steps)
+    exact = next((sp for sp in specs if estimator(sp).name == "reverse"), None)
+    for spec in specs:
+        t = trajs[(obj, spec)]
+        label = method_label(spec, cfg.steps)
+        a1.plot(t[:, 0], t[:, 1], ".-", ms=2, lw=0.8, label=label)
+        ref = trajs[(obj, exact)][-1] if exact else t[-1]
+        dist = np.linalg.norm(t - ref, axis=1)
+        a2.semilogy(np.where(dist > 0, dist, np.nan), lw=1, label=label)  # λ* itself is off a log scale
+    a1.set(xlabel="λ₁", ylabel="λ₂", title=rf"outer iterates $\lambda_\tau$ on the contours of {title}")
+    a2.set(xlabel=r"outer step $\tau$", ylabel=r"$\|\lambda_\tau - \lambda^*\|$ (log scale)",
+           title="distance to λ* = " + ("the exact method's final λ" if exact else "each method's own final λ"))
+    figure_legend(fig, ncol=len(specs))
+    save_figure(fig, path)
+
+
+def plot_descent_ratio(path: Path, cfg: Config, Ks, ratios) -> None:
     """Shaban et al. 2019 Fig. 2: the descent ratio along the K = 1 trajectory, f left, f̃ right."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), sharex=True)
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.8), sharex=True)
     titles = {"f": r"f ($\nabla_\lambda f = 0$: Lemma 3.2 applies)",
               "f_tilde": f"f̃ = f + {cfg.penalty:g}‖λ − {tuple(cfg.penalty_center)}‖²" + r" ($\nabla_\lambda \tilde f \neq 0$)"}
     for ax, (obj, rs) in zip(axes, ratios.items()):
