@@ -18,7 +18,10 @@ NONFINITE_ADVICE = ("the inner loop diverged or the losses overflowed: lower the
 
 
 class NonFiniteHypergradient(FloatingPointError):
-    """The estimate holds NaN or ±inf."""
+    """The estimate holds NaN or ±inf: raised by ``hypergradient`` (and
+    ``hypergradient_batch`` with ``on_nonfinite="raise"``). Its message names the estimator
+    and advises: lower the inner step size, shorten the inner loop, check the losses for log(0).
+    """
 
 
 @functools.lru_cache(maxsize=64)
@@ -63,7 +66,34 @@ def hypergradient(problem: BilevelProblem, estimator: Estimator, theta, task=Non
     ``state`` defaults to ``estimator.init(problem, θ, task)``, ``key`` to ``PRNGKey(0)``.
     ``on_nonfinite``: "raise" (default) raises NonFiniteHypergradient with advice when the
     estimate holds NaN/inf (a host sync); "flag" returns it with ``cost.nonfinite`` set.
-    Compiled once per problem (the estimator's traced settings such as q are arguments)."""
+    Compiled once per problem (the estimator's traced settings such as q are arguments).
+
+    Args:
+        problem: the bilevel problem (losses, inner optimizer, r, V).
+        estimator: any ablo estimator, e.g. ``ablo.UFOM(q=0.1)`` or ``ablo.estimators.get(name)``.
+        theta: θ, the outer variables (any pytree).
+        task: one task T, passed to the losses and to ``init`` (None for a problem without tasks).
+        state: the estimator's state (warm starts, UFOM's running estimates); None for
+            ``estimator.init(problem, θ, task)``.
+        key: PRNG key for the random estimators (UFOM's branch, stocBiO's batches); None for
+            ``PRNGKey(0)``.
+        on_nonfinite: "raise" or "flag" (see above).
+
+    Returns:
+        ``(g, state, cost)``: the hypergradient, a pytree like θ; the new estimator state; the
+        ``ablo.cost.Cost`` of this call.
+
+    Raises:
+        NonFiniteHypergradient: ``on_nonfinite="raise"`` and the estimate holds NaN or inf.
+        ValueError: a bad problem, estimator or θ/task structure, named in the message.
+
+    Example:
+        ```python
+        g, state, cost = ablo.hypergradient(problem, ablo.UFOM(q=0.1), theta, task,
+                                            key=jax.random.PRNGKey(1))
+        float(cost.function_calls)   # gradient evaluations + HVPs + JVPs spent
+        ```
+    """
     return _run(problem, estimator, "estimate", theta, task, task, state, key, on_nonfinite)
 
 
@@ -78,7 +108,20 @@ def hypergradient_batch(problem: BilevelProblem, estimator: Estimator, theta, ta
     NonFiniteHypergradient; not allowed under a trace). ``state`` defaults to
     ``estimator.init`` at the first task and is shared by the batch (``Estimator.estimate_batch``);
     ``key`` defaults to ``PRNGKey(0)``. Cost: n times one task's (random-branch estimators run
-    the tasks with ``lax.map`` so an undrawn exact branch is really skipped)."""
+    the tasks with ``lax.map`` so an undrawn exact branch is really skipped).
+
+    Args:
+        problem: the bilevel problem.
+        estimator: any ablo estimator.
+        theta: θ (any pytree).
+        tasks: n tasks stacked on axis 0 of every leaf.
+        state: the estimator's state; None for ``estimator.init`` at the first task.
+        key: PRNG key (split over the tasks); None for ``PRNGKey(0)``.
+        on_nonfinite: "flag" (default) or "raise".
+
+    Returns:
+        ``(g, state, cost)``: the mean hypergradient, the new estimator state, the total Cost.
+    """
     first = jax.tree_util.tree_map(lambda x: x[0], tasks)
     return _run(problem, estimator, "estimate_batch", theta, tasks, first, state, key, on_nonfinite)
 
@@ -86,7 +129,14 @@ def hypergradient_batch(problem: BilevelProblem, estimator: Estimator, theta, ta
 def objective(problem: BilevelProblem):
     """M^(r)(θ; T) = L_out(θ, φ_r, T) as a function ``(θ, task) -> scalar``, differentiable by plain
     autodiff through the unrolled inner loop (O(r) memory; ``jax.grad`` of it is the exact
-    hypergradient). Average it over tasks with ``jax.vmap`` for M^(r)(θ) = E_T L_out."""
+    hypergradient). Average it over tasks with ``jax.vmap`` for M^(r)(θ) = E_T L_out.
+
+    Args:
+        problem: the bilevel problem.
+
+    Returns:
+        The function ``(θ, task) -> M^(r)(θ; T)``.
+    """
     if not isinstance(problem, BilevelProblem):
         raise ValueError(f"problem must be an ablo.BilevelProblem; got {type(problem).__name__}")
     return problem.objective

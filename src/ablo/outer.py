@@ -69,7 +69,18 @@ def _positive(name: str, value, integer: bool, optional: bool = True) -> None:
 @dataclass(frozen=True)
 class Budget:
     """Stop after ``steps`` outer steps, ``function_calls`` gradient evaluations + HVPs + JVPs, or
-    ``seconds`` of wall time, whichever comes first (None = no limit on that count)."""
+    ``seconds`` of wall time, whichever comes first (None = no limit on that count).
+
+    Args:
+        steps: the most outer steps, an integer >= 1, or None.
+        function_calls: the most function calls (Σ ``Cost.function_calls``), > 0, or None.
+        seconds: the most seconds of outer-step time (compilation excluded), > 0, or None.
+
+    Example:
+        ```python
+        ablo.Budget(steps=1000, function_calls=12_000)   # whichever runs out first
+        ```
+    """
 
     steps: Optional[int] = None
     function_calls: Optional[float] = None
@@ -90,7 +101,19 @@ class Budget:
 class RunResult(NamedTuple):
     """What :func:`run` returns: the final θ and optimizer/estimator states, the log, the outer
     steps done, the function calls spent, the seconds of outer-step time (compilation excluded),
-    the steps skipped as non-finite and the seconds spent compiling the step."""
+    the steps skipped as non-finite and the seconds spent compiling the step.
+
+    Attributes:
+        theta: the final θ.
+        opt_state: the outer optax optimizer's final state.
+        estimator_state: the estimator's final state.
+        log: one dict per logged step (outer and inner loss, hypergradient norm, q, calls, seconds).
+        steps: outer steps done.
+        function_calls: function calls spent.
+        seconds: seconds of outer-step time, compilation excluded.
+        skipped: steps skipped as non-finite.
+        compile_seconds: seconds spent compiling the step.
+    """
 
     theta: Any
     opt_state: Any
