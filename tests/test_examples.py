@@ -23,7 +23,14 @@ def test_every_example_is_covered():
     assert sorted(p.name for p in EXAMPLES.glob("*.py")) == sorted(CASES)
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+#: Each example is a process that imports JAX and compiles its own programs: minutes of CPU between
+#: them. These run with ``pytest -m slow``; the default suite runs custom_inner_optimizer.py end to
+#: end, and tests/test_model_examples.py checks the Equinox and Flax examples' hypergradients
+#: against finite differences.
+SLOW = {"maml_sine.py", "hyperparameter_weight_decay.py", "maml_equinox_cnn.py", "hyperparameter_flax.py"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=[pytest.mark.slow] if n in SLOW else []) for n in sorted(CASES)])
 def test_example_runs(name):
     args, expected = CASES[name]
     proc = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True,

@@ -2,7 +2,6 @@
 one hypergradient against float64 finite differences, and the --tiny run's files."""
 
 import json
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -15,9 +14,9 @@ from ablo.experiments import hyper_representation as hr
 from ablo.problems.hyper_representation import synthetic_omniglot
 from ablo.problems.hyper_representation import episode_sampler
 from ablo.experiments.config import ConfigError, build
+from _shared_data import SHARED_DATA
 
-REAL = next((p for p in (Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "omniglot",
-                         Path("/work/shared/data/omniglot")) if (p / "images_background.npz").is_file()), None)
+REAL = SHARED_DATA / "omniglot" if (SHARED_DATA / "omniglot" / "images_background.npz").is_file() else None
 
 
 def check_split(parts, n):
@@ -47,7 +46,7 @@ def test_split_of_an_omniglot_shaped_fixture(tmp_path):
     check_split(hr.split_characters(images.shape[0], cfg.split, cfg.split_seed), images.shape[0])
 
 
-@pytest.mark.skipif(REAL is None, reason="real Omniglot not found at ../shared/data/omniglot")
+@pytest.mark.skipif(REAL is None, reason=f"real Omniglot not found in {SHARED_DATA} (set ABLO_SHARED_DATA)")
 def test_split_of_the_real_omniglot():
     cfg = build(hr.Config, {"data_dir": str(REAL), "size": 7})
     images = hr.load_characters(cfg)

@@ -1,4 +1,7 @@
-"""Memory claims from the compiled program (XLA's memory analysis), across several r."""
+"""Memory claims from the compiled program (XLA's memory analysis), across several r. Each
+(estimator, r, optimizer) is compiled once per test process: the tests share their measurements."""
+
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -17,8 +20,12 @@ def outer_loss(theta, phi, task):
     return jnp.sum((phi - 1.0) ** 2)
 
 
-def temp_bytes(est, r, opt=None):
-    p = ablo.BilevelProblem(inner_loss, outer_loss, opt or ablo.gd(0.1), r, init=lambda th, t: jnp.zeros(P))
+OPTIMIZERS = {"gd": lambda: ablo.gd(0.1), "adam": lambda: ablo.adam(0.01)}
+
+
+@functools.lru_cache(maxsize=None)
+def temp_bytes(est, r, opt="gd"):
+    p = ablo.BilevelProblem(inner_loss, outer_loss, OPTIMIZERS[opt](), r, init=lambda th, t: jnp.zeros(P))
     theta, task = jnp.zeros(P), jnp.ones(P)
     f = jax.jit(lambda th, t, k: est.estimate(p, th, t, (), k))
     return f.lower(theta, task, jax.random.PRNGKey(0)).compile().memory_analysis().temp_size_in_bytes
@@ -32,7 +39,7 @@ def test_constant_memory_estimators_do_not_grow_with_r(est):
 
 
 def test_constant_memory_holds_for_adam_too():
-    small, large = temp_bytes(ablo.Recompute(), 10, ablo.adam(0.01)), temp_bytes(ablo.Recompute(), 1000, ablo.adam(0.01))
+    small, large = temp_bytes(ablo.Recompute(), 10, "adam"), temp_bytes(ablo.Recompute(), 1000, "adam")
     assert large <= 1.05 * small
 
 
@@ -61,7 +68,7 @@ def test_binomial_memory_grows_with_s_not_r():
     """The slot buffer is the only thing that grows: linear in s (measured: two state-sized copies
     per slot, the forward's stored chain and the backward's buffer), flat in r."""
     at = lambda s, r: temp_bytes(ablo.Binomial(s=s), r)
-    assert at(4, 1000) <= 1.05 * at(4, 100)
+    assert at(4, 1000) <= 1.05 * at(4, 10)
     per_slot = [(at(8, 1000) - at(4, 1000)) / 4, (at(16, 1000) - at(8, 1000)) / 8]
     state = P * 8
     assert per_slot[0] == pytest.approx(per_slot[1], rel=0.1)

@@ -1,7 +1,8 @@
 """The README stands on its own and says what the code does: its estimator cost table agrees with
-the estimators' `Cost` records, every shell command in it is one that works (each `ablo` command
-parses, and runs up to the point of computing where that is checkable), it names no path outside
-the repository and no internal document."""
+the estimators' `Cost` records, every shell command in it and in docs/*.md is one that works (each
+`ablo` command parses, and runs up to the point of computing where that is checkable;
+tests/test_readme_commands.py runs them), it names no path outside the repository and no internal
+document."""
 
 import dataclasses
 import os
@@ -21,6 +22,8 @@ from ablo import estimators as E
 
 ROOT = Path(ablo.__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
+#: The pages whose ```bash blocks are checked: the README and the guides.
+PAGES = [ROOT / "README.md"] + sorted((ROOT / "docs").glob("*.md"))
 
 
 # --- the cost table -------------------------------------------------------------------------------
@@ -101,8 +104,8 @@ def test_evaluate():
 def shell_commands(text: str) -> list:
     """Every command of the README's ```bash blocks (comments dropped, && chains split)."""
     blocks = re.findall(r"```bash\n(.*?)```", text, re.S)
-    lines = [l.split("  #")[0].strip() for b in blocks for l in b.splitlines()]
-    return [c.strip() for l in lines if l for c in l.split("&&")]
+    lines = [l.split("  #")[0].strip() for b in blocks for l in b.replace("\\\n", " ").splitlines()]
+    return [c.strip() for l in lines if l and not l.startswith("#") for c in l.split("&&")]
 
 
 def click_parse(args: list):
@@ -117,18 +120,27 @@ def click_parse(args: list):
         name, cmd, rest = cmd.resolve_command(ctx, rest)
 
 
+def all_commands() -> list:
+    return [c for page in PAGES for c in shell_commands(page.read_text())]
+
+
 def test_every_readme_command_is_known_and_ablo_commands_parse(tmp_path, monkeypatch):
-    commands = shell_commands(README)
+    commands = all_commands()
     assert any(c.startswith("ablo data fetch") for c in commands)
+    assert "ablo demo --out runs/demo" in shell_commands(README) and "python -m pytest" in shell_commands(README)
     extras = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"])
     for command in commands:
         words = shlex.split(command)
+        while re.fullmatch(r"[A-Z_]+=\S*", words[0]):  # environment settings: VAR=value command
+            words = words[1:]
         if words[:2] == ["pip", "install"]:
             for target in words[2:]:
-                m = re.fullmatch(r"(?:\.|ablo)(?:\[(\w+)\])?", target)
+                m = re.fullmatch(r"(?:\.|ablo)(?:\[(\w+)\])?", target.strip("'\""))
                 assert target == "-e" or (m and (m.group(1) is None or m.group(1) in extras)), command
         elif words[:3] == ["python", "-m", "pytest"]:
             assert (ROOT / "tests").is_dir()
+        elif words[0] == "python" and words[1].endswith(".py"):  # a script of the repository, or the reader's own
+            assert (ROOT / words[1]).is_file() or "/" not in words[1], command
         elif words[0] == "ablo":
             if words[1:] != ["--version"]:
                 click_parse([os.path.expanduser(w) for w in words[1:]])
@@ -136,10 +148,10 @@ def test_every_readme_command_is_known_and_ablo_commands_parse(tmp_path, monkeyp
             raise AssertionError(f"README command of an unknown kind (teach this test about it): {command}")
 
 
-def test_compare_names_folders_the_commands_above_it_write():
-    commands = shell_commands(README)
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_compare_names_folders_the_commands_above_it_write(page):
     written = []
-    for command in commands:
+    for command in shell_commands(page.read_text()):
         words = shlex.split(command)
         if words[:2] == ["ablo", "compare"]:
             for folder in words[2:]:
@@ -163,7 +175,7 @@ def test_run_commands_of_typed_experiments_pass_every_check_before_computing(tmp
     started = []
     monkeypatch.setattr(cli, "run_experiment", lambda exp, cfg, out, *a, **k: started.append((exp.name, cfg, out)))
     typed = 0
-    for command in shell_commands(README):
+    for command in all_commands():
         words = [os.path.expanduser(w) for w in shlex.split(command)]
         if words[:2] != ["ablo", "run"] or not dataclasses.is_dataclass(getattr(get(words[2]), "config", None)):
             continue

@@ -21,7 +21,10 @@ NONFINITE_ADVICE = ("the inner loop diverged or the losses overflowed: lower the
 
 
 class NonFiniteHypergradient(FloatingPointError):
-    """The estimate holds NaN or ±inf."""
+    """The estimate holds NaN or ±inf: raised by ``hypergradient`` (and
+    ``hypergradient_batch`` with ``on_nonfinite="raise"``). Its message names the estimator
+    and advises: lower the inner step size, shorten the inner loop, check the losses for log(0).
+    """
 
 
 #: Compiled programs: per problem (weakly: dropping the problem drops its programs and the data
@@ -92,7 +95,34 @@ def hypergradient(problem: BilevelProblem, estimator: Estimator, theta, task=Non
     ignore it. ``on_nonfinite``: "flag" (default, traceable) returns a NaN/inf estimate with
     ``cost.nonfinite`` set; "raise" raises NonFiniteHypergradient with advice (a host sync, not
     under a trace). Traceable like :func:`hypergradient_batch`; called with concrete values it
-    runs a compiled program, compiled once per problem definition (see ``_call``)."""
+    runs a compiled program, compiled once per problem definition (see ``_call``).
+
+    Args:
+        problem: the bilevel problem (losses, inner optimizer, r, V).
+        estimator: any ablo estimator, e.g. ``ablo.UFOM(q=0.1)`` or ``ablo.estimators.get(name)``.
+        theta: θ, the outer variables (any pytree).
+        task: one task T, passed to the losses and to ``init`` (None for a problem without tasks).
+        state: the estimator's state (warm starts, UFOM's running estimates); None for
+            ``estimator.init(problem, θ, task)``.
+        key: PRNG key, required by the random estimators (UFOM's branch, stocBiO's batches);
+            deterministic ones ignore it.
+        on_nonfinite: "flag" (default) or "raise" (see above).
+
+    Returns:
+        ``(g, state, cost)``: the hypergradient, a pytree like θ; the new estimator state; the
+        ``ablo.cost.Cost`` of this call.
+
+    Raises:
+        NonFiniteHypergradient: ``on_nonfinite="raise"`` and the estimate holds NaN or inf.
+        ValueError: a bad problem, estimator, key or θ/task structure, named in the message.
+
+    Example:
+        ```python
+        g, state, cost = ablo.hypergradient(problem, ablo.UFOM(q=0.1), theta, task,
+                                            key=jax.random.PRNGKey(1))
+        float(cost.function_calls)   # gradient evaluations + HVPs + JVPs spent
+        ```
+    """
     _check(problem, estimator, on_nonfinite, key)
     return _run(problem, estimator, "estimate", theta, task, task, state, key, on_nonfinite)
 
@@ -109,7 +139,20 @@ def hypergradient_batch(problem: BilevelProblem, estimator: Estimator, theta, ta
     ``estimator.init`` at the first task and is shared by the batch (``Estimator.estimate_batch``);
     ``key`` as in :func:`hypergradient` (split into one key per task). Cost: n times one task's;
     the tasks run under ``vmap``, and a random branch (UFOM's exact one) only for the tasks that
-    drew it."""
+    drew it.
+
+    Args:
+        problem: the bilevel problem.
+        estimator: any ablo estimator.
+        theta: θ (any pytree).
+        tasks: n tasks stacked on axis 0 of every leaf.
+        state: the estimator's state; None for ``estimator.init`` at the first task.
+        key: PRNG key (split over the tasks), required by the random estimators.
+        on_nonfinite: "flag" (default) or "raise".
+
+    Returns:
+        ``(g, state, cost)``: the mean hypergradient, the new estimator state, the total Cost.
+    """
     _check(problem, estimator, on_nonfinite, key)
     leaves = jax.tree_util.tree_leaves(tasks)
     sizes = {jnp.shape(x)[0] if jnp.ndim(x) else None for x in leaves}
@@ -125,7 +168,14 @@ def hypergradient_batch(problem: BilevelProblem, estimator: Estimator, theta, ta
 def objective(problem: BilevelProblem):
     """M^(r)(θ; T) = L_out(θ, φ_r, T) as a function ``(θ, task) -> scalar``, differentiable by plain
     autodiff through the unrolled inner loop (O(r) memory; ``jax.grad`` of it is the exact
-    hypergradient). Average it over tasks with ``jax.vmap`` for M^(r)(θ) = E_T L_out."""
+    hypergradient). Average it over tasks with ``jax.vmap`` for M^(r)(θ) = E_T L_out.
+
+    Args:
+        problem: the bilevel problem.
+
+    Returns:
+        The function ``(θ, task) -> M^(r)(θ; T)``.
+    """
     if not isinstance(problem, BilevelProblem):
         raise ValueError(f"problem must be an ablo.BilevelProblem; got {type(problem).__name__}")
     return problem.objective

@@ -66,7 +66,24 @@ def _tmap(f, *trees):
 
 
 def gd(lr: StepSize) -> InnerOptimizer:
-    """Gradient descent φ_j = φ_{j−1} − α_j ∂L_in/∂φ (Likhosherstov et al. 2021 eq. 3)."""
+    """Gradient descent φ_j = φ_{j−1} − α_j ∂L_in/∂φ (Likhosherstov et al. 2021 eq. 3).
+
+    Args:
+        lr: the step size α_j: a number > 0 (or an array, possibly traced), a schedule
+            ``lr(t)`` of the 0-based step t (any optax schedule), or a function ``lr(θ, t)``
+            (a step size that is a hyperparameter).
+
+    Returns:
+        An ``InnerOptimizer`` (``init``, ``update``, ``params``) to pass as
+        ``BilevelProblem(optimizer=...)``.
+
+    Example:
+        ```python
+        ablo.gd(0.1)                                   # constant step size
+        ablo.gd(optax.exponential_decay(0.1, 10, 0.5)) # a schedule of t
+        ablo.gd(lambda theta, t: jnp.exp(theta["log_lr"]))  # a learned step size
+        ```
+    """
     alpha = _step_size(lr)
 
     def update(g, phi, theta, t):
@@ -77,7 +94,19 @@ def gd(lr: StepSize) -> InnerOptimizer:
 
 
 def momentum(lr: StepSize, beta: float = 0.9, nesterov: bool = False) -> InnerOptimizer:
-    """Heavy-ball momentum: v_j = β v_{j−1} + g, φ_j = φ_{j−1} − α_j v_j (Nesterov optional)."""
+    """Heavy-ball momentum: v_j = β v_{j−1} + g, φ_j = φ_{j−1} − α_j v_j (Nesterov optional).
+
+    Args:
+        lr: the step size α_j: a number > 0 (or an array, possibly traced), a schedule
+            ``lr(t)`` of the 0-based step t (any optax schedule), or a function ``lr(θ, t)``
+            (a step size that is a hyperparameter).
+        beta: β ∈ [0, 1], the momentum coefficient.
+        nesterov: use the Nesterov direction β v_j + g instead of v_j.
+
+    Returns:
+        An ``InnerOptimizer`` (``init``, ``update``, ``params``) to pass as
+        ``BilevelProblem(optimizer=...)``.
+    """
     beta = check_number("beta", beta, 0.0, 1.0)
     alpha = _step_size(lr)
 
@@ -97,7 +126,21 @@ def momentum(lr: StepSize, beta: float = 0.9, nesterov: bool = False) -> InnerOp
 def adam(lr: StepSize, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, eps_root: float = 1e-16) -> InnerOptimizer:
     """Adam with bias correction. ``eps_root`` inside the square root keeps the update
     differentiable where a gradient coordinate is exactly zero (as optax advises for
-    differentiating through Adam)."""
+    differentiating through Adam).
+
+    Args:
+        lr: the step size α_j: a number > 0 (or an array, possibly traced), a schedule
+            ``lr(t)`` of the 0-based step t (any optax schedule), or a function ``lr(θ, t)``
+            (a step size that is a hyperparameter).
+        b1: β_1 ∈ [0, 1], the first moment's decay.
+        b2: β_2 ∈ [0, 1], the second moment's decay.
+        eps: ε >= 0 added to the denominator.
+        eps_root: ε >= 0 added inside the square root.
+
+    Returns:
+        An ``InnerOptimizer`` (``init``, ``update``, ``params``) to pass as
+        ``BilevelProblem(optimizer=...)``.
+    """
     b1, b2 = check_number("b1", b1, 0.0, 1.0), check_number("b2", b2, 0.0, 1.0)
     eps, eps_root = check_number("eps", eps, 0.0, math.inf), check_number("eps_root", eps_root, 0.0, math.inf)
     alpha = _step_size(lr)
@@ -120,7 +163,15 @@ def adam(lr: StepSize, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8, ep
 
 
 def from_optax(tx: optax.GradientTransformation) -> InnerOptimizer:
-    """Any optax transformation as inner dynamics (its step sizes cannot read θ)."""
+    """Any optax transformation as inner dynamics (its step sizes cannot read θ).
+
+    Args:
+        tx: an ``optax.GradientTransformation``, e.g. ``optax.sgd(0.1, momentum=0.9)``.
+
+    Returns:
+        An ``InnerOptimizer`` (``init``, ``update``, ``params``) to pass as
+        ``BilevelProblem(optimizer=...)``.
+    """
     if not (callable(getattr(tx, "init", None)) and callable(getattr(tx, "update", None))):
         raise ValueError(f"from_optax needs an optax GradientTransformation; got {type(tx).__name__}")
 

@@ -78,7 +78,12 @@ def check_int(name: str, value, low: int) -> None:
 class CG:
     """Conjugate gradient. Stops when ‖r‖ ≤ tol·‖b‖ (relative residual, the CG recurrence's
     r_k) or after ``maxiter`` iterations; ``residual`` is ‖r‖ at exit. A warm start costs one
-    matvec (r_0 = b − A x0). ``tol`` may be overridden per call (HOAG's decreasing tolerance)."""
+    matvec (r_0 = b − A x0). ``tol`` may be overridden per call (HOAG's decreasing tolerance).
+
+    Args:
+        tol: the relative residual ‖r‖/‖b‖ at which to stop (> 0).
+        maxiter: the most iterations (matvecs besides the warm start's).
+    """
 
     tol: float = 1e-10
     maxiter: int = 10
@@ -121,7 +126,12 @@ class CG:
 class Neumann:
     """x = x0 + η Σ_{q=0}^{Q} p_q with p_0 = b − A x0, p_{q+1} = (I − ηA) p_q: Q matvecs (+1 for
     a warm start). ``residual`` is ‖p_Q‖ = ‖b − A x_prev‖ for the partial sum x_prev without its
-    last term (computed for free; it bounds the residual of x when η < 2/L)."""
+    last term (computed for free; it bounds the residual of x when η < 2/L).
+
+    Args:
+        eta: the step η (> 0; the series converges for η < 2/L).
+        Q: the number of terms after the first (matvecs).
+    """
 
     eta: float = 0.5
     Q: int = 10
@@ -156,7 +166,12 @@ class Neumann:
 class FixedPoint:
     """N steps of x ← x − η (A x − b). From x0 = 0 the first step is x = ηb (no matvec), so
     N − 1 matvecs; from a warm start N. ``residual`` is ‖A x − b‖ at the last iterate whose
-    residual was computed (the one before the final step; ‖b‖ if none), free of charge."""
+    residual was computed (the one before the final step; ‖b‖ if none), free of charge.
+
+    Args:
+        eta: the step η (> 0; converges for η < 2/L).
+        N: the number of steps.
+    """
 
     eta: float = 0.5
     N: int = 10

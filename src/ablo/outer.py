@@ -69,7 +69,18 @@ def _positive(name: str, value, integer: bool, optional: bool = True) -> None:
 @dataclass(frozen=True)
 class Budget:
     """Stop after ``steps`` outer steps, ``function_calls`` gradient evaluations + HVPs + JVPs, or
-    ``seconds`` of wall time, whichever comes first (None = no limit on that count)."""
+    ``seconds`` of wall time, whichever comes first (None = no limit on that count).
+
+    Args:
+        steps: the most outer steps, an integer >= 1, or None.
+        function_calls: the most function calls (Σ ``Cost.function_calls``), > 0, or None.
+        seconds: the most seconds of outer-step time (compilation excluded), > 0, or None.
+
+    Example:
+        ```python
+        ablo.Budget(steps=1000, function_calls=12_000)   # whichever runs out first
+        ```
+    """
 
     steps: Optional[int] = None
     function_calls: Optional[float] = None
@@ -93,7 +104,21 @@ class RunResult(NamedTuple):
     the steps skipped as non-finite, the seconds spent compiling the step, the whole
     :class:`~ablo.cost.Cost` record of the run (:data:`COST_FIELDS` summed, ``states`` the most
     held at once; None after resuming a checkpoint that did not store it) and, when the run stopped
-    before its budget, why (``stopped``, else "")."""
+    before its budget, why (``stopped``, else "").
+
+    Attributes:
+        theta: the final θ.
+        opt_state: the outer optax optimizer's final state.
+        estimator_state: the estimator's final state.
+        log: one dict per logged step (outer and inner loss, hypergradient norm, q, calls, seconds).
+        steps: outer steps done.
+        function_calls: function calls spent.
+        seconds: seconds of outer-step time, compilation excluded.
+        skipped: steps skipped as non-finite.
+        compile_seconds: seconds spent compiling the step.
+        cost: the whole Cost record of the run (None after resuming a checkpoint without it).
+        stopped: why the run stopped before its budget, else "".
+    """
 
     theta: Any
     opt_state: Any

@@ -20,13 +20,28 @@ from .products import optimize_products
 
 
 def identity_init(theta, task):
-    """MAML-style start φ_0 = θ."""
+    """MAML-style start φ_0 = V(θ, T) = θ (the default ``init`` of a ``BilevelProblem``).
+
+    Args:
+        theta: θ.
+        task: the task (unused).
+
+    Returns:
+        θ itself.
+    """
     return theta
 
 
 def constant_init(phi0) -> Callable:
     """Start every inner run from the fixed pytree ``phi0`` (V independent of θ: estimators then
-    charge no JVP of V)."""
+    charge no JVP of V).
+
+    Args:
+        phi0: φ_0, a pytree shaped like the φ the losses take.
+
+    Returns:
+        ``init(θ, task) -> phi0``, to pass as ``BilevelProblem(..., init=...)``.
+    """
     def init(theta, task):
         return phi0
 
@@ -36,8 +51,32 @@ def constant_init(phi0) -> Callable:
 
 @dataclass(frozen=True, eq=False)
 class BilevelProblem:
-    """``inner_loss(θ, φ, task)``, ``outer_loss(θ, φ, task)`` → scalars; ``init(θ, task)`` → φ_0
-    (default: θ itself); ``optimizer`` the inner dynamics; ``steps`` = r."""
+    """A bilevel problem: min_θ E_T L_out(θ, φ_r, T) where φ_r is r steps of ``optimizer`` on
+    ``inner_loss`` from φ_0 = V(θ, T) = ``init(θ, task)``. θ, φ and the task are any pytrees.
+    Pure functions only: the same problem serves every estimator.
+
+    Args:
+        inner_loss: ``(θ, φ, task) -> scalar``, L_in, the loss the inner loop descends in φ.
+        outer_loss: ``(θ, φ, task) -> scalar``, L_out, evaluated at φ_r.
+        optimizer: the inner dynamics Ξ: ``ablo.gd``, ``ablo.momentum``,
+            ``ablo.adam`` or ``ablo.from_optax``.
+        steps: r, the number of inner steps (an integer >= 1).
+        init: V, ``(θ, task) -> φ_0``; default ``identity_init`` (φ_0 = θ, MAML form);
+            ``constant_init`` for a start that does not depend on θ.
+        rewrite_products: rewrite the matrix products of the inner gradient and HVPs for XLA's
+            CPU backend (``ablo.products``); False keeps them as JAX emits them.
+
+    Raises:
+        ValueError: a bad argument, named in the message (e.g. ``steps`` < 1).
+
+    Example:
+        ```python
+        problem = ablo.BilevelProblem(
+            inner_loss=lambda theta, phi, task: jnp.mean(jax.nn.sigmoid(theta) * (task[0] @ phi - task[1]) ** 2),
+            outer_loss=lambda theta, phi, task: jnp.mean((task[2] @ phi - task[3]) ** 2),
+            optimizer=ablo.gd(0.1), steps=100, init=ablo.constant_init(jnp.zeros(5)))
+        ```
+    """
 
     inner_loss: Callable[[Any, Any, Any], jax.Array]
     outer_loss: Callable[[Any, Any, Any], jax.Array]

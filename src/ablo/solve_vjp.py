@@ -65,7 +65,12 @@ _JVP_ADVICE = ("ablo.solve defines reverse mode only (a jax.custom_vjp), so jax.
 
 
 def cost_meter() -> Cost:
-    """A Cost of float32 zeros to differentiate against: see ``solve(..., with_cost=True)``."""
+    """A Cost of float32 zeros to differentiate against: see ``solve(..., with_cost=True)``.
+
+    Returns:
+        ``Cost(0, 0, 0, 0, 0, 0)`` in float32; the gradient of a loss with respect to it is the
+        Cost record of the hypergradients that loss's backward pass computed.
+    """
     z = jnp.zeros((), jnp.float32)
     return Cost(z, z, z, z, z, z)
 
@@ -159,7 +164,29 @@ def solve(problem: BilevelProblem, estimator: Estimator, with_cost: bool = False
 
     ``key`` feeds the random estimators (UFOM's ξ, stocBiO's batches), which require one; the
     deterministic ones need none. Over a meta-batch, ``jax.vmap`` the solver over tasks and keys
-    (``jax.random.split(key, n)``): UFOM's exact branch then runs only for the tasks that drew it."""
+    (``jax.random.split(key, n)``): UFOM's exact branch then runs only for the tasks that drew it.
+    Cost of the forward call: r gradient evaluations (stored states for Reverse, checkpoints for
+    Checkpointed); the backward pass costs what the estimator costs.
+
+    Args:
+        problem: the bilevel problem; its ``outer_loss`` is not used (the loss is the caller's).
+        estimator: any estimator whose state does not carry from call to call (Adaptive UFOM,
+            BSA, TTSA and Reptile are refused with a ValueError: use
+            ``ablo.hypergradient_batch`` with ``state``).
+        with_cost: add a fourth argument, a ``cost_meter``, whose gradient is the Cost record.
+
+    Returns:
+        ``solver(θ, task, key=None) -> φ_r`` (``solver(θ, task, key, meter)`` with ``with_cost=True``;
+        the key required by the random estimators), a JAX function usable under ``jit``, ``vmap``
+        and ``grad``.
+
+    Example:
+        ```python
+        solver = ablo.solve(problem, ablo.UFOM(q=0.1))
+        val_loss = lambda theta, key: outer_loss(theta, solver(theta, task, key), task)
+        g = jax.grad(val_loss)(theta, jax.random.PRNGKey(1))   # UFOM's hypergradient
+        ```
+    """
     if not isinstance(problem, BilevelProblem):
         raise ValueError(f"problem must be an ablo.BilevelProblem; got {type(problem).__name__}")
     if not isinstance(estimator, Estimator):

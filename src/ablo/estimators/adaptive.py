@@ -14,7 +14,7 @@ and the next step draws ξ ~ Bernoulli(q) with q = max(q*(D²_k, V²_k), q_min),
 condition (20) fails. Before any update (k_upd = 0) eq. 22 is 0/0: q = 1 then, so the first step
 is exact and the statistics exist from step two on. The cost model defaults to Proposition 1 with
 C1 = C2 = 1 (function calls) and C_rnd from the exact branch's own counts (``theory.cost_model``):
-C_det = r + 1, C_rnd = ((r − 1)/2 + 1) r for ``Recompute`` (SPEC §1), C_rnd ≤ 2r for a two-level
+C_det = r + 1, C_rnd = ((r − 1)/2 + 1) r for ``Recompute``, C_rnd ≤ 2r for a two-level
 ``Checkpointed`` branch, so q* follows the branch actually used.
 
 ``cheap`` debiases another estimator instead of FOM (``Debiased`` with adaptive q): then
@@ -53,7 +53,29 @@ class AdaptiveState(NamedTuple):
 class AdaptiveUFOM(Estimator):
     """UFOM with q adapted online (Likhosherstov et al. 2021 eq. 22-24). Defaults: β = 0.99, q_min = 0.05,
     d2_scale = 0.1 (§5.2), ε = 0, unit costs C1 = C2 = 1. β, q_min, d2_scale and ε may be traced;
-    the costs are static."""
+    the costs are static. See the module docstring for the update of D², V² and q.
+
+    Args:
+        beta: β ∈ (0, 1), the smoothing constant of the running D², V² estimates.
+        q_min: the floor q_min ∈ (0, 1] of q.
+        d2_scale: the factor applied to D² (0.1 in Likhosherstov et al. 2021 §5.2).
+        eps: ε ∈ [0, 0.5], the margin of condition (20).
+        C1: the unit cost of a gradient evaluation in the cost model (Proposition 1).
+        C2: the unit cost of an HVP.
+        C_det: the cost of the cheap branch; None derives it from C1, C2 and the counts.
+        C_rnd: the cost of the exact branch; None derives it from C1, C2 and the exact
+            estimator's own counts.
+        exact: the exact estimator (default ``Recompute``).
+        cheap: None for FOM (Adaptive UFOM proper), or another estimator to debias with an
+            adaptive q.
+
+    Example:
+        ```python
+        est = ablo.AdaptiveUFOM(q_min=0.05)
+        state = est.init(problem, theta, task)   # carries D², V² from call to call
+        g, state, cost = ablo.hypergradient(problem, est, theta, task, state=state, key=key)
+        ```
+    """
 
     beta: float = 0.99
     q_min: float = 0.05

@@ -236,7 +236,12 @@ class Estimator:
     Every estimator is a pytree: the numeric settings named in ``traced`` (e.g. UFOM's q) and
     nested estimators are its children, everything else (K, M, solvers, names) is static. So
     an estimator can be an argument of a jitted function, built from traced values, or
-    vmapped over: a sweep over q compiles once, while K or M select another compilation."""
+    vmapped over: a sweep over q compiles once, while K or M select another compilation.
+
+    The base class takes no parameters; each subclass's fields are its settings. Call one with
+    ``ablo.hypergradient`` (or ``estimate(problem, θ, task, state, key)``, which returns
+    ``(hypergradient, new state, Cost)``), or pass it to ``ablo.solve``.
+    """
 
     name: ClassVar[str] = "estimator"
     #: True when the estimate draws a random branch (UFOM's ξ, taken with :func:`branch`).

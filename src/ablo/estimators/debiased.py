@@ -76,7 +76,22 @@ def ufom_backward(problem, theta, task, exact: ExactUnrolled, q, key, s_r, aux):
 @dataclass(frozen=True)
 class UFOM(TwoPass):
     """UFOM with a fixed q ∈ (0, 1] (Likhosherstov et al. 2021 Alg. 4). q may be a traced array (a sweep over q
-    compiles once)."""
+    compiles once).
+
+    G_UFO = G_FO + (ξ/q)(G_exact − G_FO) with ξ ~ Bernoulli(q): E[G_UFO] = G_exact, at the expected
+    cost of FOM plus q times the exact branch's backward pass.
+
+    Args:
+        q: the probability q ∈ (0, 1] of computing the exact branch (may be a traced array).
+        exact: the exact estimator of the branch: ``Recompute`` (default, O(1) memory),
+            ``Reverse``, ``Checkpointed`` or ``Binomial``.
+
+    Example:
+        ```python
+        est = ablo.UFOM(q=0.2, exact=ablo.Checkpointed(M=8))
+        g, state, cost = ablo.hypergradient(problem, est, theta, task, key=jax.random.PRNGKey(1))
+        ```
+    """
 
     q: float = 0.1
     exact: ExactUnrolled = field(default_factory=Recompute)
@@ -153,7 +168,18 @@ def debiased_backward(problem, theta, task, cheap: Estimator, cheap_state, exact
 class Debiased(TwoPass):
     """Any cheap estimator debiased by an exact one with probability q (beyond Likhosherstov et al. 2021: its
     Alg. 4 with G_FO replaced by G_cheap). E[G] = E[G_exact]; expected cost = cheap's + q·exact's.
-    The state is the cheap estimator's state (e.g. an AID warm start). q may be traced."""
+    The state is the cheap estimator's state (e.g. an AID warm start). q may be traced.
+
+    Args:
+        cheap: the cheap, biased estimator (default ``Truncated(K=1)``; e.g. ``ablo.aid_cg()``).
+        q: the probability q ∈ (0, 1] of computing the exact estimate.
+        exact: the exact estimator (default ``Recompute``).
+
+    Example:
+        ```python
+        est = ablo.Debiased(cheap=ablo.aid_cg(), q=0.1)   # or ablo.estimators.get("debiased", cheap="aid-cg")
+        ```
+    """
 
     cheap: Estimator = field(default_factory=lambda: Truncated(K=1))
     q: float = 0.1

@@ -21,7 +21,15 @@ def first_order(problem, theta, task, s_r):
 class FOM(TwoPass):
     """The first-order method (Likhosherstov et al. 2021 Alg. 3): run the r inner steps, then
     G_FO = ∂L_out/∂θ + (∂V/∂θ)ᵀ ∂L_out/∂φ at φ_r. Biased, O(1) memory; cost r + 1 gradient
-    evaluations (+ one JVP of V when V depends on θ)."""
+    evaluations (+ one JVP of V when V depends on θ).
+
+    Takes no parameters.
+
+    Example:
+        ```python
+        g, state, cost = ablo.hypergradient(problem, ablo.FOM(), theta, task)
+        ```
+    """
 
     name: ClassVar[str] = "fom"
 

@@ -72,7 +72,21 @@ def mixed_product(problem, theta, phi, task, v):
 class AID(TwoPass):
     """AID-BiO (Ji et al. 2021 Alg. 1) with a linear solver value, e.g.
     ``AID(CG(tol=1e-10, maxiter=10), warm_start=True)``. ``warm_start`` switches both warm
-    starts (y and v)."""
+    starts (y and v).
+
+    Args:
+        solver: the linear solver of ∇²_φ L_in v = ∇_φ L_out: ``ablo.CG``, ``ablo.Neumann`` or
+            ``ablo.FixedPoint``.
+        warm_start: start the inner loop from the last call's φ_r and the solver from the last
+            call's v (the state); False starts both from scratch.
+
+    Example:
+        ```python
+        est = ablo.AID(ablo.CG(tol=1e-10, maxiter=10))   # = ablo.aid_cg()
+        state = est.init(problem, theta, task)
+        g, state, cost = ablo.hypergradient(problem, est, theta, task, state=state)
+        ```
+    """
 
     solver: object = field(default_factory=CG)
     warm_start: bool = True
@@ -168,7 +182,24 @@ class HOAG(AID):
     in float32) keeps ε_k where a relative residual can still be certified in that precision.
     Simplification: Pedregosa also stops the inner solver at ε_k and adapts the outer step size;
     here the inner loop runs the problem's r steps (warm-started) and the outer step size is the
-    outer optimizer's. Cost per call as AID-CG: r + 1 gradients, CG matvecs + 2 HVPs."""
+    outer optimizer's. Cost per call as AID-CG: r + 1 gradients, CG matvecs + 2 HVPs.
+
+    Args:
+        solver: ignored: HOAG builds ``CG(tol, maxiter)`` and tightens its tolerance per step.
+        warm_start: as for ``AID``.
+        tol: ε_0, the initial relative tolerance.
+        decay: the factor ∈ (0, 1) of the exponential schedule.
+        schedule: "exponential", "quadratic" or "cubic".
+        maxiter: the safety cap on CG iterations.
+        floor: the smallest tolerance; None for 10 × the machine epsilon.
+
+    Example:
+        ```python
+        est = ablo.HOAG(tol=1e-3, decay=0.9)
+        state = est.init(problem, theta, task)   # holds k, the warm starts and the cap hits
+        g, state, cost = ablo.hypergradient(problem, est, theta, task, state=state)
+        ```
+    """
 
     tol: float = 1e-3
     decay: float = 0.9
@@ -223,15 +254,42 @@ def _dtype(tree):
 
 
 def aid_cg(tol: float = 1e-10, maxiter: int = 10, warm_start: bool = True) -> AID:
-    """AID-CG (Ji et al. 2021 Alg. 1): N = maxiter CG steps or relative residual ≤ tol."""
+    """AID-CG (Ji et al. 2021 Alg. 1): N = maxiter CG steps or relative residual ≤ tol.
+
+    Args:
+        tol: the relative residual at which CG stops.
+        maxiter: the most CG iterations.
+        warm_start: warm-start the inner loop and v (see ``AID``).
+
+    Returns:
+        ``AID(CG(tol, maxiter), warm_start)``.
+    """
     return AID(CG(tol=tol, maxiter=maxiter), warm_start)
 
 
 def aid_neumann(eta: float = 0.5, Q: int = 10, warm_start: bool = True) -> AID:
-    """AID with the truncated Neumann series of eq. 5 (deterministic, full-batch Hessian)."""
+    """AID with the truncated Neumann series of eq. 5 (deterministic, full-batch Hessian).
+
+    Args:
+        eta: the Neumann step η (must be < 2/L for the series to converge).
+        Q: the number of terms (HVPs).
+        warm_start: warm-start the inner loop and v (see ``AID``).
+
+    Returns:
+        ``AID(Neumann(eta, Q), warm_start)``.
+    """
     return AID(Neumann(eta=eta, Q=Q), warm_start)
 
 
 def aid_fp(eta: float = 0.5, N: int = 10, warm_start: bool = True) -> AID:
-    """AID-FP (Grazzi et al. 2020; Ji et al. 2021 §A.2): N fixed-point steps v ← v − η(∇²_y g v − ∇_y f)."""
+    """AID-FP (Grazzi et al. 2020; Ji et al. 2021 §A.2): N fixed-point steps v ← v − η(∇²_y g v − ∇_y f).
+
+    Args:
+        eta: the step η (must be < 2/L).
+        N: the number of fixed-point steps.
+        warm_start: warm-start the inner loop and v (see ``AID``).
+
+    Returns:
+        ``AID(FixedPoint(eta, N), warm_start)``.
+    """
     return AID(FixedPoint(eta=eta, N=N), warm_start)

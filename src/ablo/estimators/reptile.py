@@ -31,7 +31,18 @@ class Reptile(Estimator):
     Only meaningful when φ_0 = θ (MAML form, :func:`ablo.meta.maml`). ``check(problem)`` cannot see θ, so
     ``init`` and ``estimate`` compare the structure and shapes of φ_0 = V(θ, T) with θ's (a
     shape-only trace, free at run time) and raise ValueError when they differ, e.g. for
-    :func:`ablo.meta.anil` (φ = head only) or a constant V."""
+    :func:`ablo.meta.anil` (φ = head only) or a constant V.
+
+    Args:
+        task_map: ``task -> task`` applied before the inner run (e.g. ``merge_support_query``
+            to train on support and query together); None: the task itself.
+
+    Example:
+        ```python
+        problem = ablo.meta.maml(apply, loss, inner_lr=0.01, steps=5)
+        g, _, cost = ablo.hypergradient(problem, ablo.Reptile(), theta, task)   # g = θ − φ_r
+        ```
+    """
 
     task_map: Optional[Callable[[Any], Any]] = None
     name: ClassVar[str] = "reptile"

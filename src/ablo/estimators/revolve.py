@@ -123,7 +123,15 @@ class Binomial(ExactUnrolled):
     one JVP of V; s states besides the working one (XLA's temp memory holds about two copies of
     the slot buffer: the forward's stored chain and the backward's working buffer, measured in
     tests/test_memory.py). ``s=None`` takes ⌈log2 r⌉. Examples:
-    r = 100, s = 7: 247 gradient evaluations (2.5r); r = 1000, s = 10: 3 547 (3.5r)."""
+    r = 100, s = 7: 247 gradient evaluations (2.5r); r = 1000, s = 10: 3 547 (3.5r).
+
+    Args:
+        s: the number of stored states (an integer >= 1), or None for ⌈log2 r⌉.
+
+    Example:
+        ```python
+        g, state, cost = ablo.hypergradient(problem, ablo.Binomial(s=7), theta, task)
+        ```"""
 
     s: int | None = None
     name: ClassVar[str] = "binomial"

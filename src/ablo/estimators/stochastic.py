@@ -134,7 +134,29 @@ class StocBiO(TwoPass, _Stochastic):
     ``batch`` is the default size of every batch (stocBiO-B in §A.2); ``inner_batch`` (S),
     ``outer_batch`` (D_F), ``hess_batch`` (B = |B_Q|) and ``jvp_batch`` (D_G) override it.
     ``hess_decay`` < 1 lets |B_{Q−j}| decay exponentially in j (see ``decaying_sizes``).
-    Cost: T + 1 gradient evaluations, Q + 1 HVPs, T·S + D_F + Σ_j |B_j| + D_G samples."""
+    Cost: T + 1 gradient evaluations, Q + 1 HVPs, T·S + D_F + Σ_j |B_j| + D_G samples.
+
+    Args:
+        inner_part: the task part the inner loss reads (a dict key or tuple index; None: the
+            whole task), mini-batches of which are drawn.
+        outer_part: the task part the outer loss reads.
+        eta: the Neumann step η of eq. 5 (must be < 1/L).
+        Q: the number of Neumann terms (HVPs).
+        batch: the default size of every batch.
+        inner_batch: S, the inner SGD batch size (None: ``batch``).
+        outer_batch: D_F, the batch of ∇_y F (None: ``batch``).
+        hess_batch: B, the size of the Hessian batches (None: ``batch``).
+        jvp_batch: D_G, the batch of the mixed second-derivative product (None: ``batch``).
+        hess_decay: the factor ∈ (0, 1] by which the Hessian batches shrink.
+        warm_start: start the inner loop from the last call's iterate (the state).
+
+    Example:
+        ```python
+        est = ablo.StocBiO(eta=0.5, Q=10, batch=100)   # task = {"train": (x, y), "val": (xv, yv)}
+        state = est.init(problem, theta, task)
+        g, state, cost = ablo.hypergradient(problem, est, theta, task, state=state, key=key)
+        ```
+    """
 
     eta: float = 0.5
     Q: int = 10
@@ -262,7 +284,25 @@ class BSA(_SingleSample):
     (default ⌊√(k+1)⌋: a growing number, as the method prescribes; the exact growth law and the
     cap r are our choice, Ji et al. 2021 gives none), then one single-sample hypergradient
     (``random_neumann``, batches of ``batch`` = 1). T_k is a dynamic trip count: shapes are
-    static and memory does not depend on k or r. Cost: T_k + 1 gradients, p + 1 HVPs."""
+    static and memory does not depend on k or r. Cost: T_k + 1 gradients, p + 1 HVPs.
+
+    Args:
+        inner_part: the task part the inner loss reads (a dict key or tuple index; None: the
+            whole task), mini-batches of which are drawn.
+        outer_part: the task part the outer loss reads.
+        eta: the Neumann step η (must be < 1/L).
+        N: the single-sample Neumann series draws p ~ U{0..N−1} HVPs.
+        batch: the size of every batch (1: single-sample).
+        t0: the scale of T_k.
+        power: the growth exponent of T_k (>= 0).
+
+    Example:
+        ```python
+        est = ablo.BSA(eta=0.1, N=10)
+        state = est.init(problem, theta, task)   # holds k and the warm-started inner iterate
+        g, state, cost = ablo.hypergradient(problem, est, theta, task, state=state, key=key)
+        ```
+    """
 
     t0: float = 1.0
     power: float = 0.5
@@ -316,7 +356,26 @@ class TTSA(_SingleSample):
     before the problem's optimizer update at t = k, so for ``gd(β_0)`` the inner step is exactly
     β_k. The outer step size belongs to the outer optimizer: build it with
     :meth:`outer_schedule` (``optax.sgd(ttsa.outer_schedule(α_0))`` is Hong et al.'s update). The
-    hypergradient h_f^k is taken at (x_k, y_{k+1}) as in BSA. Cost: 2 gradients, p + 1 HVPs."""
+    hypergradient h_f^k is taken at (x_k, y_{k+1}) as in BSA. Cost: 2 gradients, p + 1 HVPs.
+
+    Args:
+        inner_part: the task part the inner loss reads (a dict key or tuple index; None: the
+            whole task), mini-batches of which are drawn.
+        outer_part: the task part the outer loss reads.
+        eta: the Neumann step η (must be < 1/L).
+        N: the single-sample Neumann series draws p ~ U{0..N−1} HVPs.
+        batch: the size of every batch (1: single-sample).
+        inner_decay: the exponent ∈ [0, 1] of the inner step size β_k.
+        outer_decay: the exponent ∈ [0, 1] of the outer step size α_k (see ``outer_schedule``).
+
+    Example:
+        ```python
+        ttsa = ablo.TTSA(eta=0.1)
+        outer_optimizer = optax.sgd(ttsa.outer_schedule(0.01))   # α_k = 0.01 (k+1)^-0.6
+        ablo.outer.run(problem, ttsa, outer_optimizer, theta0, sampler, key=key,
+                       budget=ablo.Budget(steps=1000))
+        ```
+    """
 
     inner_decay: float = 0.4
     outer_decay: float = 0.6

@@ -92,7 +92,16 @@ class Reverse(ExactUnrolled):
     both problems) for 8-11× less memory, r states being its floor; on the linear model it is
     still faster than the standard form because its step's gradient and HVP go through the
     problem's product rewrite (``ablo.products``; 1.10× with ``rewrite_products=False``).
-    "residuals" is the standard form's program with a rewritten step gradient."""
+    "residuals" is the standard form's program with a rewritten step gradient.
+
+    Args:
+        store: "states" (default) or "residuals", what the forward pass keeps (see above).
+
+    Example:
+        ```python
+        g, state, cost = ablo.hypergradient(problem, ablo.Reverse(), theta, task)
+        ```
+    """
 
     store: str = "states"
     name: ClassVar[str] = "reverse"
@@ -120,7 +129,15 @@ class Reverse(ExactUnrolled):
 @dataclass(frozen=True)
 class Recompute(ExactUnrolled):
     """Exact with O(1) memory: each s_{j−1} is recomputed from s_0 in the backward pass
-    (Likhosherstov et al. 2021 §3; Alg. 4 with q = 1). Time O(r²): r(r−1)/2 extra gradient evaluations."""
+    (Likhosherstov et al. 2021 §3; Alg. 4 with q = 1). Time O(r²): r(r−1)/2 extra gradient evaluations.
+
+    Takes no parameters.
+
+    Example:
+        ```python
+        g, state, cost = ablo.hypergradient(problem, ablo.Recompute(), theta, task)
+        ```
+    """
 
     name: ClassVar[str] = "recompute"
 
@@ -153,7 +170,16 @@ class Checkpointed(ExactUnrolled):
 
     Cost: r + 1 + (m − 1)(c − 1) ≤ 2r + 1 gradient evaluations, r HVPs, one JVP of V;
     memory m − 1 + max(L, c − 1) ≈ M + r/M states. ``M=None`` takes ⌈√r⌉ (≈ 2√r states).
-    Everything runs in ``lax.scan``, so compile time does not depend on r."""
+    Everything runs in ``lax.scan``, so compile time does not depend on r.
+
+    Args:
+        M: the number of checkpoints (an integer >= 1), or None for ⌈√r⌉.
+
+    Example:
+        ```python
+        g, state, cost = ablo.hypergradient(problem, ablo.Checkpointed(M=8), theta, task)
+        ```
+    """
 
     M: int | None = None
     name: ClassVar[str] = "checkpointed"
@@ -208,7 +234,16 @@ class Checkpointed(ExactUnrolled):
 class Truncated(TwoPass):
     """K-step truncated reverse mode, K-RMD (Shaban et al. 2019 eq. 8): back-propagate through the last
     K steps only and close with V's Jacobian at the truncation point, so K = r is exact and
-    K = 0 is FOM (with V constant this is eq. 8 verbatim). Memory O(K), time O(r + K)."""
+    K = 0 is FOM (with V constant this is eq. 8 verbatim). Memory O(K), time O(r + K).
+
+    Args:
+        K: the number of last inner steps back-propagated through, an integer in [0, r] (r: exact).
+
+    Example:
+        ```python
+        g, state, cost = ablo.hypergradient(problem, ablo.Truncated(K=5), theta, task)
+        ```
+    """
 
     K: int = 1
     name: ClassVar[str] = "truncated"
@@ -247,7 +282,15 @@ class Forward(TwoPass):
     d_θ = ∂_θL_out + Z_r ∂_sL_out. No history is kept: memory is the state and its dim θ tangents
     whatever r. Cost: r + 1 gradient evaluations, (r + 1)·dim θ JVPs (one tangent pushed through
     one step; dim θ fewer when V does not depend on θ), dim θ + 1 states. Preferable when θ is
-    small."""
+    small.
+
+    Takes no parameters.
+
+    Example:
+        ```python
+        g, state, cost = ablo.hypergradient(problem, ablo.Forward(), theta, task)
+        ```
+    """
 
     name: ClassVar[str] = "forward"
 
