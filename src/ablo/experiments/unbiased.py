@@ -34,6 +34,8 @@ NAME = "unbiased"
 
 @dataclass(frozen=True)
 class Config(ExperimentConfig):
+    tuned_seeds: tuple[int, ...] = option((0,), "seeds the settings were chosen on (pre-registration); the seeds a "
+                                          "run reports must differ from them", low=0, unique=True)
     methods: tuple[str, ...] = option(("reverse", "reversible", "ufom:q=0.2,exact=reverse", "adaptive-ufom",
                                        "telescope", "telescope:form=roulette", "es:sigma=0.01,pairs=8",
                                        "pes:sigma=0.01,pairs=8"),
@@ -46,7 +48,8 @@ class Config(ExperimentConfig):
     window: int = option(8, "inner steps per outer step in online tuning (must divide r)", low=1)
     online_steps: int = option(400, "outer steps of online tuning", low=1, high=10_000_000)
     online_lr: float = option(0.05, "outer step size of online tuning", low=0, low_open=True)
-    seed: int = option(0, "seed of the data, the noise and the draws", low=0)
+    seed: int = option(1, "seed of the data, the noise and the draws (reported; the settings were chosen on "
+                          "seed 0)", low=0)
     smoke: bool = smoke_option()
 
 
