@@ -142,3 +142,28 @@ def test_tiny_run_writes_every_file(tmp_path):
     assert "Smoke run" in md and "prove nothing" in md
     curves = (out / "curves.csv").read_text().splitlines()
     assert len(curves) > 1 + len(rows)  # a start point and evaluations for each run
+
+
+def test_dense_only_inner_problem_with_a_fixed_l2_weight_is_strongly_convex():
+    """adapted=1, learn_rho=false (Ji et al. 2021 §5.1's setup): θ holds the four conv blocks, the inner
+    variable is the dense layer alone, the inner Hessian is positive definite (smallest eigenvalue
+    ≥ 2ρ) and ν gets no hypergradient; MAML adapts every layer."""
+    cfg = build(hr.Config, {"size": 6, "filters": 2, "steps": 3, "ways": 3, "queries": 2, "inner_lr": 0.05,
+                            "adapted": 1, "learn_rho": False, "rho0": 0.5, "maml": True,
+                            "table_methods": "truncated-1"})
+    images = hr.synthetic_omniglot(cfg.size, n=10, drawings=4)
+    task = episode_sampler(images, cfg.ways, cfg.shots, cfg.queries)(jax.random.PRNGKey(0))
+    theta = hr.init_theta(jax.random.PRNGKey(1), cfg)
+    assert len(theta["body"]) == hr.BLOCKS and len(theta["centre"]) == 1 and theta["nu"].shape == (1,)
+    problem = hr.make_problem(cfg)
+    phi = problem.optimizer.params(problem.run(theta, task))
+    flat_phi, unravel = jax.flatten_util.ravel_pytree(phi)
+    hess = jax.jacfwd(lambda p: jax.flatten_util.ravel_pytree(problem.inner_grad(theta, unravel(p), task))[0])(flat_phi)
+    np.testing.assert_allclose(hess, hess.T, atol=1e-10)
+    assert np.linalg.eigvalsh(np.asarray(hess)).min() >= 2 * 0.5 - 1e-8
+    g = Reverse().estimate(problem, theta, task, (), jax.random.PRNGKey(0))[0]
+    assert float(jnp.abs(g["nu"]).max()) == 0.0 and float(jnp.abs(g["body"][0]["w"]).max()) > 0
+    learned = hr.make_problem(build(hr.Config, {**cfg.as_dict(), "learn_rho": True, "maml": False}))
+    assert float(jnp.abs(Reverse().estimate(learned, theta, task, (), jax.random.PRNGKey(0))[0]["nu"]).max()) > 0
+    maml = hr.plan(cfg)[-1]
+    assert maml.name == "MAML" and maml.theta0["body"] == [] and len(maml.theta0["centre"]) == hr.BLOCKS + 1

@@ -86,6 +86,11 @@ class Config(ExperimentConfig):
     inner_lr: float = option(0.1, "inner GD step γ on the summed support loss (fixed here; Shaban et al. 2019 learns it)",
                              low=0, low_open=True)
     rho0: float = option(0.01, "initial ρ_j = softplus(ν_j) of every adapted layer", low=0, low_open=True)
+    adapted: int = option(BLOCKS + 1 - FROZEN, "layers adapted in the inner problem, counted from the top: 3 = conv "
+                          "blocks 3-4 + dense (Shaban et al. 2019), 1 = the dense layer only (Ji et al. 2021 §5.1: "
+                          "strongly convex for ρ > 0)", low=1, high=BLOCKS + 1)
+    learn_rho: bool = option(True, "ρ_j in θ (Shaban et al. 2019 learns it); false = fixed at rho0 (Ji et al. 2021's "
+                             "fixed ℓ2 weight)")
     outer_lr: float = option(3e-3, "outer Adam step size", low=0, low_open=True)
     meta_batch: int = option(4, "tasks per hyper-iteration", low=1, high=256)
     table_methods: tuple[str, ...] = option(("truncated-1", "truncated-5", "reverse"),
@@ -97,6 +102,8 @@ class Config(ExperimentConfig):
                                       "methods at equal function calls (itd-bio: Ji et al. 2021's ITD-BiO, warm-started)",
                                       estimators=True)
     anil: bool = option(True, "add ANIL (only the dense layer adapted, exact hypergradient) at equal calls")
+    maml: bool = option(False, "add MAML (every layer adapted from θ, no regulariser, exact hypergradient) at equal "
+                        "calls")
     budget_calls: float = option(10_000, "function calls (gradients + HVPs + JVPs) per equal-calls method",
                                  low=0, low_open=True)
     eval_tasks: int = option(300, "test tasks for the table (paper: 120)", low=2)
@@ -201,10 +208,11 @@ def logits(theta: dict, phi: list, x: jax.Array) -> jax.Array:
     return x @ phi[-1]["w"] + phi[-1]["b"]
 
 
-def init_theta(key, cfg: Config, frozen: int = FROZEN, regularised: bool = True) -> dict:
-    """θ_0 = {"body": the first ``frozen`` layers, "centre": the others (w_0 = c), "nu": ν_j with
-    softplus(ν_j) = rho0 per adapted layer (only when ``regularised``)}."""
+def init_theta(key, cfg: Config, frozen: Optional[int] = None, regularised: bool = True) -> dict:
+    """θ_0 = {"body": the first ``frozen`` layers (default: all but the ``cfg.adapted`` top ones), "centre":
+    the others (w_0 = c), "nu": ν_j with softplus(ν_j) = rho0 per adapted layer (only when ``regularised``)}."""
     layers = init_layers(key, cfg)
+    frozen = len(layers) - cfg.adapted if frozen is None else frozen
     theta = {"body": layers[:frozen], "centre": layers[frozen:]}
     if regularised:
         nu = math.log(math.expm1(cfg.rho0))  # softplus⁻¹(ρ_0)
@@ -218,14 +226,15 @@ def _sq_dist(a, b) -> jax.Array:
 
 def make_problem(cfg: Config, steps: Optional[int] = None, regularised: bool = True) -> BilevelProblem:
     """The bilevel problem of Shaban et al. 2019, §4.3 (module docstring) with r = ``steps`` (default cfg.steps):
-    L_in = Σ_S CE + Σ_j softplus(ν_j)‖w_j − c_j‖² (no regulariser when not ``regularised``: ANIL),
-    L_out = mean_Q CE, φ_0 = V(θ) = θ["centre"], GD with step γ = cfg.inner_lr."""
+    L_in = Σ_S CE + Σ_j softplus(ν_j)‖w_j − c_j‖² (no regulariser when not ``regularised``: ANIL, MAML;
+    ν a constant when not ``cfg.learn_rho``), L_out = mean_Q CE, φ_0 = V(θ) = θ["centre"], GD with step
+    γ = cfg.inner_lr."""
 
     def inner_loss(theta, phi, task):
         x, y = task["support"]
         loss = cross_entropy(logits(theta, phi, x), y) * y.shape[0]
         if regularised:
-            rho = jax.nn.softplus(theta["nu"])
+            rho = jax.nn.softplus(theta["nu"] if cfg.learn_rho else jax.lax.stop_gradient(theta["nu"]))
             loss = loss + sum(rho[j] * _sq_dist(w, c) for j, (w, c) in enumerate(zip(phi, theta["centre"])))
         return loss
 
@@ -307,6 +316,9 @@ def plan(cfg: Config) -> list:
     if cfg.anil:
         runs.append(Run("calls", "reverse", "ANIL", make_problem(cfg, regularised=False),
                         init_theta(key, cfg, frozen=BLOCKS, regularised=False), calls))
+    if cfg.maml:
+        runs.append(Run("calls", "reverse", "MAML", make_problem(cfg, regularised=False),
+                        init_theta(key, cfg, frozen=0, regularised=False), calls))
     return runs
 
 
@@ -344,12 +356,13 @@ def run(cfg: Config, ctx: RunContext) -> dict:
                      "memory_mb": (hypergradient_memory(r.problem, est, r.theta0,
                                                         sample["train"](jax.random.PRNGKey(0))) / 2 ** 20
                                    if r.part == "table4" else None),
-                     "seconds": res.seconds, "compile_seconds": res.compile_seconds})
+                     "seconds": res.seconds, "compile_seconds": res.compile_seconds,
+                     "solver_residual_mean": _mean_of(res.log, "solver_residual")})
         start = mean_ci(ev["test"](r.theta0, curve_keys))[0]
         curves.append({"part": r.part, "method": r.name, "hyper_iterations": 0, "function_calls": 0.0,
-                       "test_acc": start})
+                       "seconds": 0.0, "test_acc": start})
         curves += [{"part": r.part, "method": r.name, "hyper_iterations": e["step"],
-                    "function_calls": e["function_calls"], "test_acc": e["test_acc"]}
+                    "function_calls": e["function_calls"], "seconds": e["seconds"], "test_acc": e["test_acc"]}
                    for e in res.log if "test_acc" in e]
     write_csv(out_dir / "results.csv", rows)
     write_csv(out_dir / "curves.csv", curves)
@@ -361,6 +374,12 @@ def run(cfg: Config, ctx: RunContext) -> dict:
     summary = write_summary(out_dir, NAME, {**cfg.as_dict(), "characters": {"train": len(train), "validation": len(val),
                                                                              "test": len(test)}}, rows)
     return json.loads(summary.read_text())
+
+
+def _mean_of(log: list, key: str):
+    """Mean of ``key`` over the log entries that have it (None when none has)."""
+    vals = [e[key] for e in log if e.get(key) is not None]
+    return float(np.mean(vals)) if vals else None
 
 
 def notes(cfg: Config, n_train: int, n_val: int, n_test: int) -> str:
@@ -394,25 +413,29 @@ def notes(cfg: Config, n_train: int, n_val: int, n_test: int) -> str:
 
 
 def plot_curves(curves: list, path: Path, cfg: Config) -> None:
-    """Test accuracy against hyper-iterations (Table 4 part, K in numeric order) and function
-    calls (equal-calls part), one figure legend for every line; the caption says the curves use
-    the first ``curve_tasks`` of the table's ``eval_tasks`` test tasks."""
+    """Test accuracy against hyper-iterations (Table 4 part, K in numeric order), function calls and
+    seconds of outer-step time (equal-calls part; Ji et al. 2021 Figs. 1 and 5 plot against running time),
+    one figure legend for every line; the caption says the curves use the first ``curve_tasks`` of the
+    table's ``eval_tasks`` test tasks."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     panels = (("table4", "hyper_iterations", axis_label("hyper_iterations"), "K-RMD at equal hyper-iterations (Table 4)",
                "o-"),
-              ("calls", "function_calls", axis_label("function_calls"), "equal function calls", "s--"))
-    colors = iter(plt.get_cmap("tab20").colors)  # one color per line across both panels
-    for ax, (part, x, xlabel, title, style) in zip(axes, panels):
+              ("calls", "function_calls", axis_label("function_calls"), "equal function calls", "s--"),
+              ("calls", "seconds", "outer-step seconds (no compilation, no evaluation)", "the same runs against time",
+               "s--"))
+    palette = plt.get_cmap("tab20").colors  # one color per line across the panels
+    color = {m: palette[i % len(palette)] for i, m in enumerate(dict.fromkeys((c["part"], c["method"]) for c in curves))}
+    for i, (ax, (part, x, xlabel, title, style)) in enumerate(zip(axes, panels)):
         methods = list(dict.fromkeys(c["method"] for c in curves if c["part"] == part))
         for method in sorted(methods, key=natural_key) if part == "table4" else methods:  # 1-, 5-, 25-RMD, Full
-            pts = [c for c in curves if c["part"] == part and c["method"] == method]
-            ax.plot([c[x] for c in pts], [c["test_acc"] for c in pts], style, ms=3, color=next(colors),
-                    label=f"{'A' if part == 'table4' else 'B'}: {method}")
+            pts = [c for c in curves if c["part"] == part and c["method"] == method and c.get(x) is not None]
+            ax.plot([c[x] for c in pts], [c["test_acc"] for c in pts], style, ms=3, color=color[part, method],
+                    label=f"{'A' if part == 'table4' else 'B'}: {method}" if i < 2 else None)
         ax.set(xlabel=xlabel, ylabel=f"test accuracy (%), {cfg.curve_tasks} test tasks", title=title)
     fig.suptitle(f"Omniglot {cfg.ways}-way {cfg.shots}-shot, hyper-representation (test characters)\n"
                  f"curves: the first {cfg.curve_tasks} of the table's {cfg.eval_tasks} test tasks, so their last "
