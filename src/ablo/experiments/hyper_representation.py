@@ -123,8 +123,8 @@ class Config(ExperimentConfig):
         if self.curve_tasks > self.eval_tasks:
             raise ConfigError(f"curve_tasks ({self.curve_tasks}) must be at most eval_tasks ({self.eval_tasks}): the "
                               "curves use the first curve_tasks of the table's tasks")
-        if not self.table_methods and not self.methods and not self.anil and not self.short_horizon:
-            raise ConfigError("nothing to run: give table_methods or methods, or set anil or short_horizon")
+        if not (self.table_methods or self.methods or self.anil or self.maml or self.short_horizon):
+            raise ConfigError("nothing to run: give table_methods or methods, or set anil, maml or short_horizon")
         problem = make_problem(self)
         for key in ("table_methods", "methods"):
             for spec in getattr(self, key):
