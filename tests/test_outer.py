@@ -82,6 +82,12 @@ def test_a_run_whose_hypergradient_stays_exactly_zero_stops_and_says_so():
     assert np.array_equal(res.theta, jnp.ones(2))
     moving = run(blind, ablo.Reverse(), OPT, jnp.ones(2), sampler, key=KEY, budget=Budget(steps=8))
     assert moving.steps == 8 and moving.stopped == ""
+    # UFOM draws FOM's 0 on most steps of this problem (the exact branch with probability q): a zero
+    # draw is an estimate, not saturation, so the run goes on and θ moves when the branch is drawn
+    ufom = run(blind, ablo.UFOM(q=0.2), OPT, jnp.ones(2), sampler, key=KEY, budget=Budget(steps=40))
+    zeros = [e["grad_norm"] == 0 for e in ufom.log]
+    assert ufom.steps == 40 and ufom.stopped == "" and any(zeros[:outer.SATURATED_STEPS * 2])
+    assert not np.array_equal(ufom.theta, jnp.ones(2))
 
 
 @pytest.mark.parametrize("q", [0.3, 1.0])

@@ -137,7 +137,8 @@ class RunResult(NamedTuple):
 COST_FIELDS = ("grad_evals", "hvps", "jvps", "states", "samples")
 #: A run stops after this many outer steps in a row with a hypergradient that is exactly 0: nothing
 #: is left to learn from (θ saturated, e.g. σ(θ_i) at 0 or 1 in float precision, or an estimator
-#: that does not see θ, as FOM where V and L_out do not depend on it).
+#: that does not see θ, as FOM where V and L_out do not depend on it). Deterministic estimators only:
+#: a random one (UFOM, Adaptive UFOM) draws FOM's 0 on most steps of such a problem and still learns.
 SATURATED_STEPS = 5
 
 
@@ -356,8 +357,8 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
     (:mod:`ablo.sharding`). ``progress(description, total)`` returns a context manager yielding
     ``advance(n)``; ``label`` (default the estimator's name) names the run in it.
     ``log_losses=False`` skips the extra inner run that the logged losses cost (they are then
-    None). A run whose hypergradient is exactly 0 for :data:`SATURATED_STEPS` steps in a row stops
-    there: ``RunResult.stopped`` says so. ``RunResult.cost`` is the run's whole
+    None). A run of a deterministic estimator whose hypergradient is exactly 0 for
+    :data:`SATURATED_STEPS` steps in a row stops there: ``RunResult.stopped`` says so. ``RunResult.cost`` is the run's whole
     Cost record; the checkpoint stores a :func:`ablo.checkpoint.fingerprint` of the estimator,
     problem and optimizer, and ``resume=True`` refuses a checkpoint written for others. The step is compiled before the clock starts: ``seconds`` counts outer steps only, not
     compilation (``compile_seconds``), ``eval_fn`` nor checkpoint writing.
@@ -433,7 +434,9 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
             if snap.cost is not None:
                 snap.cost = {k: max(snap.cost[k], m[f"cost_{k}"]) if k == "states" else snap.cost[k] + m[f"cost_{k}"]
                              for k in COST_FIELDS}
-            zero_steps = zero_steps + 1 if m["grad_norm"] == 0 else 0
+            # a random estimator drawing 0 is a legitimate draw (UFOM's cheap branch where FOM's estimate is 0):
+            # only a deterministic estimator's zeros say that nothing is left to learn
+            zero_steps = zero_steps + 1 if m["grad_norm"] == 0 and not estimator.needs_key else 0
             if zero_steps >= SATURATED_STEPS:
                 snap.stopped = (f"{label}: the hypergradient was exactly 0 for {zero_steps} outer steps in a row (θ "
                                 f"saturated, e.g. σ(θ_i) at 0 or 1, or an estimator that does not see θ): stopped at "
