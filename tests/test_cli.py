@@ -182,7 +182,8 @@ def test_demo_command_runs_the_demo_configuration(monkeypatch, tmp_path, capsys)
     assert code == 0, err
     name, cfg, out = started[0]
     assert name == "demo" and out == tmp_path and cfg.budget_calls == 500 and cfg.data_dir is None
-    assert cfg.model == "mlp" and cfg.methods == ("recompute", "fom", "ufom", "adaptive-ufom") and cfg.seeds == (0,)
+    assert cfg.model == "mlp" and cfg.methods == ("recompute", "fom", "ufom", "adaptive-ufom") and cfg.seeds == (3,)
+    assert not set(cfg.seeds) & set(cfg.tuned_seeds)  # the demo reports a seed its settings were not chosen on
     code, _, err = call(["demo", "--out", str(tmp_path), "--budget-calls", "-1"], capsys)
     assert code == 2 and "budget_calls" in err and len(err.strip().splitlines()) == 1
 

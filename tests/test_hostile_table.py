@@ -324,7 +324,7 @@ def test_a_generated_idx_set_in_mnist_names_is_not_called_mnist(tmp_path):
     describes them as unknown data and the papers' figures are withheld."""
     from ablo.experiments import get
     from ablo.experiments._paper import hypercleaning_figures_withheld
-    from ablo.experiments.hypercleaning import load_splits
+    from ablo.problems.hypercleaning import load_splits
 
     write_mnist(tmp_path, gz=True)
     assert load_mnist(tmp_path)["name"] == UNKNOWN

@@ -141,6 +141,10 @@ def test_every_readme_command_is_known_and_ablo_commands_parse(tmp_path, monkeyp
             assert (ROOT / "tests").is_dir()
         elif words[0] == "python" and words[1].endswith(".py"):  # a script of the repository, or the reader's own
             assert (ROOT / words[1]).is_file() or "/" not in words[1], command
+        elif words[:3] == ["python", "-m", "ablo.bench"]:  # the benchmark commands: a known subcommand
+            import ablo.bench.__main__ as bench_main
+
+            assert f"\n  {words[3]} " in bench_main.__doc__, command
         elif words[0] == "ablo":
             if words[1:] != ["--version"]:
                 click_parse([os.path.expanduser(w) for w in words[1:]])

@@ -63,6 +63,9 @@ class ES(Estimator):
     sigma: float = 1e-3
     pairs: int = 8
     name: ClassVar[str] = "es"
+    not_in_solve: ClassVar[str] = ("its estimate runs the inner loop itself (it is not split into the forward and "
+                                  "backward passes solve reuses), so solve would pay the forward run twice; use "
+                                  "ablo.hypergradient or ablo.hypergradient_batch")
     needs_key: ClassVar[bool] = True
     traced: ClassVar[tuple] = ("sigma",)
 

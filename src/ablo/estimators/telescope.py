@@ -150,6 +150,9 @@ class Telescope(Estimator):
     probs: Optional[tuple] = None
     form: str = "single"
     name: ClassVar[str] = "telescope"
+    not_in_solve: ClassVar[str] = ("its estimate runs the inner loop itself (it is not split into the forward and "
+                                  "backward passes solve reuses), so solve would pay the forward run twice; use "
+                                  "ablo.hypergradient or ablo.hypergradient_batch")
     random_branch: ClassVar[bool] = True
     needs_key: ClassVar[bool] = True
     traced: ClassVar[tuple] = ("probs",)
