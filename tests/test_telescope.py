@@ -106,3 +106,16 @@ def test_specs_and_bad_settings():
     with pytest.raises(ValueError, match="form"):
         Telescope(form="many")
     assert "telescope" in ablo.estimators.REGISTRY and "adaptive-telescope" in ablo.estimators.REGISTRY
+
+
+def test_meta_batch_runs_tasks_one_at_a_time_with_the_default_keys():
+    """estimate_batch maps over tasks (a vmapped switch would run every length): the same mean and
+    the same total cost as the per-task estimates drawn with the split keys."""
+    problem, theta, _ = setup()
+    tasks = jax.vmap(P.make_task)(jax.random.split(jax.random.PRNGKey(3), 3))
+    est, key = Telescope(), jax.random.PRNGKey(11)
+    g, _, c = est.estimate_batch(problem, theta, tasks, (), key)
+    per = [est.estimate(problem, theta, jax.tree_util.tree_map(lambda x: x[i], tasks), (), k)
+           for i, k in enumerate(jax.random.split(key, 3))]
+    np.testing.assert_allclose(P.flat(g), np.mean([P.flat(p[0]) for p in per], 0), rtol=1e-10, atol=1e-12)
+    assert float(c.hvps) == sum(float(p[2].hvps) for p in per)

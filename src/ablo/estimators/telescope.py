@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..checks import check_number, is_traced
-from ..cost import cost
+from ..cost import batch_total, cost
 from .base import (Estimator, finish, outer_cotangents, reverse_over, run_storing, tree_add, tree_map, tree_scale,
                    tree_sq_norm, tree_sub, v_jvps, with_finite_flag)
 
@@ -198,6 +198,16 @@ class Telescope(Estimator):
         lengths = self.schedule(problem.steps)
         g, _, _, c = draw(problem, theta, task, lengths, self.distribution(problem.steps), self.form, key)
         return g, state, c
+
+    def estimate_batch(self, problem, theta, tasks, state, key):
+        """Mean over a meta-batch, one task at a time (``lax.map``): under ``vmap`` the ``lax.switch``
+        over the lengths becomes a select that runs every branch, paying for lengths not drawn. The
+        same keys as the default, so the same estimates. (A user's own ``jax.vmap`` over
+        :meth:`estimate` still runs every branch: this estimator has no batching rule yet.)"""
+        n = jax.tree_util.tree_leaves(tasks)[0].shape[0]
+        one = lambda a: self.estimate(problem, theta, a[0], state, a[1])
+        g, _, c = jax.lax.map(one, (tasks, jax.random.split(key, n)))
+        return tree_map(lambda x: x.mean(0), g), state, batch_total(c)
 
     def expected_cost(self, r):
         """r + 1 gradient evaluations, E[K_N] HVPs, E[N] JVPs; states r (the largest branch)."""
