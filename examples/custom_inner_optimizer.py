@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 import ablo
-from ablo.outer import Budget, run
+from ablo.outer import Budget, Options, Progress, run
 
 
 def load():
@@ -69,7 +69,7 @@ def per_feature_l2(task, test, outer_steps: int):
           f" ({c.as_dict()['function_calls']:.0f} function calls)")
     report("lambda = -3 everywhere (start)", problem, lam0, task, test)
     res = run(problem, ablo.Reverse(), optax.adam(0.1), lam0, lambda key: task, key=jax.random.PRNGKey(0),
-              budget=Budget(steps=outer_steps), log_every=outer_steps)
+              budget=Budget(steps=outer_steps), options=Options(progress=Progress(outer_steps)))
     report(f"lambda learned ({outer_steps} outer Adam steps)", problem, res.theta, task, test)
     print(f"  learned e^lambda: min {float(jnp.exp(res.theta.min())):.3g}, max {float(jnp.exp(res.theta.max())):.3g}")
 
@@ -86,7 +86,7 @@ def learned_schedule(task, test, outer_steps: int):
     report(f"best constant step size from a grid ({best})", problem, jnp.full(r, np.log(best)), task, test)
     theta0 = jnp.full(r, np.log(0.1))
     res = run(problem, ablo.Reverse(), optax.adam(0.05), theta0, lambda key: task, key=jax.random.PRNGKey(0),
-              budget=Budget(steps=outer_steps), log_every=outer_steps)
+              budget=Budget(steps=outer_steps), options=Options(progress=Progress(outer_steps)))
     report(f"learned schedule ({outer_steps} outer Adam steps from 0.1)", problem, res.theta, task, test)
     print("  learned step sizes: " + " ".join(f"{float(a):.2f}" for a in jnp.exp(res.theta)))
 

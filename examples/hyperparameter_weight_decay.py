@@ -28,7 +28,7 @@ import optax
 import ablo
 from ablo import models
 from ablo.data import load_digits
-from ablo.outer import Budget, run
+from ablo.outer import Budget, Options, Progress, run
 
 def estimators(r: int) -> list:
     """(registry name, options) of every estimator compared in part 1, truncation depths within r."""
@@ -102,7 +102,7 @@ def main():
     shared = test_metrics(jnp.full((64, 10), best))
     print(f"\nPart 2: learning lambda with outer Adam (lr 0.1) and the exact estimator, {args.outer_steps} steps")
     res = run(problem, ablo.Reverse(), optax.adam(0.1), lam0, lambda key: task, key=jax.random.PRNGKey(0),
-              budget=Budget(steps=args.outer_steps), log_every=args.outer_steps)
+              budget=Budget(steps=args.outer_steps), options=Options(progress=Progress(args.outer_steps)))
     learned = test_metrics(res.theta)
     start = test_metrics(lam0)
     print(f"{'lambda':<34}{'val CE':>8}{'test CE':>9}{'test acc':>9}")

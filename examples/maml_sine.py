@@ -21,7 +21,7 @@ import optax
 import ablo
 from ablo import meta
 from ablo.models import mlp_apply, mlp_init
-from ablo.outer import Budget, run
+from ablo.outer import Budget, Options, Progress, run
 
 METHODS = {"exact": ("recompute", {}), "fom": ("fom", {}), "ufom q=0.1": ("ufom", {"q": 0.1}),
            "adaptive ufom": ("adaptive-ufom", {}), "reptile": ("reptile", {"task_map": meta.merge_support_query})}
@@ -66,7 +66,8 @@ def main():
     for label, (name, opts) in METHODS.items():
         est = ablo.estimators.get(name, **opts)
         res = run(problem, est, optax.adam(args.outer_lr), theta0, sample_task, key=jax.random.PRNGKey(1),
-                  budget=Budget(function_calls=args.budget_calls), meta_batch=args.meta_batch, log_every=50)
+                  budget=Budget(function_calls=args.budget_calls),
+                  options=Options(args.meta_batch, progress=Progress(log_every=50)))
         qs = [e["q"] for e in res.log if e["q"] is not None]
         q = f"{np.mean(qs):.2f}" if qs else "-"
         print(f"{label:<15}{res.steps:>12}{res.function_calls:>10,.0f}{q:>8}{res.seconds:>9.1f}"

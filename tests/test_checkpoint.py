@@ -17,7 +17,8 @@ import pytest
 
 import ablo
 from ablo import checkpoint as ckpt
-from ablo.outer import Budget, run
+from ablo import cost
+from ablo.outer import Budget, Checkpointing, Options, Progress, run
 
 PROBLEM_SRC = textwrap.dedent("""
     import jax, jax.numpy as jnp, optax, ablo
@@ -35,7 +36,7 @@ exec(PROBLEM_SRC)  # the same definitions in this process and in the subprocesse
 
 def go(directory, steps, resume=False, every=3, **kw):
     return run(PROBLEM, EST, OPT, THETA0, sampler, key=jax.random.PRNGKey(7), budget=Budget(steps=steps),
-               meta_batch=2, checkpoint_dir=directory, checkpoint_every=every, resume=resume, **kw)
+               options=Options(2, checkpoint=Checkpointing(directory, every, resume), **kw))
 
 
 def without_seconds(log):
@@ -46,7 +47,9 @@ def snapshot():
     opt_state = optax.adam(0.1).init({"a": jnp.arange(3.0), "b": (jnp.ones((2, 2), jnp.float32),)})
     return ckpt.Snapshot({"a": jnp.arange(3.0), "b": (jnp.ones((2, 2), jnp.float32),)}, opt_state,
                          (jnp.asarray(0.25), jnp.asarray(3, jnp.int32)), jax.random.PRNGKey(5), step=4,
-                         function_calls=123.5, seconds=2.0, skipped=1, log=[{"step": 4, "outer_loss": 0.1}])
+                         seconds=2.0, skipped=1, log=[{"step": 4, "outer_loss": 0.1}],
+                         cost=cost.cost(grad_evals=100.0, hvps=23.5, states=3.0),
+                         cost_residual=cost.cost(grad_evals=-1e-6))
 
 
 def test_round_trip_is_bitwise(tmp_path):
@@ -60,6 +63,7 @@ def test_round_trip_is_bitwise(tmp_path):
             assert x.dtype == y.dtype and np.array_equal(np.asarray(x), y)
     assert np.array_equal(back.key, np.asarray(snap.key))
     assert (back.step, back.function_calls, back.seconds, back.skipped, back.log) == (4, 123.5, 2.0, 1, snap.log)
+    assert float(back.cost_residual.grad_evals) == np.float32(-1e-6)  # the compensation is carried too
     assert ckpt.info(tmp_path)["step"] == 4
     assert [p.name for p in tmp_path.iterdir()] == [ckpt.FILENAME]  # no temp file left behind
 
@@ -103,14 +107,14 @@ def test_resume_in_process_equals_uninterrupted(tmp_path):
 def test_resume_with_another_key_is_refused(tmp_path):
     go(tmp_path, 2)
     with pytest.raises(ValueError, match="another key"):
-        run(PROBLEM, EST, OPT, THETA0, sampler, key=jax.random.PRNGKey(8), budget=Budget(steps=4), meta_batch=2,
-            checkpoint_dir=tmp_path, resume=True)
+        run(PROBLEM, EST, OPT, THETA0, sampler, key=jax.random.PRNGKey(8), budget=Budget(steps=4),
+            options=Options(2, checkpoint=Checkpointing(tmp_path, resume=True)))
 
 
 SCRIPT = PROBLEM_SRC + textwrap.dedent("""
     import contextlib, json, sys, time
     import numpy as np
-    from ablo.outer import Budget, run
+    from ablo.outer import Budget, Checkpointing, Options, Progress, run
     mode, directory = sys.argv[1], sys.argv[2]
 
     @contextlib.contextmanager
@@ -124,7 +128,7 @@ SCRIPT = PROBLEM_SRC + textwrap.dedent("""
 
     def go(d, resume, progress=None):
         return run(PROBLEM, EST, OPT, THETA0, sampler, key=jax.random.PRNGKey(7), budget=Budget(steps=STEPS),
-                   meta_batch=2, checkpoint_dir=d, checkpoint_every=EVERY, resume=resume, progress=progress)
+                   options=Options(2, checkpoint=Checkpointing(d, EVERY, resume), progress=Progress(bar=progress)))
 
     if mode == "killme":
         go(directory, False, paced)
@@ -213,13 +217,13 @@ def test_resume_with_another_estimator_problem_or_optimizer_is_refused(tmp_path)
     for name, args in (("estimator", (PROBLEM, ablo.estimators.get("adaptive-ufom", q_min=0.3), OPT)),
                        ("problem", (other_problem, EST, OPT)), ("optimizer", (PROBLEM, EST, optax.adam(0.07)))):
         with pytest.raises(ckpt.CheckpointError, match=f"another {name}"):
-            run(*args, THETA0, sampler, key=jax.random.PRNGKey(7), budget=Budget(steps=4), meta_batch=2,
-                checkpoint_dir=tmp_path, resume=True)
+            run(*args, THETA0, sampler, key=jax.random.PRNGKey(7), budget=Budget(steps=4),
+                options=Options(2, checkpoint=Checkpointing(tmp_path, resume=True)))
     assert go(tmp_path, 4, resume=True).steps == 4  # the same settings resume
 
 
 def test_a_checkpoint_without_fingerprint_still_resumes(tmp_path):
-    """Checkpoints written before fingerprints were stored (format version 1 too) are accepted."""
+    """Checkpoints written without a fingerprint are accepted."""
     go(tmp_path, 2)
     arrays = dict(np.load(ckpt.path(tmp_path)))
     meta = json.loads(arrays["__meta__"].tobytes().decode())
@@ -232,3 +236,16 @@ def test_a_checkpoint_without_fingerprint_still_resumes(tmp_path):
 def test_describe_is_by_value_not_by_address():
     assert ckpt.describe(optax.adam(0.05)) == ckpt.describe(optax.adam(0.05)) != ckpt.describe(optax.adam(0.06))
     assert "0x" not in ckpt.describe(PROBLEM) and "0x" not in ckpt.describe(EST)
+
+
+def test_a_checkpoint_of_another_format_version_is_refused_with_what_to_do(tmp_path):
+    """Format version 1 (before the cost record was stored as a tree) cannot be resumed: the error
+    says which version, and to resume with the release that wrote it or start afresh."""
+    go(tmp_path, 2)
+    arrays = dict(np.load(ckpt.path(tmp_path)))
+    meta = json.loads(arrays["__meta__"].tobytes().decode())
+    meta["version"] = 1
+    arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(ckpt.path(tmp_path), **arrays)
+    with pytest.raises(ckpt.CheckpointError, match="format version 1.*release that wrote it"):
+        go(tmp_path, 4, resume=True)

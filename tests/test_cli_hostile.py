@@ -76,34 +76,41 @@ def test_constructors_accept_or_raise_value_error(case, v):
 
 
 SAMPLER = lambda key: jax.random.normal(key, (2,))
-RUN_ARGS = dict(key=jax.random.PRNGKey(0), budget=Budget(steps=1), meta_batch=2, log_every=1, eval_fn=None,
-                eval_every=None, checkpoint_dir=None, checkpoint_every=None, resume=False, on_nonfinite="raise",
-                devices=None, progress=None)
-RUN_CASES = {
-    "meta_batch": lambda v: integer(v) and v >= 1 and v % 1 == 0,
-    "log_every": lambda v: integer(v) and v >= 1,
-    "eval_every": lambda v: v is None or integer(v) and v >= 1,
-    "checkpoint_every": lambda v: v is None,  # without checkpoint_dir only None is valid
-    "on_nonfinite": lambda v: v in ("raise", "skip"),
-    "devices": lambda v: v is None or integer(v) and 1 <= v <= len(jax.devices()) and 2 % v == 0,
-    "resume": lambda v: v is False,  # True needs checkpoint_dir
-    "key": lambda v: False,
-    "budget": lambda v: False,
-    "eval_fn": lambda v: v is None,
-    "progress": lambda v: v is None,
+positive = lambda v: v is None or in_interval(v, 0, math.inf, lo_open=True)
+OPTION_CASES = {  # each option value checks itself when built (outer.run takes them ready-made)
+    "Options.meta_batch": (lambda v: outer.Options(meta_batch=v), lambda v: integer(v) and v >= 1, "meta_batch"),
+    "Options.on_nonfinite": (lambda v: outer.Options(on_nonfinite=v), lambda v: v in ("raise", "skip"),
+                             "on_nonfinite"),
+    "Options.devices": (lambda v: outer.Options(meta_batch=2, devices=v),
+                        lambda v: v is None or integer(v) and 1 <= v <= len(jax.devices()) and 2 % v == 0, "devices"),
+    "Progress.log_every": (lambda v: outer.Progress(log_every=v), lambda v: integer(v) and v >= 1, "log_every"),
+    "Progress.losses": (lambda v: outer.Progress(losses=v), lambda v: isinstance(v, bool), "losses"),
+    "Progress.bar": (lambda v: outer.Progress(bar=v), lambda v: v is None or callable(v), "bar"),
+    "Evaluation.fn": (lambda v: outer.Evaluation(v), lambda v: v is None or callable(v), "fn"),
+    "Evaluation.every": (lambda v: outer.Evaluation(every=v), lambda v: v is None or integer(v) and v >= 1, "every"),
+    "Evaluation.every_calls": (lambda v: outer.Evaluation(every_calls=v), positive, "every_calls"),
+    "Checkpointing.every": (lambda v: outer.Checkpointing("x", every=v), lambda v: v is None or integer(v) and v >= 1,
+                            "every"),
+    "Checkpointing.resume": (lambda v: outer.Checkpointing("x", resume=v), lambda v: isinstance(v, bool), "resume"),
+    "Checkpointing.directory": (lambda v: outer.Checkpointing(v), lambda v: isinstance(v, str), "directory"),
 }
 
 
-@pytest.mark.parametrize("name", sorted(RUN_CASES))
+@pytest.mark.parametrize("case", sorted(OPTION_CASES))
 @settings(max_examples=N, deadline=None)
 @given(v=st.one_of(hostile, st.sampled_from(["raise", "skip"])))
-def test_run_arguments_accept_or_raise_value_error(name, v):
-    args = dict(RUN_ARGS, **{name: v})
-    if RUN_CASES[name](v):
-        outer.validate(PROBLEM, ablo.FOM(), optax.sgd(0.1), SAMPLER, **args)
-    else:  # run() itself, which must refuse before compiling anything
-        with pytest.raises(ValueError, match=name if name != "checkpoint_every" else "checkpoint"):
-            outer.run(PROBLEM, ablo.FOM(), optax.sgd(0.1), jnp.zeros(2), SAMPLER, **args)
+def test_run_options_accept_or_raise_value_error(case, v):
+    fn, valid, name = OPTION_CASES[case]
+    accepts_or_value_error(fn, v, valid(v), name)
+
+
+@pytest.mark.parametrize("name", ["key", "budget", "options"])
+@settings(max_examples=N, deadline=None)
+@given(v=hostile)
+def test_run_refuses_a_hostile_key_budget_or_options_before_compiling(name, v):
+    args = dict(dict(key=jax.random.PRNGKey(0), budget=Budget(steps=1), options=outer.Options()), **{name: v})
+    with pytest.raises(ValueError, match=name):
+        outer.run(PROBLEM, ablo.FOM(), optax.sgd(0.1), jnp.zeros(2), SAMPLER, **args)
 
 
 # --- the command line ----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 from ablo import cli
 from ablo.data import fetch as fetch_mod
 from ablo.experiments import Experiment, execute, get
-from ablo.experiments.config import ConfigError, ExperimentConfig, option
+from ablo.config import ConfigError, ExperimentConfig, option
 from test_cli import call
 
 #: experiment -> the dataset its data_dir is for.

@@ -9,7 +9,7 @@ import pytest
 
 import ablo
 from ablo import checkpoint as ckpt
-from ablo.outer import Budget, Diverged, run
+from ablo.outer import Budget, Checkpointing, Diverged, Options, run
 
 # Inner GD on the quartic φ⁴/4 with φ_0 = θ diverges once |θ| is large (φ ← φ − αφ³); the outer
 # loss pulls φ_r towards 50, so outer SGD walks θ into the diverging region within a few steps.
@@ -29,7 +29,7 @@ def go(steps, **kw):
 
 def test_divergence_names_step_method_cause_and_keeps_the_last_good_checkpoint(tmp_path):
     with pytest.raises(Diverged) as info:
-        go(50, checkpoint_dir=tmp_path, checkpoint_every=1)
+        go(50, options=Options(checkpoint=Checkpointing(tmp_path, every=1)))
     e = info.value
     assert isinstance(e, ablo.NonFiniteHypergradient)
     assert 1 < e.step < 50 and e.method == "fom"
@@ -53,7 +53,7 @@ def test_skip_mode_counts_and_keeps_the_last_good_theta():
     with pytest.raises(Diverged) as info:
         go(steps)
     bad = info.value.step
-    res = go(steps, on_nonfinite="skip")
+    res = go(steps, options=Options(on_nonfinite="skip"))
     assert res.steps == steps and res.skipped == steps - (bad - 1)
     assert np.array_equal(res.theta, go(bad - 1).theta)
     assert [e["skipped"] for e in res.log] == [max(0, k + 1 - (bad - 1)) for k in range(steps)]

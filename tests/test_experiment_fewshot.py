@@ -13,7 +13,7 @@ from ablo import estimators
 from ablo import cli
 from ablo.experiments import _paper
 from ablo.experiments import fewshot as fs
-from ablo.experiments.config import ConfigError, build
+from ablo.config import ConfigError, build
 from ablo.models import convnet_init
 
 

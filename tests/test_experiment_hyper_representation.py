@@ -13,7 +13,7 @@ from ablo.experiments import execute, get
 from ablo.experiments import hyper_representation as hr
 from ablo.problems.hyper_representation import synthetic_omniglot
 from ablo.problems.hyper_representation import episode_sampler
-from ablo.experiments.config import ConfigError, build
+from ablo.config import ConfigError, build
 from _shared_data import SHARED_DATA
 
 REAL = SHARED_DATA / "omniglot" if (SHARED_DATA / "omniglot" / "images_background.npz").is_file() else None

@@ -18,7 +18,7 @@ from ablo import checkpoint as ckpt
 from ablo import outer
 from ablo.experiments import _paper, get
 from ablo.experiments import hypercleaning as hc
-from ablo.experiments.config import ConfigError, build
+from ablo.config import ConfigError, build
 from ablo.models import linear_init
 from ablo.problems.hypercleaning import f1_corrupted, make_problem
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from ablo.experiments import get
-from ablo.experiments.config import ConfigError
+from ablo.config import ConfigError
 from ablo.problems.newsgroups import synthetic_corpus
 from _cli_run import ablo, one_error_line
 

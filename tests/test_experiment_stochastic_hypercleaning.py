@@ -14,7 +14,7 @@ import pytest
 from ablo import estimators
 from ablo.estimators import StocBiO
 from ablo.experiments import get
-from ablo.experiments.config import ConfigError
+from ablo.config import ConfigError
 from ablo.experiments._wallclock import outer_step_size
 from ablo.problems.stochastic_hypercleaning import corrupt, make_problem, unit_rows
 from ablo.models import linear_init

@@ -16,7 +16,7 @@ from ablo.estimators import Reverse
 from ablo.experiments import execute, get
 from ablo.experiments import task_interaction as ti
 from ablo.problems.task_interaction import regulariser
-from ablo.experiments.config import ConfigError, build
+from ablo.config import ConfigError, build
 
 V, D, N = 4, 6, 12  # classes, features, examples per set
 
@@ -95,7 +95,7 @@ def test_tiny_run_writes_every_file(tiny_run):
         assert (out / name).stat().st_size > 0, name
     assert "SMOKE RUN" in (out / "results.md").read_text() and "GENERATED" in (out / "results.md").read_text()
     rows = json.loads((out / "summary.json").read_text())["results"]
-    assert [(r["method"], r["trial"]) for r in rows] == [(m, t) for m in cfg.methods for t in range(cfg.trials)]
+    assert [(r["method"], r["trial"]) for r in rows] == [(m, t) for t in range(cfg.trials) for m in cfg.methods]  # the driver: cases outer
     for r in rows:
         # FOM's estimate is exactly 0 here (W_0 and the validation loss do not depend on θ): it stops after
         # outer.SATURATED_STEPS steps, saying so; the others run every step

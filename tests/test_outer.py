@@ -11,7 +11,7 @@ import pytest
 
 import ablo
 from ablo import outer
-from ablo.outer import Budget, run
+from ablo.outer import Budget, Checkpointing, Evaluation, Options, Progress, run
 
 R = 4
 
@@ -36,8 +36,8 @@ def test_outer_loop_decreases_the_objective():
     eval_tasks = jax.vmap(sampler)(jax.random.split(jax.random.PRNGKey(9), 64))
     objective = lambda th: float(jnp.mean(jax.vmap(PROBLEM.objective, (None, 0))(th, eval_tasks)))
     theta0 = jnp.zeros(2)
-    res = run(PROBLEM, ablo.Reverse(), OPT, theta0, sampler, key=KEY, budget=Budget(steps=30), meta_batch=4,
-              log_every=10, eval_fn=lambda th: {"objective": objective(th)}, eval_every=10)
+    res = run(PROBLEM, ablo.Reverse(), OPT, theta0, sampler, key=KEY, budget=Budget(steps=30),
+              options=Options(4, Evaluation(lambda th: {"objective": objective(th)}, every=10), progress=Progress(10)))
     assert objective(res.theta) < 0.2 * objective(theta0)
     assert [e["step"] for e in res.log] == [10, 20, 30]
     assert all(e["objective"] < 0.2 * objective(theta0) for e in res.log)
@@ -61,13 +61,14 @@ def test_one_compilation_for_the_whole_run():
 
 def test_step_budget_and_call_count():
     m = 3
-    res = run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(steps=7), meta_batch=m)
+    res = run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(steps=7), options=Options(m))
     per_step = m * (R + 2)  # FOM: r + 1 gradient evaluations and one JVP of V per task
     assert res.steps == 7 and len(res.log) == 7
     assert res.function_calls == 7 * per_step
     assert [e["function_calls"] for e in res.log] == [per_step * (k + 1) for k in range(7)]
     # the whole Cost record, summed over the run (states: the most held at once)
-    assert res.cost == {"grad_evals": 7 * m * (R + 1), "hvps": 0, "jvps": 7 * m, "states": m, "samples": 0}
+    assert res.cost == {"grad_evals": 7 * m * (R + 1), "hvps": 0, "jvps": 7 * m, "states": m, "samples": 0,
+                        "function_calls": 7 * per_step}
     assert res.stopped == ""
 
 
@@ -94,7 +95,7 @@ def test_a_run_whose_hypergradient_stays_exactly_zero_stops_and_says_so():
 def test_call_budget_stops_at_the_first_step_reaching_it(q):
     budget = 500.0
     res = run(PROBLEM, ablo.UFOM(q=q), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(function_calls=budget),
-              meta_batch=2)
+              options=Options(2))
     calls = [e["function_calls"] for e in res.log]
     diffs = [b - a for a, b in zip([0.0] + calls, calls)]
     assert res.function_calls == calls[-1] == math.fsum(diffs)
@@ -114,7 +115,7 @@ def test_seconds_budget_stops_after_one_step():
 
 def test_same_key_same_run_other_key_other_run():
     go = lambda key: run(PROBLEM, ablo.UFOM(q=0.5), OPT, jnp.zeros(2), sampler, key=key, budget=Budget(steps=5),
-                         meta_batch=2)
+                         options=Options(2))
     a, b, c = go(KEY), go(KEY), go(jax.random.PRNGKey(1))
     assert jnp.array_equal(a.theta, b.theta) and not jnp.array_equal(a.theta, c.theta)
 
@@ -128,30 +129,52 @@ def test_progress_is_advanced_once_per_step():
         seen.append((description, total))
         yield lambda n=1: seen.append(n)
 
-    run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(steps=3), progress=progress)
+    run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(steps=3),
+        options=Options(progress=Progress(bar=progress)))
     assert seen == [("fom", 3), 0, 1, 1, 1]
     seen.clear()
-    run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(steps=1), progress=progress,
-        label="fom seed 3")
+    run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(steps=1),
+        options=Options(progress=Progress(bar=progress, label="fom seed 3")))
     assert seen == [("fom seed 3", 1), 0, 1]
 
 
 @pytest.mark.parametrize("kwargs, match", [
     (dict(budget=Budget()), "unbounded"),
-    (dict(meta_batch=0), "meta_batch"),
-    (dict(log_every=2.5), "log_every"),
-    (dict(resume=True), "checkpoint_dir"),
-    (dict(checkpoint_dir="x", resume="yes"), "resume"),
-    (dict(on_nonfinite="ignore"), "on_nonfinite"),
+    (dict(budget=dict(steps=3)), "budget must be an ablo.Budget"),
     (dict(key=0), "key"),
     (dict(key=jnp.zeros(3)), "key"),
-    (dict(devices=64), "devices"),
-    (dict(eval_fn=3), "eval_fn"),
+    (dict(options=dict(meta_batch=2)), "options must be an ablo.outer.Options"),
 ])
 def test_bad_arguments_are_value_errors(kwargs, match):
     args = dict(key=KEY, budget=Budget(steps=1)) | kwargs
     with pytest.raises(ValueError, match=match):
         run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, **args)
+
+
+@pytest.mark.parametrize("build, match", [
+    (lambda: Options(meta_batch=0), "Options.meta_batch"),
+    (lambda: Options(on_nonfinite="ignore"), "Options.on_nonfinite"),
+    (lambda: Options(devices=64), "devices"),
+    (lambda: Options(evaluation=dict(every=2)), "Options.evaluation"),
+    (lambda: Options(checkpoint="x"), "Options.checkpoint"),
+    (lambda: Progress(log_every=2.5), "Progress.log_every"),
+    (lambda: Progress(losses="no"), "Progress.losses"),
+    (lambda: Progress(bar=3), "Progress.bar"),
+    (lambda: Evaluation(3), "Evaluation.fn"),
+    (lambda: Evaluation(every=0), "Evaluation.every"),
+    (lambda: Evaluation(every=2, every_calls=10.0), "not both"),
+    (lambda: Checkpointing(3), "Checkpointing.directory"),
+    (lambda: Checkpointing("x", resume="yes"), "Checkpointing.resume"),
+    (lambda: Checkpointing("x", every=-1), "Checkpointing.every"),
+])
+def test_option_values_check_themselves_when_built(build, match):
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_run_takes_at_most_eight_parameters():
+    import inspect
+    assert len(inspect.signature(run).parameters) <= 8
 
 
 def test_bad_positional_arguments_are_value_errors():
@@ -185,7 +208,9 @@ def test_losses_can_be_left_out_of_the_log_and_seconds_exclude_evaluation(monkey
     p = ablo.BilevelProblem(quad, lambda th, ph, t: jnp.sum(ph ** 2), ablo.gd(0.1), 3,
                             init=lambda th, t: jnp.zeros(2))
     res = outer.run(p, ablo.FOM(), optax.sgd(0.1), jnp.zeros(2), lambda k: jnp.ones(2), key=jax.random.PRNGKey(0),
-                    budget=outer.Budget(steps=4), eval_fn=eval_fn, eval_every=1, log_losses=False)
+                    budget=outer.Budget(steps=4),
+                    options=outer.Options(evaluation=outer.Evaluation(eval_fn, every=1),
+                                          progress=outer.Progress(losses=False)))
     assert all(e["outer_loss"] is None and e["inner_loss"] is None for e in res.log)
     assert [e["seconds"] for e in res.log] == [1.0, 2.0, 3.0, 4.0]  # one clock tick per step, evals excluded
     assert res.seconds == 4.0
@@ -200,14 +225,17 @@ def test_ctrl_c_checkpoints_the_last_completed_step_and_resume_continues_exactly
             raise KeyboardInterrupt
         return {"m": 1.0}
 
-    kw = dict(key=KEY, budget=Budget(steps=6), eval_every=1)
+    kw = dict(key=KEY, budget=Budget(steps=6))
     with pytest.raises(Interrupted) as info:
-        run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, checkpoint_dir=tmp_path, eval_fn=interrupting, **kw)
+        run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, **kw,
+            options=Options(evaluation=Evaluation(interrupting, every=1), checkpoint=Checkpointing(tmp_path)))
     assert info.value.step == 3 and ckpt.info(tmp_path)["step"] == 3
     started = []
-    resumed = run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, checkpoint_dir=tmp_path, resume=True,
-                  on_resume=started.append, eval_fn=lambda th: {"m": 1.0}, **kw)
-    whole = run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, eval_fn=lambda th: {"m": 1.0}, **kw)
+    metric = Evaluation(lambda th: {"m": 1.0}, every=1)
+    resumed = run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, **kw,
+                  options=Options(evaluation=metric, checkpoint=Checkpointing(tmp_path, resume=True,
+                                                                                on_resume=started.append)))
+    whole = run(PROBLEM, ablo.FOM(), OPT, jnp.zeros(2), sampler, **kw, options=Options(evaluation=metric))
     assert started == [3]
     np.testing.assert_array_equal(resumed.theta, whole.theta)
 
@@ -225,3 +253,36 @@ def test_pure_step_under_vmap_runs_many_seeds_at_once():
                                                                             sampler(KEY)))
         np.testing.assert_allclose(final.theta[i], one.theta, rtol=1e-12)
     assert m["theta"].shape == (3, 4, 2) and not bool(m["nonfinite"].any())
+
+
+def test_the_run_total_is_exact_past_float32_integers():
+    """The one call counter is a compensated float32 sum: 2^24 + 1000 unit steps is 2^24 + 1000,
+    where a plain float32 running sum stays at 2^24 (2^24 + 1 rounds back to it)."""
+    from ablo import cost
+    step = cost.cost(grad_evals=1.0, hvps=0.1, states=3.0)
+
+    @jax.jit
+    def total_after(n_start):
+        def body(carry, _):
+            return cost.accumulate(*carry, step), None
+        (total, _), _ = jax.lax.scan(body, (cost.cost(grad_evals=n_start), cost.zero()), None, length=1000)
+        plain = jax.lax.fori_loop(0, 1000, lambda i, t: t + jnp.float32(1.0), jnp.float32(n_start))
+        return total, plain
+
+    total, plain = total_after(2.0 ** 24)
+    assert float(total.grad_evals) == 2.0 ** 24 + 1000 and float(plain) == 2.0 ** 24
+    assert float(total.hvps) == pytest.approx(100.0, rel=1e-6) and float(total.states) == 3.0
+
+
+def test_the_whole_cost_record_is_carried_and_reported():
+    """RunResult.cost sums every Cost field of the steps (states: the most held at once), read from
+    the outer state: equal to the per-task costs that ablo.hypergradient reports."""
+    res = run(PROBLEM, ablo.Reverse(), OPT, jnp.zeros(2), sampler, key=KEY, budget=Budget(steps=3),
+              options=Options(2))
+    one = ablo.hypergradient(PROBLEM, ablo.Reverse(), jnp.zeros(2), sampler(KEY))[2]
+    assert res.cost == {"grad_evals": 6 * float(one.grad_evals), "hvps": 6 * float(one.hvps),
+                        "jvps": 6 * float(one.jvps), "states": 2 * float(one.states), "samples": 0.0,
+                        "function_calls": 6 * float(one.function_calls)}
+    assert res.function_calls == res.cost["function_calls"] == res.log[-1]["function_calls"]
+    assert set(res.record()) >= {"steps", "grad_evals", "hvps", "jvps", "states", "samples", "function_calls",
+                                 "seconds", "compile_seconds", "skipped", "stopped"}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 
 from ablo.atomic import atomic_write
-from ablo.experiments.config import ExperimentConfig, option
+from ablo.config import ExperimentConfig, option
 from ablo.runfolder import RunFolder, RunFolderError, data_fingerprint
 
 

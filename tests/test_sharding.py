@@ -15,13 +15,13 @@ import optax
 import pytest
 
 import ablo
-from ablo.outer import Budget, run
+from ablo.outer import Budget, Options, run
 
 SCRIPT = textwrap.dedent("""
     import json, re
     import jax, jax.numpy as jnp, numpy as np, optax, ablo
     from ablo import sharding
-    from ablo.outer import Budget, init, make_step, run
+    from ablo.outer import Budget, Options, init, make_step, run
 
     assert len(jax.devices()) == 2, jax.devices()
     def inner(th, phi, task): return 0.5 * jnp.sum(jax.nn.softplus(th["w"]) * (phi - task) ** 2)
@@ -33,8 +33,8 @@ SCRIPT = textwrap.dedent("""
     # vmap path, lax.map (random branch) path, and an estimator with its own batch rule and state
     # (Adaptive UFOM), which is left to the XLA SPMD partitioner
     for est in [ablo.FOM(), ablo.UFOM(q=0.5), ablo.estimators.get("adaptive-ufom")]:
-        a, b = (run(prob, est, opt, th0, sampler, key=jax.random.PRNGKey(0), budget=Budget(steps=4), meta_batch=4,
-                    devices=d) for d in (None, 2))
+        a, b = (run(prob, est, opt, th0, sampler, key=jax.random.PRNGKey(0), budget=Budget(steps=4),
+                    options=Options(4, devices=d)) for d in (None, 2))
         out[est.name] = {"single": jax.tree_util.tree_map(np.asarray, a.theta),
                          "sharded": jax.tree_util.tree_map(np.asarray, b.theta),
                          "calls": [a.function_calls, b.function_calls],
@@ -48,7 +48,8 @@ SCRIPT = textwrap.dedent("""
     errors = []
     for kw in [dict(devices=3), dict(devices=2, meta_batch=3), dict(devices=0)]:
         try:
-            run(prob, ablo.FOM(), opt, th0, sampler, key=jax.random.PRNGKey(0), budget=Budget(steps=1), **kw)
+            run(prob, ablo.FOM(), opt, th0, sampler, key=jax.random.PRNGKey(0), budget=Budget(steps=1),
+                options=Options(**kw))
         except ValueError as e:
             errors.append(str(e))
     out["errors"] = errors
@@ -93,5 +94,5 @@ def test_one_device_is_the_plain_run():
     sampler = lambda k: jax.random.normal(k, (2,))
     opt = optax.sgd(0.1)
     a, b = (run(prob, ablo.FOM(), opt, jnp.ones(2), sampler, key=jax.random.PRNGKey(0), budget=Budget(steps=2),
-                devices=d) for d in (None, 1))
+                options=Options(devices=d)) for d in (None, 1))
     assert jnp.array_equal(a.theta, b.theta)

@@ -8,7 +8,7 @@ import pytest
 
 from ablo.estimators import Reverse, Truncated
 from ablo.experiments import toy2d
-from ablo.experiments.config import ConfigError, build
+from ablo.config import ConfigError, build
 
 
 def cfg(**kw):
@@ -102,7 +102,7 @@ def test_a_tiny_run_parses_each_method_spec_once(tmp_path, monkeypatch):
     from _cli_run import ablo as cli
 
     from ablo import estimators
-    from ablo.experiments import config as config_mod
+    from ablo import config as config_mod
 
     parsed, parse = Counter(), estimators.parse
     monkeypatch.setattr(estimators, "parse", lambda spec: parsed.update([spec]) or parse(spec))

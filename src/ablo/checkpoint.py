@@ -4,13 +4,16 @@ One file, ``<dir>/checkpoint.npz``, replaced atomically (temp file + rename,
 :func:`ablo.atomic.atomic_write`), so a kill leaves either the previous checkpoint or the new
 one, never a truncated file. It is a plain NumPy ``.npz`` (no pickle):
 
-* ``theta/<i>``, ``opt_state/<i>``, ``estimator_state/<i>``: the leaves of each pytree;
+* ``theta/<i>``, ``opt_state/<i>``, ``estimator_state/<i>``, ``cost/<i>``, ``cost_residual/<i>``:
+  the leaves of each pytree (``cost`` is the run's :class:`~ablo.cost.Cost` so far, the one call
+  counter, and ``cost_residual`` the low-order part of its compensated sum);
 * ``key``: the run's PRNG key data (step k draws its tasks from ``fold_in(key, k)``);
 * ``__meta__``: UTF-8 JSON with the format name and version, each tree's structure
-  (``str(treedef)``), leaf count, shapes and dtypes, the step, the cumulative function calls,
-  seconds and skipped steps, the log so far, the run's :func:`fingerprint` (the estimator,
-  problem and optimizer it was written for) and its Cost record so far (both absent in
-  checkpoints of older versions).
+  (``str(treedef)``), leaf count, shapes and dtypes, the step, the cumulative function calls
+  (read from ``cost``, for :func:`info`), seconds and skipped steps, the log so far and the
+  run's :func:`fingerprint` (the estimator, problem and optimizer it was written for).
+
+Version 1 files (before the cost record was a tree) are refused with a message that says so.
 
 Pytrees are rebuilt on the structure of the resuming run's own trees, after checking that the
 stored structure, shapes and dtypes are the same; any mismatch, or an unreadable file, raises
@@ -33,11 +36,12 @@ import jax
 import numpy as np
 
 from .atomic import atomic_write
+from .cost import Cost, zero
 
 FORMAT = "ablo-checkpoint"
-VERSION = 1
+VERSION = 2
 FILENAME = "checkpoint.npz"
-TREES = ("theta", "opt_state", "estimator_state")
+TREES = ("theta", "opt_state", "estimator_state", "cost", "cost_residual")
 
 
 class CheckpointError(ValueError):
@@ -46,21 +50,27 @@ class CheckpointError(ValueError):
 
 @dataclass
 class Snapshot:
-    """The state of an outer run after ``step`` completed steps."""
+    """The state of an outer run after ``step`` completed steps; ``cost`` is its
+    :class:`~ablo.cost.Cost` so far (``function_calls`` reads it) and ``cost_residual`` the
+    low-order part of that compensated sum (:func:`ablo.cost.accumulate`)."""
 
     theta: Any
     opt_state: Any
     estimator_state: Any
     key: Any
     step: int = 0
-    function_calls: float = 0.0
     seconds: float = 0.0
     skipped: int = 0
     log: List[dict] = field(default_factory=list)
     fingerprint: Optional[dict] = None
-    cost: Optional[dict] = field(default_factory=lambda: dict.fromkeys(("grad_evals", "hvps", "jvps", "states",
-                                                                         "samples"), 0.0))
+    cost: Cost = field(default_factory=zero)
+    cost_residual: Cost = field(default_factory=zero)
     stopped: str = ""
+
+    @property
+    def function_calls(self) -> float:
+        """Function calls so far (``cost.function_calls``)."""
+        return float(self.cost.function_calls)
 
 
 def describe(obj, seen=None) -> str:
@@ -129,8 +139,6 @@ def save(directory, snap: Snapshot) -> Path:
             "skipped": int(snap.skipped), "log": snap.log}
     if snap.fingerprint is not None:
         meta["fingerprint"] = snap.fingerprint
-    if snap.cost is not None:
-        meta["cost"] = snap.cost
     arrays["__meta__"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -146,8 +154,12 @@ def _read(p: Path):
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, UnicodeDecodeError) as e:
         raise CheckpointError(f"checkpoint {p} is corrupt or truncated ({type(e).__name__}: {e}); "
                               "delete it to start the run afresh") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise CheckpointError(f"checkpoint {p} is not an {FORMAT} file of version {VERSION}")
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {p} is not an {FORMAT} file")
+    if meta.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {p} is of format version {meta.get('version')}, written by another ablo "
+                              f"release (this one reads version {VERSION}); resume it with the release that wrote it, "
+                              "or delete it to start the run afresh")
     return arrays, meta
 
 
@@ -179,8 +191,8 @@ def load(directory, like: Snapshot) -> Optional[Snapshot]:
                     "estimator and optimizer, or use another checkpoint directory")
             trees[name] = jax.tree_util.tree_unflatten(treedef, [arrays[f"{name}/{i}"] for i in range(len(leaves))])
         return Snapshot(trees["theta"], trees["opt_state"], trees["estimator_state"], arrays["key"],
-                        int(meta["step"]), float(meta["function_calls"]), float(meta["seconds"]),
-                        int(meta["skipped"]), list(meta["log"]), meta.get("fingerprint"), meta.get("cost"))
+                        int(meta["step"]), float(meta["seconds"]), int(meta["skipped"]), list(meta["log"]),
+                        meta.get("fingerprint"), trees["cost"], trees["cost_residual"])
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, CheckpointError):
             raise

@@ -6,7 +6,7 @@
 ``--seed(s)``, ``--data-dir``, ``--budget-calls``, ``--steps`` = outer steps, ``--resume``,
 ``--devices``), each given at most once. SIGTERM, like Ctrl-C, saves a checkpoint and prints
 the command that resumes. Without ``--data-dir`` a run reads its dataset from the ``ablo data fetch`` cache
-when it has been fetched there (:func:`ablo.experiments.config.build`; ``--data-dir none`` refuses
+when it has been fetched there (:func:`ablo.config.build`; ``--data-dir none`` refuses
 it). User errors (:func:`user_errors`: names, values, files, folders) end in one line on stderr
 and exit code 2; anything else is a bug and keeps its traceback.
 """
@@ -111,7 +111,7 @@ def build_config(exp, methods, seed, seeds, data_dir, budget_calls, steps, sets,
     defaults data_dir to the fetched dataset)."""
     import dataclasses
 
-    from .experiments.config import parse_value
+    from .config import parse_value
 
     keys = {f.name for f in dataclasses.fields(exp.config)}
     overrides = parse_overrides(sets, extra)
@@ -379,7 +379,7 @@ def run(ctx: typer.Context,
     `ablo run EXPERIMENT --help` (or `ablo config EXPERIMENT`) lists its keys with their types,
     ranges and help. SIGTERM (a scheduler's stop, `timeout`) and Ctrl-C both save a checkpoint
     and print the command that resumes."""
-    from .experiments.config import cached_data_dir
+    from .config import cached_data_dir
 
     exp = experiment_named(experiment)
     cfg = build_config(exp, method, seed, seeds, data_dir, budget_calls, steps, set_ or [], list(ctx.args), tiny,
@@ -614,7 +614,7 @@ def user_errors() -> tuple:
     from .api import NonFiniteHypergradient
     from .checkpoint import CheckpointError
     from .curvature import StepSizeError
-    from .experiments.config import ConfigError
+    from .config import ConfigError
 
     return UserError, ConfigError, StepSizeError, CheckpointError, NonFiniteHypergradient, OSError
 

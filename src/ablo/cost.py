@@ -100,3 +100,27 @@ def is_nonfinite(tree) -> jax.Array:
     """True when any leaf of ``tree`` holds NaN or ±inf."""
     leaves = [jnp.logical_not(jnp.all(jnp.isfinite(x))) for x in jax.tree_util.tree_leaves(tree)]
     return jnp.any(jnp.stack(leaves)) if leaves else jnp.asarray(False)
+
+
+def zero() -> Cost:
+    """The cost of nothing: the start of a running total."""
+    return cost()
+
+
+def accumulate(total: Cost, residual: Cost, step: Cost) -> tuple:
+    """``(total + step, residual)`` by compensated (Kahan) summation of the counts, so that a
+    running total carried in float32 through a long run stays exact to float32 rounding of the
+    whole sum, not of each addition (plain float32 sums of integer counts stop being exact past
+    2²⁴ ≈ 16.8 million). ``residual`` carries the low-order part lost so far (start from
+    :func:`zero`); ``states`` is the max and ``nonfinite`` the or, as in ``total + step``."""
+    def kahan(t, c, x):
+        y = x - c
+        s = t + y
+        return s, (s - t) - y
+
+    sums = [kahan(t, c, x) for t, c, x in zip(total[:3], residual[:3], step[:3])]
+    samples = kahan(total.samples, residual.samples, step.samples)
+    new_total = Cost(*(s for s, _ in sums), jnp.maximum(total.states, step.states), samples[0],
+                     jnp.logical_or(total.nonfinite, step.nonfinite))
+    new_residual = Cost(*(c for _, c in sums), residual.states, samples[1], residual.nonfinite)
+    return new_total, new_residual

@@ -48,6 +48,25 @@ def read_summary(path) -> dict:
         raise ValueError(f"{path} is not valid JSON ({e})") from None
 
 
+def by_method(rows: Sequence[Mapping], metrics: Sequence[str], spread: Sequence[str] = ()) -> list:
+    """One table row per method (in the order of ``rows``): ``seeds`` (the rows it has), the mean of
+    each of ``metrics`` over them (None when no row has it; NaN stays NaN, visibly) and, for those in
+    ``spread`` with more than one value, ``<metric>_std``, the sample standard deviation (ddof = 1)."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault(r["method"], []).append(r)
+    table = []
+    for method, rs in groups.items():
+        t = {"method": method, "seeds": len(rs)}
+        for k in metrics:
+            v = [r[k] for r in rs if r.get(k) is not None]
+            t[k] = float(sum(v) / len(v)) if v else None
+            if k in spread and len(v) > 1:
+                t[k + "_std"] = math.sqrt(sum((x - t[k]) ** 2 for x in v) / (len(v) - 1))
+        table.append(t)
+    return table
+
+
 def write_csv(path, rows: Iterable[Mapping]) -> Path:
     """Write ``rows`` (dicts) as CSV, atomically: the columns are the union of the rows' keys in
     first-seen order, a missing key an empty cell, arrays as lists, non-finite floats empty."""

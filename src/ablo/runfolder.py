@@ -158,7 +158,7 @@ def version_change(folder) -> str:
 
 class RunFolder:
     """Context manager that claims ``out`` for a run of ``experiment`` with ``config`` (an
-    :class:`~ablo.experiments.config.ExperimentConfig`) reading ``data_dir`` (or None) through the
+    :class:`~ablo.config.ExperimentConfig`) reading ``data_dir`` (or None) through the
     loader of ``config.DATASET``."""
 
     def __init__(self, out, experiment: str, config, data_dir=None, *, resume: bool = False,

@@ -1,13 +1,15 @@
 """Experiments by name: spec → typed config → problem → estimator → outer loop → results.
 
 Each module in this package registers an :class:`Experiment` on import: its name, its config
-class (a frozen :class:`~ablo.experiments.config.ExperimentConfig` whose fields declare type,
+class (a frozen :class:`~ablo.config.ExperimentConfig` whose fields declare type,
 range and help), ``tiny`` (overrides for a seconds-long smoke run, used by the tests) and
 ``run(config, ctx) -> Result``. ``run`` builds its problems from the config, estimators from
 the config's specs (:func:`ablo.estimators.parse`), trains with :mod:`ablo.outer` (``run``, or
 ``make_step`` under ``lax.scan``/``vmap``), draws its figures with :mod:`.plots` and ends with
 :meth:`RunContext.finish`, which writes summary.json, the CSV files and results.md once and
-returns the :class:`Result` in memory.
+returns the :class:`Result` in memory. :meth:`RunContext.sweep` is the seeds × methods loop with
+its one row schema, :meth:`RunContext.train` one run of the outer loop, and
+:func:`ablo.results.by_method` the per-method table of results.md.
 
 :func:`execute` is the one way to run an experiment (the CLI uses it): it claims the out folder
 (:class:`~ablo.runfolder.RunFolder`: manifest, lock, no mixing or silent replacing) and hands
@@ -17,6 +19,7 @@ returns the :class:`Result` in memory.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import pkgutil
 from collections.abc import Mapping as MappingABC
@@ -27,7 +30,7 @@ from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 from .. import outer
 from ..results import jsonable, write_csv, write_markdown, write_summary
 from ..runfolder import RunFolder, checkpoint_dir
-from .config import ExperimentConfig, build
+from ..config import ExperimentConfig, build, estimator
 
 
 @contextlib.contextmanager
@@ -84,17 +87,36 @@ class RunContext:
     resume: bool = False
     note: Callable[[str], None] = lambda message: None
 
-    def train(self, label: str, problem, estimator, optimizer, theta0, sampler, **options):
-        """:func:`ablo.outer.run` of the run called ``label`` with this run's checkpoint folder, resume
-        flag and progress bar; notes where a resume starts and why a run stopped before its budget."""
+    def train(self, label: str, problem, estimator, optimizer, theta0, sampler, *, key, budget,
+              options: outer.Options = outer.Options(), checkpoint_every: Optional[int] = None):
+        """:func:`ablo.outer.run` of the run called ``label`` with this run's checkpoint folder (saved every
+        ``checkpoint_every`` steps and at the end), resume flag and progress bar; notes where a resume
+        starts and why a run stopped before its budget. ``RunResult.record()`` is the run's part of a row."""
         def resumed(step: int) -> None:
             self.note(f"{label}: resuming from outer step {step}" if step else f"{label}: no checkpoint, starting at step 0")
 
-        result = outer.run(problem, estimator, optimizer, theta0, sampler, checkpoint_dir=checkpoint_dir(self.out, label),
-                           resume=self.resume, progress=self.progress, label=label, on_resume=resumed, **options)
+        options = dataclasses.replace(
+            options, checkpoint=outer.Checkpointing(checkpoint_dir(self.out, label), checkpoint_every, self.resume, resumed),
+            progress=dataclasses.replace(options.progress, bar=self.progress, label=label))
+        result = outer.run(problem, estimator, optimizer, theta0, sampler, key=key, budget=budget, options=options)
         if result.stopped:
             self.note(result.stopped)
         return result
+
+    def sweep(self, cases: Sequence[Mapping], methods: Sequence[str], train: Callable) -> tuple:
+        """The loop every outer-loop experiment runs: for each case (``{"seed": s}``, or with more
+        identifiers such as ``{"p": 0.1, "seed": s}``) and each method spec, parsed once into an
+        estimator, ``train(case, spec, estimator) -> (row, curve)``. Returns (rows, curves): each row
+        ``{"method": spec, "estimator": name, **case, **row}``, each curve point ``{"method": spec,
+        **case, **point}``: one row schema for every experiment."""
+        estimators = {spec: estimator(spec) for spec in methods}
+        rows, curves = [], []
+        for case in cases:
+            for spec, est in estimators.items():
+                row, curve = train(case, spec, est)
+                rows.append({"method": spec, "estimator": est.name, **case, **row})
+                curves += [{"method": spec, **case, **point} for point in curve]
+        return rows, curves
 
     def finish(self, experiment: str, config: Mapping, rows: Sequence[Mapping], *, title: str,
                table: Optional[Sequence[Mapping]] = None, columns: Optional[Sequence[str]] = None, notes: str = "",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import option
+from ..config import option
 
 SMOKE_HELP = "a smoke run (--tiny sets it): results.md says that its numbers reproduce nothing"
 

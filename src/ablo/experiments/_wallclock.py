@@ -54,7 +54,8 @@ def wallclock_run(problem, estimator, optimizer, theta0, task, *, key, seconds: 
     curve = [{"step": 0, "seconds": 0.0, "function_calls": 0.0, **eval_fn(theta0, state0)}]
     budget = outer.Budget(seconds=seconds, steps=steps)
     result = ctx.train(label, problem, estimator, optimizer, theta0, lambda k: task, key=key, budget=budget,
-                       log_every=eval_every, eval_fn=eval_fn, eval_every=eval_every, log_losses=False)
+                       options=outer.Options(evaluation=outer.Evaluation(eval_fn, every=eval_every),
+                                             progress=outer.Progress(eval_every, losses=False)))
     names = [k for k in curve[0] if k not in ("step", "seconds", "function_calls")]
     curve += [{"step": e["step"], "seconds": e["seconds"], "function_calls": e["function_calls"],
                **{k: e[k] for k in names}, **{k: e[k] for k in SOLVER_REPORT if k in e}}
@@ -89,12 +90,10 @@ def protocol_note(cfg) -> str:
             "y_k^T on the test set.")
 
 
-def result_row(curve: list, result, **ident) -> dict:
-    """A results row: ``ident`` (method, seed, ...), the last evaluation's test loss and accuracy,
-    the run's steps, outer-step seconds, function calls and compile seconds, and for HOAG its
-    last tolerance ε_k (``tol``) and the outer steps whose CG hit the safety cap (``cg_cap_hits``)."""
+def result_row(curve: list, result) -> dict:
+    """A run's part of a results row: the last evaluation's test loss and accuracy, the run's
+    record (steps, Cost, seconds, ...) and for HOAG its last tolerance ε_k (``tol``) and the outer
+    steps whose CG hit the safety cap (``cg_cap_hits``)."""
     last = result.log[-1] if result.log else {}
-    return dict(**ident, test_loss=curve[-1]["test_loss"], test_acc=curve[-1]["test_acc"], steps=result.steps,
-                seconds=result.seconds, function_calls=result.function_calls, compile_seconds=result.compile_seconds,
-                **(result.cost or {}), stopped=result.stopped or None,
+    return dict(test_loss=curve[-1]["test_loss"], test_acc=curve[-1]["test_acc"], **result.record(),
                 **{k: last[k] for k in ("tol", "cg_cap_hits") if k in last})

@@ -18,7 +18,7 @@ from ..problems.counterexample import (check_alpha, counterexample_constants, de
 from ..results import figure_legend, save_figure
 from . import Experiment, Result, RunContext, register
 from ._notes import paired_note, seeds_note, smoke_note, smoke_option
-from .config import ConfigError, ExperimentConfig, estimator, option
+from ..config import ConfigError, ExperimentConfig, estimator, option
 from .plots import pyplot
 
 NAME = "counterexample"

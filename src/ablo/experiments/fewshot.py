@@ -19,9 +19,9 @@ from .. import outer
 from ..meta import Reptile
 from ..models import convnet_init
 from ..problems.fewshot import DIGITS_WAYS, load_splits, make_eval, make_problem, make_sampler, reptile_setup
-from ..results import number
+from ..results import by_method, number
 from ._paper import fewshot_figures_withheld, reference
-from .config import ConfigError, ExperimentConfig, estimator, option
+from ..config import ConfigError, ExperimentConfig, estimator, option
 from .plots import plot_curves
 
 NAME = "fewshot"
@@ -118,26 +118,24 @@ def run(config: Config, ctx: RunContext) -> Result:
     if any(estimator(spec).name == Reptile.name for spec in cfg.methods):  # its own problem and data
         reptile = reptile_setup(cfg, train_imgs, test_imgs)
         reptile["evaluate"] = make_eval(reptile["test_problem"], reptile["test_sampler"], chunk)
-    rows, curves = [], []
-    for seed in cfg.seeds:
-        theta0 = convnet_init(jax.random.PRNGKey(seed), cfg.ways, train_imgs.shape[-1], filters=cfg.filters,
-                              blocks=cfg.blocks)
-        for spec in cfg.methods:
-            est = estimator(spec)
-            setup = reptile if est.name == Reptile.name else maml_setup
-            evaluate = setup["evaluate"]
-            curve_eval = lambda th: evaluate(th, cfg.curve_tasks, jax.random.PRNGKey(7_000 + seed))
-            res = ctx.train(f"{spec} seed {seed}", setup["problem"], est, setup["tx"], theta0, setup["sampler"],
-                            key=jax.random.PRNGKey(seed),
-                            budget=budget, meta_batch=cfg.meta_batch, devices=cfg.devices, eval_fn=curve_eval,
-                            eval_every_calls=eval_calls, checkpoint_every=cfg.checkpoint_every)
-            final = evaluate(res.theta, cfg.eval_tasks, jax.random.PRNGKey(9_000 + seed))
-            qs = [e["q"] for e in res.log if e.get("q") is not None]
-            rows.append({"method": spec, "estimator": est.name, "seed": seed, **final, "steps": int(res.steps),
-                         "function_calls": float(res.function_calls), "seconds": float(res.seconds),
-                         "mean_q": float(np.mean(qs)) if qs else None, **(res.cost or {}),
-                         "stopped": res.stopped or None})
-            curves += [{"method": spec, "seed": seed, **e} for e in res.log if "test_acc" in e]
+    theta0 = {seed: convnet_init(jax.random.PRNGKey(seed), cfg.ways, train_imgs.shape[-1], filters=cfg.filters,
+                                 blocks=cfg.blocks) for seed in cfg.seeds}
+
+    def train(case, spec, est):
+        seed = case["seed"]
+        setup = reptile if est.name == Reptile.name else maml_setup
+        evaluate = setup["evaluate"]
+        curve_eval = lambda th: evaluate(th, cfg.curve_tasks, jax.random.PRNGKey(7_000 + seed))
+        res = ctx.train(f"{spec} seed {seed}", setup["problem"], est, setup["tx"], theta0[seed], setup["sampler"],
+                        key=jax.random.PRNGKey(seed), budget=budget, checkpoint_every=cfg.checkpoint_every,
+                        options=outer.Options(cfg.meta_batch, outer.Evaluation(curve_eval, every_calls=eval_calls),
+                                              devices=cfg.devices))
+        qs = [e["q"] for e in res.log if e.get("q") is not None]
+        row = {**evaluate(res.theta, cfg.eval_tasks, jax.random.PRNGKey(9_000 + seed)),
+               "mean_q": float(np.mean(qs)) if qs else None, **res.record()}
+        return row, [e for e in res.log if "test_acc" in e]
+
+    rows, curves = ctx.sweep([{"seed": seed} for seed in cfg.seeds], cfg.methods, train)
     summary_cfg = {**cfg.as_dict(), "dataset": dataset}
     plot_curves(curves, ctx.out / "curves.png", x="function_calls", ys=("test_acc",), order=list(cfg.methods),
                 chance={"test_acc": 100.0 / cfg.ways},
@@ -150,19 +148,10 @@ def run(config: Config, ctx: RunContext) -> Result:
 
 def _table(cfg: dict, rows: list) -> tuple:
     """(table rows, notes) of results.md: one row per method, means over seeds."""
-    groups: dict = {}
-    for r in rows:
-        groups.setdefault(r["method"], []).append(r)
-    table = []
-    for method, rs in groups.items():
-        acc = np.array([r["test_acc"] for r in rs])
-        qs = [r["mean_q"] for r in rs if r.get("mean_q") is not None]
-        table.append({"method": method, "seeds": len(rs), "test_acc": float(acc.mean()),
-                      "test_acc_ci95": float(np.mean([r["test_acc_ci95"] for r in rs])),
-                      "seed_std": float(acc.std(ddof=1)) if len(rs) > 1 else None,
-                      "function_calls": float(np.mean([r["function_calls"] for r in rs])),
-                      "seconds": float(np.mean([r["seconds"] for r in rs])),
-                      "mean_q": float(np.mean(qs)) if qs else None, **reference(NAME, cfg, rs[0])})
+    table = by_method(rows, ["test_acc", "test_acc_ci95", "function_calls", "seconds", "mean_q"], spread=("test_acc",))
+    for t in table:
+        t["seed_std"] = t.pop("test_acc_std", None)
+        t.update(reference(NAME, cfg, next(r for r in rows if r["method"] == t["method"])))
     d = cfg["dataset"]
     data = (f"Omniglot ({d['train_classes']} background characters for meta-training, {d['test_classes']} "
             "evaluation characters held out)" if d["name"] == "Omniglot" else
@@ -183,7 +172,7 @@ def _table(cfg: dict, rows: list) -> tuple:
         f"{cfg['eval_tasks']:,} held-out tasks with a 95% interval; chance is {number(100 / cfg['ways'])}%.",
         seeds_note(cfg), paper + (" 'recompute' is the paper's memory-efficient exact estimator." if "recompute" in ran
                                   else "")]
-    if len(cfg["seeds"]) > 1 and len(groups) > 1:
+    if len(cfg["seeds"]) > 1 and len(table) > 1:
         notes.append(paired_note(rows, "test_acc").strip())
     if Reptile.name in ran:
         notes.append(

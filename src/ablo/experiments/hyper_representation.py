@@ -19,7 +19,7 @@ from ..problems.hyper_representation import (BLOCKS, DRAWINGS, episode_sampler, 
                                              load_characters, make_evaluator, make_problem, mean_ci, split_characters)
 from ..results import natural_key
 from ._notes import seeds_note
-from .config import ConfigError, ExperimentConfig, estimator, option
+from ..config import ConfigError, ExperimentConfig, estimator, option
 from .plots import plot_curves
 
 NAME = "hyper-representation"
@@ -153,20 +153,18 @@ def run(cfg: Config, ctx: RunContext) -> Result:
         ev = evaluators[id(r.problem)]
         est = estimator(r.spec)
         curve = lambda theta: {"test_acc": mean_ci(ev["test"](theta, curve_keys))[0]}
-        every = (dict(eval_every=max(1, cfg.hyper_iterations // cfg.curve_points)) if r.part == "table4"
-                 else dict(eval_every_calls=cfg.budget_calls / cfg.curve_points))
+        every = (dict(every=max(1, cfg.hyper_iterations // cfg.curve_points)) if r.part == "table4"
+                 else dict(every_calls=cfg.budget_calls / cfg.curve_points))
         res = ctx.train(label, r.problem, est, tx, r.theta0, sample["train"], key=jax.random.PRNGKey(cfg.seed),
-                        budget=r.budget, meta_batch=cfg.meta_batch, eval_fn=curve, **every)
+                        budget=r.budget, options=outer.Options(cfg.meta_batch, outer.Evaluation(curve, **every)))
         acc, ci = mean_ci(ev["test"](res.theta, test_keys))
         rows.append({"part": r.part, "method": r.name, "spec": r.spec, "T": r.problem.steps,
-                     "K": getattr(est, "K", None), "hyper_iterations": res.steps,
-                     "function_calls": res.function_calls, "test_acc": acc, "test_acc_ci95": ci,
+                     "K": getattr(est, "K", None), "hyper_iterations": res.steps, "test_acc": acc, "test_acc_ci95": ci,
                      "val_acc": mean_ci(ev["val"](res.theta, val_keys))[0],
                      "sec_per_iter": res.seconds / max(res.steps, 1),
                      "memory_mb": (hypergradient_memory(r.problem, est, r.theta0,
                                                         sample["train"](jax.random.PRNGKey(0))) / 2 ** 20
-                                   if r.part == "table4" else None),
-                     "seconds": res.seconds, "compile_seconds": res.compile_seconds})
+                                   if r.part == "table4" else None), **res.record()})
         start = mean_ci(ev["test"](r.theta0, curve_keys))[0]
         curves.append({"part": r.part, "method": r.name, "hyper_iterations": 0, "function_calls": 0.0,
                        "test_acc": start})

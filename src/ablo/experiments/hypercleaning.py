@@ -17,10 +17,10 @@ from . import Experiment, Result, RunContext, register
 from .. import outer
 from ..problems.hypercleaning import (METRICS, TRUE_GRAD, init_model, make_data, make_eval, make_problem,
                                       outer_optimizer, step_size)
-from ..results import number
+from ..results import by_method, number
 from ._paper import hypercleaning_figures_withheld, reference
 from ._notes import paired_note, seeds_note, smoke_note, smoke_option
-from .config import ConfigError, ExperimentConfig, estimator, option
+from ..config import ConfigError, ExperimentConfig, estimator, option
 from .plots import plot_curves
 
 NAME = "hypercleaning"
@@ -169,25 +169,25 @@ def run(config: Config, ctx: RunContext) -> Result:
     cfg = config.resolved()
     budget = outer.Budget(steps=cfg.outer_steps, function_calls=cfg.budget_calls)
     seeds = {seed: prepare(cfg, seed) for seed in cfg.seeds}  # every step size checked before any training
-    rows, curves = [], []
-    for seed, s in seeds.items():
+    plain = {seed: make_eval(s["problem"], s["data"]) for seed, s in seeds.items()}  # the same for every method
+
+    def train(case, spec, est):
+        seed = case["seed"]
+        s, key = seeds[seed], jax.random.PRNGKey(seed)
         problem, task = s["problem"], s["data"]["task"]
         sampler = lambda key: jax.lax.optimization_barrier(task)  # |Ω_T| = 1; barrier: no constant folding
-        key = jax.random.PRNGKey(seed)
-        plain = make_eval(problem, s["data"])  # the same for every method when no h is compared
-        for spec in cfg.methods:
-            est = estimator(spec)
-            evaluate = make_eval(problem, s["data"], est, key) if cfg.track_true_grad else plain
-            optimizer, eta0 = outer_optimizer(cfg, problem, est, s["theta0"], task, key)
-            res = ctx.train(f"{spec} seed {seed}", problem, est, optimizer, s["theta0"], sampler, key=key,
-                            budget=budget, eval_fn=evaluate, eval_every=cfg.eval_every,
-                            checkpoint_every=cfg.eval_every, log_losses=False)
-            final = {k: res.log[-1].get(k) for k in METRICS + TRUE_GRAD}  # outer.run evaluates the last step
-            ids = {"method": spec, "estimator": est.name, "K": getattr(est, "K", None), "seed": seed}
-            rows.append({**ids, "inner_lr": s["alpha"], "L": s["L"], "outer_lr": eta0, **final, "steps": int(res.steps),
-                         "function_calls": float(res.function_calls), "seconds": float(res.seconds),
-                         **(res.cost or {}), "stopped": res.stopped or None})
-            curves += [{**ids, **e} for e in res.log if "test_acc" in e]
+        evaluate = make_eval(problem, s["data"], est, key) if cfg.track_true_grad else plain[seed]
+        optimizer, eta0 = outer_optimizer(cfg, problem, est, s["theta0"], task, key)
+        res = ctx.train(f"{spec} seed {seed}", problem, est, optimizer, s["theta0"], sampler, key=key,
+                        budget=budget, checkpoint_every=cfg.eval_every,
+                        options=outer.Options(evaluation=outer.Evaluation(evaluate, every=cfg.eval_every),
+                                              progress=outer.Progress(losses=False)))
+        final = {k: res.log[-1].get(k) for k in METRICS + TRUE_GRAD}  # outer.run evaluates the last step
+        row = {"K": getattr(est, "K", None), "inner_lr": s["alpha"], "L": s["L"], "outer_lr": eta0, **final,
+               **res.record()}
+        return row, [{"estimator": est.name, "K": row["K"], **e} for e in res.log if "test_acc" in e]
+
+    rows, curves = ctx.sweep([{"seed": seed} for seed in cfg.seeds], cfg.methods, train)
     alphas = [seeds[seed]["alpha"] for seed in cfg.seeds]
     summary_cfg = {**cfg.as_dict(), "inner_lr": alphas[0] if len(set(alphas)) == 1 else alphas,
                    "inner_lr_resolved": ("given" if config.inner_lr is not None else
@@ -234,19 +234,9 @@ def _tables(cfg: dict, rows: list) -> tuple:
     keys = (["test_acc", "val_acc", "val_ce", "f1", "true_grad_norm", "train_clean_acc"] if linear
             else ["train_clean_acc", "test_acc", "test_ce", "f1"]) + ["outer_lr", "function_calls", "seconds"]
     withheld = hypercleaning_figures_withheld(cfg)
-    groups: dict = {}
-    for r in rows:
-        groups.setdefault(r["method"], []).append(r)
-    table = []
-    for method, rs in groups.items():
-        t = {"method": method, "seeds": len(rs)}
-        for k in keys:  # a metric not computed is absent (None); one computed as NaN stays NaN, visibly
-            v = np.array([r[k] for r in rs if r.get(k) is not None], float)
-            t[k] = float(v.mean()) if v.size else None
-            if k in ("test_acc", "train_clean_acc") and v.size > 1:
-                t[k + "_std"] = float(v.std(ddof=1))
-        t.update(reference(NAME, cfg, rs[0]))
-        table.append(t)
+    table = by_method(rows, keys, spread=("test_acc", "train_clean_acc"))
+    for t in table:
+        t.update(reference(NAME, cfg, next(r for r in rows if r["method"] == t["method"])))
     Ls = ", ".join(number(r["L"]) for r in rows if r["method"] == rows[0]["method"])
     alpha = (f"inner GD α = 1/L (inner_lr = auto; L = {Ls} per seed, the top eigenvalue of the inner Hessian at φ_0)"
              if cfg["inner_lr_resolved"] != "given" else
@@ -291,7 +281,7 @@ def _tables(cfg: dict, rows: list) -> tuple:
     if "fom" in ran and not linear:
         notes.append("FOM's hypergradient is exactly 0 here (V, L_out independent of θ), so FOM trains on the "
                      "uncleaned data.")
-    if len(cfg["seeds"]) > 1 and len(groups) > 1:
+    if len(cfg["seeds"]) > 1 and len(table) > 1:
         notes.append(paired_note(rows, "test_acc").strip())
     columns = ["method", "seeds"]
     for t in table:

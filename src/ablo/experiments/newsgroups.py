@@ -19,7 +19,7 @@ from ..problems.newsgroups import load, make_problem, seeded_split
 from ..results import number
 from ._notes import paper_note, seeds_note, smoke_note, smoke_option
 from ._wallclock import outer_step_size, plot_test_vs_time, protocol_note, result_row, schedule_note, wallclock_run
-from .config import ExperimentConfig, estimator, option
+from ..config import ExperimentConfig, estimator, option
 
 NAME = "newsgroups"
 SYNTHETIC = ("n_train", "n_test", "vocabulary", "length")
@@ -80,17 +80,14 @@ def run(cfg: Config, ctx: RunContext) -> Result:
         tasks[seed] = {"train": (jnp.asarray(x[tr]), jnp.asarray(y[tr])),
                        "val": (jnp.asarray(x[va]), jnp.asarray(y[va]))}
         check_step_size(problem, lam0, tasks[seed], cfg.inner_lr)
-    rows, curves = [], []
-    with ctx.progress(f"{NAME}: methods x seeds", len(methods) * len(cfg.seeds)) as advance:
-        for seed, task in tasks.items():
-            for spec, est in methods.items():
-                curve, r = wallclock_run(problem, est, optax.sgd(outer_step_size(est, cfg.outer_lr)), lam0, task,
-                                         key=jax.random.PRNGKey(seed), seconds=cfg.seconds, steps=cfg.outer_steps,
-                                         eval_every=cfg.eval_every, evaluate=evaluate, ctx=ctx,
-                                         label=f"{NAME} {spec} seed {seed}")
-                rows.append(result_row(curve, r, method=spec, seed=seed))
-                curves += [{"method": spec, "seed": seed, **point} for point in curve]
-                advance(1)
+    def train(case, spec, est):
+        seed = case["seed"]
+        curve, r = wallclock_run(problem, est, optax.sgd(outer_step_size(est, cfg.outer_lr)), lam0, tasks[seed],
+                                 key=jax.random.PRNGKey(seed), seconds=cfg.seconds, steps=cfg.outer_steps,
+                                 eval_every=cfg.eval_every, evaluate=evaluate, ctx=ctx, label=f"{NAME} {spec} seed {seed}")
+        return result_row(curve, r), curve
+
+    rows, curves = ctx.sweep([{"seed": seed} for seed in cfg.seeds], cfg.methods, train)
     real = cfg.data_dir is not None
     plot_test_vs_time(curves, ctx.out / "test_vs_time.png",
                       f"{'20 Newsgroups' if real else 'generated documents'}, {features} features")

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..results import axis_label, figure_legend, natural_key, save_figure
 from ..estimators.registry import spec_of
-from .config import estimator
+from ..config import estimator
 
 #: Fixed axis ranges: F1 is a fraction, accuracies in percent.
 LIMITS = {"f1": (-0.02, 1.02)}

@@ -19,7 +19,7 @@ from ..problems.stochastic_hypercleaning import SINGLE_SAMPLE, prepare
 from ..results import number
 from ._notes import paper_note, seeds_note, smoke_note, smoke_option
 from ._wallclock import outer_step_size, plot_test_vs_time, protocol_note, result_row, schedule_note, wallclock_run
-from .config import ConfigError, ExperimentConfig, estimator, option
+from ..config import ConfigError, ExperimentConfig, estimator, option
 
 NAME = "stochastic-hypercleaning"
 
@@ -74,23 +74,24 @@ PAPER_NOTE = ("Ji et al. 2021 Figure 4 (p = 0.1 and 0.2, averages of 10 seeds, g
 def run(cfg: Config, ctx: RunContext) -> Result:
     methods = {spec: estimator(spec) for spec in cfg.methods}
     data = {seed: prepare(cfg, seed, methods) for seed in cfg.seeds}  # step sizes checked before any run
-    rows, curves = [], []
-    total = len(methods) * len(cfg.seeds) * len(cfg.corruptions)
-    with ctx.progress(f"{NAME}: methods x p x seeds", total) as advance:
-        for seed, (problems, tasks, x_te, y_te, description) in data.items():
-            evaluate = lambda phi: {"test_loss": cross_entropy(mlp_apply(phi, x_te), y_te),
-                                    "test_acc": accuracy(mlp_apply(phi, x_te), y_te)}
-            for p, task in tasks.items():
-                lam0 = jnp.zeros(task["train"]["y"].shape[0], jnp.float32)
-                for spec, est in methods.items():
-                    lr = cfg.single_sample_inner_lr if est.name in SINGLE_SAMPLE else cfg.inner_lr
-                    curve, r = wallclock_run(problems[lr], est, optax.adam(outer_step_size(est, cfg.outer_lr)), lam0, task,
-                                             key=jax.random.PRNGKey(seed), seconds=cfg.seconds,
-                                             steps=cfg.outer_steps, eval_every=cfg.eval_every, evaluate=evaluate,
-                                             ctx=ctx, label=f"{NAME} {spec} p {p:g} seed {seed}")
-                    rows.append(result_row(curve, r, method=spec, p=p, seed=seed))
-                    curves += [{"method": spec, "p": p, "seed": seed, **point} for point in curve]
-                    advance(1)
+    evaluators = {seed: (lambda phi, x_te=d[2], y_te=d[3]: {"test_loss": cross_entropy(mlp_apply(phi, x_te), y_te),
+                                                            "test_acc": accuracy(mlp_apply(phi, x_te), y_te)})
+                  for seed, d in data.items()}
+
+    def train(case, spec, est):
+        p, seed = case["p"], case["seed"]
+        task = data[seed][1][p]
+        lr = cfg.single_sample_inner_lr if est.name in SINGLE_SAMPLE else cfg.inner_lr
+        lam0 = jnp.zeros(task["train"]["y"].shape[0], jnp.float32)
+        curve, r = wallclock_run(data[seed][0][lr], est, optax.adam(outer_step_size(est, cfg.outer_lr)), lam0, task,
+                                 key=jax.random.PRNGKey(seed), seconds=cfg.seconds, steps=cfg.outer_steps,
+                                 eval_every=cfg.eval_every, evaluate=evaluators[seed], ctx=ctx,
+                                 label=f"{NAME} {spec} p {p:g} seed {seed}")
+        return result_row(curve, r), curve
+
+    cases = [{"p": p, "seed": seed} for seed in cfg.seeds for p in data[seed][1]]
+    rows, curves = ctx.sweep(cases, cfg.methods, train)
+    description = data[cfg.seeds[-1]][4]
     real = cfg.data_dir is not None
     for p in cfg.corruptions:
         plot_test_vs_time([c for c in curves if c["p"] == p], ctx.out / f"test_vs_time_p{p:g}.png",

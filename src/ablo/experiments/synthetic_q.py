@@ -20,7 +20,7 @@ from ..results import number, save_figure
 from ..theory import cost_model, q_star
 from . import Experiment, Result, RunContext, register
 from ._notes import seeds_note, smoke_note, smoke_option
-from .config import ConfigError, ExperimentConfig, estimator, option
+from ..config import ConfigError, ExperimentConfig, estimator, option
 from .plots import pyplot
 
 NAME = "synthetic-q"

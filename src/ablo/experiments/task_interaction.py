@@ -21,7 +21,7 @@ from ..problems.task_interaction import (CLASSES, balanced_split, coupling, hier
                                          make_problem, theta0)
 from ..results import save_figure
 from ._notes import seeds_note
-from .config import ConfigError, ExperimentConfig, estimator, option
+from ..config import ConfigError, ExperimentConfig, estimator, option
 from .plots import method_label, method_order, plot_curves, pyplot
 
 NAME = "task-interaction"
@@ -105,36 +105,32 @@ def run(cfg: Config, ctx: RunContext) -> Result:
     L = max(check_step_size(problem, theta0(cfg), task, cfg.inner_lr) for task in tasks)
 
     order = method_order(list(cfg.methods), cfg.inner_steps)
-    rows, curves, learned_C = [], [], {}
-    for spec in order:
-        est = estimator(spec)
-        evaluate = make_evaluate(problem, est)
-        Cs = []
-        for trial, task in enumerate(tasks):
-            key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), trial)
-            eval_fn = lambda theta, state: {k: float(v) for k, v in evaluate(  # noqa: B023 - used in this iteration
-                theta, state.estimator_state, outer.eval_key(key, int(state.step)), task, test).items()}
-            result = ctx.train(f"{spec} trial {trial}", problem, est, optax.adam(cfg.outer_lr), theta0(cfg),
-                               lambda k: task, key=key, budget=outer.Budget(steps=cfg.outer_steps),  # noqa: B023
-                               log_every=cfg.eval_every, eval_fn=eval_fn, eval_every=cfg.eval_every, log_losses=False)
-            evals = [e for e in result.log if "val_loss" in e]
-            first = evaluate(theta0(cfg), est.init(problem, theta0(cfg), task), outer.eval_key(key, 0), task, test)
-            first = {k: float(v) for k, v in first.items()}
-            points = [{"step": 0, **first}] + [{k: e[k] for k in ("step", *first)} for e in evals]
-            curves += [{"method": spec, "trial": trial, **p} for p in points]
-            best = min(points, key=lambda p: p["val_loss"])
-            C, rho = coupling(result.theta)
-            Cs.append(np.asarray(C))
-            rows.append({"method": spec, "label": method_label(spec, cfg.inner_steps), "trial": trial,
-                         "test_acc": points[-1]["test_acc"], "test_acc_start": first["test_acc"],
-                         "test_acc_best_val": best["test_acc"], "best_val_step": best["step"],
-                         "val_loss": points[-1]["val_loss"], "val_loss_start": first["val_loss"],
-                         "true_grad_norm": points[-1]["true_grad_norm"], "cosine": points[-1]["cosine"],
-                         "rho": float(rho), "C_mean": float(np.mean(C)), "C_max": float(np.max(C)),
-                         "hyper_iterations": result.steps, "function_calls": result.function_calls,
-                         "seconds": result.seconds, "sec_per_iter": result.seconds / max(result.steps, 1)})
-        learned_C[spec] = np.mean(Cs, 0)
+    evaluators = {spec: make_evaluate(problem, estimator(spec)) for spec in order}
 
+    def train(case, spec, est):
+        trial, task, evaluate = case["trial"], tasks[case["trial"]], evaluators[spec]
+        key = jax.random.fold_in(jax.random.PRNGKey(cfg.seed), trial)
+        eval_fn = lambda theta, state: {k: float(v) for k, v in evaluate(
+            theta, state.estimator_state, outer.eval_key(key, int(state.step)), task, test).items()}
+        result = ctx.train(f"{spec} trial {trial}", problem, est, optax.adam(cfg.outer_lr), theta0(cfg),
+                           lambda k: task, key=key, budget=outer.Budget(steps=cfg.outer_steps),
+                           options=outer.Options(evaluation=outer.Evaluation(eval_fn, every=cfg.eval_every),
+                                                 progress=outer.Progress(cfg.eval_every, losses=False)))
+        first = evaluate(theta0(cfg), est.init(problem, theta0(cfg), task), outer.eval_key(key, 0), task, test)
+        first = {k: float(v) for k, v in first.items()}
+        points = [{"step": 0, **first}] + [{k: e[k] for k in ("step", *first)} for e in result.log if "val_loss" in e]
+        best = min(points, key=lambda p: p["val_loss"])
+        C, rho = coupling(result.theta)
+        return {"label": method_label(spec, cfg.inner_steps), "test_acc": points[-1]["test_acc"],
+                "test_acc_start": first["test_acc"], "test_acc_best_val": best["test_acc"],
+                "best_val_step": best["step"], "val_loss": points[-1]["val_loss"], "val_loss_start": first["val_loss"],
+                "true_grad_norm": points[-1]["true_grad_norm"], "cosine": points[-1]["cosine"], "rho": float(rho),
+                "C_mean": float(np.mean(C)), "C_max": float(np.max(C)), "C": np.asarray(C),
+                "hyper_iterations": result.steps, "sec_per_iter": result.seconds / max(result.steps, 1),
+                **result.record()}, points
+
+    rows, curves = ctx.sweep([{"trial": trial} for trial in range(cfg.trials)], order, train)
+    learned_C = {spec: np.mean([r.pop("C") for r in rows if r["method"] == spec], 0) for spec in order}
     table = aggregate(rows, order)
     plot_curves(curves, ctx.out / "fig6.png", x="step", ys=("val_loss", "true_grad_norm", "cosine"), order=order,
                 labels={spec: method_label(spec, cfg.inner_steps) for spec in order}, seed="trial",

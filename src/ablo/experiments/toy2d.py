@@ -19,7 +19,7 @@ from ..estimators import Truncated
 from ..problems.toy2d import descend, descent_ratios, f_outer, make_problem, truncation_errors, w_hat
 from ..results import figure_legend, number, save_figure
 from ._notes import smoke_note, smoke_option
-from .config import ConfigError, ExperimentConfig, estimator, option
+from ..config import ConfigError, ExperimentConfig, estimator, option
 from .plots import method_label, method_order, pyplot
 
 NAME = "toy2d"

@@ -27,7 +27,7 @@ from ..problem import BilevelProblem, constant_init
 from ..results import markdown_table, save_figure, write_csv, write_markdown, write_summary
 from . import Experiment, RunContext, register
 from ._notes import smoke_note, smoke_option
-from .config import ExperimentConfig, option
+from ..config import ExperimentConfig, option
 
 NAME = "unbiased"
 

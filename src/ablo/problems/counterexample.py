@@ -99,7 +99,7 @@ def descend(problem, estimator, tasks, theta0, keys, cfg, label: str):
     one = lambda th, k: sgd_scan(problem, estimator, tasks, th, k, cfg.gamma0, cfg.outer_steps)
     m = jax.jit(jax.vmap(one))(theta0, keys)
     outer.raise_if_diverged(m, label)
-    return np.asarray(m["theta"]), np.cumsum(np.asarray(m["function_calls"], float), axis=1)
+    return np.asarray(m["theta"]), np.asarray(m["function_calls"], float)
 
 
 def roots(fn, lo=-50.0, hi=50.0, n=20001, refine=3):

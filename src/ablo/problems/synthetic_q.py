@@ -83,7 +83,7 @@ def _curves(problem, estimator, task_sets, theta0, keys, cfg):
         grad_M = jax.grad(lambda th: jnp.mean(jax.vmap(lambda t: problem.objective(th, t))(tasks)))
         gn = jax.vmap(lambda th: jnp.abs(grad_M(th)))(m["theta"][every - 1::every])
         flags = {k: v for k, v in m.items() if k == "nonfinite" or k.startswith("bad_")}
-        return gn, jnp.cumsum(m["function_calls"])[every - 1::every], flags
+        return gn, m["function_calls"][every - 1::every], flags
 
     return jax.vmap(jax.vmap(one, in_axes=(None, 0, 0)), in_axes=(0, None, None))(task_sets, theta0, keys)
 

@@ -120,7 +120,7 @@ def descend(problem, estimator, cfg, key, label: str):
     state, m, gnorm = loop(outer.init(problem, estimator, sgd, lam0, jnp.zeros(())))
     outer.raise_if_diverged(m, label)
     traj = np.concatenate([np.asarray(lam0)[None], np.asarray(m["theta"])])
-    return traj, np.append(float(jnp.linalg.norm(exact(lam0))), np.asarray(gnorm)), float(state.function_calls)
+    return traj, np.append(float(jnp.linalg.norm(exact(lam0))), np.asarray(gnorm)), float(state.cost.function_calls)
 
 
 def descent_ratios(problem, lams, Ks, key) -> np.ndarray:

@@ -162,7 +162,7 @@ def main():
         if args.train:
             res = outer.run(hr.make_problem(cfg), estimators.parse("reverse"), optax.adam(cfg.outer_lr), theta0,
                             sample, key=jax.random.PRNGKey(cfg.seed), budget=outer.Budget(steps=args.train),
-                            meta_batch=cfg.meta_batch, log_losses=False)
+                            options=outer.Options(cfg.meta_batch, progress=outer.Progress(losses=False)))
             thetas.append((f"theta after {args.train} reverse steps", res.theta))
         for label, theta in thetas:
             for r in diagnose(cfg, theta, tasks, args.long):

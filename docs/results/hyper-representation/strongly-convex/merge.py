@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ablo.experiments import hyper_representation as hr
-from ablo.experiments.config import build
+from ablo.config import build
 from ablo.results import write_csv
 
 

@@ -1,5 +1,7 @@
 """Typed experiment configs: one frozen dataclass per experiment, every field declared with its
-type, range and a one-line help, and one strict parser for what users type.
+type, range and a one-line help, and one strict parser for what users type. App layer, beside
+:mod:`ablo.runfolder` and :mod:`ablo.results`: the CLI, the run folder and the experiments read
+it; the core never imports it (the import-linter contract in pyproject.toml).
 
     @dataclass(frozen=True)
     class Config(ExperimentConfig):
@@ -251,7 +253,7 @@ def estimator(spec: str):
     """The estimator of the spec ``spec`` (:func:`ablo.estimators.parse`), parsed once per process:
     estimators are immutable values, so the config check, the run, the labels and the sort keys
     share one."""
-    from .. import estimators
+    from . import estimators
 
     return estimators.parse(spec)
 
@@ -261,7 +263,7 @@ def cached_data_dir(cls) -> Optional[str]:
     (:func:`ablo.data.fetch.default_data_dir`) when it has been fetched there, else None."""
     if not cls.DATASET:
         return None
-    from ..data.fetch import cached
+    from .data.fetch import cached
 
     folder = cached(cls.DATASET)
     return None if folder is None else str(folder)
