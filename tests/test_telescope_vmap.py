@@ -91,18 +91,48 @@ def test_user_vmap_runs_each_length_as_often_as_it_was_drawn(counted, form, entr
 
 
 def test_nested_vmap_maps_over_both_axes(counted):
-    """vmap over tasks of vmap over keys: a map of maps, each (task, key) pair runs its own length."""
-    problem, theta, tasks, _ = setup()
-    tasks = jax.tree_util.tree_map(lambda x: x[:4], tasks)
-    keys = jax.random.split(jax.random.PRNGKey(9), (4, 8))
+    """vmap of vmap over a 4 x 8 grid of tasks and keys: a map of maps, each task runs its own length."""
+    problem, theta, tasks, keys = setup()
+    grid = lambda x: x.reshape(4, 8, *x.shape[1:])
     est = Telescope()
-    inner = jax.vmap(lambda t, k: est.estimate(problem, theta, t, (), k)[0::2], in_axes=(None, 0))
-    g, c = jax.jit(jax.vmap(inner))(tasks, keys)
-    N = drawn(est, keys.reshape(-1, *keys.shape[2:]))
+    inner = jax.vmap(lambda t, k: est.estimate(problem, theta, t, (), k)[0::2])
+    g, c = jax.jit(jax.vmap(inner))(jax.tree_util.tree_map(grid, tasks), grid(keys))
+    N = drawn(est, keys)
     np.testing.assert_array_equal(ran(), np.bincount(N, minlength=len(doubling(R))))
     assert sum(HVPS) == float(c.hvps.sum()) == np.asarray(doubling(R))[N].sum()
-    g_01 = est.estimate(problem, theta, task_at(tasks, 0), (), keys[0, 1])[0]
-    np.testing.assert_allclose(P.flat(task_at(task_at(g, 0), 1)), P.flat(g_01), rtol=1e-12, atol=1e-14)
+    g_9 = est.estimate(problem, theta, task_at(tasks, 9), (), keys[9])[0]
+    np.testing.assert_allclose(P.flat(task_at(task_at(g, 1), 1)), P.flat(g_9), rtol=1e-12, atol=1e-14)
+
+
+def test_vmap_over_keys_runs_each_drawn_length_once(counted):
+    """One task, many keys (a variance measurement): every key's branch i is the same value, so each
+    length drawn runs once and no other runs; per task of an outer vmap, likewise."""
+    problem, theta, tasks, keys = setup()
+    est = Telescope(form="roulette", probs=(0.5, 0.4, 0.1))  # r is rarely drawn: some batches never run it
+    lengths = np.asarray(doubling(R))
+    task = task_at(tasks, 0)
+    keys = jax.random.split(jax.random.PRNGKey(8), 6)
+    g, _, c = jax.jit(jax.vmap(lambda k: est.estimate(problem, theta, task, (), k)))(keys)
+    N = drawn(est, keys)
+    assert 2 <= len(set(N.tolist())) < len(lengths)  # some lengths drawn several times, one never
+    np.testing.assert_array_equal(ran(), np.isin(np.arange(len(lengths)), N))
+    assert sum(HVPS) == lengths[np.unique(N)].sum()
+    np.testing.assert_array_equal(np.asarray(c.hvps), lengths[N])  # each key's record: its own draw
+    for j in (0, 5):
+        g_j = est.estimate(problem, theta, task, (), keys[j])[0]
+        np.testing.assert_allclose(P.flat(task_at(g, j)), P.flat(g_j), rtol=1e-12, atol=1e-14)
+    # an outer vmap over tasks: the inner rule's "drawn by some key" is batched, so it maps over tasks
+    RAN.clear()
+    HVPS.clear()
+    per_task = jax.random.split(jax.random.PRNGKey(4), (4, 6))
+    inner = jax.vmap(lambda t, k: est.estimate(problem, theta, t, (), k)[0], in_axes=(None, 0))
+    g = jax.jit(jax.vmap(inner))(jax.tree_util.tree_map(lambda x: x[:4], tasks), per_task)
+    N = drawn(est, per_task.reshape(-1, *per_task.shape[2:])).reshape(4, 6)
+    once = np.array([np.isin(np.arange(len(lengths)), row) for row in N])
+    np.testing.assert_array_equal(ran(), once.sum(0))
+    assert sum(HVPS) == sum(lengths[np.unique(row)].sum() for row in N)
+    g_23 = est.estimate(problem, theta, task_at(tasks, 2), (), per_task[2, 3])[0]
+    np.testing.assert_allclose(P.flat(task_at(task_at(g, 2), 3)), P.flat(g_23), rtol=1e-12, atol=1e-14)
 
 
 def test_one_key_for_all_tasks_keeps_one_switch(counted):
@@ -177,8 +207,9 @@ def test_forward_mode_is_the_drawn_branch_s_jvp():
             np.testing.assert_allclose(P.flat(task_at(a, j)), P.flat(b), rtol=1e-12, atol=1e-14)
 
 
-def test_switch_without_vmap_and_with_a_batched_operand_only():
-    """switch is lax.switch unbatched; a batched operand under an unbatched index is one switch."""
+def test_switch_on_plain_functions():
+    """Unbatched, switch is lax.switch; under vmap each element gets its own branch's value, whether
+    the index, the operand or both are batched."""
     branches = [lambda x: x + 1.0, lambda x: 2.0 * x, lambda x: x ** 2]
     x = jnp.arange(4.0)
     for i in range(3):
@@ -187,3 +218,7 @@ def test_switch_without_vmap_and_with_a_batched_operand_only():
     idx = jnp.array([2, 0, 1, 2])
     np.testing.assert_array_equal(jax.vmap(lambda j, v: switch(j, branches, v))(idx, x),
                                   [branches[int(j)](v) for j, v in zip(idx, x)])
+    np.testing.assert_array_equal(jax.vmap(lambda j: switch(j, branches, x))(idx),
+                                  [branches[int(j)](x) for j in idx])
+    np.testing.assert_array_equal(jax.jit(jax.vmap(lambda j: switch(j, branches, x[2])))(idx),
+                                  [branches[int(j)](x[2]) for j in idx])

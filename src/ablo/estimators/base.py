@@ -155,8 +155,11 @@ def switch(index, branches, operand):
     ``lax.switch`` on a batched index becomes a ``select`` that runs every branch for every
     task. Here the batching rule (``jax.custom_batching.custom_vmap``) maps over the batch with
     one ``switch`` per task (``lax.map``), so each task runs only the branch it drew and the work
-    done is the work a cost record reports; an unbatched index keeps one ``switch`` of the
-    batched branches. Nested ``vmap`` recurses (a map of maps); forward mode (``jvp``,
+    done is the work a cost record reports. An unbatched index keeps one ``switch`` of the
+    batched branches; a batched index over an unbatched operand (``vmap`` over keys only) runs
+    each branch that some task drew once and gives its value to those tasks (a branch is a
+    function of the operand), so the work done is at most the cost records' sum and no undrawn
+    branch runs. Nested ``vmap`` recurses (a map of maps); forward mode (``jvp``,
     ``jax.hessian``) is the switch of the branches' JVPs (which evaluate the branch again).
     Reverse mode through it is not supported (a hypergradient is not differentiated by ``grad``;
     ``jax.hessian`` through ``ablo.solve`` is forward-over-reverse). The branches must not close
@@ -170,6 +173,12 @@ def switch(index, branches, operand):
     @batched.def_vmap
     def rule(axis_size, in_batched, index, operand):
         index_batched, operand_batched = in_batched
+        if index_batched and not any(jax.tree_util.tree_leaves(operand_batched)):
+            index = jnp.clip(index, 0, len(branches) - 1)
+            outs = [switch(jnp.any(index == i).astype(jnp.int32), (skipped(b), b), operand)
+                    for i, b in enumerate(branches)]
+            out = tree_map(lambda *xs: jnp.stack(xs)[index], *outs)
+            return out, tree_map(lambda _: True, out)
         spread = lambda x, b: x if b else jnp.broadcast_to(x, (axis_size, *jnp.shape(x)))
         operand = tree_map(spread, operand, operand_batched)
         if index_batched:
@@ -204,6 +213,11 @@ def switch(index, branches, operand):
         return switch(index, branches, operand), switch(index, [pushed(b) for b in branches], (leaves, dots))
 
     return f(index, operand)
+
+
+def skipped(side):
+    """A branch of ``side``'s output shapes that computes nothing: zeros."""
+    return lambda operand: tree_map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(side, operand))
 
 
 def branch(pred, expensive, cheap, operand):

@@ -19,9 +19,9 @@ The cost record reports these for the drawn N; ``expected_cost`` averages them o
 (Likhosherstov et al. 2021 §2: the telescope "can save time ... but its maximum memory usage can
 still grow to O(r)"). Under ``jit`` the draw is a switch over n branches, each a K-RMD of static
 length, so compilation grows with n (n(n+1)/2 reverse scans), never with r. The switch is
-:func:`~ablo.estimators.base.switch`: under ``vmap`` (``estimate_batch``, or a user's own
-``jax.vmap`` over tasks or keys) each task runs the branch it drew and no other, so the work done
-is the sum of the cost records.
+:func:`~ablo.estimators.base.switch`: under ``vmap`` over tasks (``estimate_batch``, or a user's
+own ``jax.vmap``) each task runs the branch it drew and no other, so the work done is the sum of
+the cost records; under ``vmap`` over keys for one task, each length drawn runs once.
 
 For the single-sample form E‖Ĝ‖² = Σ_i ‖Δ_i‖²/p_i and the expected cost is Σ_i p_i C_i, so their
 product (Likhosherstov et al. 2021 Prop. 1's criterion) is smallest at p_i ∝ ‖Δ_i‖/√C_i
