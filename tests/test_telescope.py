@@ -108,9 +108,9 @@ def test_specs_and_bad_settings():
     assert "telescope" in ablo.estimators.REGISTRY and "adaptive-telescope" in ablo.estimators.REGISTRY
 
 
-def test_meta_batch_runs_tasks_one_at_a_time_with_the_default_keys():
-    """estimate_batch maps over tasks (a vmapped switch would run every length): the same mean and
-    the same total cost as the per-task estimates drawn with the split keys."""
+def test_meta_batch_is_the_mean_of_the_per_task_estimates_with_the_default_keys():
+    """estimate_batch: the same mean and the same total cost as the per-task estimates drawn with
+    the split keys (what each task runs under its vmap: tests/test_telescope_vmap.py)."""
     problem, theta, _ = setup()
     tasks = jax.vmap(P.make_task)(jax.random.split(jax.random.PRNGKey(3), 3))
     est, key = Telescope(), jax.random.PRNGKey(11)

@@ -138,8 +138,8 @@ def hypergradient_batch(problem: BilevelProblem, estimator: Estimator, theta, ta
     NonFiniteHypergradient; not allowed under a trace). ``state`` defaults to
     ``estimator.init`` at the first task and is shared by the batch (``Estimator.estimate_batch``);
     ``key`` as in :func:`hypergradient` (split into one key per task). Cost: n times one task's;
-    the tasks run under ``vmap``, and a random branch (UFOM's exact one) only for the tasks that
-    drew it.
+    the tasks run under ``vmap``, and a random branch (UFOM's exact one, a telescope's truncation
+    length) only for the tasks that drew it.
 
     Args:
         problem: the bilevel problem.

@@ -12,8 +12,8 @@ meta-batch of tasks. Most estimators split ``estimate`` into its two passes,
 ``forward_pass`` (the inner loop, giving s_r and what the backward needs) and
 ``backward_pass`` (the rest): ``ablo.solve`` runs the first in its forward and the second in
 its backward pass, so ``jax.grad`` through the inner loop costs what ``estimate`` costs.
-A random branch (UFOM's ξ) is taken with :func:`branch`, whose batching rule runs the
-expensive side only for the tasks that drew it.
+A random branch (UFOM's ξ, a telescope's truncation length) is taken with :func:`switch` (or
+:func:`branch`, its two-way case), whose batching rule runs each task's drawn branch only.
 
 Notation (Shaban et al. 2019 eq. 6): with s_j = Ξ(θ, s_{j−1}), the reverse pass carries
 b_θ (``h_t``) and the state cotangent b_s (``α_t``):
@@ -149,41 +149,51 @@ def run_storing(problem, theta, task, s, start, count: int):
     return jax.lax.scan(body, s, start + jnp.arange(count))
 
 
-def branch(pred, expensive, cheap, operand):
-    """``lax.cond(pred, expensive, cheap, operand)`` that stays a branch under ``vmap``.
+def switch(index, branches, operand):
+    """``lax.switch(index, branches, operand)`` that stays a switch under ``vmap``.
 
-    ``lax.cond`` on a batched predicate becomes a ``select`` that runs both sides for every
+    ``lax.switch`` on a batched index becomes a ``select`` that runs every branch for every
     task. Here the batching rule (``jax.custom_batching.custom_vmap``) maps over the batch with
-    one ``cond`` per task (``lax.map``), so ``expensive`` runs only for the tasks whose ``pred``
-    is true and the work done is the work a cost record reports; an unbatched ``pred`` keeps one
-    ``cond`` of the batched sides. Nested ``vmap`` recurses (a map of maps); forward mode
-    (``jvp``, ``jax.hessian``) is the branch of the sides' JVPs (which evaluate the side
-again). Reverse mode through it is not supported (a hypergradient is not differentiated
-by ``grad``; ``jax.hessian`` through ``ablo.solve`` is forward-over-reverse). ``expensive``/``cheap`` must
-    not close over traced values: pass them in ``operand``."""
+    one ``switch`` per task (``lax.map``), so each task runs only the branch it drew and the work
+    done is the work a cost record reports. An unbatched index keeps one ``switch`` of the
+    batched branches; a batched index over an unbatched operand (``vmap`` over keys only) runs
+    each branch that some task drew once and gives its value to those tasks (a branch is a
+    function of the operand), so the work done is at most the cost records' sum and no undrawn
+    branch runs. Nested ``vmap`` recurses (a map of maps); forward mode (``jvp``,
+    ``jax.hessian``) is the switch of the branches' JVPs (which evaluate the branch again).
+    Reverse mode through it is not supported (a hypergradient is not differentiated by ``grad``;
+    ``jax.hessian`` through ``ablo.solve`` is forward-over-reverse). The branches must not close
+    over traced values: pass them in ``operand``."""
+    branches = tuple(branches)
 
     @jax.custom_batching.custom_vmap
-    def batched(pred, operand):
-        return jax.lax.cond(pred, expensive, cheap, operand)
+    def batched(index, operand):
+        return jax.lax.switch(index, branches, operand)
 
     @batched.def_vmap
-    def rule(axis_size, in_batched, pred, operand):
-        pred_batched, operand_batched = in_batched
+    def rule(axis_size, in_batched, index, operand):
+        index_batched, operand_batched = in_batched
+        if index_batched and not any(jax.tree_util.tree_leaves(operand_batched)):
+            index = jnp.clip(index, 0, len(branches) - 1)
+            outs = [switch(jnp.any(index == i).astype(jnp.int32), (skipped(b), b), operand)
+                    for i, b in enumerate(branches)]
+            out = tree_map(lambda *xs: jnp.stack(xs)[index], *outs)
+            return out, tree_map(lambda _: True, out)
         spread = lambda x, b: x if b else jnp.broadcast_to(x, (axis_size, *jnp.shape(x)))
         operand = tree_map(spread, operand, operand_batched)
-        if pred_batched:
-            out = jax.lax.map(lambda a: branch(a[0], expensive, cheap, a[1]), (pred, operand))
+        if index_batched:
+            out = jax.lax.map(lambda a: switch(a[0], branches, a[1]), (index, operand))
         else:
-            out = jax.lax.cond(pred, jax.vmap(expensive), jax.vmap(cheap), operand)
+            out = jax.lax.switch(index, [jax.vmap(b) for b in branches], operand)
         return out, tree_map(lambda _: True, out)
 
     @jax.custom_jvp
-    def f(pred, operand):
-        return batched(pred, operand)
+    def f(index, operand):
+        return batched(index, operand)
 
     @f.defjvp
     def f_jvp(primals, tangents):
-        pred, operand = primals
+        index, operand = primals
         leaves, treedef = jax.tree_util.tree_flatten(operand)
         real = [jnp.issubdtype(jnp.result_type(x), jnp.inexact) for x in leaves]
         dots = [t for t, k in zip(jax.tree_util.tree_leaves(tangents[1]), real) if k]
@@ -200,9 +210,21 @@ by ``grad``; ``jax.hessian`` through ``ablo.solve`` is forward-over-reverse). ``
             return g
 
         # the primal on its own, so that it is not batched along the tangents (jacfwd)
-        return branch(pred, expensive, cheap, operand), branch(pred, pushed(expensive), pushed(cheap), (leaves, dots))
+        return switch(index, branches, operand), switch(index, [pushed(b) for b in branches], (leaves, dots))
 
-    return f(pred, operand)
+    return f(index, operand)
+
+
+def skipped(side):
+    """A branch of ``side``'s output shapes that computes nothing: zeros."""
+    return lambda operand: tree_map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(side, operand))
+
+
+def branch(pred, expensive, cheap, operand):
+    """``lax.cond(pred, expensive, cheap, operand)`` that stays a branch under ``vmap``: the
+    :func:`switch` of (cheap, expensive) at 0/1, so ``expensive`` runs only for the tasks whose
+    ``pred`` is true. The same rules: no reverse mode, no traced values closed over."""
+    return switch(jnp.asarray(pred).astype(jnp.int32), (cheap, expensive), operand)
 
 
 def with_finite_flag(grad, c: Cost, *more) -> Cost:

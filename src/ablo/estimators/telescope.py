@@ -17,8 +17,11 @@ so a draw costs r + 1 gradient evaluations, K_N HVPs and N JVPs of V, and holds 
 The cost record reports these for the drawn N; ``expected_cost`` averages them over p, except
 ``states``: the largest branch, r, is what a compiled program must be able to hold
 (Likhosherstov et al. 2021 §2: the telescope "can save time ... but its maximum memory usage can
-still grow to O(r)"). Under ``jit`` the draw is a ``lax.switch`` over n branches, each a K-RMD of
-static length, so compilation grows with n (n(n+1)/2 reverse scans), never with r.
+still grow to O(r)"). Under ``jit`` the draw is a switch over n branches, each a K-RMD of static
+length, so compilation grows with n (n(n+1)/2 reverse scans), never with r. The switch is
+:func:`~ablo.estimators.base.switch`: under ``vmap`` over tasks (``estimate_batch``, or a user's
+own ``jax.vmap``) each task runs the branch it drew and no other, so the work done is the sum of
+the cost records; under ``vmap`` over keys for one task, each length drawn runs once.
 
 For the single-sample form E‖Ĝ‖² = Σ_i ‖Δ_i‖²/p_i and the expected cost is Σ_i p_i C_i, so their
 product (Likhosherstov et al. 2021 Prop. 1's criterion) is smallest at p_i ∝ ‖Δ_i‖/√C_i
@@ -37,9 +40,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..checks import check_number, is_traced
-from ..cost import batch_total, cost
-from .base import (Estimator, finish, outer_cotangents, reverse_over, run_storing, tree_add, tree_map, tree_scale,
-                   tree_sq_norm, tree_sub, v_jvps, with_finite_flag)
+from ..cost import cost
+from .base import (Estimator, finish, outer_cotangents, reverse_over, run_storing, switch, tree_add, tree_map,
+                   tree_scale, tree_sq_norm, tree_sub, v_jvps, with_finite_flag)
 
 FORMS = ("single", "roulette")
 
@@ -126,8 +129,8 @@ def draw(problem, theta, task, lengths, p, form: str, key):
     """One telescope draw at probabilities p (possibly traced): (Ĝ, N, ‖Δ_j‖² for j ≤ N, Cost)."""
     p = jnp.asarray(p)
     N = jax.random.choice(key, len(lengths), p=p)
-    branches = [lambda _, i=i: sweep(problem, theta, task, lengths, i, p, form) for i in range(len(lengths))]
-    est, norms, c = jax.lax.switch(N, branches, None)
+    branches = [lambda a, i=i: sweep(problem, a[0], a[1], lengths, i, a[2], form) for i in range(len(lengths))]
+    est, norms, c = switch(N, branches, (theta, task, p))
     return est, N, norms, c
 
 
@@ -199,16 +202,6 @@ class Telescope(Estimator):
         g, _, _, c = draw(problem, theta, task, lengths, self.distribution(problem.steps), self.form, key)
         return g, state, c
 
-    def estimate_batch(self, problem, theta, tasks, state, key):
-        """Mean over a meta-batch, one task at a time (``lax.map``): under ``vmap`` the ``lax.switch``
-        over the lengths becomes a select that runs every branch, paying for lengths not drawn. The
-        same keys as the default, so the same estimates. (A user's own ``jax.vmap`` over
-        :meth:`estimate` still runs every branch: this estimator has no batching rule yet.)"""
-        n = jax.tree_util.tree_leaves(tasks)[0].shape[0]
-        one = lambda a: self.estimate(problem, theta, a[0], state, a[1])
-        g, _, c = jax.lax.map(one, (tasks, jax.random.split(key, n)))
-        return tree_map(lambda x: x.mean(0), g), state, batch_total(c)
-
     def expected_cost(self, r):
         """r + 1 gradient evaluations, E[K_N] HVPs, E[N] JVPs; states r (the largest branch)."""
         with jax.ensure_compile_time_eval():
@@ -233,11 +226,17 @@ class AdaptiveTelescope(Estimator):
 
     the minimiser of E‖Ĝ‖² · E[cost]; a length never observed yet takes the largest D̂² seen (so it
     is explored), and p_i ≥ ``p_min`` after normalisation. The first draw uses the default p.
-    p depends on earlier draws only, so every draw is unbiased given the past."""
+    p depends on earlier draws only, so every draw is unbiased given the past.
+
+    Single sample only (``form="single"``, the one value accepted): the Russian-roulette form's
+    E‖Ĝ‖² = Σ_{i,j} ⟨Δ_i, Δ_j⟩ / P(N ≥ min(i, j)) couples the Δ's through the survival
+    probabilities and its minimiser has no closed form; tune it by hand with
+    ``Telescope(form="roulette", probs=...)``."""
 
     lengths: Optional[tuple] = None
     beta: float = 0.9
     p_min: float = 0.02
+    form: str = "single"
     name: ClassVar[str] = "adaptive-telescope"
     random_branch: ClassVar[bool] = True
     needs_key: ClassVar[bool] = True
@@ -251,6 +250,10 @@ class AdaptiveTelescope(Estimator):
             check_lengths(self.lengths)
         check_number("beta (smoothing constant)", self.beta, 0, 1, lo_open=True)
         check_number("p_min", self.p_min, 0, 0.5, lo_open=True)
+        if self.form != "single":
+            raise ValueError(f"form must be 'single' for adaptive-telescope (its online p_i ∝ √(D²_i / C_i) is the "
+                             f"single-sample optimum); got {self.form!r}. For the Russian-roulette form use "
+                             f"telescope with form='roulette' and the probs you choose")
 
     def schedule(self, r):
         """The lengths for r inner steps (``Telescope.schedule``)."""
