@@ -559,10 +559,15 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
             steps(advance)
         except KeyboardInterrupt:  # between or inside steps: snap holds the last completed one
             raise Interrupted(snap.step, save() if directory is not None else None) from None
-    total = {k: float(v) for k, v in jax.device_get(snap.cost)._asdict().items() if k in COST_FIELDS}
     return RunResult(snap.theta, snap.opt_state, snap.estimator_state, snap.log, snap.step, snap.function_calls,
-                     snap.seconds, snap.skipped, compile_seconds, {**total, "function_calls": snap.function_calls},
-                     snap.stopped)
+                     snap.seconds, snap.skipped, compile_seconds, cost_record(snap.cost), snap.stopped)
+
+
+def cost_record(total: Cost) -> dict:
+    """The :data:`COST_FIELDS` of a run's Cost (``OuterState.cost``) and its ``function_calls``, as
+    Python floats for a result row (host-side)."""
+    total = jax.device_get(total)
+    return {**{k: float(getattr(total, k)) for k in COST_FIELDS}, "function_calls": float(total.function_calls)}
 
 
 def _resumed(snap: ckpt.Snapshot, directory, key, fingerprint, estimator) -> ckpt.Snapshot:

@@ -91,7 +91,7 @@ def run(cfg: Config, ctx: RunContext) -> Result:
                 row = {"objective": obj, "method": spec, "K": K, "seed": cfg.seed, "lambda_1": float(final[0]),
                        "lambda_2": float(final[1]),
                        "outer_value": float(problem.outer_loss(jnp.asarray(final), w_hat(cfg, jnp.asarray(final)), None)),
-                       "true_grad_norm": float(gnorm[-1]), "function_calls": calls, "seconds": seconds}
+                       "true_grad_norm": float(gnorm[-1]), **calls, "seconds": seconds}
                 rows.append(row)
                 curves += [{"objective": obj, "method": spec, "K": K, "step": i, "lambda_1": float(a),
                             "lambda_2": float(b), "true_grad_norm": float(gn)}

@@ -99,8 +99,8 @@ def truncation_errors(cfg, lam, advance=lambda n=1: None) -> tuple[np.ndarray, n
 def descend(problem, estimator, cfg, key, label: str):
     """Outer GD λ_{τ+1} = λ_τ − η_0/√τ · h(λ_τ), τ = 1..outer_steps, η_0 = first_step_norm/‖h(λ_1)‖,
     as ``outer.scan`` of ``outer.make_step`` (optax SGD with that schedule). Returns (trajectory
-    (steps+1, 2), true gradient norms ‖d_λ‖ along it, function calls); Diverged if a step is
-    not finite."""
+    (steps+1, 2), true gradient norms ‖d_λ‖ along it, the run's Cost record
+    (:func:`ablo.outer.cost_record`)); Diverged if a step is not finite."""
     lam0 = jnp.asarray(cfg.lambda0, float)
     h0, _, _ = estimator.estimate(problem, lam0, None, estimator.init(problem, lam0, None), key)
     eta0 = cfg.first_step_norm / float(jnp.linalg.norm(h0))
@@ -120,7 +120,7 @@ def descend(problem, estimator, cfg, key, label: str):
     state, m, gnorm = loop(outer.init(problem, estimator, sgd, lam0, jnp.zeros(())))
     outer.raise_if_diverged(m, label)
     traj = np.concatenate([np.asarray(lam0)[None], np.asarray(m["theta"])])
-    return traj, np.append(float(jnp.linalg.norm(exact(lam0))), np.asarray(gnorm)), float(state.cost.function_calls)
+    return traj, np.append(float(jnp.linalg.norm(exact(lam0))), np.asarray(gnorm)), outer.cost_record(state.cost)
 
 
 def descent_ratios(problem, lams, Ks, key) -> np.ndarray:
