@@ -166,6 +166,7 @@ def strongly_convex_config(**extra):
                              "adapted": 1, "learn_rho": False, "rho0": 1.0, "table_methods": "truncated-1", **extra})
 
 
+@pytest.mark.slow  # 12-24 s on the loaded 2-core machine (jacfwd of the inner gradient compiles)
 def test_dense_only_inner_problem_with_a_fixed_l2_weight_is_strongly_convex():
     """adapted=1, learn_rho=false: θ holds the four conv blocks and the centre c, no ν; the inner
     variable is the dense layer alone; its Hessian is positive definite with smallest eigenvalue 2ρ
