@@ -15,19 +15,15 @@ import optax
 from . import Experiment, Result, RunContext, register
 from .. import outer
 from ..problem import BilevelProblem
-from ..problems.hyper_representation import (BLOCKS, DRAWINGS, episode_sampler, hypergradient_memory, init_theta,
-                                             load_characters, make_evaluator, make_problem, mean_ci, split_characters)
+from ..problems.hyper_representation import (BLOCKS, DRAWINGS, FROZEN, episode_sampler, hypergradient_memory,
+                                             init_theta, load_characters, make_evaluator, make_problem, mean_ci,
+                                             mean_logged, notes, split_characters)
 from ..results import natural_key
 from ._notes import seeds_note
 from ..config import ConfigError, ExperimentConfig, estimator, option
 from .plots import plot_curves
 
 NAME = "hyper-representation"
-
-#: Shaban et al. 2019 Table 4 (Omniglot 5-way 1-shot, T = 50): (method, accuracy %, hyper-iterations, sec/iter).
-PAPER_TABLE4 = (("1-RMD", 95.6, "5K", 0.4), ("10-RMD", 96.3, "5K", 0.7), ("25-RMD", 96.1, "5K", 1.3),
-                ("Full RMD", 95.8, "5K", 2.2), ("1-RMD", 97.7, "15K", 0.4), ("10-RMD", 97.8, "15K", 0.7),
-                ("Short horizon", 96.6, "15K", 0.1))
 
 
 @dataclass(frozen=True)
@@ -45,7 +41,13 @@ class Config(ExperimentConfig):
     steps: int = option(10, "inner GD steps T (paper: 50)", low=1, high=1000)
     inner_lr: float = option(0.1, "inner GD step γ on the summed support loss (fixed here; Shaban et al. 2019 learns it)",
                              low=0, low_open=True)
-    rho0: float = option(0.01, "initial ρ_j = softplus(ν_j) of every adapted layer", low=0, low_open=True)
+    rho0: float = option(0.01, "initial ρ_j = softplus(ν_j) of every adapted layer (the fixed ρ when learn_rho=false)",
+                         low=0, low_open=True)
+    adapted: int = option(BLOCKS + 1 - FROZEN, "layers adapted in the inner problem, from the top: 3 = conv blocks 3-4 "
+                          "+ dense (Shaban et al. 2019), 1 = the dense layer alone (Ji et al. 2021 §5.2)",
+                          low=1, high=BLOCKS + 1)
+    learn_rho: bool = option(True, "learn ρ_j (Shaban et al. 2019); false = ρ fixed at rho0, no ν in θ (with "
+                             "adapted=1 the inner problem is then 2·rho0-strongly convex, Ji et al. 2021)")
     outer_lr: float = option(3e-3, "outer Adam step size", low=0, low_open=True)
     meta_batch: int = option(4, "tasks per hyper-iteration", low=1, high=256)
     table_methods: tuple[str, ...] = option(("truncated-1", "truncated-5", "reverse"),
@@ -57,6 +59,7 @@ class Config(ExperimentConfig):
                                       "methods at equal function calls (itd-bio: Ji et al. 2021's ITD-BiO, warm-started)",
                                       estimators=True)
     anil: bool = option(True, "add ANIL (only the dense layer adapted, exact hypergradient) at equal calls")
+    maml: bool = option(False, "add MAML (every layer adapted from θ, no regulariser, exact) at equal calls")
     budget_calls: float = option(10_000, "function calls (gradients + HVPs + JVPs) per equal-calls method",
                                  low=0, low_open=True)
     eval_tasks: int = option(300, "test tasks for the table (paper: 120)", low=2)
@@ -78,8 +81,8 @@ class Config(ExperimentConfig):
         if self.curve_tasks > self.eval_tasks:
             raise ConfigError(f"curve_tasks ({self.curve_tasks}) must be at most eval_tasks ({self.eval_tasks}): the "
                               "curves use the first curve_tasks of the table's tasks")
-        if not self.table_methods and not self.methods and not self.anil and not self.short_horizon:
-            raise ConfigError("nothing to run: give table_methods or methods, or set anil or short_horizon")
+        if not (self.table_methods or self.methods or self.anil or self.maml or self.short_horizon):
+            raise ConfigError("nothing to run: give table_methods or methods, or set anil, maml or short_horizon")
         problem = make_problem(self)
         for key in ("table_methods", "methods"):
             for spec in getattr(self, key):
@@ -88,13 +91,17 @@ class Config(ExperimentConfig):
                 except ValueError as e:
                     raise ConfigError(f"{key}: {spec}: {e}") from None
 
+    def inactive(self) -> dict:
+        why = "it shapes the regularised problem, and only ANIL/MAML run (give table_methods or methods)"
+        regularised = self.table_methods or self.methods or self.short_horizon
+        return {} if regularised else {k: why for k in ("adapted", "learn_rho", "rho0")}
+
 
 TINY = dict(size=8, filters=4, steps=3, hyper_iterations=3, table_methods=("truncated-1",), short_horizon=False,
             methods=("fom",), anil=False, budget_calls=100, eval_tasks=12, curve_tasks=6, curve_points=2, seed=0,
             tuned_seeds=())
 
 
-# --- data ------------------------------------------------------------------------------------
 # --- experiment ------------------------------------------------------------------------------
 def display_name(spec: str, steps: int) -> str:
     """A method's name in tables and legends (001/Ji et al. 2021's names where they have one)."""
@@ -131,6 +138,9 @@ def plan(cfg: Config) -> list:
     if cfg.anil:
         runs.append(Run("calls", "reverse", "ANIL", make_problem(cfg, regularised=False),
                         init_theta(key, cfg, frozen=BLOCKS, regularised=False), calls))
+    if cfg.maml:
+        runs.append(Run("calls", "reverse", "MAML", make_problem(cfg, regularised=False),
+                        init_theta(key, cfg, frozen=0, regularised=False), calls))
     return runs
 
 
@@ -164,59 +174,31 @@ def run(cfg: Config, ctx: RunContext) -> Result:
                      "sec_per_iter": res.seconds / max(res.steps, 1),
                      "memory_mb": (hypergradient_memory(r.problem, est, r.theta0,
                                                         sample["train"](jax.random.PRNGKey(0))) / 2 ** 20
-                                   if r.part == "table4" else None), **res.record()})
+                                   if r.part == "table4" else None),
+                     "solver_residual": mean_logged(res.log, "solver_residual"), **res.record()})
         start = mean_ci(ev["test"](r.theta0, curve_keys))[0]
         curves.append({"part": r.part, "method": r.name, "hyper_iterations": 0, "function_calls": 0.0,
-                       "test_acc": start})
-        curves += [{"part": r.part, "method": r.name, "hyper_iterations": e["step"],
-                    "function_calls": e["function_calls"], "test_acc": e["test_acc"]}
-                   for e in res.log if "test_acc" in e]
+                       "seconds": 0.0, "test_acc": start})
+        curves += [{"part": r.part, "method": r.name, "hyper_iterations": e["step"], "function_calls": e["function_calls"],
+                    "seconds": e["seconds"], "test_acc": e["test_acc"]} for e in res.log if "test_acc" in e]
     title = (f"Omniglot {cfg.ways}-way {cfg.shots}-shot, hyper-representation (test characters); curves: the first "
              f"{cfg.curve_tasks} of the table's {cfg.eval_tasks} test tasks, so their last points differ from the table")
-    for part, x, name in (("table4", "hyper_iterations", "curves.png"), ("calls", "function_calls", "curves_calls.png")):
+    for part, x, name in (("table4", "hyper_iterations", "curves.png"), ("calls", "function_calls", "curves_calls.png"),
+                          ("calls", "seconds", "curves_seconds.png")):
         pts = [c for c in curves if c["part"] == part]
         order = list(dict.fromkeys(c["method"] for c in pts))
-        plot_curves(pts, ctx.out / name, x=x, ys=("test_acc",), title=title,
-                    order=sorted(order, key=natural_key) if part == "table4" else order,
-                    chance={"test_acc": 100.0 / cfg.ways})
+        if pts:  # a part with no runs gets no figure
+            plot_curves(pts, ctx.out / name, x=x, ys=("test_acc",), title=title, chance={"test_acc": 100.0 / cfg.ways},
+                        order=sorted(order, key=natural_key) if part == "table4" else order,
+                        axis={"seconds": "outer-step seconds (compilation and evaluation excluded)"})
     cols = ["part", "method", "T", "K", "hyper_iterations", "function_calls", "test_acc", "test_acc_ci95", "val_acc",
-            "sec_per_iter", "memory_mb"]
+            "sec_per_iter", "memory_mb", "solver_residual"]
     config = {**cfg.as_dict(), "characters": {"train": len(train), "validation": len(val), "test": len(test)}}
     text = notes(cfg, len(train), len(val), len(test)) + "\n" + seeds_note(cfg)
     return ctx.finish(NAME, config, rows, title="Hyper-representation, Omniglot 5-way 1-shot (Shaban et al. 2019, "
                       "§4.3, Ji et al. 2021, §5.2)", columns=cols, notes=text, csv={"results.csv": rows, "curves.csv": curves})
 
 
-def notes(cfg: Config, n_train: int, n_val: int, n_test: int) -> str:
-    """results.md's text below the table: what ran, against the paper's protocol."""
-    smoke = ("**Smoke run (--tiny or generated data): its numbers prove nothing**; it only shows that every "
-             "part runs and writes its files.\n\n" if cfg.data_dir is None or cfg.hyper_iterations < 50 else "")
-    data = ("Omniglot (background + evaluation characters pooled)" if cfg.data_dir else
-            "a generated Omniglot-shaped stand-in (random prototypes, 10% pixel noise), not Omniglot")
-    paper = "\n".join(f"| {m} | {a} | {i} | {s} |" for m, a, i, s in PAPER_TABLE4)
-    return (f"{smoke}Data: {data}; characters split at random (seed {cfg.split_seed}) into {n_train} train / "
-            f"{n_val} validation / {n_test} test, disjoint. Tasks: {cfg.ways}-way {cfg.shots}-shot, {cfg.queries} "
-            f"queries per class; meta-batch {cfg.meta_batch}; outer Adam lr {cfg.outer_lr}.\n\n"
-            f"Changes against Shaban et al. 2019's protocol (G.3): images {cfg.size}x{cfg.size} (Shaban et al. state no size; "
-            f"Finn et al.'s is 28x28), {cfg.filters} "
-            f"filters per conv layer (paper 64), T = {cfg.steps} inner GD steps (paper 50) with fixed γ = "
-            f"{cfg.inner_lr} (paper learns γ), {cfg.hyper_iterations} hyper-iterations per Table 4 method (paper 5000 "
-            f"and 15000), ρ_j = softplus(ν_j) from {cfg.rho0}; the inner run starts at the centres c (G.3 does not "
-            "say); max-pooling stops once a map is 2x2. Outer step size not tuned on the validation characters "
-            "(val_acc is reported, not used).\n\n"
-            f"test_acc: mean query accuracy over {cfg.eval_tasks} test-character tasks (paper: 120) ± 1.96·sd/√n. "
-            f"Curves (curves.png: Table 4's part, curves_calls.png: equal calls): test accuracy on the first {cfg.curve_tasks} of those tasks. sec_per_iter excludes "
-            "compilation and evaluation, on a 2-core CPU shared with other jobs; memory_mb (Table 4 part only) is "
-            "XLA's temporary buffer size of one compiled hypergradient (one task). Equal-calls part: "
-            f"{cfg.budget_calls:g} function calls each (gradients + HVPs + JVPs as ablo counts them; Likhosherstov et al. 2021 §5 "
-            "counts gradients and HVPs). 'ITD-BiO' is Ji et al. 2021's "
-            "(itd-bio): exact reverse mode through the inner loop warm-started at the previous outer step's iterate "
-            "(the meta-batch's task iterates averaged; 'ITD-BiO (reverse)' would be reverse without the warm start); "
-            "ANIL adapts only the dense layer from θ's head, without regulariser.\n\n"
-            "Shaban et al. 2019 Table 4 (Omniglot, T = 50):\n\n| Method | Accuracy | iter. | Sec/iter. |\n|---|---|---|---|\n"
-            f"{paper}\n")
-
-
 register(Experiment(NAME, run, Config, TINY,
                     "one-shot Omniglot with a learned hyper-representation (Shaban et al. 2019, §4.3 Table 4; Ji et al. 2021, §5.2): K-RMD at "
-                    "equal hyper-iterations, ITD/AID-BiO, FOM, UFOM, Adaptive UFOM, ANIL at equal function calls"))
+                    "equal hyper-iterations, ITD/AID-BiO, FOM, UFOM, Adaptive UFOM, ANIL, MAML at equal function calls"))

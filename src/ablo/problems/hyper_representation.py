@@ -22,6 +22,13 @@ G.3 does not say where the inner run starts; we start at the centres (V(θ) = c)
 the start and the regulariser's centre. f depends on λ directly (∇_λ f ≠ 0). γ is fixed here
 (Shaban et al. 2019 also learns it).
 
+Ji et al. 2021 §5.2's setting, in which AID-BiO's assumptions hold: ``adapted`` = 1 (w = the dense
+layer alone, λ = all four conv blocks, their embedding) and ``learn_rho`` = false (ρ fixed at
+``rho0``, no ν in θ). Then g_S is convex cross-entropy of a linear map plus ρ‖w − c‖², so it is
+2ρ-strongly convex in w for every θ, y*(θ) is unique and AID's implicit formula is the gradient of
+f(λ, y*(λ)). GD with γ < 2/L (L the largest Hessian eigenvalue) converges to y* linearly, by a
+factor no better than 1 − 2γρ per step.
+
 Two comparisons, each on the same θ_0 and the same meta-batches (seeded):
 
 1. Table 4: K-RMD (``truncated-K``) for several K and full RMD at an equal number of
@@ -31,9 +38,10 @@ Two comparisons, each on the same θ_0 and the same meta-batches (seeded):
 2. Equal function calls (Likhosherstov et al. 2021 §5 counting): ITD-BiO (``itd-bio``: reverse through the
    inner loop warm-started at the previous outer step's iterate, Ji et al. 2021, Alg. 1, the meta-batch's
    task iterates averaged),
-   AID-BiO (CG), FOM, UFOM, Adaptive UFOM on this problem, and ANIL (Raghu et al. 2019; 004
+   AID-BiO (CG), FOM, UFOM, Adaptive UFOM on this problem, ANIL (Raghu et al. 2019; Ji et al. 2021
    §5.2): the same network with blocks 1-4 in θ and only the dense layer adapted from
-   φ_0 = θ's head, without regulariser, exact reverse hypergradient.
+   φ_0 = θ's head, without regulariser, exact reverse hypergradient, and (``maml``) MAML (Finn et al.
+   2017): every layer adapted from φ_0 = θ, without regulariser, exact reverse hypergradient.
 
 Accuracy: mean over held-out tasks from the test characters of the query accuracy after the
 inner run, ± 1.96·sd/√n. Learning curves are evaluated on the first ``curve_tasks`` tasks of the
@@ -60,6 +68,11 @@ N_CHARACTERS = 1623  # Omniglot: 964 background + 659 evaluation characters
 DRAWINGS = 20
 BLOCKS = 4  # conv blocks; + 1 dense layer = the 5 layers of Shaban et al. 2019, Fig. 8
 FROZEN = 2  # blocks in the hyper-representation λ
+
+#: Shaban et al. 2019 Table 4 (Omniglot 5-way 1-shot, T = 50): (method, accuracy %, hyper-iterations, sec/iter).
+PAPER_TABLE4 = (("1-RMD", 95.6, "5K", 0.4), ("10-RMD", 96.3, "5K", 0.7), ("25-RMD", 96.1, "5K", 1.3),
+                ("Full RMD", 95.8, "5K", 2.2), ("1-RMD", 97.7, "15K", 0.4), ("10-RMD", 97.8, "15K", 0.7),
+                ("Short horizon", 96.6, "15K", 0.1))
 
 
 def episode_sampler(images: np.ndarray, ways: int, shots: int, queries: int):
@@ -162,12 +175,14 @@ def logits(theta: dict, phi: list, x: jax.Array) -> jax.Array:
     return x @ phi[-1]["w"] + phi[-1]["b"]
 
 
-def init_theta(key, cfg, frozen: int = FROZEN, regularised: bool = True) -> dict:
-    """θ_0 = {"body": the first ``frozen`` layers, "centre": the others (w_0 = c), "nu": ν_j with
-    softplus(ν_j) = rho0 per adapted layer (only when ``regularised``)}."""
+def init_theta(key, cfg, frozen: Optional[int] = None, regularised: bool = True) -> dict:
+    """θ_0 = {"body": the first ``frozen`` layers (default: all but the top ``cfg.adapted``), "centre":
+    the others (w_0 = c), "nu": ν_j with softplus(ν_j) = rho0 per adapted layer (only when
+    ``regularised`` and ``cfg.learn_rho``)}."""
     layers = init_layers(key, cfg)
+    frozen = len(layers) - cfg.adapted if frozen is None else frozen
     theta = {"body": layers[:frozen], "centre": layers[frozen:]}
-    if regularised:
+    if regularised and cfg.learn_rho:
         nu = math.log(math.expm1(cfg.rho0))  # softplus⁻¹(ρ_0)
         theta["nu"] = jnp.full(len(layers) - frozen, nu)
     return theta
@@ -179,14 +194,15 @@ def _sq_dist(a, b) -> jax.Array:
 
 def make_problem(cfg, steps: Optional[int] = None, regularised: bool = True) -> BilevelProblem:
     """The bilevel problem of Shaban et al. 2019, §4.3 (module docstring) with r = ``steps`` (default cfg.steps):
-    L_in = Σ_S CE + Σ_j softplus(ν_j)‖w_j − c_j‖² (no regulariser when not ``regularised``: ANIL),
-    L_out = mean_Q CE, φ_0 = V(θ) = θ["centre"], GD with step γ = cfg.inner_lr."""
+    L_in = Σ_S CE + Σ_j ρ_j‖w_j − c_j‖², ρ_j = softplus(ν_j), or cfg.rho0 when not ``cfg.learn_rho`` (no
+    regulariser when not ``regularised``: ANIL, MAML), L_out = mean_Q CE, φ_0 = V(θ) = θ["centre"], GD with
+    step γ = cfg.inner_lr."""
 
     def inner_loss(theta, phi, task):
         x, y = task["support"]
         loss = cross_entropy(logits(theta, phi, x), y) * y.shape[0]
         if regularised:
-            rho = jax.nn.softplus(theta["nu"])
+            rho = jax.nn.softplus(theta["nu"]) if cfg.learn_rho else jnp.full(len(phi), cfg.rho0)
             loss = loss + sum(rho[j] * _sq_dist(w, c) for j, (w, c) in enumerate(zip(phi, theta["centre"])))
         return loss
 
@@ -230,3 +246,61 @@ def hypergradient_memory(problem, estimator, theta, task) -> int:
     state = estimator.init(problem, theta, task)
     f = jax.jit(lambda th, t, k: estimator.estimate(problem, th, t, state, k)[0])
     return int(f.lower(theta, task, key).compile().memory_analysis().temp_size_in_bytes)
+
+
+def mean_logged(log: list, key: str) -> Optional[float]:
+    """Mean of ``key`` over a training log's entries that have it (None when none has), e.g. the
+    linear solver's residual that AID-BiO's state reports."""
+    vals = [e[key] for e in log if e.get(key) is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def adapted_words(adapted: int) -> str:
+    """The layers of the inner variable w in words: the top ``adapted`` of the 5 layers."""
+    first = BLOCKS + 2 - adapted  # the first adapted conv block, 1-based
+    if first > BLOCKS:
+        return "the dense layer"
+    return (f"conv block {BLOCKS}" if first == BLOCKS else f"conv blocks {first}-{BLOCKS}") + " and the dense layer"
+
+
+def notes(cfg, n_train: int, n_val: int, n_test: int) -> str:
+    """results.md's text below the table of the ``hyper-representation`` experiment: what ran, against
+    Shaban et al. 2019's protocol (G.3) and Ji et al. 2021 §5.2's setting."""
+    smoke = ("**Smoke run (--tiny or generated data): its numbers prove nothing**; it only shows that every "
+             "part runs and writes its files.\n\n" if cfg.data_dir is None or cfg.hyper_iterations < 50 else "")
+    data = ("Omniglot (background + evaluation characters pooled)" if cfg.data_dir else
+            "a generated Omniglot-shaped stand-in (random prototypes, 10% pixel noise), not Omniglot")
+    paper = "\n".join(f"| {m} | {a} | {i} | {s} |" for m, a, i, s in PAPER_TABLE4)
+    rho = (f"ρ_j = softplus(ν_j) learned from {cfg.rho0}" if cfg.learn_rho else
+           f"ρ fixed at {cfg.rho0} (learn_rho = false: not learned" +
+           (f"; w is the dense layer alone, so the inner problem is {2 * cfg.rho0:g}-strongly convex, Ji et al. "
+            "2021 §5.2's setting)" if cfg.adapted == 1 else ")"))
+    maml = ("; MAML adapts every layer from θ, without regulariser (exact reverse hypergradient)" if cfg.maml else "")
+    table4 = bool(cfg.table_methods or cfg.short_horizon)  # the Table 4 part runs
+    iters = f"{cfg.hyper_iterations} hyper-iterations per Table 4 method (paper 5000 and 15000), " if table4 else ""
+    figures = ("curves.png: Table 4's part; " if table4 else "") + "curves_calls.png: equal calls"
+    return (f"{smoke}Data: {data}; characters split at random (seed {cfg.split_seed}) into {n_train} train / "
+            f"{n_val} validation / {n_test} test, disjoint. Tasks: {cfg.ways}-way {cfg.shots}-shot, {cfg.queries} "
+            f"queries per class; meta-batch {cfg.meta_batch}; outer Adam lr {cfg.outer_lr}.\n\n"
+            f"Changes against Shaban et al. 2019's protocol (G.3): images {cfg.size}x{cfg.size} (Shaban et al. state "
+            f"no size; Finn et al.'s is 28x28), {cfg.filters} filters per conv layer (paper 64), T = {cfg.steps} inner "
+            f"GD steps (paper 50) with fixed γ = {cfg.inner_lr} (paper learns γ), {iters}adapted in the inner "
+            f"problem: "
+            f"{adapted_words(cfg.adapted)}{'' if cfg.adapted == BLOCKS + 1 - FROZEN else ' (paper: conv blocks 3-4 and the dense layer)'}, "
+            f"{rho}; the inner run starts "
+            "at the centres c (G.3 does not say); max-pooling stops once a map is 2x2. Outer step size not tuned on "
+            "the validation characters (val_acc is reported, not used).\n\n"
+            f"test_acc: mean query accuracy over {cfg.eval_tasks} test-character tasks (paper: 120) ± 1.96·sd/√n. "
+            f"Curves ({figures}; curves_seconds.png: the same runs "
+            f"against outer-step seconds, as Ji et al. 2021 Figs. 1 and 5 plot against running time): test accuracy "
+            f"on the first {cfg.curve_tasks} of those tasks. sec_per_iter and seconds exclude compilation and "
+            "evaluation, on a 2-core CPU shared with other jobs. " + ("memory_mb (Table 4 part only) is XLA's "
+            "temporary buffer size of one compiled hypergradient (one task). " if table4 else "") +
+            f"Equal-calls part: {cfg.budget_calls:g} function "
+            "calls each (gradients + HVPs + JVPs as ablo counts them; Likhosherstov et al. 2021 §5 counts gradients "
+            "and HVPs); solver_residual: the linear solver's residual norm ‖∇²g v − ∇f‖ at exit, mean over the meta-batch's tasks and the logged steps (AID only). "
+            "'ITD-BiO' is Ji et al. 2021's (itd-bio): exact reverse mode through the inner loop warm-started at the "
+            "previous outer step's iterate (the meta-batch's task iterates averaged; 'ITD-BiO (reverse)' would be "
+            f"reverse without the warm start); ANIL adapts only the dense layer from θ's head, without regulariser{maml}."
+            "\n\nShaban et al. 2019 Table 4 (Omniglot, T = 50):\n\n| Method | Accuracy | iter. | Sec/iter. |\n"
+            f"|---|---|---|---|\n{paper}\n")

@@ -29,7 +29,7 @@ import numpy as np
 import optax
 
 from ablo import estimators, outer
-from ablo.experiments._episodes import episode_sampler
+from ablo.problems.hyper_representation import episode_sampler
 from ablo.experiments import hyper_representation as hr
 from ablo.linear_solvers import CG
 from ablo.results import write_csv
