@@ -83,13 +83,14 @@ def report(cfg: Config, ctx: RunContext, rows, online_rows) -> Result:
     save_figure(bar_figure(drawn, value="variance_x_calls", titles=titles,
                            axis="variance × expected function calls per estimate (lower is better)"),
                 ctx.out / "fig_variance_x_calls.png")
-    notes = (smoke_note(cfg) + "Variance: E‖Ĝ − EĜ‖² over draws at one θ; calls: expected gradient evaluations + "
-             "HVPs + JVPs per estimate; variance × calls is Likhosherstov et al. 2021 Prop. 1's criterion; "
-             "temp bytes from XLA's memory analysis.\n\n## Online tuning of the log step size (lr problem)\n\n")
+    notes = (smoke_note(cfg) + "Variance: E‖Ĝ − EĜ‖² over draws at one θ (relative: over ‖G‖², G exact); calls: "
+             "expected gradient evaluations + HVPs + JVPs per estimate; variance × calls is Likhosherstov et al. "
+             "2021 Prop. 1's criterion; temp bytes from XLA's memory analysis.\n\n"
+             "## Online tuning of the log step size (lr problem)\n\n")
     return ctx.finish(NAME, cfg.as_dict(), rows + [{"problem": "lr (online)", **r} for r in online_rows],
                       title="Unbiased hypergradient estimators side by side", table=rows,
-                      columns=["problem", "method", "dim_theta", "bias", "bias_se", "variance", "expected_calls",
-                               "variance_x_calls", "temp_bytes", "skipped"],
+                      columns=["problem", "method", "dim_theta", "bias", "bias_se", "variance", "relative_variance",
+                               "expected_calls", "variance_x_calls", "temp_bytes", "skipped"],
                       notes=notes + markdown_table(online_rows),
                       csv={"comparison.csv": rows, "online.csv": online_rows})
 
