@@ -135,8 +135,9 @@ def test_curve_plot_uses_a_log_scale_when_one_line_would_squeeze_the_others_and_
 def test_bar_figure_stacks_one_log_panel_per_group_leaves_out_non_positive_values_and_never_overlaps():
     from ablo.experiments.plots import bar_figure
 
-    rows = [{"problem": p, "method": m, "v": v} for p in ("weights", "lr")
-            for m, v in (("telescope:form=roulette", 0.003), ("es:sigma=0.01,pairs=8", 0.09), ("reverse", 0.0))]
+    values = {"weights": (0.003, 0.09), "lr": (0.44, 1.2)}  # lr within a decade: minor ticks would be labelled
+    rows = [{"problem": p, "method": m, "v": v} for p in values
+            for m, v in zip(("telescope:form=roulette", "es:sigma=0.01,pairs=8", "reverse"), values[p] + (0.0,))]
     rows.append({"problem": "lr", "method": "reversible", "skipped": "noisy-gd"})
     fig = bar_figure(rows, value="v", titles={"lr": "lr problem (dim θ = 1), a title long enough to need wrapping "
                                                     "so that it would run into the panel above it otherwise"})
@@ -145,7 +146,9 @@ def test_bar_figure_stacks_one_log_panel_per_group_leaves_out_non_positive_value
     drawn = [[t.get_text() for t in ax.get_yticklabels()] for ax in fig.axes]
     assert drawn == [["telescope:form=roulette", "es:sigma=0.01,pairs=8"]] * 2  # reverse (0) and skipped left out
     assert [len(ax.patches) for ax in fig.axes] == [2, 2]
+    assert [t.get_text() for t in fig.axes[1].texts] == ["0.44", "1.2"]  # the values on the bars
     assert _overlaps(fig) == []
+    assert not any(t.get_text() for ax in fig.axes for t in ax.get_xminorticklabels())  # they collide within a decade
     plt.close(fig)
     with pytest.raises(ValueError, match="positive 'v'"):
         bar_figure(rows[2:3], value="v")

@@ -135,8 +135,8 @@ def bar_figure(rows: Sequence[Mapping], *, value: str, label: str = "method", gr
                order: Optional[Sequence] = None, titles: Optional[Mapping] = None, axis: Optional[str] = None):
     """Horizontal bars of ``value`` for each ``label`` on a log axis, one stacked panel per value of
     ``group`` (in ``order``, else as they first appear; its title from ``titles``, else the value), rows in
-    the order given, the first on top; rows whose value is missing or not positive are left out
-    (ValueError when none is left)."""
+    the order given, the first on top, each labelled with its value; rows whose value is missing or
+    not positive are left out (ValueError when none is left)."""
     plt = pyplot()
     groups: dict = {}
     for r in rows:
@@ -149,8 +149,11 @@ def bar_figure(rows: Sequence[Mapping], *, value: str, label: str = "method", gr
     fig, axes = plt.subplots(len(names), 1, figsize=(7, 0.6 + sum(heights)), squeeze=False, layout="constrained",
                              gridspec_kw={"height_ratios": heights})
     for ax, name in zip(axes[:, 0], names):
-        ax.barh([str(r.get(label)) for r in groups[name]], [r[value] for r in groups[name]])
+        values = [r[value] for r in groups[name]]
+        ax.bar_label(ax.barh([str(r.get(label)) for r in groups[name]], values), fmt="%.3g", padding=3, fontsize=8)
         ax.set_xscale("log")
+        ax.set_xlim(right=max(values) * 4)  # room for the value labels
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # within a decade minor labels collide
         ax.invert_yaxis()
         ax.set_xlabel(_wrap(axis or axis_label(value), 80), fontsize=9)
         ax.set_title(_wrap(str((titles or {}).get(name, name)), 80), fontsize=10)
