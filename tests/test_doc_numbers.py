@@ -241,3 +241,22 @@ def test_tradeoff_table_counts_are_the_estimators_expected_costs():
     assert "r = 1000 costs 3 547 gradient evaluations with 10 states" in text
     cost = ablo.estimators.get("binomial").expected_cost(1000)
     assert (int(cost.grad_evals), int(cost.states)) == (3547, 10)
+
+
+def test_unbiased_comparison_table():
+    text = section("UFOM beside the other unbiased estimators")
+    assert "--out docs/results/unbiased" in text
+    rows = {(r["problem"], r["method"]): r for r in summary("unbiased")["results"] if "variance_x_calls" in r}
+    labels = {"telescope, single sample": "telescope", "telescope, Russian roulette": "telescope:form=roulette",
+              "UFOM, q = 0.2 (exact branch: reverse)": "ufom:q=0.2,exact=reverse", "Adaptive UFOM": "adaptive-ufom",
+              "ES, σ = 0.01, 8 pairs": "es:sigma=0.01,pairs=8", "PES, σ = 0.01, 8 pairs": "pes:sigma=0.01,pairs=8"}
+    printed = table(text, "method")
+    assert set(printed) == set(labels)
+    for label, cells in printed.items():
+        columns = [c for c in cells if c != "method"]
+        assert len(columns) == 4
+        for column in columns:
+            problem, dim = re.fullmatch(r"`([\w-]+)` \(dim θ = (\d+)\)", column).groups()
+            row = rows[(problem, labels[label])]
+            assert int(dim) == row["dim_theta"], column
+            check(numbers(cells[column])[0], row["variance_x_calls"], f"{label} on {problem}")

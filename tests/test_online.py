@@ -41,6 +41,7 @@ def test_compare_reports_zero_variance_for_exact_and_es_variance_for_es():
     assert exact["variance"] < 1e-20 and exact["expected_calls"] == 6 + 1 + 6 + 1
     g2 = float(jax.grad(lambda t: p.objective(t, None))(-1.0)) ** 2
     assert abs(es["variance"] / (2 * g2) - 1) < 0.25  # (dim θ + 1)‖∇f‖²/N with dim θ = 1, N = 1
+    assert es["relative_variance"] == pytest.approx(es["variance"] / g2) and abs(es["relative_variance"] / 2 - 1) < 0.25
     for r in rows:
         assert r["bias"] <= 4 * r["bias_se"] + 1e-12 and r["temp_bytes"] > 0
         assert r["variance_x_calls"] == pytest.approx(r["variance"] * r["expected_calls"])

@@ -5,6 +5,7 @@ scale where one line would squeeze the others, a chance line."""
 
 import matplotlib
 import numpy as np
+import pytest
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -129,3 +130,25 @@ def test_curve_plot_uses_a_log_scale_when_one_line_would_squeeze_the_others_and_
     assert fig.axes[0].get_yscale() == "log" and fig.axes[1].get_yscale() == "linear"
     assert any(line.get_label().startswith("chance") for line in fig.axes[0].get_lines())
     plt.close(fig)
+
+
+def test_bar_figure_stacks_one_log_panel_per_group_leaves_out_non_positive_values_and_never_overlaps():
+    from ablo.experiments.plots import bar_figure
+
+    values = {"weights": (0.003, 0.09), "lr": (0.44, 1.2)}  # lr within a decade: minor ticks would be labelled
+    rows = [{"problem": p, "method": m, "v": v} for p in values
+            for m, v in zip(("telescope:form=roulette", "es:sigma=0.01,pairs=8", "reverse"), values[p] + (0.0,))]
+    rows.append({"problem": "lr", "method": "reversible", "skipped": "noisy-gd"})
+    fig = bar_figure(rows, value="v", titles={"lr": "lr problem (dim θ = 1), a title long enough to need wrapping "
+                                                    "so that it would run into the panel above it otherwise"})
+    assert [ax.get_xscale() for ax in fig.axes] == ["log", "log"]
+    assert fig.axes[0].get_title() == "weights" and fig.axes[1].get_title().startswith("lr problem")
+    drawn = [[t.get_text() for t in ax.get_yticklabels()] for ax in fig.axes]
+    assert drawn == [["telescope:form=roulette", "es:sigma=0.01,pairs=8"]] * 2  # reverse (0) and skipped left out
+    assert [len(ax.patches) for ax in fig.axes] == [2, 2]
+    assert [t.get_text() for t in fig.axes[1].texts] == ["0.44", "1.2"]  # the values on the bars
+    assert _overlaps(fig) == []
+    assert not any(t.get_text() for ax in fig.axes for t in ax.get_xminorticklabels())  # they collide within a decade
+    plt.close(fig)
+    with pytest.raises(ValueError, match="positive 'v'"):
+        bar_figure(rows[2:3], value="v")

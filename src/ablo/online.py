@@ -2,8 +2,8 @@
 the inner state carried across outer steps.
 
 ``compare`` draws many estimates at one (θ, task) and reports, per estimator, the bias ‖E Ĝ − G‖
-against the exact hypergradient G, the variance E‖Ĝ − E Ĝ‖², the expected cost per estimate in
-function calls (gradient evaluations + HVPs + JVPs, ``Estimator.expected_cost``), their product
+against the exact hypergradient G, the variance E‖Ĝ − E Ĝ‖² (and over ‖G‖²), the expected cost per
+estimate in function calls (gradient evaluations + HVPs + JVPs, ``Estimator.expected_cost``), their product
 (the quantity Likhosherstov et al. 2021 Prop. 1 minimises for an unbiased estimator), and the
 compiled program's temp memory (XLA's memory analysis).
 
@@ -26,6 +26,7 @@ noisy GD on ½Σ h_i φ_i², where greedy short horizons pick too small a step.
 
 from __future__ import annotations
 
+import math
 from typing import Dict, NamedTuple
 
 import jax
@@ -65,11 +66,13 @@ def temp_bytes(est: Estimator, problem, theta, task) -> int:
 
 def compare(problem: BilevelProblem, theta, task, methods: Dict[str, Estimator], key, n: int = 256,
             warmup: int = 0) -> list:
-    """One row per method: bias, variance, expected function calls, variance × calls, temp memory
+    """One row per method: bias, variance, relative variance (variance / ‖G‖²; antithetic ES's is
+    (dim θ + 1)/N as σ → 0 on a smooth objective), expected function calls, variance × calls, temp memory
     (or ``skipped`` with the reason when the method refuses the problem). The exact hypergradient
     comes from ``Reverse``. With ``warmup`` > 0 every method first advances its state that many
     calls, and the expected calls are the mean over the draws (the state sets them, e.g. q)."""
     exact = _flat(jax.jit(lambda: Reverse().estimate(problem, theta, task, (), jax.random.PRNGKey(0))[0])())
+    sq = float(np.sum(np.asarray(exact, float) ** 2))
     rows = []
     for i, (label, est) in enumerate(methods.items()):
         try:
@@ -82,7 +85,8 @@ def compare(problem: BilevelProblem, theta, task, methods: Dict[str, Estimator],
         var = float(np.mean(np.sum((g - mean) ** 2, axis=1)))
         calls = float(np.mean(c.function_calls)) if warmup else float(est.expected_cost(problem.steps).function_calls)
         rows.append(dict(method=label, bias=float(np.linalg.norm(mean - np.asarray(exact))),
-                         bias_se=float(np.sqrt(var / n)), variance=var, mean_calls=float(np.mean(c.function_calls)),
+                         bias_se=float(np.sqrt(var / n)), variance=var, relative_variance=var / sq if sq else math.inf,
+                         mean_calls=float(np.mean(c.function_calls)),
                          expected_calls=calls, variance_x_calls=var * calls, dim_theta=int(exact.shape[0]),
                          temp_bytes=temp_bytes(est, problem, theta, task)))
     return rows

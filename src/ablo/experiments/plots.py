@@ -129,3 +129,33 @@ def curve_figure(rows: Sequence[Mapping], *, x: str, ys: Sequence[str], group: s
 def plot_curves(rows: Sequence[Mapping], path, **options):
     """:func:`curve_figure` of ``rows`` saved as PNG at ``path`` (atomically)."""
     return save_figure(curve_figure(rows, **options), path)
+
+
+def bar_figure(rows: Sequence[Mapping], *, value: str, label: str = "method", group: str = "problem",
+               order: Optional[Sequence] = None, titles: Optional[Mapping] = None, axis: Optional[str] = None):
+    """Horizontal bars of ``value`` for each ``label`` on a log axis, one stacked panel per value of
+    ``group`` (in ``order``, else as they first appear; its title from ``titles``, else the value), rows in
+    the order given, the first on top, each labelled with its value; rows whose value is missing or
+    not positive are left out (ValueError when none is left)."""
+    plt = pyplot()
+    groups: dict = {}
+    for r in rows:
+        if r.get(value) is not None and r[value] > 0:
+            groups.setdefault(r.get(group), []).append(r)
+    names = [g for g in (order if order is not None else groups) if g in groups]
+    if not names:
+        raise ValueError(f"bar_figure: no row has a positive {value!r}; nothing to draw")
+    heights = [0.9 + 0.28 * len(groups[g]) for g in names]
+    fig, axes = plt.subplots(len(names), 1, figsize=(7, 0.6 + sum(heights)), squeeze=False, layout="constrained",
+                             gridspec_kw={"height_ratios": heights})
+    for ax, name in zip(axes[:, 0], names):
+        values = [r[value] for r in groups[name]]
+        ax.bar_label(ax.barh([str(r.get(label)) for r in groups[name]], values), fmt="%.3g", padding=3, fontsize=8)
+        ax.set_xscale("log")
+        ax.set_xlim(right=max(values) * 4)  # room for the value labels
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())  # within a decade minor labels collide
+        ax.invert_yaxis()
+        ax.set_xlabel(_wrap(axis or axis_label(value), 80), fontsize=9)
+        ax.set_title(_wrap(str((titles or {}).get(name, name)), 80), fontsize=10)
+        ax.grid(alpha=0.3, axis="x")
+    return fig

@@ -2,32 +2,28 @@
 (randomized telescopes, ES, PES, reversible learning), side by side with UFOM, Adaptive UFOM and
 the exact hypergradient.
 
-Two problems: ``lr``, Wu et al. 2018's noisy quadratic with θ the log inner step size (dim θ = 1),
-and ``weights``, ridge regression on n synthetic examples weighted by σ(θ_i) (dim θ = n, the
-hypercleaning shape). Per problem and method ``ablo.online.compare`` reports the bias, the variance
-of one estimate, the expected function calls per estimate, their product (Likhosherstov et al.
-2021 Prop. 1) and the temp memory. Then online tuning of the step size on ``lr`` with the inner
-run carried across outer steps (``ablo.online.online``: truncated, UFOM-style window debiasing,
-PES), against the offline objective M^(r) on a grid of θ.
+Per problem (:mod:`ablo.problems.unbiased`: ``lr`` and ``synthetic-q`` with dim θ = 1, ``weights`` and
+MLP ``hypercleaning`` with dim θ = n) and method, ``ablo.online.compare`` reports the bias, the variance
+of one estimate, the expected function calls per estimate, their product (Likhosherstov et al. 2021
+Prop. 1) and the temp memory. Then online tuning of the step size on ``lr`` with the inner run carried
+across outer steps (``ablo.online.online``: truncated, UFOM-style window debiasing, PES), against the
+offline objective M^(r) on a grid of θ.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
 from .. import estimators
-from ..inner import momentum
-from ..online import compare, online, short_horizon_problem
-from ..problem import BilevelProblem, constant_init
-from ..results import markdown_table, save_figure, write_csv, write_markdown, write_summary
-from . import Experiment, RunContext, register
+from ..online import compare
+from ..problems.unbiased import online_tuning, setup
+from ..results import markdown_table, save_figure
+from . import Experiment, Result, RunContext, register
 from ._notes import smoke_note, smoke_option
 from ..config import ExperimentConfig, option
+from .plots import bar_figure
 
 NAME = "unbiased"
 
@@ -42,6 +38,9 @@ class Config(ExperimentConfig):
                                       "estimator specs compared", estimators=True, min_len=1)
     r: int = option(64, "inner steps r", low=1, high=100_000)
     n_examples: int = option(32, "examples of the weights problem (its dim θ)", low=2, high=100_000)
+    n_train: int = option(128, "training examples n of the hypercleaning problem (its dim θ; as many validation "
+                               "examples)", low=10, high=600)
+    hidden: int = option(16, "hidden width of the hypercleaning MLP", low=1, high=10_000)
     draws: int = option(512, "estimates drawn per method for the variance", low=2, high=1_000_000)
     warmup: int = option(50, "calls that advance a stateful method's state (Adaptive UFOM's D², V²) before "
                              "the draws", low=0, high=1_000_000)
@@ -53,84 +52,47 @@ class Config(ExperimentConfig):
     smoke: bool = smoke_option()
 
 
-TINY = dict(smoke=True, r=8, n_examples=4, draws=16, warmup=2, window=4, online_steps=6,
+TINY = dict(smoke=True, r=8, n_examples=4, n_train=20, hidden=4, draws=16, warmup=2, window=4, online_steps=6,
             methods=("reversible", "ufom:q=0.5,exact=reverse", "telescope", "pes:sigma=0.01,pairs=2"))
 
 
-def weights_problem(n: int, r: int, seed: int):
-    """Ridge regression on n examples weighted by σ(θ_i), heavy-ball momentum (β = 0.9), validation MSE
-    outer loss; returns (problem, θ_0, task)."""
-    kx, kw, kv = jax.random.split(jax.random.PRNGKey(seed), 3)
-    d = 5
-    x, xv = jax.random.normal(kx, (n, d)), jax.random.normal(kv, (n, d))
-    w = jax.random.normal(kw, (d,))
-    y = x @ w + 0.5 * jax.random.normal(kv, (n,)) * (jnp.arange(n) % 2)  # every other label noisy
-    inner = lambda th, phi, task: 0.5 * jnp.mean(jax.nn.sigmoid(th) * (task[0] @ phi - task[1]) ** 2) + 1e-2 * phi @ phi
-    outer = lambda th, phi, task: 0.5 * jnp.mean((task[2] @ phi - task[3]) ** 2)
-    prob = BilevelProblem(inner, outer, momentum(0.3, beta=0.9), r, init=constant_init(jnp.zeros(d)))
-    return prob, jnp.zeros(n), (x, y, xv, xv @ w)
-
-
-def setup(cfg: Config):
-    """{problem name: (problem, θ, task)}."""
-    lr = short_horizon_problem(dim=10, r=cfg.r, noise=0.1, seed=cfg.seed)
-    return {"lr": (lr, jnp.asarray(-2.0), None), "weights": weights_problem(cfg.n_examples, cfg.r, cfg.seed)}
-
-
-def run(cfg: Config, ctx: RunContext) -> dict:
+def run(cfg: Config, ctx: RunContext) -> Result:
     """In float64 (scoped: ``jax.enable_x64``), as reversible's fixed point and the variances need."""
     with jax.enable_x64(True):
-        return _run(cfg, ctx)
+        return report(cfg, ctx, *_measure(cfg))
 
 
-def _run(cfg: Config, ctx: RunContext) -> dict:
+def _measure(cfg: Config):
+    """(comparison rows, online rows)."""
     key = jax.random.PRNGKey(cfg.seed)
     methods = {spec: estimators.parse(spec) for spec in cfg.methods}
-    rows = []
-    for name, (prob, theta, task) in setup(cfg).items():
+    rows, problems = [], setup(cfg)
+    for name, (prob, theta, task) in problems.items():
         for row in compare(prob, theta, task, methods, jax.random.fold_in(key, len(rows)), cfg.draws, cfg.warmup):
             rows.append({"problem": name, **row})
-    prob, theta, task = setup(cfg)["lr"]
-    grid = np.linspace(-4.0, 1.0, 26)
-    M = np.asarray(jax.jit(jax.vmap(lambda t: prob.objective(t, task)))(jnp.asarray(grid)))
-    online_rows = []
-    for method in ("truncated", "ufom", "pes"):
-        thetas = np.asarray(online(prob, theta, task, method, cfg.window, cfg.online_steps, cfg.online_lr,
-                                   jax.random.fold_in(key, 99), sigma=0.01))
-        final = float(thetas[-max(1, len(thetas) // 10):].mean())
-        online_rows.append(dict(method=method, window=cfg.window, final_theta=final,
-                                final_objective=float(prob.objective(jnp.asarray(final), task))))
-    best = dict(method="grid optimum of M^(r)", window=cfg.r, final_theta=float(grid[M.argmin()]),
-                final_objective=float(M.min()))
-    return report(cfg, ctx, rows, online_rows + [best])
+    return rows, online_tuning(*problems["lr"], cfg, jax.random.fold_in(key, 99))
 
 
-def report(cfg: Config, ctx: RunContext, rows, online_rows) -> dict:
-    """comparison.csv, online.csv, results.md, fig_variance_x_calls.png, summary.json (comparison rows,
+def report(cfg: Config, ctx: RunContext, rows, online_rows) -> Result:
+    """fig_variance_x_calls.png, comparison.csv, online.csv, results.md, summary.json (comparison rows,
     then online rows)."""
-    import matplotlib.pyplot as plt
-
-    problems = sorted({r["problem"] for r in rows})
-    fig, axes = plt.subplots(len(problems), 1, figsize=(7, 2.2 + 0.9 * len(rows) / max(len(problems), 1)),
-                             squeeze=False)
-    for ax, name in zip(axes[:, 0], problems):
-        # exact estimators' variance is float round-off (~1e-30): drawn on a log axis it would squash the rest
-        done = [r for r in rows if r["problem"] == name and r.get("variance_x_calls", 0) > 1e-20]
-        ax.barh([r["method"] for r in done], [r["variance_x_calls"] for r in done])
-        ax.set_xscale("log")
-        ax.set_xlabel("variance × expected function calls per estimate (lower is better)")
-        ax.set_title(f"{name} problem (exact estimators, at zero variance, not drawn)", fontsize=10)
-    save_figure(fig, ctx.out / "fig_variance_x_calls.png")
-    write_csv(ctx.out / "comparison.csv", rows)
-    write_csv(ctx.out / "online.csv", online_rows)
-    notes = (smoke_note(cfg) + "Variance: E‖Ĝ − EĜ‖² over draws at one θ; calls: expected gradient evaluations + "
-             "HVPs + JVPs per estimate; variance × calls is Likhosherstov et al. 2021 Prop. 1's criterion; "
-             "temp bytes from XLA's memory analysis.\n\n## Online tuning of the log step size (lr problem)\n\n")
-    write_markdown(ctx.out / "results.md", "Unbiased hypergradient estimators side by side", rows,
-                   ["problem", "method", "bias", "bias_se", "variance", "expected_calls", "variance_x_calls",
-                    "temp_bytes", "skipped"], notes=notes + markdown_table(online_rows))
-    results = rows + [{"problem": "lr (online)", **r} for r in online_rows]
-    return json.loads(write_summary(ctx.out, NAME, cfg.as_dict(), results).read_text())
+    # exact estimators' variance is float round-off (~1e-30): on a log axis it would squash the rest
+    drawn = [r for r in rows if r.get("variance_x_calls", 0) > 1e-20]
+    titles = {r["problem"]: f"{r['problem']} problem (dim θ = {r['dim_theta']}; exact estimators, at zero "
+                            "variance, not drawn)" for r in drawn}
+    save_figure(bar_figure(drawn, value="variance_x_calls", titles=titles,
+                           axis="variance × expected function calls per estimate (lower is better)"),
+                ctx.out / "fig_variance_x_calls.png")
+    notes = (smoke_note(cfg) + "Variance: E‖Ĝ − EĜ‖² over draws at one θ (relative: over ‖G‖², G exact); calls: "
+             "expected gradient evaluations + HVPs + JVPs per estimate; variance × calls is Likhosherstov et al. "
+             "2021 Prop. 1's criterion; temp bytes from XLA's memory analysis.\n\n"
+             "## Online tuning of the log step size (lr problem)\n\n")
+    return ctx.finish(NAME, cfg.as_dict(), rows + [{"problem": "lr (online)", **r} for r in online_rows],
+                      title="Unbiased hypergradient estimators side by side", table=rows,
+                      columns=["problem", "method", "dim_theta", "bias", "bias_se", "variance", "relative_variance",
+                               "expected_calls", "variance_x_calls", "temp_bytes", "skipped"],
+                      notes=notes + markdown_table(online_rows),
+                      csv={"comparison.csv": rows, "online.csv": online_rows})
 
 
 register(Experiment(NAME, run, Config, TINY,
