@@ -1,8 +1,16 @@
 """Exactness tests compare against finite differences in float64: enable it for the suite. Runs
 never read a developer's ``ablo data fetch`` cache unless a test points ABLO_DATA_DIR at one."""
 
-import jax
-import pytest
+import os
+
+# Compiling dominates the suite's time; XLA's LLVM optimisations are most of a CPU compile and the
+# tests' programs are tiny, so they are switched off (buffer assignment, and so memory_analysis, is
+# decided before LLVM and does not change). Set before JAX starts its backend; CLI subprocesses inherit it.
+os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), "--xla_backend_optimization_level=0",
+                                                "--xla_llvm_disable_expensive_passes=true"]))
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 

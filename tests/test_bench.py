@@ -33,25 +33,34 @@ def test_make_data_shapes_and_bad_input():
         bench.run_suite("/nonexistent", rounds=0)
 
 
-def test_references_compute_the_estimators_hypergradients():
+def smoke_problem(problem, r=4):
+    """bench's smoke data of ``problem`` in float64, and its (problem, θ, task) at ``r`` inner steps."""
+    data = {k: v.astype(np.float64) if v.dtype == np.float32 else v
+            for k, v in bench.make_data(problem, "smoke").items()}
+    return data, bench.build(problem, data, r)
+
+
+#: One compilation of ablo's estimator and one of its reference per method: three in the default
+#: run, every method with ``-m slow``.
+DEFAULT_REFERENCES = ("fom", "checkpointed", "aid-cg")
+
+
+@pytest.mark.parametrize("method", [m if m in DEFAULT_REFERENCES else pytest.param(m, marks=pytest.mark.slow)
+                                    for m in bench.problems.METHODS])
+def test_references_compute_the_estimators_hypergradients(method):
     """Each hand-written program computes what ablo's estimator of the same name does (float64).
     The MLP (φ a list of (W, b) pairs) for all but AID-CG: its inner Hessian is indefinite there,
     and 20 CG iterations amplify rounding (1e-13 after 5 iterations, 1e-4 after 20, in float64),
     so AID-CG is compared on the convex linear problem."""
-    for problem in ("mlp", "hypercleaning"):
-        data = {k: v.astype(np.float64) if v.dtype == np.float32 else v
-                for k, v in bench.make_data(problem, "smoke").items()}
-        r = 4
-        prob, theta, task = bench.build(problem, data, r)
-        for method in bench.problems.available_methods():
-            if (method == "aid-cg") != (problem == "hypercleaning"):
-                continue
-            est = bench.estimator(method, r)
-            key = bench.problems.ufom_key() if method == "ufom" else jax.random.PRNGKey(0)
-            g = jax.jit(lambda th, tk: est.estimate(prob, th, tk, est.init(prob, th, tk), key)[0])(theta, task)
-            name, f = references.program(method, prob, float(data["lr"]), r, bench.AID_ITERS)
-            g_ref = jax.jit(f)(theta, task)
-            np.testing.assert_allclose(g, g_ref[0] if name == "fom" else g_ref, rtol=1e-8, atol=1e-12, err_msg=method)
+    assert method in bench.problems.available_methods()
+    r = 4
+    data, (prob, theta, task) = smoke_problem("hypercleaning" if method == "aid-cg" else "mlp", r)
+    est = bench.estimator(method, r)
+    key = bench.problems.ufom_key() if method == "ufom" else jax.random.PRNGKey(0)
+    g = jax.jit(lambda th, tk: est.estimate(prob, th, tk, est.init(prob, th, tk), key)[0])(theta, task)
+    name, f = references.program(method, prob, float(data["lr"]), r, bench.AID_ITERS)
+    g_ref = jax.jit(f)(theta, task)
+    np.testing.assert_allclose(g, g_ref[0] if name == "fom" else g_ref, rtol=1e-8, atol=1e-12, err_msg=method)
 
 
 def test_worker_times_estimator_reference_and_reverse_in_one_process(tmp_path):
@@ -159,13 +168,16 @@ def test_a_nan_hypergradient_is_a_failed_check_not_a_time(tmp_path):
     assert "PASS reverse time" not in text
 
 
-def test_smoke_suite_with_a_peer(tmp_path):
-    """The whole pipeline at tiny sizes: subprocess workers, a peer, the tables, the plots."""
+@pytest.mark.parametrize("methods", [("reverse",), pytest.param(("reverse", "fom"), marks=pytest.mark.slow)],
+                         ids=["reverse", "reverse-fom"])
+def test_smoke_suite_with_a_peer(tmp_path, methods):
+    """The whole pipeline at tiny sizes: subprocess workers, a peer, the tables, the plots (a worker
+    process per method and r: reverse alone in the default run, with FOM under ``-m slow``)."""
     jobs = []
     if sys.modules.get("jaxopt") or _has("jaxopt"):
         jobs = [({"problem": "hypercleaning", "library": "jaxopt", "method": "reverse", "r": 6, "warmup": False},
                  1, [sys.executable, str(peers.HERE / "jaxopt_peer.py")])]
-    s = bench.run_suite(tmp_path, problems=("hypercleaning",), methods=("reverse", "fom"), size="smoke",
+    s = bench.run_suite(tmp_path, problems=("hypercleaning",), methods=methods, size="smoke",
                         rounds=1, peers=jobs, log=lambda *_: None)
     rows = {(r.get("library", "ablo"), r["method"], r["r"]): r for r in s["results"]}
     assert not [r for r in s["results"] if "error" in r], [r.get("error") for r in s["results"]]
@@ -222,32 +234,48 @@ def test_ufom_exact_branch_table(tmp_path):
     assert other.returncode != 0 and "record_every: 5 -> 10" in other.stderr
 
 
-def test_every_plain_anchor_program_computes_ablos_hypergradient():
+@pytest.fixture(scope="module")
+def anchor_targets():
+    """ablo's reverse and FOM hypergradients on bench's smoke problems (float64, r = 4), per problem."""
+    out = {}
+    for problem in ("hypercleaning", "mlp"):
+        data, (prob, theta, task) = smoke_problem(problem)
+        want = {}
+        for method, algorithm in (("reverse", "exact"), ("fom", "fom")):
+            est = bench.estimator(method, 4)
+            want[algorithm] = est.estimate(prob, theta, task, est.init(prob, theta, task), jax.random.PRNGKey(0))[0]
+        out[problem] = data, theta, want
+    return out
+
+
+ANCHOR_PROGRAMS = ([("hypercleaning", lay, "exact", "none") for lay in anchors.LAYOUTS]
+                   + [("hypercleaning", "x@W.T", "exact", p) for p in anchors.POLICIES[1:]]
+                   + [("hypercleaning", lay, "fom", "none") for lay in anchors.LAYOUTS]
+                   + [("mlp", lay, "exact", "none") for lay in anchors.LAYOUTS])
+#: One program of each kind (a layout, a policy, FOM, the MLP) in the default run, all with ``-m slow``.
+DEFAULT_ANCHORS = {("hypercleaning", "x@W", "exact", "none"), ("hypercleaning", "x@W.T", "exact", "dots_saveable"),
+                   ("hypercleaning", "stored-T", "fom", "none"), ("mlp", "einsum", "exact", "none")}
+
+
+@pytest.mark.parametrize("problem, layout, algorithm, policy", [
+    c if c in DEFAULT_ANCHORS else pytest.param(*c, marks=pytest.mark.slow) for c in ANCHOR_PROGRAMS])
+def test_every_plain_anchor_program_computes_ablos_hypergradient(anchor_targets, problem, layout, algorithm, policy):
     """Each layout of the plain JAX anchors computes the hypergradient of ablo's reverse (float64;
     FOM's programs ablo's FOM), on the linear and the MLP problem, and so does each
     jax.checkpoint policy (which changes what is stored, not the value: checked in one layout)."""
-    for problem in ("hypercleaning", "mlp"):
-        data = {k: v.astype(np.float64) if v.dtype == np.float32 else v
-                for k, v in bench.make_data(problem, "smoke").items()}
-        r = 4
-        prob, theta, task = bench.build(problem, data, r)
-        want = {}
-        for method, algorithm in (("reverse", "exact"), ("fom", "fom")):
-            est = bench.estimator(method, r)
-            want[algorithm] = est.estimate(prob, theta, task, est.init(prob, theta, task), jax.random.PRNGKey(0))[0]
-        assert np.abs(np.asarray(want["exact"])).max() > 0
-        combos = [(lay, "exact", "none") for lay in anchors.LAYOUTS]
-        if problem == "hypercleaning":
-            combos += [("x@W.T", "exact", p) for p in anchors.POLICIES[1:]] + [(lay, "fom", "none")
-                                                                              for lay in anchors.LAYOUTS]
-        for layout, algorithm, policy in combos:
-            f, phi0, ptask = anchors.plain_program(data, layout, r, algorithm, policy)
-            got = jax.jit(f)(theta, phi0, ptask)
-            if algorithm == "fom":  # (∂L_out/∂θ, whether φ_r is finite)
-                assert bool(got[1]), layout
-                got = got[0]
-            np.testing.assert_allclose(got, want[algorithm], rtol=1e-9, atol=1e-13,
-                                       err_msg=f"{problem} {algorithm} {layout} {policy}")
+    data, theta, want = anchor_targets[problem]
+    assert np.abs(np.asarray(want["exact"])).max() > 0
+    f, phi0, ptask = anchors.plain_program(data, layout, 4, algorithm, policy)
+    got = jax.jit(f)(theta, phi0, ptask)
+    if algorithm == "fom":  # (∂L_out/∂θ, whether φ_r is finite)
+        assert bool(got[1]), layout
+        got = got[0]
+    np.testing.assert_allclose(got, want[algorithm], rtol=1e-9, atol=1e-13,
+                               err_msg=f"{problem} {algorithm} {layout} {policy}")
+
+
+def test_anchor_programs_refuse_unknown_layouts_and_policies():
+    data = bench.make_data("hypercleaning", "smoke")
     with pytest.raises(ValueError, match="layout"):
         anchors.plain_problem(data, "x@W.H")
     with pytest.raises(ValueError, match="policy"):

@@ -29,8 +29,12 @@ def estimate(p, est, theta, task, key=jax.random.PRNGKey(0)):
     return g, c
 
 
-@pytest.mark.parametrize("r", [1, 5, 50])
-@pytest.mark.parametrize("opt", ["gd", "momentum", "adam"])
+#: Each optimizer and each r once in the default run (twelve compilations a case); the full grid is ``-m slow``.
+DIAGONAL = {("gd", 1), ("momentum", 50), ("adam", 5)}
+
+
+@pytest.mark.parametrize("opt, r", [(o, r) if (o, r) in DIAGONAL else pytest.param(o, r, marks=pytest.mark.slow)
+                                    for o in ("gd", "momentum", "adam") for r in (1, 5, 50)])
 def test_exact_estimators_match_finite_differences_and_each_other(opt, r):
     p = problem(opt, r)
     theta, task = make_theta(), make_task(jax.random.PRNGKey(r))
@@ -82,9 +86,10 @@ def test_batch_of_tasks_is_the_mean_of_single_tasks():
     tasks = jax.vmap(make_task)(jax.random.split(jax.random.PRNGKey(0), 3))
     for est in (ablo.Reverse(), ablo.FOM(), ablo.UFOM(q=0.5)):
         key = jax.random.PRNGKey(1)
-        g, _, c = est.estimate_batch(p, theta, tasks, (), key)
+        g, _, c = jax.jit(lambda k: est.estimate_batch(p, theta, tasks, (), k))(key)
         keys = jax.random.split(key, 3)
-        singles = [est.estimate(p, theta, jax.tree_util.tree_map(lambda x: x[i], tasks), (), keys[i]) for i in range(3)]
+        single = jax.jit(lambda task, k: est.estimate(p, theta, task, (), k))  # one compilation for the three
+        singles = [single(jax.tree_util.tree_map(lambda x: x[i], tasks), keys[i]) for i in range(3)]
         mean = jax.tree_util.tree_map(lambda *gs: sum(gs) / 3, *[s[0] for s in singles])
         assert jnp.allclose(flat(g), flat(mean), rtol=1e-12)
         assert float(c.grad_evals) == sum(float(s[2].grad_evals) for s in singles)

@@ -80,10 +80,13 @@ def test_balanced_split_is_disjoint_and_balanced():
         ti.balanced_split(y, 4, np.random.default_rng(0))
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+@pytest.fixture(scope="module", params=[{"trials": 1}, pytest.param({}, marks=pytest.mark.slow)],
+                ids=["one-trial", "tiny"])
+def tiny_run(request, tmp_path_factory):
+    """The --tiny run (its two trials with ``-m slow``; one in the default run: each trial compiles
+    every method's step and evaluation again)."""
     exp = get("task-interaction")
-    cfg = exp.make_config(tiny=True)
+    cfg = exp.make_config(request.param, tiny=True)
     out = tmp_path_factory.mktemp("task_interaction")
     return cfg, out, execute(exp, cfg, out)
 

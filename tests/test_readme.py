@@ -80,17 +80,18 @@ def test_the_table_lists_every_registered_estimator():
     assert set(rows) == set(CHECKED) | IN_WORDS
 
 
+#: One compilation per estimator and r: r = 6 in the default run, r = 12 too with ``-m slow``.
+@pytest.mark.parametrize("r", [6, pytest.param(12, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("name", sorted(CHECKED))
-def test_cost_formulas_agree_with_the_cost_records(name):
+def test_cost_formulas_agree_with_the_cost_records(name, r):
     row, symbols = cost_rows()[name], CHECKED[name]
-    for r in (6, 12):
-        est = E.get(name, **symbols)
-        _, _, cost = ablo.hypergradient(problem(r), est, jnp.ones(3), jnp.ones(3), key=jax.random.PRNGKey(0))
-        for column, field in COLUMNS.items():
-            expected = evaluate(row[column], r=r, n=3, v=0, **symbols)  # problem(): constant start
-            assert float(getattr(cost, field)) == pytest.approx(expected), (
-                f"README says {name} costs {row[column]} {column} = {expected} at r = {r}; its record says "
-                f"{float(getattr(cost, field))}")
+    est = E.get(name, **symbols)
+    _, _, cost = ablo.hypergradient(problem(r), est, jnp.ones(3), jnp.ones(3), key=jax.random.PRNGKey(0))
+    for column, field in COLUMNS.items():
+        expected = evaluate(row[column], r=r, n=3, v=0, **symbols)  # problem(): constant start
+        assert float(getattr(cost, field)) == pytest.approx(expected), (
+            f"README says {name} costs {row[column]} {column} = {expected} at r = {r}; its record says "
+            f"{float(getattr(cost, field))}")
 
 
 def test_evaluate():

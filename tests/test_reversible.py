@@ -27,8 +27,9 @@ def estimate(est, prob, theta, task):
     return jax.jit(lambda: est.estimate(prob, theta, task, (), jax.random.PRNGKey(0)))()
 
 
-@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
-@pytest.mark.parametrize("r", [7, 150])
+#: Each optimizer once in the default run, both r among them; every pair with ``-m slow``.
+@pytest.mark.parametrize("r, opt", [(r, o) if r == (7, 150)[i % 2] else pytest.param(r, o, marks=pytest.mark.slow)
+                                    for r in (7, 150) for i, o in enumerate(sorted(OPTIMIZERS))])
 def test_equals_reverse_mode(opt, r):
     prob, theta, task = problem(opt, r), P.make_theta(), P.make_task(jax.random.PRNGKey(0))
     exact, _, _ = estimate(Reverse(), prob, theta, task)

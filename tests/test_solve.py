@@ -29,9 +29,14 @@ def grad_through_solve(p, est, theta, task, key=KEY):
     return jax.grad(lambda th: p.outer_loss(th, solver(th, task, key), task))(theta)
 
 
-@pytest.mark.parametrize("optimizer", ["gd", "momentum", "adam"])
-@pytest.mark.parametrize("name", sorted(DETERMINISTIC))
-def test_grad_through_solve_is_the_estimators_hypergradient(optimizer, name):
+OPTIMIZERS = ("gd", "momentum", "adam")
+
+
+#: Each estimator with one optimizer (in turn) in the default run, every pair with ``-m slow``.
+@pytest.mark.parametrize("name, optimizer", [
+    (n, o) if o == OPTIMIZERS[i % 3] else pytest.param(n, o, marks=pytest.mark.slow)
+    for i, n in enumerate(sorted(DETERMINISTIC)) for o in OPTIMIZERS])
+def test_grad_through_solve_is_the_estimators_hypergradient(name, optimizer):
     p, est = problem(optimizer, R), DETERMINISTIC[name]
     expected = flat(ablo.hypergradient(p, est, THETA, TASK, key=KEY)[0])
     got = flat(jax.jit(lambda th: grad_through_solve(p, est, th, TASK))(THETA))
