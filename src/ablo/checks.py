@@ -15,6 +15,27 @@ import jax
 import numpy as np
 
 
+def is_int(x) -> bool:
+    """True for a Python or NumPy integer (not a bool): the one test every integer setting uses."""
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def is_real(x) -> bool:
+    """True for a Python or NumPy real number (not a bool)."""
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, (bool, np.bool_))
+
+
+def check_positive(name: str, value, integer: bool, optional: bool = True) -> None:
+    """ValueError naming ``name`` unless ``value`` is an integer >= 1 (``integer``) or a finite
+    real > 0 (None passes when ``optional``)."""
+    if value is None and optional:
+        return
+    ok = (is_int(value) and value >= 1) if integer else (is_real(value) and math.isfinite(value) and value > 0)
+    if not ok:
+        kind = "an integer >= 1" if integer else "a finite number > 0"
+        raise ValueError(f"{name} must be {'None or ' if optional else ''}{kind}; got {value!r}")
+
+
 def is_traced(x) -> bool:
     """True when ``x`` is an abstract value being traced by a JAX transformation."""
     return isinstance(x, jax.core.Tracer)

@@ -25,6 +25,7 @@ from typing import List, Optional
 import typer
 
 from .errors import UserError, did_you_mean
+from .checks import is_int
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Approximate bi-level optimization: run the papers' experiments and compare estimators.")
@@ -171,7 +172,7 @@ def check_integer_bounds(cfg) -> None:
         values = value if isinstance(value, (list, tuple)) else [value]
         top = MAX_SEED if "seed" in f.name else MAX_INT
         for v in values:
-            if isinstance(v, int) and not isinstance(v, bool) and abs(v) > top:
+            if is_int(v) and abs(v) > top:
                 raise CLIError(f"{f.name}: {v} is out of range; allowed: at most {top}"
                                + (" (JAX keys hold 32-bit seeds)" if top == MAX_SEED else ""))
 

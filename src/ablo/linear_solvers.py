@@ -25,10 +25,9 @@ from typing import Any, Callable, ClassVar, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+from .checks import is_int, is_real
 
-tree_map = jax.tree_util.tree_map
 
 
 class SolveInfo(NamedTuple):
@@ -55,7 +54,7 @@ def tree_norm(a) -> jax.Array:
 
 def _axpy(alpha, x, y):
     """α x + y."""
-    return tree_map(lambda xi, yi: alpha * xi + yi, x, y)
+    return jax.tree.map(lambda xi, yi: alpha * xi + yi, x, y)
 
 
 def _info(matvecs, residual) -> SolveInfo:
@@ -64,13 +63,13 @@ def _info(matvecs, residual) -> SolveInfo:
 
 def check_positive(name: str, value, hint: str = "") -> None:
     """Raise ValueError naming ``name`` and ``value`` (plus ``hint``) unless it is a number > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not value > 0:
+    if not is_real(value) or not value > 0:
         raise ValueError(f"{name} must be a number > 0; got {value!r}{hint}")
 
 
 def check_int(name: str, value, low: int) -> None:
     """Raise ValueError naming ``name`` and ``value`` unless it is an integer ≥ ``low``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+    if not is_int(value) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
 
 
@@ -96,9 +95,9 @@ class CG:
     def __call__(self, matvec: Callable[[Any], Any], b, x0=None, tol: Optional[jax.Array] = None):
         tol = self.tol if tol is None else tol
         if x0 is None:
-            x, r, n0 = tree_map(jnp.zeros_like, b), b, 0
+            x, r, n0 = jax.tree.map(jnp.zeros_like, b), b, 0
         else:
-            x, r, n0 = x0, tree_map(jnp.subtract, b, matvec(x0)), 1
+            x, r, n0 = x0, jax.tree.map(jnp.subtract, b, matvec(x0)), 1
         rs = tree_vdot(r, r)
         bound = (tol * tree_norm(b)) ** 2
 
@@ -145,16 +144,16 @@ class Neumann:
         if x0 is None:
             p, n0 = b, 0
         else:
-            p, n0 = tree_map(jnp.subtract, b, matvec(x0)), 1
+            p, n0 = jax.tree.map(jnp.subtract, b, matvec(x0)), 1
 
         def body(_, c):
             p, acc = c
             p = _axpy(-self.eta, matvec(p), p)
-            return p, tree_map(jnp.add, acc, p)
+            return p, jax.tree.map(jnp.add, acc, p)
 
         p, acc = jax.lax.fori_loop(0, self.Q, body, (p, p))
-        x = tree_map(lambda a: self.eta * a, acc)
-        x = x if x0 is None else tree_map(jnp.add, x0, x)
+        x = jax.tree.map(lambda a: self.eta * a, acc)
+        x = x if x0 is None else jax.tree.map(jnp.add, x0, x)
         return x, _info(n0 + self.Q, tree_norm(p))
 
     def max_matvecs(self, warm_start: bool) -> int:
@@ -183,13 +182,13 @@ class FixedPoint:
 
     def __call__(self, matvec, b, x0=None):
         if x0 is None:
-            x, start, res = tree_map(lambda bi: self.eta * bi, b), 1, tree_norm(b)
+            x, start, res = jax.tree.map(lambda bi: self.eta * bi, b), 1, tree_norm(b)
         else:
             x, start, res = x0, 0, tree_norm(b)
 
         def body(_, c):
             x, _ = c
-            r = tree_map(jnp.subtract, matvec(x), b)
+            r = jax.tree.map(jnp.subtract, matvec(x), b)
             return _axpy(-self.eta, r, x), tree_norm(r)
 
         x, res = jax.lax.fori_loop(start, self.N, body, (x, res))

@@ -18,12 +18,13 @@ from typing import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
+from .checks import is_int
 
 BN_EPS = 1e-5
 
 
 def _check_positive(name, v):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+    if not is_int(v) or v < 1:
         raise ValueError(f"{name} must be a positive integer; got {v!r}")
 
 

@@ -36,6 +36,7 @@ import numpy as np
 from .estimators import PES, Estimator, Reverse
 from .inner import InnerOptimizer
 from .problem import BilevelProblem, constant_init
+from .checks import is_int
 
 
 def _flat(tree):
@@ -122,7 +123,7 @@ def online(problem: BilevelProblem, theta0, task, method: str, K: int, outer_ste
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     r = problem.steps
-    if isinstance(K, bool) or not isinstance(K, int) or K < 1 or r % K:
+    if not is_int(K) or K < 1 or r % K:
         raise ValueError(f"K (window length) must be an integer >= 1 dividing r = {r}; got {K!r}")
     pes = PES(sigma=sigma, pairs=pairs, K=K)
 

@@ -36,7 +36,6 @@ import inspect
 import math
 import time
 from dataclasses import dataclass
-from numbers import Real
 from os import PathLike
 from typing import Any, Callable, List, Mapping, NamedTuple, Optional, Union
 
@@ -48,27 +47,11 @@ import optax
 from . import checkpoint as ckpt
 from . import sharding
 from .api import NONFINITE_ADVICE, NonFiniteHypergradient
+from .checks import check_key, check_positive
 from . import cost as cost_lib
 from .cost import Cost, is_nonfinite
 from .estimators.base import Estimator
 from .problem import BilevelProblem
-
-
-def _is_int(x) -> bool:
-    return not isinstance(x, bool) and isinstance(x, (int, np.integer))
-
-
-def _positive(name: str, value, integer: bool, optional: bool = True) -> None:
-    """ValueError unless ``value`` is an integer >= 1 (``integer``) or a finite real > 0 (None if ``optional``)."""
-    if value is None and optional:
-        return
-    if integer:
-        ok = _is_int(value) and value >= 1
-    else:
-        ok = not isinstance(value, bool) and isinstance(value, Real) and math.isfinite(value) and value > 0
-    if not ok:
-        kind = "an integer >= 1" if integer else "a finite number > 0"
-        raise ValueError(f"{name} must be {'None or ' if optional else ''}{kind}; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -92,9 +75,9 @@ class Budget:
     seconds: Optional[float] = None
 
     def __post_init__(self):
-        _positive("Budget.steps", self.steps, integer=True)
-        _positive("Budget.function_calls", self.function_calls, integer=False)
-        _positive("Budget.seconds", self.seconds, integer=False)
+        check_positive("Budget.steps", self.steps, integer=True)
+        check_positive("Budget.function_calls", self.function_calls, integer=False)
+        check_positive("Budget.seconds", self.seconds, integer=False)
 
     def exhausted(self, steps: int, function_calls: float, seconds: float) -> bool:
         """True when any of the counts given has reached its limit."""
@@ -122,8 +105,8 @@ class Evaluation:
     def __post_init__(self):
         if self.fn is not None and not callable(self.fn):
             raise ValueError(f"Evaluation.fn must be a function or None; got {self.fn!r}")
-        _positive("Evaluation.every", self.every, integer=True)
-        _positive("Evaluation.every_calls", self.every_calls, integer=False)
+        check_positive("Evaluation.every", self.every, integer=True)
+        check_positive("Evaluation.every_calls", self.every_calls, integer=False)
         if self.every is not None and self.every_calls is not None:
             raise ValueError("give Evaluation.every (outer steps) or Evaluation.every_calls (function calls), not both")
 
@@ -148,7 +131,7 @@ class Checkpointing:
     def __post_init__(self):
         if not isinstance(self.directory, (str, PathLike)):
             raise ValueError(f"Checkpointing.directory must be a path; got {self.directory!r}")
-        _positive("Checkpointing.every", self.every, integer=True)
+        check_positive("Checkpointing.every", self.every, integer=True)
         if not isinstance(self.resume, bool):
             raise ValueError(f"Checkpointing.resume must be True or False; got {self.resume!r}")
         if self.on_resume is not None and not callable(self.on_resume):
@@ -174,7 +157,7 @@ class Progress:
     label: Optional[str] = None
 
     def __post_init__(self):
-        _positive("Progress.log_every", self.log_every, integer=True, optional=False)
+        check_positive("Progress.log_every", self.log_every, integer=True, optional=False)
         if not isinstance(self.losses, bool):
             raise ValueError(f"Progress.losses must be True or False; got {self.losses!r}")
         if self.bar is not None and not callable(self.bar):
@@ -205,7 +188,7 @@ class Options:
     devices: Optional[int] = None
 
     def __post_init__(self):
-        _positive("Options.meta_batch", self.meta_batch, integer=True, optional=False)
+        check_positive("Options.meta_batch", self.meta_batch, integer=True, optional=False)
         for name, kind in (("evaluation", Evaluation), ("progress", Progress)):
             if not isinstance(getattr(self, name), kind):
                 raise ValueError(f"Options.{name} must be an ablo.outer.{kind.__name__}; "
@@ -303,12 +286,9 @@ class Diverged(NonFiniteHypergradient):
 
 
 def _check_key(key) -> None:
-    if not isinstance(key, (jax.Array, np.ndarray)):
-        raise ValueError(f"key must be a PRNG key, jax.random.key(seed) or jax.random.PRNGKey(seed); got {key!r}")
-    typed = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-    if not (typed and key.shape == () or not typed and key.dtype == np.uint32 and key.shape == (2,)):
-        raise ValueError("key must be a single PRNG key, jax.random.key(seed) or jax.random.PRNGKey(seed); "
-                         f"got an array of dtype {key.dtype} and shape {key.shape}")
+    if key is None:
+        raise ValueError("key must be a PRNG key, jax.random.key(seed) or jax.random.PRNGKey(seed); got None")
+    check_key(key)
 
 
 def validate(problem, estimator, optimizer, sampler, key, budget, options) -> None:

@@ -27,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .cost import Cost
 from .estimators.base import Estimator
+from .checks import is_int
 
 AXIS = "tasks"
 
@@ -36,7 +37,7 @@ def check_devices(devices, meta_batch: int) -> None:
     if devices is None:
         return
     available = len(jax.devices())
-    if isinstance(devices, bool) or not isinstance(devices, (int, np.integer)) or not 1 <= devices <= available:
+    if not is_int(devices) or not 1 <= devices <= available:
         raise ValueError(f"devices must be an integer in [1, {available}] (the devices JAX sees); got {devices!r}. "
                          "On CPU, set XLA_FLAGS=--xla_force_host_platform_device_count=N before JAX starts.")
     if meta_batch % devices:

@@ -54,7 +54,7 @@ from jax._src.interpreters.ad import JVPTracer, LinearizeTracer
 
 from .checks import check_key
 from .cost import Cost
-from .estimators.base import Estimator, tree_map
+from .estimators.base import Estimator
 from .linear_solvers import tree_vdot
 from .problem import BilevelProblem
 
@@ -268,7 +268,7 @@ def _phi_r(lifted: _Lifted, estimator: Estimator):
         # + 0·(a value of φ̄): under vmap the record is then batched like φ̄, and JAX sums it over
         # the batch as it sums every cotangent of an unbatched input (a constant would not be).
         zero = 0.0 * jnp.isnan(jax.tree_util.tree_leaves(phi_bar)[0]).any()
-        g = tree_map(lambda gi, th: gi.astype(th.dtype), g, theta_p)
+        g = jax.tree.map(lambda gi, th: gi.astype(th.dtype), g, theta_p)
         return g, None, None, Cost(*(jnp.asarray(x, jnp.float32) + zero for x in c))
 
     phi_r.defvjp(fwd, bwd)
@@ -284,7 +284,7 @@ def _check_reverse_differentiable(fn, estimator, *args):
     """Raise, naming jax.hessian, when reverse mode cannot differentiate ``fn`` (the estimator's
     forward or backward pass), tried on abstract values (nothing runs)."""
     spec = lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) if _is_array(x) else x
-    abstract = tree_map(spec, args)
+    abstract = jax.tree.map(spec, args)
     floats = lambda out: [x for x in jax.tree_util.tree_leaves(out) if jnp.issubdtype(jnp.result_type(x), jnp.inexact)]
     scalar = lambda *a: sum(jnp.sum(x).astype(float) for x in floats(fn(*a)))
     try:

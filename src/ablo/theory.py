@@ -26,6 +26,7 @@ from typing import Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from .checks import is_int
 
 
 def _check_nonneg(name: str, x) -> float:
@@ -53,7 +54,7 @@ def _check_eps(eps) -> float:
 
 
 def _check_steps(r) -> int:
-    if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
+    if not is_int(r) or r < 1:
         raise ValueError(f"r (inner steps) must be an integer >= 1; got {r!r}")
     return int(r)
 
@@ -151,7 +152,7 @@ def measure_unit_costs(problem, theta, task, repeats: int = 21) -> Tuple[float, 
     """(C1, C2) in seconds on the user's problem: the median over ``repeats`` timed calls of the jitted
     gradient ∂L_in/∂φ, and of the jitted HVP pair [(∂²L_in/∂θ∂φ)ᵀb, (∂²L_in/∂φ²)ᵀb] (Proposition 1),
     both at φ_0 = V(θ, T)."""
-    if isinstance(repeats, bool) or not isinstance(repeats, (int, np.integer)) or repeats < 1:
+    if not is_int(repeats) or repeats < 1:
         raise ValueError(f"repeats must be an integer >= 1; got {repeats!r}")
     phi = problem.init(theta, task)
     # the gradient and the HVP pair as the estimators evaluate them (problem.inner_grad/inner_hvp)

@@ -39,7 +39,6 @@ from jax import lax
 
 from ..products import optimize_products
 
-tree_map = jax.tree_util.tree_map
 
 
 def gd_step(problem, lr: float, rewrite: bool = False):
@@ -50,7 +49,7 @@ def gd_step(problem, lr: float, rewrite: bool = False):
     grad = optimize_products(grad) if rewrite else grad
 
     def step(th, phi, task):
-        return tree_map(lambda p, gi: p - lr * gi, phi, grad(th, phi, task))
+        return jax.tree.map(lambda p, gi: p - lr * gi, phi, grad(th, phi, task))
 
     return step
 
@@ -66,7 +65,7 @@ def _loop(step, th, phi, task, n: int):
 def _plus_v_vjp(problem, th, task, g_theta, g_phi0):
     """g_θ + (∂φ_0/∂θ)ᵀ g_φ0."""
     _, vjp = jax.vjp(lambda t: problem.init(t, task), th)
-    return tree_map(jnp.add, g_theta, vjp(g_phi0)[0])
+    return jax.tree.map(jnp.add, g_theta, vjp(g_phi0)[0])
 
 
 def reverse(problem, lr, r, rewrite: bool = False):
@@ -105,7 +104,7 @@ def recompute(problem, lr, r):
             phi_t = lax.fori_loop(0, t, lambda _, p: step(th, p, task), phi0)
             _, vjp = jax.vjp(lambda a, p: step(a, p, task), th, phi_t)
             d_theta, g_phi = vjp(g_phi)
-            return tree_map(jnp.add, g_theta, d_theta), g_phi
+            return jax.tree.map(jnp.add, g_theta, d_theta), g_phi
 
         g_theta, g_phi = lax.fori_loop(0, r, back, (g_theta, g_phi))
         return _plus_v_vjp(problem, th, task, g_theta, g_phi)
@@ -121,7 +120,7 @@ def truncated(problem, lr, r, K):
 
         def objective(a):
             v = problem.init(a, task)  # φ_{r−K} with V's Jacobian: v + (φ_{r−K} − v) held constant
-            phi = tree_map(lambda x, y: x + lax.stop_gradient(y - x), v, phi_cut)
+            phi = jax.tree.map(lambda x, y: x + lax.stop_gradient(y - x), v, phi_cut)
             return problem.outer_loss(a, _scan(step, a, phi, task, K), task)
 
         return jax.grad(objective)(th)
@@ -156,7 +155,7 @@ def aid_cg(problem, lr, r, iters):
         hvp = lambda v: jax.jvp(lambda p: grad_in(th, p, task), (phi,), (v,))[1]
         v, _ = jax.scipy.sparse.linalg.cg(hvp, f_phi, maxiter=iters, tol=0.0)
         _, vjp = jax.vjp(lambda a: grad_in(a, phi, task), th)
-        return tree_map(jnp.subtract, f_theta, vjp(v)[0])
+        return jax.tree.map(jnp.subtract, f_theta, vjp(v)[0])
 
     return hypergradient
 
@@ -171,7 +170,7 @@ def forward(problem, lr, r):
         g_theta, g_phi = jax.grad(problem.outer_loss, argnums=(0, 1))(th, phi_r, task)
         g_phi_flat = jax.flatten_util.ravel_pytree(g_phi)[0]
         column = lambda e: jax.flatten_util.ravel_pytree(jax.jvp(phi_of, (flat,), (e,))[1])[0] @ g_phi_flat
-        return tree_map(jnp.add, g_theta, unravel(jax.vmap(column)(jnp.eye(flat.shape[0], dtype=flat.dtype))))
+        return jax.tree.map(jnp.add, g_theta, unravel(jax.vmap(column)(jnp.eye(flat.shape[0], dtype=flat.dtype))))
 
     return hypergradient
 

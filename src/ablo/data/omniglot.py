@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import DataError
 from ._checks import check_labels, check_pixels
 from ._paths import expect_file, expect_folder, locate
+from ..checks import is_int
 
 SPLITS = ("background", "evaluation")
 
@@ -191,7 +192,7 @@ def load_omniglot(data_dir, split: str = "background", size: int = 28) -> Omnigl
     """The characters of one split, resized to ``size`` (105 keeps the originals)."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}; got {split!r}")
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+    if not is_int(size) or size < 1:
         raise ValueError(f"size must be a positive integer; got {size!r}")
     data_dir = _locate(data_dir, split)
     npz, folder, archive = _sources(data_dir, split)

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from ..checks import check_number
 from ..cost import batch_total, expected
 from ..theory import cost_model, q_star_array
-from .base import Estimator, tree_map, tree_sq_norm, tree_sub
+from .base import Estimator, tree_sq_norm, tree_sub
 from .debiased import check_estimator, check_exact, debiased_step, resolve, ufom_expected_cost, ufom_step
 from .unrolled import Recompute
 
@@ -190,8 +190,8 @@ class AdaptiveUFOM(Estimator):
             problem, theta, tasks, state.cheap, q, keys)
         new, _ = jax.lax.scan(lambda s, x: (self.update(s, *x), None), state, (d2, v2, xi))
         reduce = lambda x: x.mean(0) if jnp.issubdtype(x.dtype, jnp.inexact) else x[0]
-        new = new._replace(q=q, cheap=tree_map(reduce, cheap))
-        return tree_map(lambda x: x.mean(0), g), new, batch_total(c)
+        new = new._replace(q=q, cheap=jax.tree.map(reduce, cheap))
+        return jax.tree.map(lambda x: x.mean(0), g), new, batch_total(c)
 
     def describe_state(self, state):
         d2, v2 = self.estimates(state)

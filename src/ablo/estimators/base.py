@@ -37,7 +37,6 @@ import optax
 from ..cost import Cost, batch_total, cost, is_nonfinite
 from ..problem import BilevelProblem
 
-tree_map = jax.tree_util.tree_map
 
 
 def tree_add(a, b):
@@ -57,7 +56,7 @@ def tree_scale(c, a):
 
 def add_cotangents(a, b):
     """a + b for cotangent pytrees whose integer leaves (e.g. an optax step count) carry float0."""
-    return tree_map(lambda x, y: x if x.dtype == jax.dtypes.float0 else x + y, a, b)
+    return jax.tree.map(lambda x, y: x if x.dtype == jax.dtypes.float0 else x + y, a, b)
 
 
 def tree_sq_norm(a) -> jax.Array:
@@ -114,7 +113,7 @@ def v_jvps(problem: BilevelProblem, theta, task) -> int:
     if getattr(problem.init, "theta_independent", False):
         return 0
     spec = lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x))
-    closed = jax.make_jaxpr(problem.init)(*tree_map(spec, (theta, task)))
+    closed = jax.make_jaxpr(problem.init)(*jax.tree.map(spec, (theta, task)))
     depends = set(closed.jaxpr.invars[:len(jax.tree_util.tree_leaves(theta))])
     is_var = lambda v: isinstance(v, jax.extend.core.Var)
     for eqn in closed.jaxpr.eqns:  # sub-jaxprs (loops, conds) conservatively: any input reaches all outputs
@@ -177,15 +176,15 @@ def switch(index, branches, operand):
             index = jnp.clip(index, 0, len(branches) - 1)
             outs = [switch(jnp.any(index == i).astype(jnp.int32), (skipped(b), b), operand)
                     for i, b in enumerate(branches)]
-            out = tree_map(lambda *xs: jnp.stack(xs)[index], *outs)
-            return out, tree_map(lambda _: True, out)
+            out = jax.tree.map(lambda *xs: jnp.stack(xs)[index], *outs)
+            return out, jax.tree.map(lambda _: True, out)
         spread = lambda x, b: x if b else jnp.broadcast_to(x, (axis_size, *jnp.shape(x)))
-        operand = tree_map(spread, operand, operand_batched)
+        operand = jax.tree.map(spread, operand, operand_batched)
         if index_batched:
             out = jax.lax.map(lambda a: switch(a[0], branches, a[1]), (index, operand))
         else:
             out = jax.lax.switch(index, [jax.vmap(b) for b in branches], operand)
-        return out, tree_map(lambda _: True, out)
+        return out, jax.tree.map(lambda _: True, out)
 
     @jax.custom_jvp
     def f(index, operand):
@@ -217,7 +216,7 @@ def switch(index, branches, operand):
 
 def skipped(side):
     """A branch of ``side``'s output shapes that computes nothing: zeros."""
-    return lambda operand: tree_map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(side, operand))
+    return lambda operand: jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(side, operand))
 
 
 def branch(pred, expensive, cheap, operand):
@@ -332,7 +331,7 @@ class Estimator:
         keys = jax.random.split(key, n)
         g, s, c = jax.vmap(self.estimate, in_axes=(None, None, 0, None, 0))(problem, theta, tasks, state, keys)
         reduce = lambda x: x.mean(0) if jnp.issubdtype(x.dtype, jnp.inexact) else x[0]
-        return tree_map(lambda x: x.mean(0), g), tree_map(reduce, s), batch_total(c)
+        return jax.tree.map(lambda x: x.mean(0), g), jax.tree.map(reduce, s), batch_total(c)
 
 
 class TwoPass(Estimator):

@@ -37,16 +37,15 @@ from typing import Any, ClassVar, NamedTuple, Optional
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
-import numpy as np
 
-from ..checks import check_number
+from ..checks import check_number, is_int
 from ..cost import cost
-from .base import Estimator, tree_map, with_finite_flag
+from .base import Estimator, with_finite_flag
 
 
 def check_pairs(pairs) -> None:
     """ValueError unless ``pairs`` is an integer >= 1."""
-    if isinstance(pairs, bool) or not isinstance(pairs, (int, np.integer)) or pairs < 1:
+    if not is_int(pairs) or pairs < 1:
         raise ValueError(f"pairs (antithetic pairs per estimate) must be an integer >= 1; got {pairs!r}")
 
 
@@ -126,7 +125,7 @@ class PES(Estimator):
     def __post_init__(self):
         check_number("sigma (smoothing scale)", self.sigma, 0, float("inf"), lo_open=True)
         check_pairs(self.pairs)
-        if self.K is not None and (isinstance(self.K, bool) or not isinstance(self.K, (int, np.integer)) or self.K < 1):
+        if self.K is not None and (not is_int(self.K) or self.K < 1):
             raise ValueError(f"K (window length) must be an integer >= 1; got {self.K!r}")
 
     def window(self, r: int) -> int:
@@ -142,7 +141,7 @@ class PES(Estimator):
     def init(self, problem, theta, task):
         """Particles at V(θ) (replaced at the first window), ξ = 0, t = 0."""
         s0 = problem.initial_state(theta, task)
-        stack = tree_map(lambda x: jnp.broadcast_to(x, (self.pairs,) + jnp.shape(x)), s0)
+        stack = jax.tree.map(lambda x: jnp.broadcast_to(x, (self.pairs,) + jnp.shape(x)), s0)
         n = jax.flatten_util.ravel_pytree(theta)[0].shape[0]
         dt = jax.flatten_util.ravel_pytree(theta)[0].dtype
         return PESState(stack, stack, jnp.zeros((self.pairs, n), dt), jnp.zeros((), jnp.int32))

@@ -33,13 +33,12 @@ from typing import ClassVar, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ..cost import cost
 from ..linear_solvers import CG, FixedPoint, Neumann, check_int, check_positive, tree_norm
 from .base import TwoPass, tree_sub, with_finite_flag
+from ..checks import is_real
 
-tree_map = jax.tree_util.tree_map
 
 
 class ImplicitState(NamedTuple):
@@ -108,7 +107,7 @@ class AID(TwoPass):
         """The first warm starts: y_0 = params(s_0) = V(θ, T), v_0 = 0, step 0."""
         phi = problem.optimizer.params(problem.initial_state(theta, task))
         zero = jnp.zeros((), jnp.result_type(float))
-        return ImplicitState(phi, tree_map(jnp.zeros_like, phi), jnp.asarray(0, jnp.int32),
+        return ImplicitState(phi, jax.tree.map(jnp.zeros_like, phi), jnp.asarray(0, jnp.int32),
                              jnp.asarray(0, jnp.int32), zero)
 
     def describe_state(self, state):
@@ -211,7 +210,7 @@ class HOAG(AID):
 
     def __post_init__(self):
         check_positive("tol", self.tol, " (initial CG tolerance ε_0 of HOAG)")
-        if isinstance(self.decay, bool) or not isinstance(self.decay, (int, float, np.integer, np.floating)) or not 0 < self.decay < 1:
+        if not is_real(self.decay) or not 0 < self.decay < 1:
             raise ValueError(f"decay must be in (0, 1) (ε_k = tol * decay^k, summable); got {self.decay!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")

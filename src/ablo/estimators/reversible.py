@@ -45,8 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..cost import cost
-from .base import finish, step_vjp, tree_map
+from .base import finish, step_vjp
 from .unrolled import ExactUnrolled
+from ..checks import is_int
 
 
 class Dynamics(NamedTuple):
@@ -94,7 +95,7 @@ class Reversible(ExactUnrolled):
     def __post_init__(self):
         for field, lo, hi in (("frac_bits", 8, 60), ("max_denominator", 1, 2 ** 16)):
             v = getattr(self, field)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+            if not is_int(v) or not lo <= v <= hi:
                 raise ValueError(f"{field} must be an integer in [{lo}, {hi}]; got {v!r}")
 
     # --- the dynamics ----------------------------------------------------------------------------
@@ -111,8 +112,8 @@ class Reversible(ExactUnrolled):
         if opt.name == "gd":
             return Dynamics(0, 0, 1, False)
         shapes = jax.eval_shape(lambda th: problem.init(th, task), theta)
-        zeros = lambda t: tree_map(lambda x: np.zeros(x.shape, x.dtype), t)
-        ones = lambda t: tree_map(lambda x: np.ones(x.shape, x.dtype), t)
+        zeros = lambda t: jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), t)
+        ones = lambda t: jax.tree.map(lambda x: np.ones(x.shape, x.dtype), t)
         th0 = zeros(jax.eval_shape(lambda th: th, theta))
         with jax.ensure_compile_time_eval():
             phi_a, v_a = opt.update(zeros(shapes), (zeros(shapes), ones(shapes)), th0, 0)
@@ -217,7 +218,7 @@ class Reversible(ExactUnrolled):
 
         _, _, b_theta, b_s = jax.lax.fori_loop(0, r, body, (aux.P, aux.V, b_theta, b_s))
         g = finish(problem, theta, task, b_theta, b_s)
-        return tree_map(lambda x: jnp.where(aux.overflow, jnp.nan, x), g)
+        return jax.tree.map(lambda x: jnp.where(aux.overflow, jnp.nan, x), g)
 
     def backward_cost(self, r):
         """r gradient evaluations to reverse the steps, r HVPs, one JVP of V; one state (plus the buffer)."""

@@ -34,6 +34,7 @@ import numpy as np
 from ..cost import cost
 from .base import finish, step_vjp
 from .unrolled import ExactUnrolled
+from ..checks import is_int
 
 REVERSE, ADVANCE, STORE, RESTORE, RESTORE_V = range(5)
 
@@ -137,7 +138,7 @@ class Binomial(ExactUnrolled):
     name: ClassVar[str] = "binomial"
 
     def __post_init__(self):
-        if self.s is not None and (isinstance(self.s, bool) or not isinstance(self.s, (int, np.integer)) or self.s < 1):
+        if self.s is not None and (not is_int(self.s) or self.s < 1):
             raise ValueError(f"s (number of stored states) must be an integer >= 1 or None (⌈log2 r⌉); got {self.s!r}")
 
     def slots(self, r: int) -> int:

@@ -30,8 +30,8 @@ from ..cost import cost
 from ..linear_solvers import check_int, check_positive
 from .base import Estimator, TwoPass, tree_sub, with_finite_flag
 from .implicit import mixed_product
+from ..checks import is_real
 
-tree_map = jax.tree_util.tree_map
 Part = Optional[Union[str, int]]
 
 
@@ -56,7 +56,7 @@ def draw(task, part: Part, key, size: int, name: str = "part"):
         raise ValueError(f"every array of the task part {name}={part!r} needs the same leading example axis; "
                          f"got leading sizes {sorted(map(str, sizes))}")
     idx = jax.random.bits(key, (size,), jnp.uint32) % jnp.uint32(sizes.pop())
-    batch = tree_map(lambda x: jnp.take(x, idx, axis=0), data)
+    batch = jax.tree.map(lambda x: jnp.take(x, idx, axis=0), data)
     if part is None:
         return batch
     if isinstance(task, dict):
@@ -176,7 +176,7 @@ class StocBiO(TwoPass, _Stochastic):
         for name in ("inner_batch", "outer_batch", "hess_batch", "jvp_batch"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 1)
-        if isinstance(self.hess_decay, bool) or not isinstance(self.hess_decay, (int, float, np.integer, np.floating)) \
+        if not is_real(self.hess_decay) \
                 or not 0 < self.hess_decay <= 1:
             raise ValueError(f"hess_decay must be in (0, 1] (|B_(Q-j)| ~ hess_batch * hess_decay^j); "
                              f"got {self.hess_decay!r}")
@@ -198,13 +198,13 @@ class StocBiO(TwoPass, _Stochastic):
         for size, j0, j1 in decaying_sizes(self.size("hess_batch"), float(self.hess_decay), self.Q):
             def body(j, c, size=size):
                 r, acc = c
-                r = tree_map(lambda ri, hi: ri - self.eta * hi, r,
+                r = jax.tree.map(lambda ri, hi: ri - self.eta * hi, r,
                              self.hvp(problem, theta, phi, task, jax.random.fold_in(key, j), size, r))
-                return r, tree_map(jnp.add, acc, r)
+                return r, jax.tree.map(jnp.add, acc, r)
 
             r, acc = jax.lax.fori_loop(j0, j1, body, (r, acc))
             samples += size * (j1 - j0)
-        return tree_map(lambda a: self.eta * a, acc), samples
+        return jax.tree.map(lambda a: self.eta * a, acc), samples
 
     def forward_pass(self, problem, theta, task, state, key):
         """Alg. 2 of Ji et al. 2021 lines 4-7: T mini-batch SGD steps from the warm start."""
@@ -244,10 +244,10 @@ def random_neumann(est, problem, theta, phi, task, key, v0):
 
     def body(i, r):
         hv = est.hvp(problem, theta, phi, task, jax.random.fold_in(k_h, i), est.batch, r)
-        return tree_map(lambda ri, hi: ri - est.eta * hi, r, hv)
+        return jax.tree.map(lambda ri, hi: ri - est.eta * hi, r, hv)
 
     r = jax.lax.fori_loop(0, p, body, v0)
-    return tree_map(lambda x: est.eta * est.N * x, r), p
+    return jax.tree.map(lambda x: est.eta * est.N * x, r), p
 
 
 @dataclass(frozen=True)
@@ -313,7 +313,7 @@ class BSA(_SingleSample):
     def __post_init__(self):
         super().__post_init__()
         check_positive("t0", self.t0, " (inner steps T_k = t0 (k+1)^power)")
-        if isinstance(self.power, bool) or not isinstance(self.power, (int, float, np.integer, np.floating)) or self.power < 0:
+        if not is_real(self.power) or self.power < 0:
             raise ValueError(f"power must be a number >= 0 (inner steps T_k = t0 (k+1)^power); got {self.power!r}")
 
     def init(self, problem, theta, task):
@@ -387,7 +387,7 @@ class TTSA(_SingleSample):
         super().__post_init__()
         for name in ("inner_decay", "outer_decay"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0 <= value <= 1:
+            if not is_real(value) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must be a number in [0, 1] (step size ∝ (k+1)^-{name}); got {value!r}")
 
     def inner_steps_for(self, r):
@@ -419,7 +419,7 @@ class TTSA(_SingleSample):
         batch = draw(task, self.inner_part, k_in, self.batch, "inner_part")
         h = problem.inner_grad(theta, problem.optimizer.params(state.inner), batch)
         scale = self.inner_scale(state.step)
-        s = problem.optimizer.update(tree_map(lambda x: scale.astype(x.dtype) * x, h), state.inner, theta, state.step)
+        s = problem.optimizer.update(jax.tree.map(lambda x: scale.astype(x.dtype) * x, h), state.inner, theta, state.step)
         phi = problem.optimizer.params(s)
         g, hvps, samples = self.implicit_step(problem, theta, phi, task, k_g)
         c = cost(grad_evals=2, hvps=hvps, states=1, samples=self.batch + samples)

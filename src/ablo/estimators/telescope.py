@@ -39,10 +39,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..checks import check_number, is_traced
+from ..checks import check_number, is_int, is_traced
 from ..cost import cost
-from .base import (Estimator, finish, outer_cotangents, reverse_over, run_storing, switch, tree_add, tree_map,
-                   tree_scale, tree_sq_norm, tree_sub, v_jvps, with_finite_flag)
+from .base import (Estimator, finish, outer_cotangents, reverse_over, run_storing, switch, tree_add, tree_scale, tree_sq_norm, tree_sub, v_jvps, with_finite_flag)
 
 FORMS = ("single", "roulette")
 
@@ -62,7 +61,7 @@ def parse_lengths(text) -> Optional[Tuple[int, ...]]:
         return text
     if isinstance(text, (list, np.ndarray)):
         return tuple(int(k) for k in text)
-    if isinstance(text, int) and not isinstance(text, bool):
+    if is_int(text):
         return (text,)
     try:
         return tuple(int(k) for k in str(text).split("/"))
@@ -73,7 +72,7 @@ def parse_lengths(text) -> Optional[Tuple[int, ...]]:
 def check_lengths(lengths, r: Optional[int] = None) -> None:
     """ValueError unless ``lengths`` strictly increase from >= 0 (and end at r when r is given)."""
     ok = isinstance(lengths, tuple) and len(lengths) > 0 and all(
-        isinstance(k, (int, np.integer)) and not isinstance(k, bool) for k in lengths)
+        is_int(k) for k in lengths)
     ok = ok and lengths[0] >= 0 and all(a < b for a, b in zip(lengths, lengths[1:]))
     if not ok:
         raise ValueError(f"lengths must be strictly increasing integers >= 0 ending at r; got {lengths!r}")
@@ -107,7 +106,7 @@ def sweep(problem, theta, task, lengths, i: int, p, form: str):
     est, prev, norms, done = None, None, [], 0
     for j in range(i + 1):
         if lengths[j] > done:
-            seg = tree_map(lambda x: x[K - lengths[j]:K - done], states)
+            seg = jax.tree.map(lambda x: x[K - lengths[j]:K - done], states)
             carry = reverse_over(problem, theta, task, seg, r - lengths[j], *carry)
             done = lengths[j]
         g = finish(problem, theta, task, *carry)
@@ -119,7 +118,7 @@ def sweep(problem, theta, task, lengths, i: int, p, form: str):
         prev = g
     if form == "single":
         est = tree_scale(1.0 / p[i], delta)
-    est = tree_map(lambda e, t: e.astype(jnp.result_type(t)), est, theta)
+    est = jax.tree.map(lambda e, t: e.astype(jnp.result_type(t)), est, theta)
     norms = jnp.stack(norms + [jnp.zeros_like(norms[0])] * (n - i - 1))
     c = cost(grad_evals=r + 1, hvps=K, jvps=(i + 1) * v_jvps(problem, theta, task), states=max(K, 1))
     return est, norms, with_finite_flag(est, c, s_r)

@@ -31,6 +31,7 @@ import numpy as np
 from ..cost import cost
 from .base import (TwoPass, charge_v, finish, outer_cotangents, reverse_over, run_storing, step_vjp, tree_add, v_jvps,
                    with_finite_flag)
+from ..checks import is_int
 
 
 class ExactUnrolled(TwoPass):
@@ -185,7 +186,7 @@ class Checkpointed(ExactUnrolled):
     name: ClassVar[str] = "checkpointed"
 
     def __post_init__(self):
-        if self.M is not None and (isinstance(self.M, bool) or not isinstance(self.M, (int, np.integer)) or self.M < 1):
+        if self.M is not None and (not is_int(self.M) or self.M < 1):
             raise ValueError(f"M (number of checkpoints) must be an integer >= 1; got {self.M!r}")
 
     def layout(self, r: int):
@@ -249,7 +250,7 @@ class Truncated(TwoPass):
     name: ClassVar[str] = "truncated"
 
     def check(self, problem):
-        if isinstance(self.K, bool) or not isinstance(self.K, (int, np.integer)) or not 0 <= self.K <= problem.steps:
+        if not is_int(self.K) or not 0 <= self.K <= problem.steps:
             raise ValueError(f"K (truncation depth) must be an integer in [0, r] = [0, {problem.steps}]; got {self.K!r}")
 
     def exact_at(self, steps):

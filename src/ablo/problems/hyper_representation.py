@@ -63,6 +63,7 @@ import numpy as np
 from ..inner import gd
 from ..models import batch_norm, cross_entropy
 from ..problem import BilevelProblem
+from ..checks import is_int
 
 N_CHARACTERS = 1623  # Omniglot: 964 background + 659 evaluation characters
 DRAWINGS = 20
@@ -86,7 +87,7 @@ def episode_sampler(images: np.ndarray, ways: int, shots: int, queries: int):
     Cost: one gather of m(K + Q) images. ValueError when the array has too few classes or drawings."""
     n_cls, n_ex = images.shape[:2]
     for name, v in (("ways", ways), ("shots", shots), ("queries", queries)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        if not is_int(v) or v < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {v!r}")
     if ways > n_cls or shots + queries > n_ex:
         raise ValueError(f"an episode needs ways <= {n_cls} classes and shots + queries <= {n_ex} drawings per "
