@@ -36,6 +36,18 @@ def check_positive(name: str, value, integer: bool, optional: bool = True) -> No
         raise ValueError(f"{name} must be {'None or ' if optional else ''}{kind}; got {value!r}")
 
 
+def check_above_zero(name: str, value, hint: str = "") -> None:
+    """ValueError naming ``name`` and ``value`` (plus ``hint``) unless it is a real number > 0."""
+    if not is_real(value) or not value > 0:
+        raise ValueError(f"{name} must be a number > 0; got {value!r}{hint}")
+
+
+def check_int(name: str, value, low: int) -> None:
+    """ValueError naming ``name`` and ``value`` unless it is an integer >= ``low``."""
+    if not is_int(value) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
+
+
 def is_traced(x) -> bool:
     """True when ``x`` is an abstract value being traced by a JAX transformation."""
     return isinstance(x, jax.core.Tracer)

@@ -26,7 +26,7 @@ from typing import Any, Callable, ClassVar, NamedTuple, Optional
 import jax
 import jax.numpy as jnp
 import optax
-from .checks import is_int, is_real
+from .checks import check_above_zero, check_int
 
 
 
@@ -47,10 +47,6 @@ def tree_vdot(a, b) -> jax.Array:
     return jnp.real(optax.tree.vdot(a, b))
 
 
-def tree_norm(a) -> jax.Array:
-    """‖a‖₂ over all leaves of a pytree."""
-    return optax.tree.norm(a)
-
 
 def _axpy(alpha, x, y):
     """α x + y."""
@@ -59,18 +55,6 @@ def _axpy(alpha, x, y):
 
 def _info(matvecs, residual) -> SolveInfo:
     return SolveInfo(jnp.asarray(matvecs, jnp.int32), jnp.asarray(residual))
-
-
-def check_positive(name: str, value, hint: str = "") -> None:
-    """Raise ValueError naming ``name`` and ``value`` (plus ``hint``) unless it is a number > 0."""
-    if not is_real(value) or not value > 0:
-        raise ValueError(f"{name} must be a number > 0; got {value!r}{hint}")
-
-
-def check_int(name: str, value, low: int) -> None:
-    """Raise ValueError naming ``name`` and ``value`` unless it is an integer ≥ ``low``."""
-    if not is_int(value) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}; got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -89,7 +73,7 @@ class CG:
     kind: ClassVar[str] = "cg"
 
     def __post_init__(self):
-        check_positive("tol", self.tol, " (relative residual tolerance of CG)")
+        check_above_zero("tol", self.tol, " (relative residual tolerance of CG)")
         check_int("maxiter", self.maxiter, 1)
 
     def __call__(self, matvec: Callable[[Any], Any], b, x0=None, tol: Optional[jax.Array] = None):
@@ -99,7 +83,7 @@ class CG:
         else:
             x, r, n0 = x0, jax.tree.map(jnp.subtract, b, matvec(x0)), 1
         rs = tree_vdot(r, r)
-        bound = (tol * tree_norm(b)) ** 2
+        bound = (tol * optax.tree.norm(b)) ** 2
 
         def cond(c):
             return (c[4] < self.maxiter) & (c[3] > bound)
@@ -137,7 +121,7 @@ class Neumann:
     kind: ClassVar[str] = "neumann"
 
     def __post_init__(self):
-        check_positive("eta", self.eta, " (Neumann step; it must also be < 2/L for convergence)")
+        check_above_zero("eta", self.eta, " (Neumann step; it must also be < 2/L for convergence)")
         check_int("Q", self.Q, 0)
 
     def __call__(self, matvec, b, x0=None):
@@ -154,7 +138,7 @@ class Neumann:
         p, acc = jax.lax.fori_loop(0, self.Q, body, (p, p))
         x = jax.tree.map(lambda a: self.eta * a, acc)
         x = x if x0 is None else jax.tree.map(jnp.add, x0, x)
-        return x, _info(n0 + self.Q, tree_norm(p))
+        return x, _info(n0 + self.Q, optax.tree.norm(p))
 
     def max_matvecs(self, warm_start: bool) -> int:
         """Q products, plus one for the residual of a warm start."""
@@ -177,19 +161,19 @@ class FixedPoint:
     kind: ClassVar[str] = "fp"
 
     def __post_init__(self):
-        check_positive("eta", self.eta, " (fixed-point step; it must also be < 2/L for convergence)")
+        check_above_zero("eta", self.eta, " (fixed-point step; it must also be < 2/L for convergence)")
         check_int("N", self.N, 1)
 
     def __call__(self, matvec, b, x0=None):
         if x0 is None:
-            x, start, res = jax.tree.map(lambda bi: self.eta * bi, b), 1, tree_norm(b)
+            x, start, res = jax.tree.map(lambda bi: self.eta * bi, b), 1, optax.tree.norm(b)
         else:
-            x, start, res = x0, 0, tree_norm(b)
+            x, start, res = x0, 0, optax.tree.norm(b)
 
         def body(_, c):
             x, _ = c
             r = jax.tree.map(jnp.subtract, matvec(x), b)
-            return _axpy(-self.eta, r, x), tree_norm(r)
+            return _axpy(-self.eta, r, x), optax.tree.norm(r)
 
         x, res = jax.lax.fori_loop(start, self.N, body, (x, res))
         return x, _info(self.N - start, res)

@@ -29,11 +29,12 @@ from typing import Any, ClassVar, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from ..checks import check_number
 from ..cost import batch_total, expected
 from ..theory import cost_model, q_star_array
-from .base import Estimator, tree_sq_norm, tree_sub
+from .base import Estimator
 from .debiased import check_estimator, check_exact, debiased_step, resolve, ufom_expected_cost, ufom_step
 from .unrolled import Recompute
 
@@ -168,7 +169,7 @@ class AdaptiveUFOM(Estimator):
         else:
             g, g_ch, g_ex, xi, cheap_state, c = debiased_step(problem, theta, task, self.cheap, cheap_state,
                                                               self.exact, q, key)
-        return g, tree_sq_norm(tree_sub(g_ch, g_ex)), tree_sq_norm(g_ex), xi, cheap_state, c
+        return g, optax.tree.norm(optax.tree.sub(g_ch, g_ex), squared=True), optax.tree.norm(g_ex, squared=True), xi, cheap_state, c
 
     def estimate(self, problem, theta, task, state, key):
         """One draw of UFOM (or Debiased) at q = max(q*, q_min) from the current statistics (eq. 21-22),

@@ -39,29 +39,13 @@ from ..problem import BilevelProblem
 
 
 
-def tree_add(a, b):
-    """a + b leaf by leaf (``optax.tree.add``)."""
-    return optax.tree.add(a, b)
 
-
-def tree_sub(a, b):
-    """a − b leaf by leaf (``optax.tree.sub``)."""
-    return optax.tree.sub(a, b)
-
-
-def tree_scale(c, a):
-    """c · a for a scalar c (``optax.tree.scale``)."""
-    return optax.tree.scale(c, a)
 
 
 def add_cotangents(a, b):
     """a + b for cotangent pytrees whose integer leaves (e.g. an optax step count) carry float0."""
     return jax.tree.map(lambda x, y: x if x.dtype == jax.dtypes.float0 else x + y, a, b)
 
-
-def tree_sq_norm(a) -> jax.Array:
-    """‖a‖² over all leaves (``optax.tree.norm(a, squared=True)``)."""
-    return optax.tree.norm(a, squared=True)
 
 
 def outer_cotangents(problem: BilevelProblem, theta, s_r, task):
@@ -94,14 +78,14 @@ def step_vjp(problem: BilevelProblem, theta, s_prev, t, task, b_theta, b_s):
     v, d_s, d_theta = update_vjp(b_s)
     h_theta, h_phi = problem.inner_hvp(theta, phi, v, task, mixed=True)
     (h_s,) = lift(h_phi)
-    return tree_add(b_theta, tree_add(d_theta, h_theta)), add_cotangents(d_s, h_s)
+    return optax.tree.add(b_theta, optax.tree.add(d_theta, h_theta)), add_cotangents(d_s, h_s)
 
 
 def finish(problem: BilevelProblem, theta, task, b_theta, b_s0):
     """b_θ + (∂s_0/∂θ)ᵀ b_s: the Jacobian-vector product of V (Alg. 2, last line)."""
     _, vjp = jax.vjp(lambda th: problem.initial_state(th, task), theta)
     (d_theta,) = vjp(b_s0)
-    return tree_add(b_theta, d_theta)
+    return optax.tree.add(b_theta, d_theta)
 
 
 def v_jvps(problem: BilevelProblem, theta, task) -> int:

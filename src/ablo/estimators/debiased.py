@@ -26,7 +26,7 @@ import optax
 
 from ..checks import check_number
 from ..cost import cost, expected
-from .base import Estimator, TwoPass, branch, tree_add, tree_scale, tree_sub, v_jvps, with_finite_flag
+from .base import Estimator, TwoPass, branch, v_jvps, with_finite_flag
 from .first_order import first_order
 from .unrolled import ExactUnrolled, Recompute, Truncated
 
@@ -62,7 +62,7 @@ def ufom_backward(problem, theta, task, exact: ExactUnrolled, q, key, s_r, aux):
     def exact_branch(args):
         theta, task, aux, b_theta, b_s, g_fo, q = args
         g_ex = exact.backward(problem, theta, task, aux, b_theta, b_s)
-        return optax.tree.cast_like(tree_add(g_fo, tree_scale(1.0 / q, tree_sub(g_ex, g_fo))), g_fo), g_ex  # 1/q may be f64
+        return optax.tree.cast_like(optax.tree.add(g_fo, optax.tree.scale(1.0 / q, optax.tree.sub(g_ex, g_fo))), g_fo), g_ex  # 1/q may be f64
 
     g, g_ex = branch(xi, exact_branch, lambda args: (args[5], args[5]), (theta, task, aux, b_theta, b_s, g_fo, q))
     x = xi.astype(jnp.float32)
@@ -153,7 +153,7 @@ def debiased_backward(problem, theta, task, cheap: Estimator, cheap_state, exact
     def exact_branch(args):
         theta, task, g_ch, q, k_exact = args
         g_ex, _, c_ex = exact.estimate(problem, theta, task, exact.init(problem, theta, task), k_exact)
-        return (optax.tree.cast_like(tree_add(g_ch, tree_scale(1.0 / q, tree_sub(g_ex, g_ch))), g_ch),
+        return (optax.tree.cast_like(optax.tree.add(g_ch, optax.tree.scale(1.0 / q, optax.tree.sub(g_ex, g_ch))), g_ch),
                 optax.tree.cast_like(g_ex, g_ch), c_ex)
 
     def cheap_branch(args):

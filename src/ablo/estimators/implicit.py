@@ -33,11 +33,12 @@ from typing import ClassVar, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from ..cost import cost
-from ..linear_solvers import CG, FixedPoint, Neumann, check_int, check_positive, tree_norm
-from .base import TwoPass, tree_sub, with_finite_flag
-from ..checks import is_real
+from ..linear_solvers import CG, FixedPoint, Neumann
+from .base import TwoPass, with_finite_flag
+from ..checks import check_above_zero, check_int, is_real
 
 
 
@@ -130,7 +131,7 @@ class AID(TwoPass):
         phi = problem.optimizer.params(s_r)
         f_theta, f_phi, matvec = implicit_parts(problem, theta, phi, task, task)
         v, info = self.solve(matvec, f_phi, state.v if self.warm_start else None, state.step)
-        g = tree_sub(f_theta, mixed_product(problem, theta, phi, task, v))
+        g = optax.tree.sub(f_theta, mixed_product(problem, theta, phi, task, v))
         c = cost(grad_evals=T + 1, hvps=info.matvecs + 1, states=1)
         return g, self.next_state(state, phi, v, info, f_phi), with_finite_flag(g, c)
 
@@ -209,14 +210,14 @@ class HOAG(AID):
     name: ClassVar[str] = "hoag"
 
     def __post_init__(self):
-        check_positive("tol", self.tol, " (initial CG tolerance ε_0 of HOAG)")
+        check_above_zero("tol", self.tol, " (initial CG tolerance ε_0 of HOAG)")
         if not is_real(self.decay) or not 0 < self.decay < 1:
             raise ValueError(f"decay must be in (0, 1) (ε_k = tol * decay^k, summable); got {self.decay!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}")
         check_int("maxiter", self.maxiter, 1)
         if self.floor is not None:
-            check_positive("floor", self.floor, " (smallest CG tolerance; none = 10 machine epsilons)")
+            check_above_zero("floor", self.floor, " (smallest CG tolerance; none = 10 machine epsilons)")
         object.__setattr__(self, "solver", CG(tol=self.tol, maxiter=self.maxiter))
         super().__post_init__()
 
@@ -239,7 +240,7 @@ class HOAG(AID):
 
     def next_state(self, state, phi, v, info, b):
         """AID's next state; a solve that ended above ε_k·‖b‖ (stopped by ``maxiter``) adds a cap hit."""
-        capped = info.residual > self.tolerance(state.step, _dtype(b)) * tree_norm(b)
+        capped = info.residual > self.tolerance(state.step, _dtype(b)) * optax.tree.norm(b)
         return super().next_state(state, phi, v, info, b)._replace(cap_hits=state.cap_hits + capped.astype(jnp.int32))
 
     def describe_state(self, state):

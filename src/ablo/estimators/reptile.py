@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Optional
 
 import jax
+import optax
 
 from ..cost import cost
 from ..problem import BilevelProblem
-from .base import Estimator, tree_sub, with_finite_flag
+from .base import Estimator, with_finite_flag
 
 
 def _signature(tree):
@@ -73,7 +74,7 @@ class Reptile(Estimator):
         """(θ − φ_r, state, Cost(r gradient evaluations, 1 state)) for one task; ``key`` unused."""
         self.validate(problem, theta, task)
         phi_r = problem.optimizer.params(problem.run(theta, self._task(task)))
-        g = tree_sub(theta, phi_r)
+        g = optax.tree.sub(theta, phi_r)
         return g, state, with_finite_flag(g, self.expected_cost(problem.steps))
 
     def expected_cost(self, r):

@@ -24,13 +24,13 @@ from typing import ClassVar, NamedTuple, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import optax
 import numpy as np
 
 from ..cost import cost
-from ..linear_solvers import check_int, check_positive
-from .base import Estimator, TwoPass, tree_sub, with_finite_flag
+from .base import Estimator, TwoPass, with_finite_flag
 from .implicit import mixed_product
-from ..checks import is_real
+from ..checks import check_above_zero, check_int, is_real
 
 Part = Optional[Union[str, int]]
 
@@ -119,7 +119,7 @@ class _Stochastic(Estimator):
     def hypergradient(self, problem, theta, phi, task, key, f_theta, v, size):
         """Eq. 6: ∇_x F(D_F) − ∇_x∇_y G(D_G) v on its own batch D_G."""
         batch = draw(task, self.inner_part, key, size, "inner_part")
-        return tree_sub(f_theta, mixed_product(problem, theta, phi, batch, v))
+        return optax.tree.sub(f_theta, mixed_product(problem, theta, phi, batch, v))
 
 
 @dataclass(frozen=True)
@@ -170,7 +170,7 @@ class StocBiO(TwoPass, _Stochastic):
     name: ClassVar[str] = "stocbio"
 
     def __post_init__(self):
-        check_positive("eta", self.eta, " (Neumann step η of eq. 5; it must also be < 1/L)")
+        check_above_zero("eta", self.eta, " (Neumann step η of eq. 5; it must also be < 1/L)")
         check_int("Q", self.Q, 0)
         check_int("batch", self.batch, 1)
         for name in ("inner_batch", "outer_batch", "hess_batch", "jvp_batch"):
@@ -257,7 +257,7 @@ class _SingleSample(_Stochastic):
     batch: int = 1
 
     def __post_init__(self):
-        check_positive("eta", self.eta, " (Neumann step η; it must also be < 1/L)")
+        check_above_zero("eta", self.eta, " (Neumann step η; it must also be < 1/L)")
         check_int("N", self.N, 1)
         check_int("batch", self.batch, 1)
 
@@ -312,7 +312,7 @@ class BSA(_SingleSample):
 
     def __post_init__(self):
         super().__post_init__()
-        check_positive("t0", self.t0, " (inner steps T_k = t0 (k+1)^power)")
+        check_above_zero("t0", self.t0, " (inner steps T_k = t0 (k+1)^power)")
         if not is_real(self.power) or self.power < 0:
             raise ValueError(f"power must be a number >= 0 (inner steps T_k = t0 (k+1)^power); got {self.power!r}")
 
@@ -400,7 +400,7 @@ class TTSA(_SingleSample):
 
     def outer_schedule(self, lr: float):
         """The optax schedule α_k = lr · (k+1)^{−outer_decay} of the outer optimizer (k = its update count)."""
-        check_positive("lr", lr, " (outer step size α_0 of TTSA)")
+        check_above_zero("lr", lr, " (outer step size α_0 of TTSA)")
         return lambda count: lr * (jnp.asarray(count, jnp.result_type(float)) + 1.0) ** -self.outer_decay
 
     def init(self, problem, theta, task):

@@ -37,11 +37,12 @@ from typing import ClassVar, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+import optax
 import numpy as np
 
 from ..checks import check_number, is_int, is_traced
 from ..cost import cost
-from .base import (Estimator, finish, outer_cotangents, reverse_over, run_storing, switch, tree_add, tree_scale, tree_sq_norm, tree_sub, v_jvps, with_finite_flag)
+from .base import Estimator, finish, outer_cotangents, reverse_over, run_storing, switch, v_jvps, with_finite_flag
 
 FORMS = ("single", "roulette")
 
@@ -110,14 +111,14 @@ def sweep(problem, theta, task, lengths, i: int, p, form: str):
             carry = reverse_over(problem, theta, task, seg, r - lengths[j], *carry)
             done = lengths[j]
         g = finish(problem, theta, task, *carry)
-        delta = g if prev is None else tree_sub(g, prev)
-        norms.append(tree_sq_norm(delta))
+        delta = g if prev is None else optax.tree.sub(g, prev)
+        norms.append(optax.tree.norm(delta, squared=True))
         if form == "roulette":
-            term = tree_scale(1.0 / survival[j], delta)
-            est = term if est is None else tree_add(est, term)
+            term = optax.tree.scale(1.0 / survival[j], delta)
+            est = term if est is None else optax.tree.add(est, term)
         prev = g
     if form == "single":
-        est = tree_scale(1.0 / p[i], delta)
+        est = optax.tree.scale(1.0 / p[i], delta)
     est = jax.tree.map(lambda e, t: e.astype(jnp.result_type(t)), est, theta)
     norms = jnp.stack(norms + [jnp.zeros_like(norms[0])] * (n - i - 1))
     c = cost(grad_evals=r + 1, hvps=K, jvps=(i + 1) * v_jvps(problem, theta, task), states=max(K, 1))

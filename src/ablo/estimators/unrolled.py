@@ -26,11 +26,11 @@ from typing import ClassVar
 import jax
 import jax.flatten_util
 import jax.numpy as jnp
+import optax
 import numpy as np
 
 from ..cost import cost
-from .base import (TwoPass, charge_v, finish, outer_cotangents, reverse_over, run_storing, step_vjp, tree_add, v_jvps,
-                   with_finite_flag)
+from .base import (TwoPass, charge_v, finish, outer_cotangents, reverse_over, run_storing, step_vjp, v_jvps, with_finite_flag)
 from ..checks import is_int
 
 
@@ -119,7 +119,7 @@ class Reverse(ExactUnrolled):
     def backward(self, problem, theta, task, aux, b_theta, b_s):
         if self.store == "residuals":
             (d_theta,) = aux(b_s)
-            return tree_add(b_theta, d_theta)
+            return optax.tree.add(b_theta, d_theta)
         b_theta, b_s = reverse_over(problem, theta, task, aux, 0, b_theta, b_s)
         return finish(problem, theta, task, b_theta, b_s)
 
@@ -324,7 +324,7 @@ class Forward(TwoPass):
         b_theta, b_s = outer_cotangents(problem, theta, s_r, task)
         b_real = [b for b, k in zip(jax.tree_util.tree_leaves(b_s), real) if k]
         along = jax.vmap(lambda z: sum(jnp.vdot(b, zi) for b, zi in zip(b_real, z)))(Z)
-        g = tree_add(b_theta, unravel(along.astype(flat.dtype)))
+        g = optax.tree.add(b_theta, unravel(along.astype(flat.dtype)))
         c = self.expected_cost(problem.steps, n)
         return g, state, with_finite_flag(g, c._replace(jvps=c.jvps - n * (1 - v_jvps(problem, theta, task))), s_r)
 
