@@ -508,7 +508,8 @@ def run(problem: BilevelProblem, estimator: Estimator, optimizer: optax.Gradient
                                f"norm {m['grad_norm']:.4g}); likely cause: {advice(cause)}{where}",
                                snap.step + 1, label, saved, cause)
             snap.theta, snap.opt_state, snap.estimator_state = new.theta, new.opt_state, new.estimator_state
-            snap.cost, snap.cost_residual = new.cost, new.cost_residual
+            # one host copy per step: the budget, the log and the next step's input read it without device round trips
+            snap.cost, snap.cost_residual = jax.device_get((new.cost, new.cost_residual))
             snap.skipped, snap.step = int(new.skipped), int(new.step)
             # a random estimator drawing 0 is a legitimate draw (UFOM's cheap branch where FOM's estimate is 0):
             # only a deterministic estimator's zeros say that nothing is left to learn
