@@ -260,3 +260,40 @@ def test_unbiased_comparison_table():
             row = rows[(problem, labels[label])]
             assert int(dim) == row["dim_theta"], column
             check(numbers(cells[column])[0], row["variance_x_calls"], f"{label} on {problem}")
+
+
+def test_table_1_at_the_papers_protocol():
+    """Table 1's rows (means ± sample std over the reported seeds, the paper's figures beside them) and
+    the paired differences against exact (mean and 95% Student-t interval), from the merged run."""
+    from scipy import stats
+
+    text = section("At the paper's protocol")
+    s = summary("hypercleaning-mlp-paper")
+    assert s["config"]["seeds"] == [100, 101, 102, 103, 104]
+    assert not set(s["config"]["seeds"]) & set(s["config"]["tuned_seeds"])
+    runs = {}
+    for r in s["results"]:
+        runs.setdefault(r["method"], {})[r["seed"]] = r
+    labels = {"exact (`reverse`)": "reverse", "FOM": "fom", "Adaptive UFOM": "adaptive-ufom"}
+    keys = (("train (clean part)", "train_clean_acc"), ("test accuracy", "test_acc"), ("test CE", "test_ce"))
+    rows = table(text, "method")
+    assert set(rows) == set(labels)
+    for label, method in labels.items():
+        for column, key in keys:
+            values = np.array([r[key] for r in runs[method].values()])
+            printed = numbers(rows[label][column])
+            check(printed[0], values.mean(), f"{label} {column}")
+            if len(printed) > 1:
+                check(printed[1], values.std(ddof=1), f"{label} {column} std")
+        paper = _paper.reference("hypercleaning", s["config"], {"method": method, "estimator": method})
+        for column, key in (("paper: train", "train_clean_acc"), ("paper: test", "test_acc"), ("paper: CE", "test_ce")):
+            check(numbers(rows[label][column])[0], paper[f"paper_{key}"], f"{label} {column}")
+    diffs = table(text, "difference")
+    for label, method in (("FOM − exact", "fom"), ("Adaptive UFOM − exact", "adaptive-ufom")):
+        for column, key in keys:
+            d = np.array([runs[method][seed][key] - runs["reverse"][seed][key] for seed in s["config"]["seeds"]])
+            half = stats.t.ppf(0.975, d.size - 1) * d.std(ddof=1) / np.sqrt(d.size)
+            mean, lo, hi = numbers(diffs[label][column])
+            check(mean, d.mean(), f"{label} {column}")
+            check(lo, d.mean() - half, f"{label} {column} lower")
+            check(hi, d.mean() + half, f"{label} {column} upper")
