@@ -7,6 +7,7 @@ import json
 import math
 
 from ablo.experiments import get
+from ablo.experiments.unbiased import wins
 from _cli_run import ablo
 
 PROBLEMS = ("lr", "schedule", "weights", "synthetic-q", "hypercleaning")
@@ -52,3 +53,19 @@ def test_unbiased_tiny(tmp_path):
     for name in ("comparison.csv", "targets.csv", "online.csv"):
         assert (d / name).exists()
     assert list(d.glob("*.png"))
+
+
+def test_wins_reads_the_winners_off_the_rows():
+    row = lambda method, vxc, calls=None, **kw: dict(problem="p", method=method, dim_theta=3, variance_x_calls=vxc,
+                                                     **({} if calls is None else {"calls_to_target": calls}), **kw)
+    rows = [row("reverse", 1e-30, 900.0), row("ufom:q=0.2", 2.0, 1200.0), row("telescope", 0.5, math.inf),
+            row("es:sigma=0.01", 1.0, 800.0), row("fom", 0.0, math.inf, relative_bias=1.0),
+            row("reversible", 0.0, skipped="no")]
+    assert wins(rows) == ("- **p** (dim θ = 3): lowest variance × calls among the random estimators: telescope "
+                          "(best of ES/PES ranks 2 of 3); relative bias ‖EĜ − G‖/‖G‖ of fom 1; fewest calls to the "
+                          "target: es:sigma=0.01 (800).\n\n")
+    rows[0]["calls_to_target"] = 700.0
+    assert wins(rows).endswith("fewest calls to the target: reverse (700), of the random estimators es:sigma=0.01 "
+                               "(800).\n\n")
+    unreached = [row("ufom", 2.0, math.inf), row("pes", 1.0, math.inf)]
+    assert wins(unreached).endswith("(best of ES/PES ranks 1 of 2); no method reached the target in most repeats.\n\n")

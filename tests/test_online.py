@@ -135,4 +135,5 @@ def test_compare_reports_zero_variance_for_exact_and_es_variance_for_es():
     for r in rows:
         assert r["bias"] <= 4 * r["bias_se"] + 1e-12 and r["temp_bytes"] > 0
         assert r["variance_x_calls"] == pytest.approx(r["variance"] * r["expected_calls"])
+        assert r["relative_bias"] == pytest.approx(r["bias"] / g2 ** 0.5)
     assert ufom["variance"] > 0
