@@ -67,8 +67,8 @@ def draws(est: Estimator, problem, theta, task, key, n: int, warmup: int = 0):
 
 def compare(problem: BilevelProblem, theta, task, methods: Dict[str, Estimator], key, n: int = 256,
             warmup: int = 0) -> list:
-    """One row per method: bias (and over ‖G‖), variance, relative variance (variance / ‖G‖²; antithetic ES's is
-    (dim θ + 1)/N as σ → 0 on a smooth objective), expected function calls, variance × calls, temp memory
+    """One row per method: bias (and over ‖G‖), variance, relative variance (variance / ‖G‖²; antithetic
+    ES's is (dim θ + 1)/N as σ → 0 on a smooth objective), expected function calls, variance × calls, temp memory
     (or ``skipped`` with the reason when the method refuses the problem). The exact hypergradient
     comes from ``Reverse``. With ``warmup`` > 0 every method first advances its state that many
     calls, and the expected calls are the mean over the draws (the state sets them, e.g. q)."""
@@ -87,7 +87,8 @@ def compare(problem: BilevelProblem, theta, task, methods: Dict[str, Estimator],
         calls = float(np.mean(c.function_calls)) if warmup else float(est.expected_cost(problem.steps).function_calls)
         bias = float(np.linalg.norm(mean - np.asarray(exact)))
         rows.append(dict(method=label, bias=bias, bias_se=float(np.sqrt(var / n)),
-                         relative_bias=bias / math.sqrt(sq) if sq else math.inf, variance=var, relative_variance=var / sq if sq else math.inf,
+                         relative_bias=bias / math.sqrt(sq) if sq else math.inf, variance=var,
+                         relative_variance=var / sq if sq else math.inf,
                          mean_calls=float(np.mean(c.function_calls)),
                          expected_calls=calls, variance_x_calls=var * calls, dim_theta=int(exact.shape[0]),
                          temp_bytes=temp))

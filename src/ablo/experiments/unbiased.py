@@ -7,9 +7,10 @@ Per problem (:mod:`ablo.problems.unbiased`: ``lr`` and ``synthetic-q`` with dim 
 ``ablo.online.compare`` reports the bias, the variance of one estimate, the expected function calls per
 estimate, their product (Likhosherstov et al. 2021 Prop. 1) and the temp memory, and
 ``ablo.online.calls_to_target`` the function calls an Adam outer loop driven by the method spends to
-reach a target fixed by exact reverse mode (median over repeats, and the fraction that reached it). Then online tuning of the step size on ``lr`` with the inner run carried
-across outer steps (``ablo.online.online``: truncated, UFOM-style window debiasing, PES), against the
-offline objective M^(r) on a grid of θ.
+reach a target fixed by exact reverse mode (median over repeats, and the fraction that reached it).
+Then online tuning of the step size on ``lr`` with the inner run carried across outer steps
+(``ablo.online.online``: truncated, UFOM-style window debiasing, PES), against the offline objective
+M^(r) on a grid of θ.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ class Config(ExperimentConfig):
     online_lr: float = option(0.05, "outer step size of online tuning", low=0, low_open=True)
     target_problems: tuple[str, ...] = option(PROBLEMS, "calls to target: the problems where it is measured",
                                               choices=PROBLEMS, unique=True)
-    target_frac: float = option(0.5, "calls to target: the target is M(θ_0) − frac·(M(θ_0) − M(θ_T)), θ_T after "
-                                     "target_steps Adam steps of exact reverse", low=0, high=1, low_open=True)
+    target_frac: float = option(0.5, "calls to target: the target is M(θ_0) − frac·(M(θ_0) − M(θ_T)), θ_T "
+                                     "after target_steps Adam steps of exact reverse", low=0, high=1, low_open=True)
     target_steps: int = option(50, "calls to target: T, the Adam steps of exact reverse that fix the target", low=1)
     target_lr: float = option(0.05, "calls to target: the step size of the outer Adam (every method)", low=0,
                               low_open=True)
@@ -140,10 +141,10 @@ def report(cfg: Config, ctx: RunContext, rows, target_rows, online_rows) -> Resu
                 ctx.out / "fig_variance_x_calls.png")
     notes = (smoke_note(cfg) + "Variance: E‖Ĝ − EĜ‖² over draws at one θ (relative: over ‖G‖², G exact); calls: "
              "expected gradient evaluations + HVPs + JVPs per estimate; variance × calls is Likhosherstov et al. "
-             "2021 Prop. 1's criterion; temp bytes from XLA's memory analysis. `fom` and `truncated:K=8` are the "
-             "deterministic, biased baselines: their relative bias ‖EĜ − G‖/‖G‖ (`relative_bias` in comparison.csv) "
-             "is FOM's bias, which UFOM's exact branch removes, and K-RMD's truncation bias at K = 8, whose decay in "
-             "K the telescopes rely on.\n\n"
+             "2021 Prop. 1's criterion; temp bytes from XLA's memory analysis. `fom` and `truncated` (K-RMD) rows "
+             "are deterministic, biased baselines: their relative bias ‖EĜ − G‖/‖G‖ (`relative_bias` in "
+             "comparison.csv) is FOM's bias, which UFOM's exact branch removes, and the truncation bias, whose "
+             "decay in K the telescopes rely on.\n\n"
              f"Calls to target: per problem the target is M* = M(θ_0) − {cfg.target_frac:g}·(M(θ_0) − M(θ_T)), "
              f"M the deterministic objective M^(r) and θ_T the point {cfg.target_steps} Adam steps (step size "
              f"{cfg.target_lr:g}) of exact reverse mode reach from θ_0; every method runs the same Adam from θ_0 "

@@ -124,7 +124,8 @@ def target_runs(problem, theta, task, methods: dict, cfg, key):
         exact = run(Reverse(), keys[0], -jnp.inf, cfg.target_steps * per_step)  # T steps: T reverse estimates
         m0 = problem.objective(theta, task)
         target = m0 - cfg.target_frac * (m0 - exact.objective)
-        calls = {label: jax.lax.map(lambda k: run(est, k, target, budget).calls, keys) for label, est in applies.items()}
+        calls = {label: jax.lax.map(lambda k: run(est, k, target, budget).calls, keys)
+                 for label, est in applies.items()}
         return m0, exact.objective, target, calls
 
     m0, mT, target, calls = runs(jax.random.split(key, cfg.target_repeats))
