@@ -254,12 +254,29 @@ def test_unbiased_comparison_table():
     assert set(printed) == set(labels)
     for label, cells in printed.items():
         columns = [c for c in cells if c != "method"]
-        assert len(columns) == 4
+        assert len(columns) == len({problem for problem, _ in rows})
         for column in columns:
             problem, dim = re.fullmatch(r"`([\w-]+)` \(dim θ = (\d+)\)", column).groups()
             row = rows[(problem, labels[label])]
             assert int(dim) == row["dim_theta"], column
             check(numbers(cells[column])[0], row["variance_x_calls"], f"{label} on {problem}")
+    # calls to target: the median over the runs, "(k of 5)" where not every run reached it, "—" where none did
+    start = text.index("Calls to target")
+    targets = table(text[start:], "method")
+    names = {**{k: v for k, v in labels.items() if not k.startswith("UFOM")}, "reverse": "reverse", "reversible": "reversible", "UFOM, q = 0.2": "ufom:q=0.2,exact=reverse",
+             "FOM (biased)": "fom", "truncated, K = 8 (biased)": "truncated:K=8"}
+    assert set(targets) == set(names)
+    for label, cells in targets.items():
+        for column, cell in cells.items():
+            if column == "method":
+                continue
+            row = rows.get((column.strip("`"), names[label]))
+            if cell.startswith("—"):
+                assert row is None or not row["reached"], (label, column)
+                continue
+            check(numbers(cell)[0], row["calls_to_target"], f"{label} calls to target on {column}")
+            reached = re.search(r"\((\d) of (\d)\)", cell)
+            assert row["reached"] == (int(reached[1]) / int(reached[2]) if reached else 1.0), (label, column)
 
 
 def test_table_1_at_the_papers_protocol():
