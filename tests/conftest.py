@@ -18,14 +18,16 @@ os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), "-
                                                 "--xla_cpu_parallel_codegen_split_count=1"]))
 
 # Tests build the same small programs many times (every CLI test runs a tiny experiment in a new
-# process; runs rebuild their closures per seed): a persistent compilation cache, one fresh folder per
-# pytest process (the xdist workers do not share one: JAX's cache writes are not atomic), removed at exit,
-# compiles each program once. A cache hit keeps memory_analysis. CLI subprocesses inherit the folder.
-if "JAX_COMPILATION_CACHE_DIR" not in os.environ or os.environ.get("_ABLO_TESTS_OWN_CACHE"):
+# process; runs rebuild their closures per seed; the two xdist workers compile the same experiments): a
+# persistent compilation cache compiles each program once per suite run. The first pytest process (the
+# xdist controller, or the only one) makes a fresh folder, removed at its exit; workers and CLI
+# subprocesses inherit it. JAX writes an entry in one call and reads a torn one as a miss (a warning,
+# then a compile), so sharing is safe. A cache hit keeps memory_analysis. A folder the user set is used.
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
     _cache = tempfile.mkdtemp(prefix="ablo-tests-xla-cache-")
     atexit.register(shutil.rmtree, _cache, True)
     os.environ.update(JAX_COMPILATION_CACHE_DIR=_cache, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0", _ABLO_TESTS_OWN_CACHE="1")
+                      JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 import jax  # noqa: E402
 import pytest  # noqa: E402
