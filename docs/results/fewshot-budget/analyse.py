@@ -1,11 +1,11 @@
 """Few-shot budget test: exact (``recompute``) against FOM at equal function calls, at equal outer
-steps, and exact with a larger budget than FOM, paired by seed, from the runs of
-/work/runs/fewshot-budget.sh (one ``ablo run fewshot`` per method and seed; see results.md).
+steps, and exact with a larger budget than FOM, paired by seed, from the runs of run.sh (one
+``ablo run fewshot`` per method and seed; see results.md), committed under runs/.
 
 Reads RUNS/{exact-calls,fom-calls,fom-steps}-s{seed}/summary.json and curves.csv; writes
 comparisons.csv, curves.csv, curves.png, summary.json and results.md here (or --out).
 
-    PYTHONPATH=src python docs/results/fewshot-budget/analyse.py --runs /work/runs/fewshot-budget --seeds 2,3,4
+    python docs/results/fewshot-budget/analyse.py
 """
 
 import argparse
@@ -50,7 +50,7 @@ def paired(a, b):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", default="/work/runs/fewshot-budget")
+    ap.add_argument("--runs", default=str(Path(__file__).parent / "runs"))
     ap.add_argument("--seeds", default="2,3,4")
     ap.add_argument("--calls", default="15000,30000,45000", help="equal-calls budgets (exact's curve points)")
     ap.add_argument("--out", default=str(Path(__file__).parent))
@@ -126,7 +126,7 @@ def plot(curves, seeds, path):
             color, name = style[run]
             for s in seeds:
                 pts = [c for c in curves if c["run"] == run and c["seed"] == s]
-                ax.plot([c[x] for c in pts], [c["test_acc"] for c in pts], "o-", color=color, ms=3, lw=1,
+                ax.plot([c[x] for c in pts], [c["test_acc"] for c in pts], marker="o", color=color, ms=3, lw=1,
                         alpha=0.8, ls=("-", "--", ":")[seeds.index(s) % 3],
                         label=f"{name}, seed {s}" if ax is axes[0] or run == "fom-steps" else None)
         ax.set(xlabel={"function_calls": "function calls (gradients + HVPs + JVPs)", "step": "outer steps"}[x],
