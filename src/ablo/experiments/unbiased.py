@@ -84,12 +84,13 @@ def _measure(cfg: Config):
     methods = {spec: estimators.parse(spec) for spec in cfg.methods}
     rows, targets, problems = [], [], setup(cfg)
     for i, (name, (prob, theta, task)) in enumerate(problems.items()):
+        compared = compare(prob, theta, task, methods, jax.random.fold_in(key, len(rows)), cfg.draws, cfg.warmup)
         fields = {}
-        if name in cfg.target_problems:
-            target, fields = target_runs(prob, theta, task, methods, cfg, jax.random.fold_in(key, 1000 + i))
+        if name in cfg.target_problems:  # the methods compare ran (a refused one says why in its row)
+            ran = {r["method"]: methods[r["method"]] for r in compared if "skipped" not in r}
+            target, fields = target_runs(prob, theta, task, ran, cfg, jax.random.fold_in(key, 1000 + i))
             targets.append({"problem": name, **target})
-        for row in compare(prob, theta, task, methods, jax.random.fold_in(key, len(rows)), cfg.draws, cfg.warmup):
-            rows.append({"problem": name, **row, **fields.get(row["method"], {})})
+        rows += [{"problem": name, **row, **fields.get(row["method"], {})} for row in compared]
     return rows, targets, online_tuning(*problems["lr"], cfg, jax.random.fold_in(key, 99))
 
 

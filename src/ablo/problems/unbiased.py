@@ -110,10 +110,9 @@ def target_runs(problem, theta, task, methods: dict, cfg, key):
     from θ_0 (:func:`ablo.online.calls_to_target`) for ``cfg.target_repeats`` keys within a budget of
     ``cfg.target_budget`` × reverse's T-step calls; a method's fields are the median calls to M* (inf
     when fewer than half the repeats reached it), the fraction of repeats that reached it and the
-    repeats' fewest and most calls. One compiled program per problem (the repeats a ``lax.map``); a
-    method that refuses the problem (``compare`` reports why) is left out."""
+    repeats' fewest and most calls. One compiled program per problem (the repeats a ``lax.map``);
+    ``methods`` are those that accept the problem (``compare`` reports why one does not)."""
     opt = optax.adam(cfg.target_lr)
-    applies = {label: est for label, est in methods.items() if _applies(est, problem, theta, task)}
     per_step = float(charge_v(Reverse().expected_cost(problem.steps), problem, theta, task).function_calls)
     budget = cfg.target_budget * cfg.target_steps * per_step
 
@@ -125,7 +124,7 @@ def target_runs(problem, theta, task, methods: dict, cfg, key):
         m0 = problem.objective(theta, task)
         target = m0 - cfg.target_frac * (m0 - exact.objective)
         calls = {label: jax.lax.map(lambda k: run(est, k, target, budget).calls, keys)
-                 for label, est in applies.items()}
+                 for label, est in methods.items()}
         return m0, exact.objective, target, calls
 
     m0, mT, target, calls = runs(jax.random.split(key, cfg.target_repeats))
@@ -134,12 +133,3 @@ def target_runs(problem, theta, task, methods: dict, cfg, key):
               for label, c in ((label, np.asarray(c)) for label, c in calls.items())}
     return dict(M_theta0=float(m0), M_thetaT=float(mT), target=float(target), budget_calls=budget), fields
 
-
-def _applies(est, problem, theta, task) -> bool:
-    """Whether ``est`` accepts the problem: tracing one estimate (no compilation) raises no ValueError."""
-    try:
-        jax.eval_shape(lambda k: est.estimate(problem, theta, task, est.init(problem, theta, task), k),
-                       jax.random.PRNGKey(0))
-    except ValueError:
-        return False
-    return True
