@@ -220,9 +220,16 @@ def test_synthetic_q_numbers():
     rise = re.search(r"theory's q\* rises (" + NUMBER + ") → (" + NUMBER + ")", text)
     check(rise[1], q_theory[0], "smallest q*")
     check(rise[2], q_theory[-1], "largest q*")
-    picks = {round(r["alpha"], 3): r["q_grid"] for r in s["results"]}
-    assert {a: q for a, q in picks.items() if a <= 0.014} == {a: 0.05 for a in picks if a <= 0.014}
-    assert (picks[0.021], picks[0.032], picks[0.05]) == (0.1, 0.3, 0.05) and "0.1 and 0.3 at α = 0.021 and 0.032" in text
+    picks = sorted((r["alpha"], r["q_grid"]) for r in s["results"])
+    trend = re.search(r"0\.05 up to α = (" + NUMBER + r"), 0\.1 from α = (" + NUMBER + r") to (" + NUMBER
+                      + r"), 0\.15 at α = (" + NUMBER + r") and 0\.65 at α = (" + NUMBER + ")", text)
+    p = [trend[i] for i in range(1, 6)]
+    upto = lambda printed, a: a <= float(printed) or agrees(printed, a)
+    from_ = lambda printed, a: a >= float(printed) or agrees(printed, a)
+    for alpha, q in picks:  # the sentence's ranges are the grid's picks, α by α
+        expected = (0.05 if upto(p[0], alpha) else 0.1 if from_(p[1], alpha) and upto(p[2], alpha)
+                    else 0.15 if agrees(p[3], alpha) else 0.65 if agrees(p[4], alpha) else None)
+        assert q == expected, f"α = {alpha:.4g}: the grid picks q = {q}, the docs say {expected}"
 
 
 def test_tradeoff_table_counts_are_the_estimators_expected_costs():
