@@ -368,3 +368,13 @@ def test_bench_code_imports_no_private_names_and_the_cli_help_is_plain():
 
     out = " ".join(CliRunner().invoke(app, ["bench", "--help"]).output.split())
     assert "python -m ablo.bench" in out and "``" not in out and "benchmarks/" not in out
+
+
+def test_bench_processes_keep_the_callers_xla_flags():
+    """The benchmark's single-threaded settings are added to the flags a user set, not put in their place."""
+    from ablo.bench.worker import ENV, single_threaded
+
+    env = single_threaded({"XLA_FLAGS": "--xla_force_host_platform_device_count=2", "HOME": "/h"})
+    assert env["XLA_FLAGS"].split() == ["--xla_force_host_platform_device_count=2", *ENV["XLA_FLAGS"].split()]
+    assert env["HOME"] == "/h" and env["OMP_NUM_THREADS"] == "1"
+    assert single_threaded(env) == env  # applying it twice changes nothing

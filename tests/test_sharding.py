@@ -59,7 +59,9 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.fixture(scope="module")
 def two_devices():
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    # appended to the suite's compile flags (tests/conftest.py), which replacing them would drop
+    flags = " ".join(filter(None, [os.environ.get("XLA_FLAGS"), "--xla_force_host_platform_device_count=2"]))
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu")
     p = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     return json.loads(p.stdout.strip().splitlines()[-1])

@@ -19,10 +19,9 @@ import sys
 
 
 def main(argv: list) -> None:
-    from .worker import ENV
+    from .worker import single_threaded
 
-    for k, v in ENV.items():  # single-threaded, read when JAX's backend starts
-        os.environ[k] = v
+    os.environ.update(single_threaded(os.environ))  # read when JAX's backend starts
     from . import ablation, anchors, exact_branch, step_vjp, suite, tradeoffs
     from .worker import worker
 

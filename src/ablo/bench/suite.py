@@ -17,7 +17,7 @@ import numpy as np
 from ..atomic import atomic_write
 from ..results import write_csv
 from .problems import AID_ITERS, CHECK_R, LR, SIZES, available_methods, estimator, make_data
-from .worker import ENV, compare
+from .worker import compare, single_threaded
 
 #: r values of the sweep (time and memory against r) per size.
 SWEEP = {"full": (10, 30, 100, 300, 1000), "smoke": (3, 6)}
@@ -72,9 +72,10 @@ def plan(problems, methods, rs, size: str, rounds: int) -> list:
 
 
 def call(cmd: list, timeout: float = 3600, env: dict | None = None) -> dict:
-    """Run one worker command (environment: ours, ``ENV`` and ``env``); its last stdout line is its
+    """Run one worker command (environment: ours made single-threaded, then ``env``); its last stdout line is its
     JSON result."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **ENV, **(env or {})})
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                          env={**single_threaded(os.environ), **(env or {})})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:300]}

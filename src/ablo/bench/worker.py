@@ -22,6 +22,14 @@ from .problems import AID_ITERS, build, estimator, load_data, ufom_key
 cpu_clock = time.process_time
 ENV = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+
+
+def single_threaded(environ) -> dict:
+    """``environ`` with ``ENV``'s settings; its XLA_FLAGS are appended to the caller's, not put in their
+    place, so flags the user set (a compile setting, a device count) still hold."""
+    flags = environ.get("XLA_FLAGS", "")
+    flags = flags if ENV["XLA_FLAGS"] in flags else " ".join(filter(None, [flags, ENV["XLA_FLAGS"]]))
+    return {**environ, **ENV, "XLA_FLAGS": flags}
 #: ablo estimators also timed in the process of a method, as "<name>_s" (same-process ratios).
 COMPARE = {"checkpointed": ("reverse",), "binomial": ("reverse", "checkpointed")}
 
