@@ -321,3 +321,29 @@ def test_table_1_at_the_papers_protocol():
             check(mean, d.mean(), f"{label} {column}")
             check(lo, d.mean() - half, f"{label} {column} lower")
             check(hi, d.mean() + half, f"{label} {column} upper")
+
+
+def test_ufom_exact_branch_table_in_the_benchmarks_page():
+    """docs/benchmarks.md's exact-branch table is benchmarks/results/ufom-exact-branch's run, row by row."""
+    text = (ROOT / "docs" / "benchmarks.md").read_text()
+    part = text[text.index("### UFOM's exact branch"):]
+    rows = table(part, "exact branch")
+    runs = {r["exact"]: r for r in json.loads((ROOT / "benchmarks" / "results" / "ufom-exact-branch"
+                                               / "ufom_exact_branch.json").read_text())}
+    assert len(rows) == len(runs) == 4
+    for label, row in rows.items():
+        run = runs[label.split("`")[1]]
+        assert int(row["states held"]) == run["states"]
+        check(numbers(row["C_rnd (backward gradients + HVPs)"])[-1], run["C_rnd"], f"{label} C_rnd")
+        for column, key in (("q*", "q_star"), ("UFOM expected calls per step", "ufom_calls_per_step"),
+                            ("calls to target at q*", "calls_to_target_qstar"), ("at q = 1", "calls_to_target_q1")):
+            check(numbers(row[column])[0], run[key], f"{label} {column}")
+        q, calls = numbers(row["best grid q: calls"])
+        check(q, run["q_grid"], f"{label} grid q")
+        check(calls, run["calls_to_target_q_grid"], f"{label} grid calls")
+    fewer = re.search(r"in (" + NUMBER + r") expected\s+function calls, with recomputation and its q\* in\s+("
+                      + NUMBER + r"): (\d+) % fewer", part)
+    check(fewer[1], runs["checkpointed"]["calls_to_target_qstar"], "checkpointed calls")
+    check(fewer[2], runs["recompute"]["calls_to_target_qstar"], "recompute calls")
+    check(fewer[3], 100 * (1 - runs["checkpointed"]["calls_to_target_qstar"] / runs["recompute"]["calls_to_target_qstar"]),
+          "% fewer")
