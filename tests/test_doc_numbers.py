@@ -175,6 +175,214 @@ def test_stochastic_hypercleaning_table():
             check(acc, run["test_acc"], f"p = {p} {column} test acc")
 
 
+SUPERSCRIPT = str.maketrans("⁻⁰¹²³⁴⁵⁶⁷⁸⁹", "-0123456789")
+
+
+def powers(text: str) -> str:
+    """``text`` with "2.1·10⁻⁴" written as "2.1e-4", which NUMBER reads."""
+    return re.sub(r"·10([⁻⁰¹²³⁴⁵⁶⁷⁸⁹]+)", lambda m: "e" + m[1].translate(SUPERSCRIPT), text)
+
+
+def curves(name: str, key) -> dict:
+    """{key(row): [(seconds, step, test_loss, test_acc), ...]} of a run's curves.csv, in time order."""
+    out = {}
+    with open(RESULTS / name / "curves.csv") as f:
+        for r in csv.DictReader(f):
+            out.setdefault(key(r), []).append((float(r["seconds"]), int(r["step"]), float(r["test_loss"]),
+                                               float(r["test_acc"])))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def at(curve: list, t: float) -> tuple:
+    """The curve's last evaluation at or before time ``t``."""
+    return [point for point in curve if point[0] <= t][-1]
+
+
+def span(printed: str) -> tuple:
+    """("a", "b") of a printed range "a-b" (or "a - b")."""
+    return re.fullmatch(f"({NUMBER}) ?- ?({NUMBER})", printed).groups()
+
+
+def check_range(printed: str, values, what: str) -> None:
+    """"a-b" is the smallest and the largest of ``values``."""
+    low, high = span(printed)
+    check(low, min(values), f"{what} (smallest)")
+    check(high, max(values), f"{what} (largest)")
+
+
+def leader(by_method: dict, t: float) -> str:
+    return min(by_method, key=lambda m: at(by_method[m], t)[2])
+
+
+def test_newsgroups_sentences():
+    text = powers(" ".join(section("20 Newsgroups").split()))
+    runs = {r["method"].split(":")[0]: r for r in summary("newsgroups")["results"]}
+    by = curves("newsgroups", lambda r: r["method"].split(":")[0])
+    hoag, aid = runs["hoag"], runs["aid-bio"]
+    matvecs = lambda r: (r["hvps"] - r["steps"]) / r["steps"]  # one mixed product per step besides the matvecs
+    found = re.search(r"ε = (" + NUMBER + r") at the end\): (" + NUMBER + r") function calls in (" + NUMBER
+                      + r") steps, i\.e\. about (" + NUMBER + r") matvecs per step \((" + NUMBER
+                      + r") gradients and 1 mixed product besides\), against AID-BiO's (" + NUMBER + ")", text)
+    check(found[1], hoag["tol"], "HOAG's ε at the end")
+    assert int(found[2].replace(",", "")) == hoag["function_calls"] and int(found[3]) == hoag["steps"]
+    check(found[4], matvecs(hoag), "HOAG's matvecs per step")
+    check(found[5], hoag["grad_evals"] / hoag["steps"], "HOAG's gradients per step")
+    check(found[6], matvecs(aid), "AID-BiO's matvecs per step")
+    assert "No row is set in bold" in text and "**" not in section("20 Newsgroups").split("| method |")[1].split("\n\n")[0]
+    assert hoag["cg_cap_hits"] == 0
+    tenth = {m: next(p for p in c if p[1] == 10) for m, c in by.items()}
+    check_range(re.search(r"test loss (" + NUMBER + "-" + NUMBER + r") after 10 steps each", text)[1],
+                [p[2] for p in tenth.values()], "test loss after 10 steps")
+    when = re.search(r"there after (" + NUMBER + r") s, AID-BiO after (" + NUMBER + r") s, AID-FP after (" + NUMBER
+                     + r") s, ITD-BiO after (" + NUMBER + r") s and HOAG after (" + NUMBER + ") s", text)
+    for i, m in enumerate(("stocbio", "aid-bio", "aid-fp", "itd-bio", "hoag"), 1):
+        check(when[i], tenth[m][0], f"{m}'s time to 10 steps")
+    last = re.search(r"every evaluation until the last ones, at (" + NUMBER + "-" + NUMBER + ") s", text)[1]
+    ends = [c[-1][0] for c in by.values()]
+    check_range(last, ends, "the last evaluations")
+    times = sorted({p[0] for c in by.values() for p in c if 0 < p[0] < min(ends)})
+    assert all(leader(by, t) == "stocbio" for t in times)
+    assert leader(by, max(ends)) != "stocbio"
+    level = re.search(r"levels off at (" + NUMBER + "-" + NUMBER + r") from (" + NUMBER + ") s on", text)
+    start = float(level[2])
+    check(level[2], next(p[0] for p in by["stocbio"] if p[0] >= start - 0.5), "where stocBiO levels off")
+    check_range(level[1], [p[2] for p in by["stocbio"] if p[0] >= start - 0.5], "stocBiO's level")
+    end = re.search(r"AID-FP \((" + NUMBER + r")\), AID-BiO \((" + NUMBER + r")\) and stocBiO \((" + NUMBER
+                    + r")\) are within (" + NUMBER + ")", text)
+    three = [runs[m]["test_loss"] for m in ("aid-fp", "aid-bio", "stocbio")]
+    for printed, value in zip(end.groups(), three):
+        check(printed, value, "final test loss")
+    assert max(three) - min(three) < float(end[4])
+    accs = re.search(r"\((" + NUMBER + r") against (" + NUMBER + ")-(" + NUMBER + r")\), but these differences are at "
+                     r"most (" + NUMBER + r") points, the binomial standard error of one accuracy on (" + NUMBER
+                     + r") posts \(about (" + NUMBER + ") points", text)
+    check(accs[1], runs["stocbio"]["test_acc"], "stocBiO's accuracy")
+    others = [r["test_acc"] for m, r in runs.items() if m != "stocbio"]
+    check(accs[2], min(others), "lowest other accuracy")
+    check(accs[3], max(others), "highest other accuracy")
+    all_acc = [r["test_acc"] for r in runs.values()]
+    assert min(all_acc) == runs["stocbio"]["test_acc"]
+    check(accs[4], 100 * (max(all_acc) - min(all_acc)), "accuracy spread (points)")
+    n = int(accs[5].replace(",", ""))
+    assert f"{n} test posts" in summary("newsgroups")["config"]["data"]
+    a = np.mean(all_acc)
+    check(accs[6], 100 * np.sqrt(a * (1 - a) / n), "binomial standard error (points)")
+
+
+def test_stochastic_hypercleaning_sentences():
+    text = powers(" ".join(section("Stochastic data hypercleaning").split()))
+    results = summary("stochastic-hypercleaning")["results"]
+    runs = {(r["method"].split(":")[0], r["p"]): r for r in results}
+    methods, ps = ("stocbio", "bsa", "ttsa", "hoag"), (0.1, 0.2, 0.4)
+    by = curves("stochastic-hypercleaning", lambda r: (r["method"].split(":")[0], float(r["p"])))
+    of = lambda m, key: [runs[(m, p)][key] for p in ps]
+    loss = {(m, p): runs[(m, p)]["test_loss"] for m in methods for p in ps}
+
+    rows = table(section("Stochastic data hypercleaning"), "p")  # bold marks the best of each p
+    for p in ps:
+        row = rows[f"{p:g}"]
+        best_loss = min(methods, key=lambda m: loss[(m, p)])
+        best_acc = max(methods, key=lambda m: runs[(m, p)]["test_acc"])
+        for column, m in zip(("stocBiO (batch 50)", "BSA", "TTSA", "HOAG"), methods):
+            cell_loss, cell_acc = row[column].split(" / ")
+            assert ("**" in cell_loss) == (m == best_loss), f"p = {p} {column}: bold test loss"
+            assert ("**" in cell_acc) == (m == best_acc), f"p = {p} {column}: bold test acc"
+
+    check_range(re.search(r"ε reached (" + NUMBER + " - " + NUMBER + ")", text)[1], of("hoag", "tol"), "HOAG's ε")
+    assert all(r["cg_cap_hits"] == 0 for r in results if r["method"] == "hoag")
+    calls = lambda m: [runs[(m, p)]["function_calls"] / runs[(m, p)]["steps"] for p in ps]
+    per_step = re.search(r"about (" + NUMBER + r") function calls per step on the full training set \(stocBiO's "
+                         r"steps make (\d+), on batches", text)
+    for value in calls("hoag"):
+        check(per_step[1], value, "HOAG's calls per step")
+    assert calls("stocbio") == [float(per_step[2])] * 3
+    steps = re.search(r"outer steps: stocBiO (" + NUMBER + "-" + NUMBER + "), BSA (" + NUMBER + "-" + NUMBER
+                      + "), TTSA (" + NUMBER + "-" + NUMBER + "), HOAG (" + NUMBER + "-" + NUMBER + ")", text)
+    for i, m in enumerate(methods, 1):
+        assert [int(s) for s in span(steps[i])] == [min(of(m, "steps")), max(of(m, "steps"))], m
+    check_range(re.search(r"took (" + NUMBER + "-" + NUMBER + ") ms each", text)[1],
+                [1000 * r["seconds"] / r["steps"] for r in (runs[("stocbio", p)] for p in ps)], "stocBiO's ms per step")
+    check_range(re.search(r"first 10 steps is at (" + NUMBER + "-" + NUMBER + ") s", text)[1],
+                [next(q for q in by[("hoag", p)] if q[1] == 10)[0] for p in ps], "HOAG's first point")
+
+    first = re.search(r"every evaluation from its first \((" + NUMBER + r") s\) to (" + NUMBER + ") s, at every p", text)
+    for p in ps:
+        c = {m: by[(m, p)] for m in methods}
+        check(first[1], c["stocbio"][1][0], f"p = {p}: stocBiO's first evaluation")
+        times = sorted({q[0] for m in methods for q in c[m] if c["stocbio"][1][0] <= q[0] <= float(first[2])})
+        assert all(leader(c, t) == "stocbio" for t in times), f"p = {p}"
+    ttsa = re.search(r"test loss (" + NUMBER + "-" + NUMBER + r") after 30 s, still falling by about (" + NUMBER
+                     + ") per second over the last (" + NUMBER + ") s", text)
+    check_range(ttsa[1], of("ttsa", "test_loss"), "TTSA's final test loss")
+    window = float(ttsa[3])
+    for p in ps:
+        c = by[("ttsa", p)]
+        check(ttsa[2], (at(c, c[-1][0] - window)[2] - c[-1][2]) / window, f"p = {p}: TTSA's fall per second")
+
+    gap = lambda p, others: min(loss[(m, p)] for m in others) - loss[("stocbio", p)]
+    lead = re.search(r"shrinks as p grows, (" + NUMBER + r") at p = 0\.1 and (" + NUMBER + r") at p = 0\.2, as the "
+                     r"paper states, to (" + NUMBER + r") at p = 0\.4", text)
+    for printed, p in zip(lead.groups(), ps):
+        check(printed, gap(p, ("bsa", "ttsa", "hoag")), f"p = {p}: stocBiO's lead")
+    for name, m in (("BSA", "bsa"), ("TTSA", "ttsa")):
+        trend = re.search(r"[Aa]gainst " + name + r" (?:the gap grows with p instead|it shrinks) \((" + NUMBER + "), ("
+                          + NUMBER + "), (" + NUMBER + r")\)", text)
+        for printed, p in zip(trend.groups(), ps):
+            check(printed, gap(p, (m,)), f"p = {p}: gap to {name}")
+    assert [leader({m: by[(m, p)] for m in methods}, 1e9) for p in ps] == ["stocbio", "stocbio", "hoag"]
+    overrun = re.search(r"HOAG's last point \(step (" + NUMBER + r"), (" + NUMBER + r") s, after the 30 s mark.*?\((" + NUMBER
+                        + r") against (" + NUMBER + r"); at HOAG's previous point, (" + NUMBER + r") s, it was (" + NUMBER
+                        + r") against stocBiO's (" + NUMBER + r")\)", text)
+    hoag4, stoc4 = by[("hoag", 0.4)], by[("stocbio", 0.4)]
+    assert int(overrun[1]) == hoag4[-1][1]
+    check(overrun[2], hoag4[-1][0], "HOAG's last point at p = 0.4")
+    check(overrun[3], loss[("hoag", 0.4)], "HOAG at p = 0.4")
+    check(overrun[4], loss[("stocbio", 0.4)], "stocBiO at p = 0.4")
+    check(overrun[5], hoag4[-2][0], "HOAG's previous point")
+    check(overrun[6], hoag4[-2][2], "HOAG's loss there")
+    check(overrun[7], at(stoc4, hoag4[-2][0])[2], "stocBiO's loss there")
+    hoag_steps = re.search(r"runs made (" + NUMBER + "), (" + NUMBER + ") and (" + NUMBER + r") steps at about ("
+                           + NUMBER + ") calls each", text)
+    assert [int(s) for s in hoag_steps.groups()[:3]] == of("hoag", "steps")
+    for value in calls("hoag"):
+        check(hoag_steps[4], value, "HOAG's calls per step")
+
+    acc = re.search(r"level with BSA \((" + NUMBER + ") against (" + NUMBER + r"), within the binomial standard "
+                    r"error of one accuracy on (" + NUMBER + r") images, about (" + NUMBER + ") points", text)
+    check(acc[1], runs[("stocbio", 0.1)]["test_acc"], "stocBiO's accuracy at p = 0.1")
+    check(acc[2], runs[("bsa", 0.1)]["test_acc"], "BSA's accuracy at p = 0.1")
+    a, n = runs[("stocbio", 0.1)]["test_acc"], int(acc[3].replace(",", ""))
+    assert f"{n} test images" in summary("stochastic-hypercleaning")["config"]["data"]
+    assert 100 * abs(a - runs[("bsa", 0.1)]["test_acc"]) < 100 * np.sqrt(a * (1 - a) / n)
+    check(acc[4], 100 * np.sqrt(a * (1 - a) / n), "binomial standard error (points)")
+
+    ahead = re.search(r"HOAG ends ahead \((" + NUMBER + ") against (" + NUMBER + "), (" + NUMBER + ") against ("
+                      + NUMBER + r")\)", text)
+    for i, p in ((1, 0.2), (3, 0.4)):
+        check(ahead[i], runs[("hoag", p)]["test_acc"], f"p = {p}: HOAG's accuracy")
+        check(ahead[i + 1], runs[("stocbio", p)]["test_acc"], f"p = {p}: stocBiO's accuracy")
+        assert runs[("hoag", p)]["test_acc"] == max(runs[(m, p)]["test_acc"] for m in methods)
+    lowest = re.search(r"p = 0\.1 and 0\.2 \((" + NUMBER + ") and (" + NUMBER + r"), HOAG next with (" + NUMBER
+                       + ") and (" + NUMBER + r")\)", text)
+    for i, p in ((1, 0.1), (2, 0.2)):
+        check(lowest[i], loss[("stocbio", p)], f"p = {p}: stocBiO's loss")
+        check(lowest[i + 2], loss[("hoag", p)], f"p = {p}: HOAG's loss")
+        assert sorted(methods, key=lambda m: loss[(m, p)])[:2] == ["stocbio", "hoag"]
+
+    def wobble(m):  # sd (points) of a curve's accuracy about its 21-point running mean, one value per p
+        out = []
+        for p in ps:
+            y = np.array([q[3] for q in by[(m, p)]])
+            out.append(100 * np.std(y[10:-10] - np.convolve(y, np.ones(21) / 21, mode="valid")))
+        return out
+    noise = re.search(r"running mean is (" + NUMBER + "-" + NUMBER + r") points for TTSA, (" + NUMBER + "-" + NUMBER
+                      + r") for stocBiO and (" + NUMBER + "-" + NUMBER + ") for BSA", text)
+    for i, m in enumerate(("ttsa", "stocbio", "bsa"), 1):
+        check_range(noise[i], wobble(m), f"{m}'s accuracy noise")
+    assert "TTSA's accuracy curve is the smoothest of the three" in text
+    assert all(t < min(s, b) for t, s, b in zip(wobble("ttsa"), wobble("stocbio"), wobble("bsa")))  # at every p
+
+
 def test_toy2d_numbers():
     text = " ".join(section("Toy problem").split())  # sentences without their line breaks
     assert "--out docs/results/toy2d" in text
