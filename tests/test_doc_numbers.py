@@ -152,6 +152,52 @@ def test_task_interaction_table():
     check(quoted[2], start.std(), "its sd")
 
 
+def test_hyper_representation_tables():
+    """Table 4's part and the equal-calls part, row by row, and the differences the text draws from
+    them, from the one default run on its reported seed."""
+    text = section("Hyper-representation, one-shot Omniglot")
+    flat = " ".join(text.split())
+    assert "--out docs/results/hyper-representation" in text
+    s = summary("hyper-representation")
+    seed, tuned = s["config"]["seed"], s["config"]["tuned_seeds"]
+    assert seed not in tuned and f"reports seed {seed}" in flat and f"chosen on seed {tuned[0]}" in flat
+    runs = {r["method"]: r for r in s["results"]}
+    parts = {"Method (T = 10)": {"1-RMD": "1-RMD", "5-RMD": "5-RMD", "Full RMD": "Full RMD",
+                                 "Short horizon (T = 1)": "Short horizon (T = 1)"},
+             "method": {"ITD-BiO": "ITD-BiO", "AID-BiO": "AID-BiO (CG)", "FOM": "FOM", "UFOM (q": "UFOM",
+                        "Adaptive UFOM": "Adaptive UFOM", "ANIL": "ANIL"}}
+    for first, labels in parts.items():
+        rows = table(text, first)
+        assert len(rows) == len(labels) == sum(r["part"] == ("table4" if first != "method" else "calls")
+                                                for r in s["results"])
+        for label, row in rows.items():
+            run = runs[next(m for prefix, m in labels.items() if label.startswith(prefix))]
+            acc, ci = numbers(row["test acc (%) ± 95%"])
+            check(acc, run["test_acc"], f"{label} test acc")
+            check(ci, run["test_acc_ci95"], f"{label} interval")
+            iters = row.get("hyper-iter.", row.get("hyper-iterations"))
+            assert int(iters) == run["hyper_iterations"], label
+            check(numbers(row["function calls / hyper-iter."])[0], run["function_calls"] / run["hyper_iterations"],
+                  f"{label} calls / hyper-iteration")
+            check(numbers(row["validation acc (%)"])[0], run["val_acc"], f"{label} validation acc")
+            if first != "method":
+                check(numbers(row["Sec/iter."])[0], run["sec_per_iter"], f"{label} sec / iter")
+                check(numbers(row["memory of one hypergradient (MB)"])[0], run["memory_mb"], f"{label} memory")
+    acc = {m: r["test_acc"] for m, r in runs.items()}
+    gaps = re.search(r"5-RMD − full RMD = (" + NUMBER + r"), 1-RMD − full RMD = (" + NUMBER + r") and 5-RMD − 1-RMD = ("
+                     + NUMBER + ")", flat)
+    for printed, (a, b) in zip(gaps.groups(), (("5-RMD", "Full RMD"), ("1-RMD", "Full RMD"), ("5-RMD", "1-RMD"))):
+        check(printed, acc[a] - acc[b], f"{a} − {b}")
+        assert abs(acc[a] - acc[b]) < runs[a]["test_acc_ci95"] + runs[b]["test_acc_ci95"], "the intervals overlap"
+    check(re.search(r"is (\d\.\d)·10¹²", flat)[1], runs["AID-BiO (CG)"]["solver_residual"] / 1e12, "CG residual")
+    for pattern, (a, b) in ((r"(" + NUMBER + r") points below ITD-BiO", ("ITD-BiO", "AID-BiO (CG)")),
+                            (r"(" + NUMBER + r") below ANIL", ("ANIL", "AID-BiO (CG)")),
+                            (r"(" + NUMBER + r") points above ITD-BiO's", ("Full RMD", "ITD-BiO")),
+                            (r"(" + NUMBER + r") points above ANIL", ("FOM", "ANIL")),
+                            (r"ANIL is (" + NUMBER + r") points above ITD-BiO", ("ANIL", "ITD-BiO"))):
+        check(re.search(pattern, flat)[1], acc[a] - acc[b], f"{a} − {b}")
+
+
 @pytest.mark.parametrize("label, prefix", [("stocBiO", "stocbio"), ("ITD-BiO", "itd-bio"), ("AID-FP", "aid-fp"),
                                            ("AID-BiO", "aid-bio"), ("HOAG", "hoag")])
 def test_newsgroups_table(label, prefix):
