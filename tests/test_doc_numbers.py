@@ -124,32 +124,119 @@ def test_hypercleaning_linear_table_against_its_run_and_shaban_table_2():
 
 
 def test_task_interaction_table():
+    """Table 3's analogue row by row (Δ vs full paired per trial), and the numbers the text draws from
+    the run: its seeds, L, the paired differences and their intervals, the costs and the learned C."""
+    from scipy import stats
+
+    from ablo.config import estimator
+
     text = section("Task interaction")
+    flat = " ".join(text.split())
+    assert "--out docs/results/task-interaction" in text
     s = summary("task-interaction")
+    seed, tuned = s["config"]["seed"], s["config"]["tuned_seeds"]
+    assert seed not in tuned and f"reports seed {seed}" in flat and f"chosen on seed {tuned[0]}" in flat
+    L = s["config"]["inner_L_at_start"]
+    check(re.search(r"L = (" + NUMBER + ")", flat)[1], L, "L")
+    check(re.search(r"2/L = (" + NUMBER + ")", flat)[1], 2 / L, "2/L")
     runs = {}
     for r in s["results"]:
-        runs.setdefault(r["label"], []).append(r)
-    full = np.array([r["test_acc"] for r in runs["full RMD (K = T = 100)"]]) * 100
-    labels = {"1-RMD": "1-RMD", "5-RMD": "5-RMD", "25-RMD": "25-RMD", "Full RMD (K = T = 100)": "full RMD (K = T = 100)",
-              "FOM": "FOM", "UFOM (q = 0.1)": "UFOM (q = 0.1)", "Adaptive UFOM": "Adaptive UFOM"}
+        runs.setdefault(r["method"], []).append(r)
+    assert all([r["trial"] for r in rs] == list(range(s["config"]["trials"])) for rs in runs.values())
+    acc = {m: np.array([r["test_acc"] for r in rs]) * 100 for m, rs in runs.items()}
+    delta = {m: a - acc["reverse"] for m, a in acc.items()}  # paired: same trial, same split
+    calls = {m: np.array([r["function_calls"] / r["hyper_iterations"] for r in rs]) for m, rs in runs.items()}
+    val = {m: np.array([r["val_loss"] for r in rs]) for m, rs in runs.items()}
+    labels = {"1-RMD": "truncated-1", "5-RMD": "truncated-5", "25-RMD": "truncated-25",
+              "Full RMD (K = T = 100)": "reverse", "FOM": "fom", "UFOM (q = 0.1)": "ufom",
+              "Adaptive UFOM": "adaptive-ufom"}
+    assert estimator("ufom").q == 0.1
     rows = table(text, "method")
     assert set(rows) == set(labels)
     for label, row in rows.items():
-        rs = runs[labels[label]]
-        acc = np.array([r["test_acc"] for r in rs]) * 100
+        m, rs = labels[label], runs[labels[label]]
         mean, sd = numbers(row["test acc (%)"])
-        check(mean, acc.mean(), f"{label} test acc")
-        check(sd, acc.std(), f"{label} test acc sd")
-        check(numbers(row["Δ vs full (points)"])[0], np.mean(acc - full), f"{label} Δ")
-        check(numbers(row["val loss at τ = 100"])[0], np.mean([r["val_loss"] for r in rs]), f"{label} val loss")
+        check(mean, acc[m].mean(), f"{label} test acc")
+        check(sd, acc[m].std(), f"{label} test acc sd")
+        printed = numbers(row["Δ vs full (points)"])
+        check(printed[0], delta[m].mean(), f"{label} Δ")
+        if m != "reverse":
+            check(printed[1], delta[m].std(), f"{label} Δ sd")
+        check(numbers(row["val loss at τ = 100"])[0], val[m].mean(), f"{label} val loss")
         check(numbers(row["‖d_θ f‖ at τ = 100"])[0], np.mean([r["true_grad_norm"] for r in rs]), f"{label} ‖d‖")
-        check(numbers(row["calls / iter"])[0],
-              np.mean([r["function_calls"] / r["hyper_iterations"] for r in rs]), f"{label} calls / iter")
+        check(numbers(row["calls / iter"])[0], calls[m].mean(), f"{label} calls / iter")
         check(numbers(row["sec / iter"])[0], np.mean([r["sec_per_iter"] for r in rs]), f"{label} sec / iter")
-    start = np.array([r["test_acc_start"] for r in s["results"] if r["method"] == "fom"]) * 100
+    start = np.array([r["test_acc_start"] for r in runs["fom"]]) * 100
     quoted = re.search(r"is (" + NUMBER + r") ± (" + NUMBER + r") %", text)
     check(quoted[1], start.mean(), "accuracy at θ_0")
     check(quoted[2], start.std(), "its sd")
+    # FOM's rows are θ_0's: stopped on an exactly-0 hypergradient
+    assert all(r["stopped"] and r["test_acc"] == r["test_acc_start"] for r in runs["fom"])
+    assert f"stops after {runs['fom'][0]['hyper_iterations']} hyper-iterations" in flat
+    learning = [m for m in runs if m != "fom"]
+    assert all(r["best_val_step"] == s["config"]["outer_steps"] for m in learning for r in runs[m])
+    by_trial = re.search(r"vary with their random branch draws \((\S+) and (\S+) by trial\)", flat)
+    check_range(by_trial[1], calls["ufom"], "UFOM calls / iter by trial")
+    check_range(by_trial[2], calls["adaptive-ufom"], "Adaptive UFOM calls / iter by trial")
+    check(re.search(r"spent (" + NUMBER + ") s in outer steps", flat)[1], sum(r["seconds"] for r in s["results"]),
+          "outer-step seconds")
+    check(re.search(r"and (" + NUMBER + ") s compiling", flat)[1], sum(r["compile_seconds"] for r in s["results"]),
+          "compile seconds")
+    # the claims: paired differences, their 95 % t-intervals over the trials, the gains over θ_0
+    half = lambda d: stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    for m, name in (("truncated-5", "5-RMD"), ("truncated-25", "25-RMD")):
+        assert delta[m].min() > 0, f"{name} above full RMD in every trial"
+    intervals = re.search(r"t-intervals of the paired difference over the 3 trials: \[(\S+), (\S+)\] and "
+                          r"\[(\S+), (\S+)\] points\)", flat).groups()
+    intervals += re.search(r"1-RMD's interval, \[(\S+), (\S+)\], resolves", flat).groups()
+    for (low, high), m in zip(zip(intervals[::2], intervals[1::2]), ("truncated-5", "truncated-25", "truncated-1")):
+        check(low.lstrip("+"), delta[m].mean() - half(delta[m]), f"{m} interval low")
+        check(high.lstrip("+"), delta[m].mean() + half(delta[m]), f"{m} interval high")
+    assert delta["truncated-1"].mean() - half(delta["truncated-1"]) < 0
+    posts = re.search(r"by (\S+) and (\S+) of the 7532 test posts", flat)
+    test_size = 7532
+    for printed, m in zip(posts.groups(), ("truncated-5", "truncated-25")):
+        check_range(printed, np.round(delta[m] * test_size / 100), f"{m} test posts")
+    gains = [np.mean(acc[m] - np.array([r["test_acc_start"] for r in runs[m]]) * 100)
+             for m in ("truncated-1", "truncated-5", "truncated-25", "reverse")]
+    check_range(re.search(r"over θ_0 \((\S+) points on average\)", flat)[1], gains, "gain over θ_0")
+    check_range(re.search(r"only (\S+) points above θ_0", flat)[1], gains, "gain over θ_0")
+    means = [float(x) for x in re.search(r"the means fall with K \((\S+) > (\S+) > (\S+) > (\S+)\)", flat).groups()]
+    assert means == sorted(means, reverse=True)
+    for printed, m in zip(means, ("truncated-1", "truncated-5", "truncated-25", "reverse")):
+        check(f"{printed:.2f}", acc[m].mean(), f"{m} mean")
+    for k, m in enumerate(("truncated-1", "truncated-5", "truncated-25")):
+        nxt = ("truncated-5", "truncated-25", "reverse")[k]
+        assert (val[m] > val[nxt]).all(), f"validation loss falls with K in every trial ({m})"
+    paired_val = re.search(r"by (\S+) ± (\S+), (\S+) ± (\S+) and (\S+) ± (\S+)\), but", flat).groups()
+    for (mean, sd), m in zip(zip(paired_val[::2], paired_val[1::2]), ("truncated-1", "truncated-5", "truncated-25")):
+        check(mean, (val[m] - val["reverse"]).mean(), f"{m} paired val loss")
+        check(sd, (val[m] - val["reverse"]).std(), f"{m} paired val loss sd")
+    lag = re.search(r"every trial, by (\S+) ± (\S+) and (\S+) ± (\S+)\)", flat).groups()
+    for (mean, sd), m in zip(zip(lag[::2], lag[1::2]), ("ufom", "adaptive-ufom")):
+        assert (val[m] > val["reverse"]).all()
+        check(mean, (val[m] - val["reverse"]).mean(), f"{m} paired val loss")
+        check(sd, (val[m] - val["reverse"]).std(), f"{m} paired val loss sd")
+    ratio = re.search(r"cost (\S+)× and (\S+)× full RMD's calls on average \((\S+)× and (\S+)× by trial\)", flat)
+    for k, m in enumerate(("ufom", "adaptive-ufom")):
+        check(ratio[k + 1], calls[m].mean() / calls["reverse"].mean(), f"{m} calls ratio")
+        check_range(ratio[k + 3], calls[m] / calls["reverse"], f"{m} calls ratio by trial")
+    per_call = [r["seconds"] / r["function_calls"] * 1000 for r in s["results"]]
+    check_range(re.search(r"one function call took (\S+) ms", flat)[1], per_call, "ms per call")
+    # the learned C (mean over trials) under full RMD, its six strongest pairs, median and ρ
+    with open(RESULTS / "task-interaction" / "learned_C.csv") as f:
+        rows_c = [r for r in csv.DictReader(f) if r["method"] == "reverse"]
+    names = [r["row"] for r in rows_c]
+    C = np.array([[float(r[n]) for n in names] for r in rows_c])
+    upper = C[np.triu_indices(len(names), 1)]
+    strongest = re.search(r"strongest couplings are (.*?); three", flat)[1]
+    for printed, value in zip(re.findall(r"\((" + NUMBER + r")\)", strongest), sorted(upper, reverse=True)[:6]):
+        check(printed, value, "a strongest coupling")
+    fell = re.search(r"entry fell from (\S+) to (\S+), and ρ from (\S+) to (\S+)\. ", flat).groups()
+    check(fell[0], 2 * np.logaddexp(0, s["config"]["B0"]), "C_ij at θ_0")
+    check(fell[1], np.median(upper), "median C_ij")
+    check(fell[2], np.logaddexp(0, s["config"]["nu0"]), "ρ at θ_0")
+    check(fell[3], np.mean([r["rho"] for r in runs["reverse"]]), "learned ρ")
 
 
 def test_hyper_representation_tables():
