@@ -189,12 +189,18 @@ def test_task_interaction_table():
     intervals = re.search(r"t-intervals of the paired difference over the 3 trials: \[(\S+), (\S+)\] and "
                           r"\[(\S+), (\S+)\] points\)", flat).groups()
     intervals += re.search(r"1-RMD's interval, \[(\S+), (\S+)\], resolves", flat).groups()
-    for (low, high), m in zip(zip(intervals[::2], intervals[1::2]), ("truncated-5", "truncated-25", "truncated-1")):
+    intervals += re.search(r"full RMD \(95 % t-interval \[(\S+), (\S+)\]: three trials", flat).groups()
+    intervals += re.search(r"t-intervals \[(\S+), (\S+)\] and \[(\S+), (\S+)\]\)\. With", flat).groups()
+    for (low, high), m in zip(zip(intervals[::2], intervals[1::2]),
+                              ("truncated-5", "truncated-25", "truncated-1", "fom", "ufom", "adaptive-ufom")):
         check(low.lstrip("+"), delta[m].mean() - half(delta[m]), f"{m} interval low")
         check(high.lstrip("+"), delta[m].mean() + half(delta[m]), f"{m} interval high")
-    assert delta["truncated-1"].mean() - half(delta["truncated-1"]) < 0
-    posts = re.search(r"by (\S+) and (\S+) of the 7532 test posts", flat)
-    test_size = 7532
+        resolved = abs(delta[m].mean()) > half(delta[m])  # the interval excludes 0
+        assert resolved == (m in ("truncated-5", "truncated-25")), f"{m}: the docs say the interval resolves an ordering"
+    posts = re.search(r"by (\S+) and (\S+) of the \d+ test posts", flat)
+    test_size = int(re.search(r"the (\d+) test posts", s["config"]["data"])[1])
+    assert f"of the {test_size} test posts" in flat and np.allclose(acc["reverse"] * test_size / 100,
+                                                                       np.round(acc["reverse"] * test_size / 100))
     for printed, m in zip(posts.groups(), ("truncated-5", "truncated-25")):
         check_range(printed, np.round(delta[m] * test_size / 100), f"{m} test posts")
     gains = [np.mean(acc[m] - np.array([r["test_acc_start"] for r in runs[m]]) * 100)
@@ -223,6 +229,36 @@ def test_task_interaction_table():
         check_range(ratio[k + 3], calls[m] / calls["reverse"], f"{m} calls ratio by trial")
     per_call = [r["seconds"] / r["function_calls"] * 1000 for r in s["results"]]
     check_range(re.search(r"one function call took (\S+) ms", flat)[1], per_call, "ms per call")
+    # Fig. 6: curves.csv's evaluations, every eval_every hyper-iterations of each trial
+    with open(RESULTS / "task-interaction" / "curves.csv") as f:
+        points = [{k: float(v) if k not in ("method",) else v for k, v in r.items()} for r in csv.DictReader(f)]
+    mean_at = lambda m, key: {step: np.mean([p[key] for p in points if p["method"] == m and p["step"] == step])
+                              for step in sorted({p["step"] for p in points if p["method"] == m})}
+    level = re.search(r"From τ = (\d+) on, K-RMD's ‖d_θ f‖ \(mean over trials\) stays level at (\S+) \(K = 1\), "
+                      r"(\S+) \(K = 5\) and (\S+) \(K = 25\) while full RMD's keeps falling \((\S+) to (\S+)\)", flat)
+    since = int(level[1])
+    for printed, m in zip(level.groups()[1:4], ("truncated-1", "truncated-5", "truncated-25")):
+        check_range(printed, [v for step, v in mean_at(m, "true_grad_norm").items() if step >= since], f"{m} ‖d‖")
+    falling = [v for step, v in mean_at("reverse", "true_grad_norm").items() if step >= since]
+    assert falling == sorted(falling, reverse=True)
+    check(level[5], falling[0], "full RMD ‖d‖ at the start of the level")
+    check(level[6], falling[-1], "full RMD ‖d‖ at the end")
+    evaluations = re.search(r"negative at (\d+) of its (\d+) evaluations \((\d+) per trial; minimum (\S+)\), 5-RMD's at "
+                            r"(\d+) \(minimum (\S+)\) and 25-RMD's at (\d+) \((\S+)\), all from τ = (\d+) on", flat).groups()
+    mine = lambda m: [p for p in points if p["method"] == m]
+    assert int(evaluations[1]) == len(mine("truncated-1")) == int(evaluations[2]) * s["config"]["trials"]
+    for (count, low), m in zip(((evaluations[0], evaluations[3]), (evaluations[4], evaluations[5]),
+                                (evaluations[6], evaluations[7])), ("truncated-1", "truncated-5", "truncated-25")):
+        negative = [p for p in mine(m) if p["cosine"] < 0]
+        assert int(count) == len(negative) and min(p["step"] for p in negative) >= int(evaluations[8]), m
+        check(low, min(p["cosine"] for p in negative), f"{m} smallest cosine")
+    cos = re.search(r"stay at (\S+) and (\S+) or above up to τ = (\d+), then fall to (\S+) and (\S+) from τ = (\d+) on, "
+                    r"while the true gradient shrinks \((\S+) and (\S+) at τ = 100\)", flat).groups()
+    for k, m in enumerate(("truncated-5", "truncated-25")):
+        curve = mean_at(m, "cosine")
+        check(cos[k], min(v for step, v in curve.items() if step <= int(cos[2])), f"{m} cosine up to τ = {cos[2]}")
+        check_range(cos[3 + k], [v for step, v in curve.items() if step >= int(cos[5])], f"{m} cosine later")
+        check(cos[6 + k], curve[100.0], f"{m} cosine at τ = 100")
     # the learned C (mean over trials) under full RMD, its six strongest pairs, median and ρ
     with open(RESULTS / "task-interaction" / "learned_C.csv") as f:
         rows_c = [r for r in csv.DictReader(f) if r["method"] == "reverse"]
