@@ -47,3 +47,17 @@ def _empty_data_cache(tmp_path_factory):
         mp.setenv("ABLO_DATA_DIR", str(empty))
         mp.setenv("XDG_CACHE_HOME", str(empty))
         yield empty
+
+
+#: The modules with the most compile work (summed test time, slowest first, from a --durations=0 run).
+#: xdist's loadscope hands modules to the two workers in collection order as each frees up; started
+#: first, they no longer run alone at the end while the other worker idles (longest job first).
+SLOWEST_MODULES = ("test_telescope_vmap.py", "test_experiment_fewshot.py", "test_experiment_hyper_representation.py",
+                   "test_exact.py", "test_bench.py", "test_readme_commands.py", "test_experiment_synthetic.py",
+                   "test_experiment_hypercleaning.py", "test_telescope.py", "test_experiment_unbiased.py",
+                   "test_solve.py", "test_products.py", "test_front_door.py", "test_toy2d.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_MODULES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module stays together
