@@ -120,6 +120,10 @@ def test_curve_plot_draws_the_seed_spread_as_a_band_and_f1_on_zero_to_one():
     one = curve_figure(_curves(["fom"], (0,)), x="function_calls", ys=("test_acc",))
     assert len(one.axes[0].collections) == 0  # one seed: no band
     plt.close(one)
+    trials = [dict(r, trial=r["seed"]) for r in _curves(["fom"], (0, 1, 2))]
+    by_trial = curve_figure(trials, x="function_calls", ys=("test_acc",), seed="trial")
+    assert any("mean of 3 trials" in t.get_text() for t in by_trial.legends[0].get_texts())  # counted by its key
+    plt.close(by_trial)
 
 
 def test_curve_plot_uses_a_log_scale_when_one_line_would_squeeze_the_others_and_draws_chance():

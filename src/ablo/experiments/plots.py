@@ -80,7 +80,7 @@ def curve_figure(rows: Sequence[Mapping], *, x: str, ys: Sequence[str], group: s
     """A matplotlib figure: one panel per metric in ``ys`` against ``x``, one line per value of
     ``group`` (in ``order``, else in natural order; legend text from ``labels``), the mean over
     ``seed`` (the first n points of each seed, n the fewest any seed has) with the min-max band
-    where there are several seeds. Panels in ``log_y``, or whose lines span more than two decades,
+    where there are several (the legend counts them by that key's name: "3 seeds", "3 trials"). Panels in ``log_y``, or whose lines span more than two decades,
     are on a log scale; ``chance`` draws a dotted line at {metric: value}; ``styles`` {group value:
     line style}; ``axis`` {field: axis label} overrides :func:`ablo.results.axis_label`. Rows lacking
     a metric are skipped for it."""
@@ -105,7 +105,7 @@ def curve_figure(rows: Sequence[Mapping], *, x: str, ys: Sequence[str], group: s
             xs, mean = pts[..., 0].mean(0), pts[..., 1].mean(0)
             color = f"C{i % 10}"
             ax.plot(xs, mean, (styles or {}).get(name, "-"), color=color, marker="." if n < 30 else None, lw=1.4,
-                    label=str((labels or {}).get(name, name)) + (f" (mean of {len(by_seed)} seeds)"
+                    label=str((labels or {}).get(name, name)) + (f" (mean of {len(by_seed)} {seed}s)"
                                                                 if len(by_seed) > 1 else ""))
             if len(by_seed) > 1:
                 ax.fill_between(xs, pts[..., 1].min(0), pts[..., 1].max(0), color=color, alpha=0.2, lw=0)
