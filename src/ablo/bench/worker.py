@@ -20,7 +20,9 @@ from .problems import AID_ITERS, build, estimator, load_data, ufom_key
 #: CPU time counts only the cycles this process got. Workers run single-threaded (``ENV``), so
 #: CPU time is what the wall time would be on an idle core.
 cpu_clock = time.process_time
-ENV = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
+#: (XLA reads XLA_FLAGS as "--flag" words; a bare word, e.g. TensorFlow's intra_op_parallelism_threads=1,
+#: silently stops it reading the flags after it.)
+ENV = {"XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false",
        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 
 
@@ -30,6 +32,8 @@ def single_threaded(environ) -> dict:
     flags = environ.get("XLA_FLAGS", "")
     flags = flags if ENV["XLA_FLAGS"] in flags else " ".join(filter(None, [flags, ENV["XLA_FLAGS"]]))
     return {**environ, **ENV, "XLA_FLAGS": flags}
+
+
 #: ablo estimators also timed in the process of a method, as "<name>_s" (same-process ratios).
 COMPARE = {"checkpointed": ("reverse",), "binomial": ("reverse", "checkpointed")}
 
