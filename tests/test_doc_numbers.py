@@ -700,6 +700,151 @@ def test_table_1_at_the_papers_protocol():
             check(hi, d.mean() + half, f"{label} {column} upper")
 
 
+def fewshot_curves(name: str) -> dict:
+    """{method: [(function_calls, test_acc, test_acc_ci95), ...]} of a few-shot run's curves.csv."""
+    out = {}
+    with open(RESULTS / name / "curves.csv") as f:
+        for r in csv.DictReader(f):
+            out.setdefault(r["method"], []).append((float(r["function_calls"]), float(r["test_acc"]),
+                                                    float(r["test_acc_ci95"])))
+    return {m: sorted(c) for m, c in out.items()}
+
+
+def test_fewshot_table():
+    """Table 2's analogue row by row (test accuracy, its 95% interval over the held-out tasks, outer
+    steps, calls; the paper's columns), the runs' seeds, and the numbers of the sentences: the
+    differences the claims rest on, calls per outer step, the curve points, the Reptile variants."""
+    text = section("Few-shot Omniglot")
+    flat = " ".join(text.split())
+    main = summary("fewshot")
+    sgd, adam = summary("fewshot/reptile/sgd"), summary("fewshot/reptile/adam-5e-3")
+    for s in (main, sgd, adam):
+        assert s["config"]["seeds"] == [1] and s["config"]["tuned_seeds"] == [0]
+    assert "the runs report seed 1" in flat and "chosen on seed 0 (`tuned_seeds`" in flat
+    assert "--out docs/results/fewshot`" in flat
+    assert "--out docs/results/fewshot/reptile/sgd`" in flat and "--out docs/results/fewshot/reptile/adam-5e-3`" in flat
+    cfg = main["config"]
+    assert (cfg["budget_calls"], cfg["eval_tasks"], cfg["ways"], cfg["size"]) == (200000, 1000, 20, 14)
+    assert (cfg["reptile_inner_optimizer"], cfg["reptile_inner_lr"], cfg["reptile_eval_steps"]) == ("adam", 5e-4, 50)
+    assert (sgd["config"]["reptile_inner_optimizer"], sgd["config"]["reptile_inner_lr"],
+            sgd["config"]["reptile_eval_steps"], sgd["config"]["reptile_eval_batch"]) == ("sgd", 0.4, 10, 20)
+    assert (adam["config"]["reptile_inner_optimizer"], adam["config"]["reptile_inner_lr"]) == ("adam", 5e-3)
+    assert sgd["config"]["budget_calls"] == adam["config"]["budget_calls"] == 100000
+    runs = {r["method"]: r for r in main["results"]}
+    labels = {"FOM": runs["fom"], "exact (`recompute`)": runs["recompute"], "UFOM (q = 0.1)": runs["ufom"],
+              "Adaptive UFOM": runs["adaptive-ufom"], "Reptile, Nichol et al.'s protocol (the default)": runs["reptile"],
+              "Reptile, Nichol et al.'s protocol with inner Adam step 5e-3": adam["results"][0],
+              "Reptile, FOM's inner loop (SGD 0.4)": sgd["results"][0]}
+    paper = {"FOM": "fom", "exact (": "exact", "Adaptive UFOM": "adaptive-ufom", "Reptile, Nichol et al.'s protocol (":
+             "reptile"}
+    rows = table(text, "method")
+    assert len(rows) == len(labels)
+    for label, row in rows.items():
+        run = next(r for prefix, r in labels.items() if label.startswith(prefix))
+        acc, ci = numbers(row["test acc (%), seed 1"])
+        check(acc, run["test_acc"], f"{label} test acc")
+        check(ci, run["test_acc_ci95"], f"{label} interval")
+        assert int(row["outer steps"]) == run["steps"], label
+        assert int(row["function calls"].replace(",", "")) == run["function_calls"], label
+        key = next((k for prefix, k in paper.items() if label.startswith(prefix)), None)
+        printed = numbers(row["paper 30-way / 40-way"])
+        assert len(printed) == (2 if key else 0), label
+        for ways, p in zip((30, 40), printed):
+            check(p, _paper.FEWSHOT_OMNIGLOT_1SHOT[ways][key], f"{label} paper {ways}-way")
+    adaptive_label = next(label for label in rows if label.startswith("Adaptive UFOM"))
+    check(re.search(r"mean q (" + NUMBER + ")", adaptive_label)[1], runs["adaptive-ufom"]["mean_q"], "mean q")
+    best = max([*runs.values(), sgd["results"][0], adam["results"][0]], key=lambda r: r["test_acc"])
+    assert best is sgd["results"][0] and runs["reptile"]["test_acc"] == min(r["test_acc"] for r in runs.values())
+    # the claims: differences and whether the two 1000-task intervals are apart
+    acc = {m: r["test_acc"] for m, r in runs.items()}
+    apart = lambda a, b: abs(acc[a] - acc[b]) > runs[a]["test_acc_ci95"] + runs[b]["test_acc_ci95"]
+    found = re.search(r"\(\+(" + NUMBER + r") points\) and (" + NUMBER + r") ± (" + NUMBER + r") \(\+(" + NUMBER
+                      + r") points\), and UFOM is above FOM \((" + NUMBER + r") ± (" + NUMBER + r"), \+(" + NUMBER
+                      + r") points\), none of these intervals overlapping; Adaptive UFOM's lead over UFOM \((" + NUMBER
+                      + r") points\) is within the intervals", flat)
+    check(found[1], acc["adaptive-ufom"] - acc["fom"], "Adaptive UFOM − FOM")
+    check(found[4], acc["adaptive-ufom"] - acc["recompute"], "Adaptive UFOM − exact")
+    check(found[7], acc["ufom"] - acc["fom"], "UFOM − FOM")
+    check(found[8], acc["adaptive-ufom"] - acc["ufom"], "Adaptive UFOM − UFOM")
+    assert apart("adaptive-ufom", "fom") and apart("adaptive-ufom", "recompute") and apart("ufom", "fom")
+    assert not apart("adaptive-ufom", "ufom")
+    below = re.search(r"\*below\* FOM here, by (" + NUMBER + r") points \((" + NUMBER + r") ± (" + NUMBER + r") against ("
+                      + NUMBER + r") ± (" + NUMBER + r"), intervals apart\)", flat)
+    check(below[1], acc["fom"] - acc["recompute"], "FOM − exact")
+    for printed, value in zip(below.groups()[1:], (acc["recompute"], runs["recompute"]["test_acc_ci95"], acc["fom"],
+                                                   runs["fom"]["test_acc_ci95"])):
+        check(printed, value, "exact and FOM")
+    assert acc["recompute"] < acc["fom"] and apart("fom", "recompute")
+    # the budget: calls per outer step and per task, outer steps taken
+    per_task = lambda r: (r["grad_evals"] + r["hvps"] + r["jvps"]) / r["steps"] / cfg["meta_batch"]
+    cost = re.search(r"spends (" + NUMBER + r") function calls per outer step against FOM's (" + NUMBER + r") \(per task: "
+                     r"r \+ 2 = (" + NUMBER + r") for FOM .* and (" + NUMBER + ") for exact", flat)
+    check(cost[1], runs["recompute"]["function_calls"] / runs["recompute"]["steps"], "exact's calls per step")
+    check(cost[2], runs["fom"]["function_calls"] / runs["fom"]["steps"], "FOM's calls per step")
+    check(cost[3], per_task(runs["fom"]), "FOM's calls per task")
+    check(cost[4], per_task(runs["recompute"]), "exact's calls per task")
+    assert (f"it took {runs['recompute']['steps']} outer steps to FOM's {runs['fom']['steps']}" in flat)
+    # the curves: 200-task points at every tenth of the budget
+    by = fewshot_curves("fewshot")
+    assert all(len(c) == 10 for c in by.values())
+    tenth = lambda calls: round(calls / 20000) * 20000
+    point = lambda m, calls: next(p for p in by[m] if tenth(p[0]) == calls)
+    check_range(re.search(r"their 95% intervals are ±(" + NUMBER + "-" + NUMBER + ")", flat)[1],
+                [p[2] for c in by.values() for p in c], "curve intervals")
+    early = re.search(r"FOM learns fastest at first \((" + NUMBER + r") % at (" + NUMBER + r") calls, when exact has ("
+                      + NUMBER + r") %\) and then rises slowly, (" + NUMBER + "-" + NUMBER + r") % from (" + NUMBER
+                      + ") calls on", flat)
+    at_calls = int(early[2].replace(",", ""))
+    check(early[1], point("fom", at_calls)[1], "FOM early")
+    check(early[3], point("recompute", at_calls)[1], "exact early")
+    assert point("fom", at_calls)[1] == max(point(m, at_calls)[1] for m in by)
+    level_from = int(early[5].replace(",", ""))
+    check_range(early[4], [p[1] for p in by["fom"] if tenth(p[0]) >= level_from], "FOM's level")
+    cross = re.search(r"both are below FOM at (" + NUMBER + r") calls and above it from (" + NUMBER + ") on", flat)
+    before, after = (int(c.replace(",", "")) for c in cross.groups())
+    for m in ("ufom", "adaptive-ufom"):
+        assert point(m, before)[1] < point("fom", before)[1], m
+        assert all(p[1] > point("fom", tenth(p[0]))[1] for p in by[m] if tenth(p[0]) >= after), m
+    rising = re.search(r"still rising \((" + NUMBER + r") % at (" + NUMBER + r") calls, (" + NUMBER + r") % at ("
+                       + NUMBER + r")\)", flat)
+    check(rising[1], point("recompute", int(rising[2].replace(",", "")))[1], "exact's curve")
+    check(rising[3], point("recompute", int(rising[4].replace(",", "")))[1], "exact's last curve point")
+    # Reptile: Nichol et al.'s schedule against ours, its curve, the variants
+    steps = re.search(r"\((" + NUMBER + r") outer steps of (" + NUMBER + r") calls, .* where their schedule runs ("
+                      + NUMBER + r") outer steps \((" + NUMBER + r") million gradient evaluations, (" + NUMBER
+                      + r")× ours\); (" + NUMBER + ") s of outer steps", flat)
+    reptile = runs["reptile"]
+    assert int(steps[1]) == reptile["steps"]
+    check(steps[2], reptile["function_calls"] / reptile["steps"], "Reptile's calls per step")
+    theirs = int(steps[3].replace(",", "")) * cfg["meta_batch"] * cfg["steps"]
+    check(steps[4], theirs / 1e6, "Nichol et al.'s gradient evaluations")
+    check(steps[5], theirs / reptile["grad_evals"], "their schedule against ours")
+    check(steps[6], reptile["seconds"], "Reptile's seconds")
+    curve = re.search(r"\((" + NUMBER + r") % at (" + NUMBER + r") calls, (" + NUMBER + r") % at (" + NUMBER
+                      + r")\): with steps of 5e-4", flat)
+    check(curve[1], point("reptile", int(curve[2].replace(",", "")))[1], "Reptile's curve")
+    check(curve[3], point("reptile", int(curve[4].replace(",", "")))[1], "Reptile's curve at the end")
+    check(re.search(r"step sizes on (" + NUMBER + r") % of their schedule", flat)[1],
+          100 * reptile["grad_evals"] / theirs, "share of their schedule")
+    variant = re.search(r"It reaches (" + NUMBER + r") % at (" + NUMBER + r") calls, above every other method at twice "
+                        r"that budget \(Adaptive UFOM (" + NUMBER + r") %, FOM (" + NUMBER + r") %\) and far above FOM's "
+                        r"curve at (" + NUMBER + r") calls \((" + NUMBER + r") %\)", flat)
+    check(variant[1], sgd["results"][0]["test_acc"], "SGD variant")
+    assert int(variant[2].replace(",", "")) == sgd["results"][0]["function_calls"]
+    assert 2 * sgd["results"][0]["function_calls"] == cfg["budget_calls"]
+    check(variant[3], acc["adaptive-ufom"], "Adaptive UFOM")
+    check(variant[4], acc["fom"], "FOM")
+    check(variant[6], point("fom", int(variant[5].replace(",", "")))[1], "FOM's curve at the variant's budget")
+    middle, run = re.search(r"CPU\), reaches (" + NUMBER + r") ± (" + NUMBER + r") % at (" + NUMBER + r") calls, level "
+                            r"with FOM at twice that budget \((" + NUMBER + r") ± (" + NUMBER + r")\) and above exact \(("
+                            + NUMBER + r") ± (" + NUMBER + r")\)", flat), adam["results"][0]
+    for printed, value in zip(middle.groups(), (run["test_acc"], run["test_acc_ci95"], run["function_calls"], acc["fom"],
+                                                runs["fom"]["test_acc_ci95"], acc["recompute"],
+                                                runs["recompute"]["test_acc_ci95"])):
+        check(printed, value, "Adam 5e-3 variant against FOM and exact")
+    assert abs(run["test_acc"] - acc["fom"]) < run["test_acc_ci95"] + runs["fom"]["test_acc_ci95"]  # level
+    assert run["test_acc"] - run["test_acc_ci95"] > acc["recompute"] + runs["recompute"]["test_acc_ci95"]  # above
+
 def test_ufom_exact_branch_table_in_the_benchmarks_page():
     """docs/benchmarks.md's exact-branch table is benchmarks/results/ufom-exact-branch's run, row by row."""
     text = (ROOT / "docs" / "benchmarks.md").read_text()

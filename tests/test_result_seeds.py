@@ -11,8 +11,7 @@ RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results"
 SUMMARIES = sorted(p for p in RESULTS.rglob("summary.json"))
 #: Runs made before the tuned_seeds field, awaiting their rerun on fresh seeds (strict: a rerun that
 #: passes must leave this list)
-PENDING = {"fewshot", "fewshot/seed1", "fewshot/reptile/adam-5e-3", "fewshot/reptile/nichol",
-           "fewshot/reptile/sgd-seed0", "fewshot/reptile/sgd-seed1", "hypercleaning-linear"}
+PENDING = {"hypercleaning-linear"}
 
 
 def _seeds(summary: dict) -> tuple:
