@@ -164,25 +164,37 @@ def _table(cfg: dict, rows: list) -> tuple:
     budget = " / ".join(x for x in (cfg["budget_calls"] and f"{number(cfg['budget_calls'])} function calls",
                                     cfg["outer_steps"] and f"{cfg['outer_steps']:,} outer steps") if x)
     ran = {r["estimator"] for r in rows}
+    maml = ("" if ran <= {Reptile.name} else  # the MAML-form methods' settings, where one of them ran
+            f", r = {cfg['steps']} inner SGD steps (lr {number(cfg['inner_lr'])}), meta-batch {cfg['meta_batch']}, "
+            f"outer Adam lr {number(cfg['outer_lr'])}{clip}")
     notes = ([smoke_note(cfg).strip()] if cfg["smoke"] else []) + [
         f"Data: {data}. {cfg['shots']}-shot {cfg['ways']}-way, images {cfg['size']}x{cfg['size']}, conv "
-        f"{cfg['blocks']} x {cfg['filters']} filters (stride 2, batch norm, ReLU) + dense, r = {cfg['steps']} inner "
-        f"SGD steps (lr {number(cfg['inner_lr'])}), meta-batch {cfg['meta_batch']}, outer Adam lr "
-        f"{number(cfg['outer_lr'])}{clip}, budget per method and seed: {budget}; test accuracy over "
-        f"{cfg['eval_tasks']:,} held-out tasks with a 95% interval; chance is {number(100 / cfg['ways'])}%.",
+        f"{cfg['blocks']} x {cfg['filters']} filters (stride 2, batch norm, ReLU) + dense{maml}, budget per method "
+        f"and seed: {budget}; test accuracy over {cfg['eval_tasks']:,} held-out tasks with a 95% interval; chance "
+        f"is {number(100 / cfg['ways'])}%.",
         seeds_note(cfg), paper + (" 'recompute' is the paper's memory-efficient exact estimator." if "recompute" in ran
                                   else "")]
     if len(cfg["seeds"]) > 1 and len(table) > 1:
         notes.append(paired_note(rows, "test_acc").strip())
     if Reptile.name in ran:
-        notes.append(
-            f"Reptile runs Nichol et al.'s protocol (1-shot 20-way Omniglot settings of their code): "
-            f"{cfg['reptile_train_shots']} drawings per class per training task, r = {cfg['steps']} inner "
-            f"{cfg['reptile_inner_optimizer']} steps (Adam: β1 = 0; lr {number(cfg['reptile_inner_lr'])}) on one pass "
-            f"of mini-batches, outer SGD with meta step {number(cfg['reptile_meta_step'])} annealed linearly to 0, "
-            f"meta-batch {cfg['meta_batch']}; evaluated after {cfg['reptile_eval_steps']} inner steps on mini-batches "
-            f"of {cfg['reptile_eval_batch']} support images.")
+        notes.append(_reptile_note(cfg))
     return table, "\n\n".join(notes)
+
+
+def _reptile_note(cfg: dict) -> str:
+    """What Reptile ran: Nichol et al.'s protocol (the reptile_* defaults), or which of its settings differ."""
+    nichol = {f.name: f.default for f in dataclasses.fields(Config) if f.name.startswith("reptile_")}
+    nichol["reptile_eval_batch"] = max(1, cfg["ways"] * cfg["shots"] // 2)  # m·K/2, as resolved() sets it
+    changed = [f"{k} = {cfg[k]:g}" if isinstance(cfg[k], float) else f"{k} = {cfg[k]}"
+               for k, v in nichol.items() if cfg[k] != v]
+    opt = "Adam (β1 = 0)" if cfg["reptile_inner_optimizer"] == "adam" else "SGD"
+    head = ("Reptile runs Nichol et al.'s protocol (1-shot 20-way Omniglot settings of their code)" if not changed
+            else f"Reptile runs Nichol et al.'s protocol with {', '.join(changed)} instead of theirs")
+    return (f"{head}: {cfg['reptile_train_shots']} drawings per class per training task, r = {cfg['steps']} inner "
+            f"{opt} steps of {number(cfg['reptile_inner_lr'])} on one pass of mini-batches, outer SGD with meta step "
+            f"{number(cfg['reptile_meta_step'])} annealed linearly to 0, meta-batch {cfg['meta_batch']}; evaluated "
+            f"after {cfg['reptile_eval_steps']} inner {opt} steps on mini-batches of {cfg['reptile_eval_batch']} "
+            "support images.")
 
 
 register(Experiment(NAME, run, Config, TINY,
