@@ -107,6 +107,16 @@ def test_curve_plot_text_never_overlaps_even_with_long_titles_and_many_methods()
     plt.close(fig)
 
 
+def test_curve_plot_tick_labels_of_large_counts_do_not_run_together():
+    """A one-panel figure of function calls up to 200,000 (the few-shot budget): the x tick labels fit."""
+    from ablo.experiments.plots import curve_figure
+
+    rows = [dict(r, function_calls=20_000.0 * (r["function_calls"] / 100 + 1)) for r in _curves(["fom", "ufom"], (0,))]
+    fig = curve_figure(rows, x="function_calls", ys=("test_acc",), chance={"test_acc": 5.0})
+    assert _overlaps(fig) == []
+    plt.close(fig)
+
+
 def test_curve_plot_draws_the_seed_spread_as_a_band_and_f1_on_zero_to_one():
     from ablo.experiments.plots import curve_figure
 

@@ -120,6 +120,10 @@ def curve_figure(rows: Sequence[Mapping], *, x: str, ys: Sequence[str], group: s
         ax.set_xlabel(_wrap(name(x), 45))
         ax.set_ylabel(_wrap(name(y), 40))
         ax.grid(alpha=0.3)
+        if max(abs(v) for v in ax.get_xlim()) >= 1e4:  # 200k, not 200000: six-digit tick labels run together
+            from matplotlib.ticker import EngFormatter
+
+            ax.xaxis.set_major_formatter(EngFormatter(sep=""))
     if title:
         fig.suptitle(_wrap(title, int(60 * len(ys))), fontsize=9)
     figure_legend(fig, ncol=min(len(names) + bool(chance), 4))
