@@ -72,6 +72,18 @@ def summary(name: str) -> dict:
     return json.loads((RESULTS / name / "summary.json").read_text())
 
 
+def pre_registered(title: str, folder: str) -> tuple:
+    """(section text, the text on one line, summary) of a one-seed run whose section prints its
+    command, the seed it reports and the seed its settings were chosen on (a seed not reported)."""
+    text = section(title)
+    flat = " ".join(text.split())
+    assert f"--out docs/results/{folder}" in text
+    s = summary(folder)
+    seed, tuned = s["config"]["seed"], s["config"]["tuned_seeds"]
+    assert seed not in tuned and f"reports seed {seed}" in flat and f"chosen on seed {tuned[0]}" in flat
+    return text, flat, s
+
+
 def test_agrees_reads_the_printed_precision():
     assert agrees("5.741", 5.7414) and not agrees("5.741", 5.7416)
     assert agrees("2.9e-4", 2.86e-4) and not agrees("2.9e-4", 2.84e-4)
@@ -130,12 +142,7 @@ def test_task_interaction_table():
 
     from ablo.config import estimator
 
-    text = section("Task interaction")
-    flat = " ".join(text.split())
-    assert "--out docs/results/task-interaction" in text
-    s = summary("task-interaction")
-    seed, tuned = s["config"]["seed"], s["config"]["tuned_seeds"]
-    assert seed not in tuned and f"reports seed {seed}" in flat and f"chosen on seed {tuned[0]}" in flat
+    text, flat, s = pre_registered("Task interaction", "task-interaction")
     L = s["config"]["inner_L_at_start"]
     check(re.search(r"L = (" + NUMBER + ")", flat)[1], L, "L")
     check(re.search(r"2/L = (" + NUMBER + ")", flat)[1], 2 / L, "2/L")
@@ -278,12 +285,7 @@ def test_task_interaction_table():
 def test_hyper_representation_tables():
     """Table 4's part and the equal-calls part, row by row, and the differences the text draws from
     them, from the one default run on its reported seed."""
-    text = section("Hyper-representation, one-shot Omniglot")
-    flat = " ".join(text.split())
-    assert "--out docs/results/hyper-representation" in text
-    s = summary("hyper-representation")
-    seed, tuned = s["config"]["seed"], s["config"]["tuned_seeds"]
-    assert seed not in tuned and f"reports seed {seed}" in flat and f"chosen on seed {tuned[0]}" in flat
+    text, flat, s = pre_registered("Hyper-representation, one-shot Omniglot", "hyper-representation")
     runs = {r["method"]: r for r in s["results"]}
     parts = {"Method (T = 10)": {"1-RMD": "1-RMD", "5-RMD": "5-RMD", "Full RMD": "Full RMD",
                                  "Short horizon (T = 1)": "Short horizon (T = 1)"},
