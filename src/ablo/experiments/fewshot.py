@@ -194,7 +194,7 @@ def _reptile_note(cfg: dict) -> str:
             f"{opt} steps of {number(cfg['reptile_inner_lr'])} on one pass of mini-batches, outer SGD with meta step "
             f"{number(cfg['reptile_meta_step'])} annealed linearly to 0, meta-batch {cfg['meta_batch']}; evaluated "
             f"after {cfg['reptile_eval_steps']} inner {opt} steps on mini-batches of {cfg['reptile_eval_batch']} "
-            "support images.")
+            f"support image{'' if cfg['reptile_eval_batch'] == 1 else 's'}.")
 
 
 register(Experiment(NAME, run, Config, TINY,
