@@ -133,6 +133,19 @@ def test_hypercleaning_linear_table_against_its_run_and_shaban_table_2():
     calls = re.search(r"in function calls it is\s+(" + NUMBER + r") against (" + NUMBER + ")", text)
     check(calls[1], by_k["truncated-5"]["function_calls"], "K = 5 calls")
     check(calls[2], by_k["reverse"]["function_calls"], "full RMD calls")
+    flat = " ".join(text.split())
+    (seed,), tuned = s["config"]["seeds"], s["config"]["tuned_seeds"]
+    assert seed not in tuned and f"reports seed {seed}" in flat and f"chosen on seed {tuned[0]}" in flat
+    assert f"{s['config']['dataset']['corrupted']} of 5000 labels ended up wrong with seed {seed}" in flat
+    assert f"wrong ({s['config']['dataset']['corrupted']})" in flat
+    ratio = re.search(r"min (" + NUMBER + "), 1-RMD's last iterate", flat)[1]
+    check(ratio, min(r["descent_ratio"] for r in s["results"]), "least descent ratio")
+    paper = _paper.HYPERCLEANING_LINEAR
+    gaps = [paper[r["K"] if r["method"] != "reverse" else s["config"]["steps"]]["val_acc"] - r["val_acc"]
+            for r in s["results"]]
+    low, high = re.search(r"below the paper's by (" + NUMBER + ") to (" + NUMBER + ") points", flat).groups()
+    check(low, min(gaps), "least validation-accuracy gap")
+    check(high, max(gaps), "largest validation-accuracy gap")
 
 
 def test_task_interaction_table():
