@@ -884,3 +884,28 @@ def test_ufom_exact_branch_table_in_the_benchmarks_page():
     check(fewer[2], runs["recompute"]["calls_to_target_qstar"], "recompute calls")
     check(fewer[3], 100 * (1 - runs["checkpointed"]["calls_to_target_qstar"] / runs["recompute"]["calls_to_target_qstar"]),
           "% fewer")
+
+
+def test_scaled_down_mlp_fresh_seeds():
+    """The scaled-down MLP hypercleaning bullet: means and sd over the fresh seeds 10-14 and the paired
+    Adaptive UFOM − exact difference with its 95% t-interval, from the committed run."""
+    from scipy import stats
+
+    flat = " ".join(section("Data hypercleaning, two-layer MLP").split())
+    s = summary("hypercleaning-mlp-fresh")
+    assert s["config"]["seeds"] == [10, 11, 12, 13, 14] and not set(s["config"]["tuned_seeds"]) & {10, 11, 12, 13, 14}
+    acc = {m: {r["seed"]: r["test_acc"] for r in s["results"] if r["method"] == m}
+           for m in ("recompute", "fom", "adaptive-ufom")}
+    bullet = re.search(r"exact \(`recompute`\) (" + NUMBER + r") ± (" + NUMBER + r") \(sd\), FOM (" + NUMBER + r") ± ("
+                       + NUMBER + r"), Adaptive UFOM (" + NUMBER + r") ± (" + NUMBER + r"); paired by seed, Adaptive "
+                       r"UFOM − exact = \*\*\+(" + NUMBER + r") points, 95% interval \[(" + NUMBER + r"), \+(" + NUMBER
+                       + r")\]\*\*", flat)
+    for i, m in enumerate(("recompute", "fom", "adaptive-ufom")):
+        v = list(acc[m].values())
+        check(bullet[1 + 2 * i], np.mean(v), f"{m} mean")
+        check(bullet[2 + 2 * i], np.std(v, ddof=1), f"{m} sd")
+    d = np.array([acc["adaptive-ufom"][k] - acc["recompute"][k] for k in acc["recompute"]])
+    half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
+    check(bullet[7], d.mean(), "paired mean")
+    check(bullet[8], d.mean() - half, "interval low")
+    check(bullet[9], d.mean() + half, "interval high")
