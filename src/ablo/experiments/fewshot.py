@@ -183,10 +183,10 @@ def _table(cfg: dict, rows: list) -> tuple:
 
 def _reptile_note(cfg: dict) -> str:
     """What Reptile ran: Nichol et al.'s protocol (the reptile_* defaults), or which of its settings differ."""
-    nichol = {f.name: f.default for f in dataclasses.fields(Config) if f.name.startswith("reptile_")}
-    nichol["reptile_eval_batch"] = max(1, cfg["ways"] * cfg["shots"] // 2)  # m·K/2, as resolved() sets it
+    nichol = Config(ways=cfg["ways"], shots=cfg["shots"]).resolved()  # the reptile_* defaults at this m, K
     changed = [f"{k} = {cfg[k]:g}" if isinstance(cfg[k], float) else f"{k} = {cfg[k]}"
-               for k, v in nichol.items() if cfg[k] != v]
+               for k in (f.name for f in dataclasses.fields(Config) if f.name.startswith("reptile_"))
+               if cfg[k] != getattr(nichol, k)]
     opt = "Adam (β1 = 0)" if cfg["reptile_inner_optimizer"] == "adam" else "SGD"
     head = ("Reptile runs Nichol et al.'s protocol (1-shot 20-way Omniglot settings of their code)" if not changed
             else f"Reptile runs Nichol et al.'s protocol with {', '.join(changed)} instead of theirs")

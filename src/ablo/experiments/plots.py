@@ -80,8 +80,8 @@ def curve_figure(rows: Sequence[Mapping], *, x: str, ys: Sequence[str], group: s
     """A matplotlib figure: one panel per metric in ``ys`` against ``x``, one line per value of
     ``group`` (in ``order``, else in natural order; legend text from ``labels``), the mean over
     ``seed`` (the first n points of each seed, n the fewest any seed has) with the min-max band
-    where there are several (the legend counts them by that key's name: "3 seeds", "3 trials"). Panels in ``log_y``, or whose lines span more than two decades,
-    are on a log scale; ``chance`` draws a dotted line at {metric: value}; ``styles`` {group value:
+    where there are several (the legend counts them by that key's name: "3 seeds", "3 trials").
+    Panels in ``log_y``, or whose lines span more than two decades, are on a log scale; ``chance`` draws a dotted line at {metric: value}; ``styles`` {group value:
     line style}; ``axis`` {field: axis label} overrides :func:`ablo.results.axis_label`. Rows lacking
     a metric are skipped for it."""
     plt = pyplot()
